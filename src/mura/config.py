@@ -1,0 +1,207 @@
+"""Typed view of ``params.yaml``, the single source of configuration.
+
+Each stage's ``main()`` calls :func:`load_params` once and passes the
+relevant frozen dataclass down; library functions never open params.yaml.
+Unknown keys are kept in :attr:`Params.raw` so that later sections (train,
+ensemble, ...) can add their own dataclasses without touching this loader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mura.errors import ConfigError
+
+ResizePolicy = Literal["stretch", "pad"]
+DuplicatePolicy = Literal["keep", "drop_later_split"]
+DatasetName = Literal["mura", "fracture"]
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """``data:`` section: where the raw datasets live and the cache geometry."""
+
+    mura_dir: str
+    fracture_dir: str
+    image_size: int = 320
+    resize: ResizePolicy = "stretch"
+    train_datasets: tuple[DatasetName, ...] = ("mura",)
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """``ingest:`` section."""
+
+    workers: int = 0
+    max_quarantine_fraction: float = 0.05
+    near_duplicate_distance: int = 4
+    near_duplicate_min_correlation: float = 0.97
+    duplicate_policy: DuplicatePolicy = "keep"
+    max_pixels: int = 60_000_000
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """``split:`` section."""
+
+    test_fraction: float = 0.10
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml, typed where a stage needs it."""
+
+    seed: int
+    data: DataParams
+    ingest: IngestParams = field(default_factory=IngestParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _check(value: Any, tp: Any, name: str) -> Any:
+    """Validate ``value`` against the annotation ``tp``; return it converted."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"param '{name}' = {value!r}: expected one of {list(typing.get_args(tp))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"param '{name}' = {value!r}: expected a list")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_check(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, name)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"param '{name}': bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, name)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"param '{name}' = {value!r}: expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"param '{name}' = {value!r}: expected an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"param '{name}' = {value!r}: expected true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"param '{name}' = {value!r}: expected a string")
+        return value
+    if tp is Any or tp is dict or typing.get_origin(tp) is dict:
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {name}")
+
+
+def build_dataclass(cls: type, values: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every field's type.
+
+    Args:
+        cls: the dataclass type.
+        values: mapping read from YAML.
+        prefix: dotted name of the section, used in error messages.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: a key is unknown, missing or of the wrong type.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"param section '{prefix}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "raw"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown param '{prefix}.{unknown[0]}' (known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "raw" or not f.init:
+            continue
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in values:
+            kwargs[f.name] = _check(values[f.name], hints[f.name], dotted)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing param '{dotted}'")
+    return cls(**kwargs)
+
+
+def parse_params(doc: dict[str, Any]) -> Params:
+    """Build :class:`Params` from the parsed params.yaml mapping.
+
+    Args:
+        doc: the YAML document as a dict.
+
+    Returns:
+        The typed parameters; sections this module does not type are in ``raw``.
+
+    Raises:
+        ConfigError: a typed section is invalid.
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError("params file must be a YAML mapping")
+    typed = {k: doc[k] for k in ("seed", "data", "ingest", "split") if k in doc}
+    params = build_dataclass(Params, typed, "")
+    object.__setattr__(params, "raw", doc)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml.
+
+    Args:
+        path: the params file.
+
+    Returns:
+        The typed parameters.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or a value is invalid.
+    """
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_params(doc)
+
+
+def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (used for the demo override).
+
+    Args:
+        base: the full params mapping.
+        override: a partial mapping whose leaves replace those of ``base``.
+
+    Returns:
+        A new merged mapping; ``base`` is not modified.
+    """
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mura.config import load_params, merge_params, parse_params
+from mura.errors import ConfigError
+
+
+def test_repository_params_are_valid_and_hold_the_seed_defaults(repo_root: Path) -> None:
+    params = load_params(repo_root / "params.yaml")
+    assert params.data.image_size == 320
+    assert params.split.test_fraction == pytest.approx(0.10)
+    assert params.data.train_datasets == ("mura",)
+    assert isinstance(params.seed, int)
+
+
+BASE = {"seed": 1, "data": {"mura_dir": "a", "fracture_dir": "b"}}
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"data": {"image_size": "big"}}, "data.image_size"),
+        ({"data": {"resize": "crop"}}, "data.resize"),
+        ({"data": {"train_datasets": ["mura", "knees"]}}, r"data.train_datasets\[1\]"),
+        ({"ingest": {"wokers": 2}}, "ingest.wokers"),
+        ({"split": {"test_fraction": "0.1"}}, "split.test_fraction"),
+        ({"seed": True}, "seed"),
+    ],
+)
+def test_bad_params_name_the_param(override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_params(merge_params(BASE, override))
+
+
+def test_missing_param() -> None:
+    with pytest.raises(ConfigError, match="missing param 'data.mura_dir'"):
+        parse_params({"seed": 1, "data": {"fracture_dir": "b"}})
+
+
+def test_load_params_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_merge_is_deep_and_pure() -> None:
+    merged = merge_params(BASE, {"data": {"image_size": 64}})
+    assert merged["data"] == {"mura_dir": "a", "fracture_dir": "b", "image_size": 64}
+    assert "image_size" not in BASE["data"]
+
+
+def test_demo_override_is_valid(repo_root: Path) -> None:
+    base = yaml.safe_load((repo_root / "params.yaml").read_text())
+    demo = yaml.safe_load((repo_root / "params.demo.yaml").read_text())
+    params = parse_params(merge_params(base, demo))
+    assert params.data.image_size < 320

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mura.imaging import (
+    REASON_EMPTY, REASON_TOO_LARGE, REASON_TRUNCATED, REASON_UNDECODABLE, ImageDecodeError, decode_image,
+    dhash, hamming, pixel_hash, prepare_image, resize_gray, to_gray8,
+)  # fmt: skip
+
+GRADIENT = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))  # 48 x 64, values 0..252
+
+
+def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: Image.fromarray(g),  # L
+        lambda g: Image.fromarray(g).convert("RGB"),
+        lambda g: Image.fromarray(g).convert("LA"),
+        lambda g: Image.fromarray(g).convert("RGBA"),
+        lambda g: Image.fromarray(g).convert("P"),
+        lambda g: Image.fromarray(g.astype(np.uint16) * 16),  # 12-bit data in a 16-bit container
+        lambda g: Image.fromarray(g.astype(np.uint16) * 257),  # full 16-bit range
+    ],
+    ids=["L", "RGB", "LA", "RGBA", "P", "I16-12bit", "I16-16bit"],
+)
+def test_every_mode_becomes_gray8_without_losing_contrast(make) -> None:  # type: ignore[no-untyped-def]
+    gray, _mode = decode_image(_png(make(GRADIENT)))
+    assert gray.dtype == np.uint8 and gray.shape == GRADIENT.shape
+    # Contrast kept: full range, monotone, within a couple of levels of the source.
+    assert np.abs(gray.astype(int) - GRADIENT.astype(int)).max() <= 3
+    assert np.all(np.diff(gray[0].astype(int)) >= 0)
+
+
+def test_alpha_composited_on_black() -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:2, :, 3] = 255
+    gray = to_gray8(Image.fromarray(rgba, "RGBA"))
+    assert gray[:2].min() == 200 and gray[2:].max() == 0
+
+
+def test_binary_and_float_modes() -> None:
+    assert to_gray8(Image.fromarray(GRADIENT).convert("1")).max() == 255
+    f = to_gray8(Image.fromarray(GRADIENT.astype(np.float32) / 252.0, "F"))
+    assert f.max() == 255 and f.min() == 0
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", REASON_EMPTY),
+        (b"not an image at all" * 5, REASON_UNDECODABLE),
+        (_png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)))[:3000],
+         REASON_TRUNCATED),
+    ],
+    ids=["empty", "garbage", "truncated"],
+)
+def test_decode_errors_have_reasons(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(data)
+    assert info.value.reason == reason
+
+
+def test_decompression_bomb_refused() -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(_png(Image.new("L", (300, 300))), max_pixels=10_000)
+    assert info.value.reason == REASON_TOO_LARGE
+
+
+@pytest.mark.parametrize("policy", ["stretch", "pad"])
+@pytest.mark.parametrize("shape", [(48, 64), (100, 30), (32, 32)])
+def test_resize_shapes(policy: str, shape: tuple[int, int]) -> None:
+    out = resize_gray(np.full(shape, 200, np.uint8), 40, policy)  # type: ignore[arg-type]
+    assert out.shape == (40, 40) and out.dtype == np.uint8
+
+
+def test_pad_keeps_aspect_ratio() -> None:
+    out = resize_gray(np.full((20, 40), 255, np.uint8), 40, "pad")
+    rows = np.flatnonzero(out.max(axis=1) > 0)
+    assert rows.min() == 10 and rows.max() == 29  # 20 rows of content centred in 40
+    assert out[:10].max() == 0
+
+
+def test_resize_rejects_bad_policy() -> None:
+    with pytest.raises(ValueError, match="resize policy"):
+        resize_gray(GRADIENT, 10, "crop")  # type: ignore[arg-type]
+
+
+def test_hashes() -> None:
+    brighter = np.clip(GRADIENT.astype(int) + 5, 0, 255).astype(np.uint8)
+    assert hamming(dhash(GRADIENT), dhash(brighter)) == 0
+    assert hamming(dhash(GRADIENT), dhash(GRADIENT[:, ::-1].copy())) > 20
+    assert pixel_hash(GRADIENT) == pixel_hash(GRADIENT.copy())
+    assert pixel_hash(GRADIENT) != pixel_hash(brighter)
+    assert hamming(0b1011, 0b0001) == 2
+
+
+def test_prepare_image_same_pixels_other_encoding() -> None:
+    a = prepare_image(_png(Image.fromarray(GRADIENT)), 32)
+    b = prepare_image(_png(Image.fromarray(GRADIENT).convert("RGB")), 32)
+    assert a.sha256 != b.sha256 and a.pixel_hash == b.pixel_hash
+    assert (a.width, a.height) == (64, 48) and a.pixels.shape == (32, 32)
