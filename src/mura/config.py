@@ -55,6 +55,46 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
+class TrainParams:
+    """``train:`` section, shared by the four variants (the seed's values are the defaults)."""
+
+    epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    monitor: Literal["val_auc", "val_loss"] = "val_auc"
+    early_stopping_patience: int = 5
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.5
+    min_lr: float = 1e-7
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    weights: str = "imagenet"
+    frozen_epochs: int = 0
+    batchnorm: Literal["auto", "frozen", "trainable"] = "auto"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """``augment:`` section: the seed's augmentation, applied in training only."""
+
+    rotation: float = 20.0
+    shift: float = 0.2
+    zoom: float = 0.2
+    horizontal_flip: bool = True
+    fill_mode: Literal["nearest", "constant", "reflect", "wrap"] = "nearest"
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """One entry of ``models:`` (a variant)."""
+
+    arch: str
+    oversample_abnormal: bool = False
+    dense_units: int = 512
+    dropout: float = 0.5
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml, typed where a stage needs it."""
 
@@ -62,6 +102,9 @@ class Params:
     data: DataParams
     ingest: IngestParams = field(default_factory=IngestParams)
     split: SplitParams = field(default_factory=SplitParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    models: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -160,10 +203,23 @@ def parse_params(doc: dict[str, Any]) -> Params:
     """
     if not isinstance(doc, dict):
         raise ConfigError("params file must be a YAML mapping")
-    typed = {k: doc[k] for k in ("seed", "data", "ingest", "split") if k in doc}
+    typed = {k: doc[k] for k in ("seed", "data", "ingest", "split", "train", "augment", "models") if k in doc}
     params = build_dataclass(Params, typed, "")
+    for name in params.models:
+        model_params(params, name)  # validate every variant up front
     object.__setattr__(params, "raw", doc)
     return params
+
+
+def model_params(params: Params, variant: str) -> ModelParams:
+    """The typed ``models.<variant>`` entry.
+
+    Raises:
+        ConfigError: no such variant, or an invalid entry.
+    """
+    if variant not in params.models:
+        raise ConfigError(f"unknown model variant {variant!r} (params.yaml models: {', '.join(sorted(params.models))})")
+    return build_dataclass(ModelParams, params.models[variant], f"models.{variant}")  # type: ignore[no-any-return]
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -193,14 +249,17 @@ def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
 
     Args:
         base: the full params mapping.
-        override: a partial mapping whose leaves replace those of ``base``.
+        override: a partial mapping whose leaves replace those of ``base``; a
+            ``null`` value removes the key (e.g. to drop a model variant).
 
     Returns:
         A new merged mapping; ``base`` is not modified.
     """
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge_params(out[key], value)
         else:
             out[key] = value

@@ -24,6 +24,8 @@ def set_seed(seed: int) -> None:
     Keras is only seeded if it was already imported, so the data stages do not
     pay for importing TensorFlow.
     """
+    # Deterministic kernels where the TensorFlow backend offers them (read at import).
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     if "keras" in sys.modules:

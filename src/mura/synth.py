@@ -165,8 +165,11 @@ def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> 
 
     bones = [(to_px(a), to_px(b), r * scale * zoom) for a, b, r in ana.bones]
     hardware: list[Segment] = []
+    swelling: list[Segment] = []  # soft-tissue swelling and callus around the lesion site
+    lesions: list[Segment] = []  # lytic (dark) areas inside bone
     if abnormal:
-        kind = rng.choice(["fracture", "fracture", "dislocation", "hardware"] if ana.joints else ["fracture", "fracture", "hardware"])
+        kinds = ["fracture", "fracture", "hardware", "lesion"] + (["dislocation"] if ana.joints else [])
+        kind = rng.choice(kinds)
         idx = int(rng.choice(ana.fragile))
         p0, p1, r = bones[idx]
         axis = p1 - p0
@@ -174,10 +177,10 @@ def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> 
         unit, normal = axis / length, np.array([-axis[1], axis[0]]) / length
         if kind == "fracture":
             t = float(rng.uniform(0.35, 0.65))
-            gap = r * float(rng.uniform(0.25, 0.5))
+            gap = r * float(rng.uniform(0.35, 0.8))
             pm = p0 + axis * t
-            shift_px = normal * r * float(rng.uniform(0.45, 1.0)) * rng.choice([-1, 1])
-            tilt = float(rng.uniform(0.12, 0.35)) * rng.choice([-1, 1])
+            shift_px = normal * r * float(rng.uniform(0.7, 1.5)) * rng.choice([-1, 1])
+            tilt = float(rng.uniform(0.2, 0.5)) * rng.choice([-1, 1])
             distal_start = pm + unit * gap + shift_px
             distal_end = _rotate(p1 + shift_px, distal_start, tilt)
             bones[idx] = (p0, pm, r)
@@ -187,22 +190,35 @@ def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> 
             p0, p1, r = bones[idx]
             offset = normal * r * float(rng.uniform(1.0, 1.8)) * rng.choice([-1, 1]) + unit * r * float(rng.uniform(0.3, 0.8))
             bones[idx] = (p0 + offset, p1 + offset * 0.6, r)
+        elif kind == "lesion":  # a lytic lesion with a sclerotic rim
+            centre_px = p0 + axis * float(rng.uniform(0.25, 0.75))
+            lesions.append((centre_px, centre_px + unit * r * float(rng.uniform(0.3, 1.2)), r * float(rng.uniform(0.45, 0.7))))
         else:  # plate with screws along the bone
             start, end = p0 + axis * 0.25 + normal * r * 0.9, p0 + axis * 0.75 + normal * r * 0.9
-            hardware.append((start, end, r * 0.22))
+            hardware.append((start, end, r * 0.3))
             for s in np.linspace(0.3, 0.7, int(rng.integers(3, 6))):
                 base = p0 + axis * s
                 hardware.append((base + normal * r * 1.1, base - normal * r * 0.8, r * 0.09))
+        if kind != "hardware" or rng.random() < 0.5:
+            # Swelling around the site: broad, so it survives downsampling (as in real studies).
+            site = bones[idx][0] + (bones[idx][1] - bones[idx][0]) * 0.5
+            swelling.append((site - unit * r * 1.5, site + unit * r * 1.5, r * float(rng.uniform(3.2, 4.2))))
     # Soft tissue: wide, soft capsules around the bones.
     tissue = np.zeros((h, w), np.float32)
     for p0, p1, r in bones:
         _capsule_field(h, w, p0, p1, r * 2.4, tissue, 1.0, 1.0, 1.0)
+    for p0, p1, r in swelling:
+        _capsule_field(h, w, p0, p1, r, tissue, 1.35, 1.35, 1.0)
     tissue_img = Image.fromarray((tissue * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(scale * 0.03))
     image = np.asarray(tissue_img, np.float32) / 255.0 * float(rng.uniform(0.15, 0.3))
     bone = np.zeros((h, w), np.float32)
     cortex, medulla = float(rng.uniform(0.55, 0.75)), float(rng.uniform(0.3, 0.45))
     for p0, p1, r in bones:
         _capsule_field(h, w, p0, p1, r, bone, cortex, medulla, max(1.5, r * float(rng.uniform(0.2, 0.35))))
+    for p0, p1, r in lesions:  # carve the lesion, keep a thin sclerotic rim
+        hole = np.zeros((h, w), np.float32)
+        _capsule_field(h, w, p0, p1, r, hole, 1.0, 1.0, 1.0)
+        bone = np.where(hole > 0.5, bone * 0.35, bone)
     image = image + bone
     metal = np.zeros((h, w), np.float32)
     for p0, p1, r in hardware:

@@ -1,0 +1,108 @@
+"""Feeding training batches from the uint8 pixel cache (Keras ``PyDataset``, any backend).
+
+Images are never re-decoded: batches are gathered from the memory-mapped
+``pixels.npy``. Keras prefetches batches in a worker thread, so reading the
+next batch overlaps with the accelerator computing the current one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from mura.errors import DataError
+
+
+def training_indices(labels: np.ndarray, oversample_abnormal: bool) -> np.ndarray:
+    """Row positions for one epoch; with oversampling every abnormal row appears twice.
+
+    This is the seed's "model 2": abnormal images duplicated before augmentation
+    (the random augmentation then makes the two copies differ) to raise recall.
+
+    Args:
+        labels: 0/1 labels of the training rows.
+        oversample_abnormal: duplicate the abnormal rows.
+
+    Returns:
+        int64 positions into ``labels``, sorted.
+    """
+    positions = np.arange(len(labels), dtype=np.int64)
+    if oversample_abnormal:
+        positions = np.sort(np.concatenate([positions, positions[np.asarray(labels) == 1]]))
+    return positions
+
+
+def sample_weights(labels: np.ndarray, class_weights: dict[str, float]) -> np.ndarray:
+    """Per-sample weights from ``{"0": w0, "1": w1}``.
+
+    Raises:
+        DataError: a label has no weight.
+    """
+    try:
+        table = np.array([class_weights["0"], class_weights["1"]], dtype=np.float32)
+    except KeyError as exc:
+        raise DataError(f"class_weights.json has no weight for class {exc.args[0]}") from None
+    return table[np.asarray(labels, dtype=np.int64)]
+
+
+class CacheBatches(keras.utils.PyDataset):
+    """Batches ``(pixels[..., None], label[, weight])`` from rows of the cache.
+
+    Args:
+        pixels: the (N, S, S) uint8 cache (a memmap is fine).
+        rows: cache rows to serve (may repeat, for oversampling).
+        labels: label of each entry of ``rows``.
+        batch_size: images per batch.
+        shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch number).
+        seed: shuffling seed.
+        weights: optional per-entry sample weights (class weights).
+        workers: prefetching threads.
+    """
+
+    def __init__(self, pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
+                 shuffle: bool = False, seed: int = 0, weights: np.ndarray | None = None,
+                 workers: int = 1, **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
+        if len(rows) == 0:
+            raise DataError("no rows to feed")
+        if len(rows) != len(labels):
+            raise ValueError(f"rows ({len(rows)}) and labels ({len(labels)}) differ in length")
+        self.pixels = pixels
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.order = self._order(0)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.rows))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the shuffle order of ``epoch`` (so a resumed run sees the same order)."""
+        self.epoch = epoch
+        self.order = self._order(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        pick = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        rows = self.rows[pick]
+        # Read rows in ascending order (sequential I/O on the memmap), then restore the shuffle.
+        sort = np.argsort(rows, kind="stable")
+        images = np.empty((len(rows), *self.pixels.shape[1:]), np.uint8)
+        images[sort] = self.pixels[rows[sort]]
+        batch: tuple[np.ndarray, ...] = (images[..., None], self.labels[pick])
+        if self.weights is not None:
+            batch = (*batch, self.weights[pick])
+        return batch
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)

@@ -1,0 +1,131 @@
+"""End-to-end: `dvc repro` through `train` with two tiny variants, MLflow, reruns and resume.
+
+The seed's DenseNet-169/ResNet-101 are too slow to train in a test on 2 CPU
+cores; this test swaps in two ``simple_cnn`` variants to exercise the stage
+mechanics (foreach, params, outputs, tracking, registry, resume). The real
+architectures are built and checked in tests/unit/test_models.py and trained by
+`make demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mura.synth import write_synthetic
+from mura.workspace import create_workspace
+
+pytestmark = pytest.mark.slow
+
+TINY = {"arch": "simple_cnn", "dense_units": 16, "dropout": 0.2}
+OVERRIDE = {
+    "data": {"image_size": 32},
+    "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "weights": "none", "workers": 1},
+    "models": {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None,
+               "tiny_a": dict(TINY), "tiny_b": dict(TINY, oversample_abnormal=True)},
+}  # fmt: skip
+
+
+def _env(ws: Path) -> dict[str, str]:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", MURA_GIT_COMMIT="test-commit")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{ws / 'mlflow.db'}"
+    return env
+
+
+def _dvc(ws: Path, *args: str) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=ws, env=_env(ws), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = create_workspace(repo_root, tmp_path_factory.mktemp("train") / "ws", OVERRIDE)
+    write_synthetic(ws / "data/raw/synthetic", seed=5, patients=30, fracture_images=0)
+    _dvc(ws, "repro")
+    return ws
+
+
+def test_train_outputs_and_metrics(workspace: Path) -> None:
+    for variant in ("tiny_a", "tiny_b"):
+        assert (workspace / f"models/{variant}.keras").stat().st_size > 0
+        history = pd.read_csv(workspace / f"reports/train/{variant}/history.csv")
+        assert history["epoch"].tolist() == [0, 1]
+        assert {"loss", "val_loss", "auc", "val_auc", "accuracy", "val_accuracy"} <= set(history.columns)
+        metrics = json.loads((workspace / f"reports/train/{variant}/metrics.json").read_text())
+        assert 0.0 <= metrics["val_auc"] <= 1.0 and metrics["synthetic_data"] is True
+        assert (workspace / f"reports/train/{variant}/history.png").stat().st_size > 1000
+    assert "up to date" in _dvc(workspace, "status").lower()
+
+
+def test_mlflow_runs_and_registry(workspace: Path) -> None:
+    os.environ["MLFLOW_TRACKING_URI"] = _env(workspace)["MLFLOW_TRACKING_URI"]
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.pop("MLFLOW_TRACKING_URI"))
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["mura"], output_format="list")
+    by_name = {run.info.run_name: run for run in runs}
+    assert {"tiny_a", "tiny_b"} <= set(by_name)
+    run = by_name["tiny_b"]
+    assert run.data.params["model.oversample_abnormal"] == "True"
+    assert run.data.params["train.learning_rate"] == "0.001"
+    assert run.data.tags["synthetic_data"] == "true" and run.data.tags["git_commit"] == "test-commit"
+    assert len(client.get_metric_history(run.info.run_id, "val_auc")) == 2
+    version = client.get_model_version("mura-tiny_b", "1")
+    assert version.tags["synthetic_data"] == "true"
+    assert len(version.tags["dataset_fingerprint"]) == 64
+    assert "SYNTHETIC" in (version.description or "")
+
+
+def test_changing_one_variant_reruns_only_it(workspace: Path) -> None:
+    params_file = workspace / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["models"]["tiny_b"]["dropout"] = 0.3
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _dvc(workspace, "repro")
+    assert "Running stage 'train@tiny_b'" in out
+    assert "Running stage 'train@tiny_a'" not in out and "Running stage 'ingest'" not in out
+
+
+def test_bad_variant_param_is_one_line_error(workspace: Path) -> None:
+    proc = subprocess.run([sys.executable, "stages/train.py", "--model", "nope"], cwd=workspace, env=_env(workspace),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: unknown model variant 'nope'")
+
+
+def test_resume_after_kill(workspace: Path) -> None:
+    params_file = workspace / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["train"]["epochs"] = 4
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    history = workspace / "models/checkpoints/tiny_a/history.csv"
+    cmd = [sys.executable, "stages/train.py", "--model", "tiny_a"]
+    proc = subprocess.Popen(cmd, cwd=workspace, env=_env(workspace), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(pd.read_csv(history))
+    assert 2 <= done_before < 4
+    again = subprocess.run(cmd, cwd=workspace, env=_env(workspace), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stderr
+    final = pd.read_csv(workspace / "reports/train/tiny_a/history.csv")
+    assert final["epoch"].tolist() == [0, 1, 2, 3]
+    assert f"Epoch {done_before + 1}/4" in again.stdout + again.stderr and "Epoch 1/4" not in again.stdout + again.stderr

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from mura.config import AugmentParams
+from mura.errors import ConfigError
+from mura.models import HeadParams, build_model, resolve_weights, set_backbone_trainable
+
+
+@pytest.mark.parametrize("arch,preprocess", [("densenet169", "torch"), ("resnet101", "caffe"), ("simple_cnn", "torch")])
+def test_build_model_shapes_head_and_preprocessing(arch: str, preprocess: str) -> None:
+    model = build_model(arch, 32, "none", HeadParams(dense_units=16, dropout=0.25), AugmentParams(), seed=0)
+    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 1)
+    names = [layer.name for layer in model.layers]
+    assert names[1:] == ["augment", "preprocess", "backbone", "pool", "dense", "head_bn", "dropout", "abnormal"]
+    assert model.get_layer("preprocess").mode == preprocess
+    assert model.get_layer("dense").units == 16 and model.get_layer("dropout").rate == 0.25
+    assert isinstance(model.get_layer("dense").kernel_initializer, keras.initializers.RandomNormal)
+    out = keras.ops.convert_to_numpy(model(np.zeros((2, 32, 32, 1), np.uint8)))
+    assert out.shape == (2, 1) and np.all((out >= 0) & (out <= 1))
+
+
+def test_two_phase_trainable_flags() -> None:
+    model = build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), None, freeze_batchnorm=True)
+    set_backbone_trainable(model, False)
+    assert not model.get_layer("backbone").trainable
+    assert model.get_layer("dense").trainable
+    set_backbone_trainable(model, True, freeze_batchnorm=True)
+    backbone = model.get_layer("backbone")
+    assert backbone.trainable
+    bns = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and not any(layer.trainable for layer in bns)
+    convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(layer.trainable for layer in convs)
+
+
+def test_unknown_arch_and_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="unknown arch 'vgg16'"):
+        resolve_weights("vgg16", "none")
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_weights("densenet169", str(tmp_path / "missing.h5"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("MURA_OFFLINE", "1")
+    with pytest.raises(ConfigError) as info:
+        resolve_weights("resnet101", "imagenet")
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "models" / "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5") in message
+    cached = tmp_path / "models" / "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert resolve_weights("resnet101", "imagenet") == str(cached)
+    assert resolve_weights("densenet169", "none") is None

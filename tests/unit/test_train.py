@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mura.config import AugmentParams, ModelParams, TrainParams
+from mura.errors import DataError
+from mura.imaging import resize_gray
+from mura.synth import render_phantom
+from mura.sources import BODY_PARTS
+from mura.train import TrainingData, fit_variant, resolve_precision, select_rows
+
+
+def _listing(labels: list[int], splits: list[str], datasets: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ids = [f"i{k}" for k in range(len(labels))]
+    images = pd.DataFrame({"image_id": ids, "dataset": datasets or ["mura"] * len(ids), "label": labels})
+    return images, pd.DataFrame({"image_id": ids, "split": splits})
+
+
+def test_select_rows() -> None:
+    images, split = _listing([0, 1, 0, 1, 1, 0], ["train", "train", "valid", "valid", "test", "train"],
+                             ["mura", "mura", "mura", "mura", "mura", "fracture"])  # fmt: skip
+    data = select_rows(images, split, ("mura",), 6)
+    assert data.train_rows.tolist() == [0, 1] and data.valid_rows.tolist() == [2, 3]
+    both = select_rows(images, split, ("mura", "fracture"), 6)
+    assert both.train_rows.tolist() == [0, 1, 5]
+
+
+@pytest.mark.parametrize(
+    "labels,splits,rows,message",
+    [
+        ([0, 1], ["train", "valid"], 3, "pixels.npy has 3 rows"),
+        ([0, 1, 0, 1], ["valid", "valid", "test", "test"], 4, "train split is empty"),
+        ([0, 0, 0, 1], ["train", "train", "valid", "valid"], 4, "train split has only one class"),
+    ],
+)
+def test_select_rows_errors(labels: list[int], splits: list[str], rows: int, message: str) -> None:
+    images, split = _listing(labels, splits)
+    with pytest.raises(DataError, match=message):
+        select_rows(images, split, ("mura",), rows)
+
+
+def test_precision_auto_is_float32_on_cpu() -> None:
+    assert resolve_precision("auto") == "float32"
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+
+
+@pytest.fixture(scope="module")
+def phantoms() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(2024)
+    labels = (rng.random(1400) < 0.45).astype(np.int64)
+    pixels = np.stack([resize_gray(render_phantom(BODY_PARTS[i % 7], bool(y), rng), 64) for i, y in enumerate(labels)])
+    return pixels, labels
+
+
+def test_short_training_learns_synthetic_phantoms(phantoms, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The whole loop (feeding, augmentation, class weights, callbacks, best checkpoint) learns."""
+    pixels, labels = phantoms
+    data = TrainingData(np.arange(1100), labels[:1100], np.arange(1100, 1400), labels[1100:])
+    train = TrainParams(epochs=24, batch_size=16, learning_rate=1e-3, weights="none", early_stopping_patience=24,
+                        reduce_lr_patience=3, workers=1)  # fmt: skip
+    result = fit_variant("probe", ModelParams(arch="simple_cnn", dense_units=64, dropout=0.2), train, AugmentParams(),
+                         64, 0, pixels, data, {"0": 0.45, "1": 0.55}, tmp_path / "probe.keras", tmp_path / "work")  # fmt: skip
+    assert result.metrics["val_auc"] >= 0.90, result.history[["epoch", "auc", "val_auc"]]
+    assert (tmp_path / "probe.keras").exists() and not (tmp_path / "work" / "backup").exists()
+    assert list(result.history["epoch"]) == list(range(len(result.history)))
+
+
+BACKEND_PROBE = """
+import numpy as np, keras
+from mura.config import AugmentParams
+from mura.models import HeadParams, build_model
+from mura.train import compile_model
+keras.utils.set_random_seed(0)
+model = build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), AugmentParams(), seed=0)
+compile_model(model, 1e-3)
+x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1)).astype("uint8")
+logs = model.train_on_batch(x, np.array([0, 1] * 4, "float32"), return_dict=True)
+assert np.isfinite(logs["loss"]), logs
+print("backend", keras.backend.backend(), "ok")
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_tiny_training_step_on_each_installed_backend(backend: str) -> None:
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    pytest.importorskip(module)
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    proc = subprocess.run([sys.executable, "-c", BACKEND_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"backend {backend} ok" in proc.stdout
