@@ -9,7 +9,11 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test test-fast data repro bench clean-demo
+PORT ?= 5000
+UI_PORT ?= 8000
+DEMO_STORE = sqlite:///$(abspath $(DEMO))/mlflow.db
+
+.PHONY: install demo test test-fast data repro bench serve ui mlflow-ui clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -18,13 +22,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with its pinned dependencies
 
-demo: $(STAMP)  ## run the pipeline on the embedded synthetic data at demo size, in $(DEMO)
+demo: $(STAMP)  ## run the whole pipeline on the embedded synthetic data at demo size, in $(DEMO)
 	mura workspace $(DEMO) --override params.demo.yaml --synth
-	cd $(DEMO) && dvc repro
-	@echo; echo "SYNTHETIC demo finished in $(DEMO) (not patient data)."
-	@cd $(DEMO) && dvc metrics show
+	cd $(DEMO) && MURA_GIT_COMMIT=$$(git -C $(CURDIR) rev-parse HEAD 2>/dev/null || echo unknown) dvc repro
+	@echo; echo "SYNTHETIC demo finished in $(DEMO) (not patient data). Report: $(DEMO)/reports/README.md"
+	@echo "Next: make serve (REST model server), make ui (web interface), make mlflow-ui (compare runs)."
 
-test: $(STAMP)  ## run the whole test suite
+serve: $(STAMP)  ## serve the demo's registered ensemble: mlflow models serve on 127.0.0.1:$(PORT)
+	cd $(DEMO) && MLFLOW_TRACKING_URI=$(DEMO_STORE) mlflow models serve -m models:/mura-ensemble/1 --env-manager local -h 127.0.0.1 -p $(PORT)
+
+ui: $(STAMP)  ## web interface on the demo's champion model, http://127.0.0.1:$(UI_PORT)
+	MLFLOW_TRACKING_URI=$(DEMO_STORE) mura serve-ui --model models:/mura-ensemble@champion --port $(UI_PORT)
+
+mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store, http://127.0.0.1:5001
+	cd $(DEMO) && mlflow ui --backend-store-uri $(DEMO_STORE) -h 127.0.0.1 -p 5001
+
+test: $(STAMP)  ## run the whole test suite (installs Debian's Chromium for the browser tests if missing)
+	scripts/ensure-chromium.sh
 	pytest -q
 
 test-fast: $(STAMP)  ## unit tests only
@@ -38,6 +52,9 @@ repro: $(STAMP)  ## dvc repro in the repository (real or synthetic data per para
 
 bench: $(STAMP)  ## benchmarks; figures are appended to bench/RESULTS.md
 	python bench/ingest.py
+	python bench/train_throughput.py
+	python bench/serve_latency.py
+	python bench/web_load.py
 
 clean-demo:
 	rm -rf $(DEMO)

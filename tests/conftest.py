@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+import yaml
+from PIL import Image
+
+from mura.config import merge_params, parse_params
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +44,53 @@ def synthetic_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("raw") / "synthetic"
     write_synthetic(out, seed=7, patients=24, fracture_images=30)
     return out
+
+
+@pytest.fixture(scope="session")
+def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two random simple_cnn variants registered as mura-ensemble v1 in a temp store."""
+    import keras
+
+    from mura.config import AugmentParams
+    from mura.models import HeadParams, build_model
+    from mura.register import register_ensemble
+
+    ws = tmp_path_factory.mktemp("serve")
+    doc = merge_params(yaml.safe_load((repo_root / "params.yaml").read_text()), {
+        "data": {"image_size": SIZE},
+        "models": {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None,
+                   "tiny_a": {"arch": "simple_cnn"}, "tiny_b": {"arch": "simple_cnn"}},
+        "register": {"max_pixels": 1_000_000},
+    })  # fmt: skip
+    params = parse_params(doc)
+    (ws / "models").mkdir()
+    for k, name in enumerate(("tiny_a", "tiny_b")):
+        keras.utils.set_random_seed(k)
+        build_model("simple_cnn", SIZE, "none", HeadParams(8, 0.1), AugmentParams(), seed=k).save(ws / f"models/{name}.keras")
+    (ws / "reports").mkdir()
+    (ws / "reports/thresholds.json").write_text(json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3},
+                                                            "weights": {"tiny_a": 1.0, "tiny_b": 1.0}}))  # fmt: skip
+    (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
+    pd.DataFrame({"image_id": ["a", "b"], "synthetic": [True, True]}).to_csv(ws / "images.csv", index=False)
+    pd.DataFrame({"image_id": ["a", "b"], "split": ["train", "valid"]}).to_csv(ws / "split.csv", index=False)
+    rng = np.random.default_rng(0)
+    np.save(ws / "pixels.npy", rng.integers(0, 256, (2, SIZE, SIZE)).astype(np.uint8))
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    cwd = os.getcwd()
+    os.chdir(ws)
+    try:
+        result = register_ensemble(params, ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
+                                   ws / "images.csv", ws / "split.csv", ws / "pixels.npy")  # fmt: skip
+        # A second, worse version must not take the champion alias.
+        (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
+        second = register_ensemble(params, ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
+                                   ws / "images.csv", ws / "split.csv", ws / "pixels.npy")  # fmt: skip
+    finally:
+        os.chdir(cwd)
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    return {"ws": ws, "uri": uri, "first": result, "second": second}

@@ -56,6 +56,74 @@ def cmd_workspace(args: argparse.Namespace) -> None:
     print(dest)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+def _study_files(inputs: list[str]) -> list[Path]:
+    """Files given directly, or the images inside given folders (sorted; macOS junk skipped)."""
+    from mura.errors import DataError
+    from mura.sources import is_junk
+
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and not is_junk(p.name) and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"no such file or folder: {item}")
+    if not files:
+        raise DataError("no image files found (PNG, JPEG or DICOM)")
+    return files
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """Predict one study from files or a study folder; print a table or JSON."""
+    import json
+
+    from mura.api import Predictor
+    from mura.errors import DataError
+    from mura.gradcam import overlay, png_bytes
+
+    files = _study_files(args.inputs)
+    predictor = Predictor.load(args.model, args.tracking_uri)
+    try:
+        result = predictor.predict_study(files, body_part=args.body_part, heatmaps=bool(args.heatmaps))
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    if args.heatmaps:
+        out = Path(args.heatmaps)
+        out.mkdir(parents=True, exist_ok=True)
+        for index, view in enumerate(result.views, 1):
+            for name, heat in view.heatmaps.items():
+                (out / f"{index:02d}_{Path(view.name).stem}_{name}.png").write_bytes(png_bytes(overlay(view.gray, heat)))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    if result.synthetic_data:
+        print("NOTE: this model was trained on SYNTHETIC data; the output is not clinical.")
+    print(f"study: {result.label.upper()}  probability {result.probability:.3f}  "
+          f"(operating point {result.operating_point}, threshold {result.thresholds[result.operating_point]:.3f})")  # fmt: skip
+    names = list(result.variants)
+    print("view".ljust(28) + "ensemble  " + "  ".join(n[:14].ljust(14) for n in names))
+    for view in result.views:
+        print(view.name[:27].ljust(28) + f"{view.probability:.3f}     " + "  ".join(f"{view.variants[n]:.3f}".ljust(14) for n in names))
+    print("Pre-screening aid, not a diagnosis: a radiologist must review.")
+
+
+def cmd_serve_ui(args: argparse.Namespace) -> None:
+    """Start the web interface."""
+    import os
+
+    from mura.web import WebSettings, serve
+
+    settings = WebSettings(model_uri=args.model, tracking_uri=args.tracking_uri, forward_url=args.forward_url,
+                           token=args.token or os.environ.get("MURA_UI_TOKEN") or None,
+                           max_file_bytes=args.max_file_mb * 2**20)  # fmt: skip
+    serve(settings, host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="mura", description="Musculoskeletal radiograph abnormality detection (pre-screening aid).")
@@ -79,6 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--override", default=None, help="YAML file merged over params.yaml, e.g. params.demo.yaml")
     ws.add_argument("--synth", action="store_true", help="write the synthetic datasets into DEST/data/raw/synthetic if absent")
     ws.set_defaults(func=cmd_workspace)
+
+    model_help = "model URI (models:/mura-ensemble@champion, models:/mura-ensemble/1) or a local model folder"
+    tracking_help = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"
+    predict = sub.add_parser("predict", help="pre-screen one study from image files or a study folder",
+                             description="Predict one study (all given views together): study probability and label, "
+                             "per-view and per-model probabilities. A pre-screening aid, not a diagnosis.")  # fmt: skip
+    predict.add_argument("inputs", nargs="+", help="PNG/JPEG/DICOM files or a folder holding a study's views")
+    predict.add_argument("--model", default="models:/mura-ensemble@champion", help=model_help)
+    predict.add_argument("--tracking-uri", default=None, help=tracking_help)
+    predict.add_argument("--body-part", default=None, help="e.g. XR_WRIST (default: DICOM tag when present)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("--heatmaps", metavar="DIR", default=None, help="write Grad-CAM overlays (per model and ensemble) here")
+    predict.set_defaults(func=cmd_predict)
+
+    ui = sub.add_parser("serve-ui", help="start the web interface for clinicians",
+                        description="Serve the upload page and its API (binds 127.0.0.1 unless --host is given).")
+    ui.add_argument("--model", default="models:/mura-ensemble@champion", help=model_help)
+    ui.add_argument("--tracking-uri", default=None, help=tracking_help)
+    ui.add_argument("--forward-url", default=None, help="use a running `mlflow models serve` at this URL instead of loading the model")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8000)
+    ui.add_argument("--token", default=None, help="require this bearer token (or set MURA_UI_TOKEN)")
+    ui.add_argument("--max-file-mb", type=int, default=20)
+    ui.set_defaults(func=cmd_serve_ui)
     return parser
 
 

@@ -95,6 +95,34 @@ class ModelParams:
 
 
 @dataclass(frozen=True)
+class EnsembleParams:
+    """``ensemble:`` section."""
+
+    weights: dict[str, Any] = field(default_factory=dict)
+    target_recall: float = 0.90
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """``evaluate:`` section."""
+
+    bootstrap_resamples: int = 200
+    ci_level: float = 0.95
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    """``register:`` section."""
+
+    model_name: str = "mura-ensemble"
+    force_champion: bool = False
+    operating_point: Literal["default", "high_sensitivity"] = "default"
+    max_pixels: int = 40_000_000
+    serve_batch_size: int = 8
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml, typed where a stage needs it."""
 
@@ -105,6 +133,9 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
     models: dict[str, Any] = field(default_factory=dict)
+    ensemble: EnsembleParams = field(default_factory=EnsembleParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -203,7 +234,7 @@ def parse_params(doc: dict[str, Any]) -> Params:
     """
     if not isinstance(doc, dict):
         raise ConfigError("params file must be a YAML mapping")
-    typed = {k: doc[k] for k in ("seed", "data", "ingest", "split", "train", "augment", "models") if k in doc}
+    typed = {k: doc[k] for k in ("seed", "data", "ingest", "split", "train", "augment", "models", "ensemble", "evaluate", "register") if k in doc}
     params = build_dataclass(Params, typed, "")
     for name in params.models:
         model_params(params, name)  # validate every variant up front

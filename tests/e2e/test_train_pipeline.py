@@ -30,6 +30,7 @@ TINY = {"arch": "simple_cnn", "dense_units": 16, "dropout": 0.2}
 OVERRIDE = {
     "data": {"image_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "weights": "none", "workers": 1},
+    "evaluate": {"bootstrap_resamples": 20},
     "models": {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None,
                "tiny_a": dict(TINY), "tiny_b": dict(TINY, oversample_abnormal=True)},
 }  # fmt: skip
@@ -86,6 +87,43 @@ def test_mlflow_runs_and_registry(workspace: Path) -> None:
     assert version.tags["synthetic_data"] == "true"
     assert len(version.tags["dataset_fingerprint"]) == 64
     assert "SYNTHETIC" in (version.description or "")
+
+
+def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
+    valid = pd.read_csv(workspace / "reports/predictions/valid.csv")
+    assert {"p_tiny_a", "p_tiny_b", "p_ensemble"} <= set(valid.columns)
+    assert ((valid["p_tiny_a"] + valid["p_tiny_b"]) / 2 - valid["p_ensemble"]).abs().max() < 1e-6
+    metrics = json.loads((workspace / "reports/metrics.json").read_text())
+    assert set(metrics) == {"valid", "test"} and {"tiny_a", "tiny_b", "ensemble"} <= set(metrics["test"])
+    table = pd.read_csv(workspace / "reports/per_body_part.csv")
+    assert {"XR_WRIST", "all", "dataset:mura"} & set(table["group"]) and "kappa_ci_low" in table
+    report = (workspace / "reports/README.md").read_text()
+    assert "SYNTHETIC DATA" in report and "per body part" in report
+    for png in ("roc", "pr", "confusion"):
+        assert (workspace / f"reports/plots/{png}.png").stat().st_size > 1000
+    registered = json.loads((workspace / "reports/register.json").read_text())
+    assert registered["model_name"] == "mura-ensemble" and registered["version"] == 1 and registered["champion"]
+    assert "metrics.json" in _dvc(workspace, "metrics", "show")
+
+
+def test_pipeline_is_reproducible(workspace: Path, repo_root: Path, tmp_path: Path) -> None:
+    """Run from clean twice: byte-identical data outputs, metrics equal within 1e-6 (the CI check)."""
+    again = create_workspace(repo_root, tmp_path / "again", OVERRIDE)
+    write_synthetic(again / "data/raw/synthetic", seed=5, patients=30, fracture_images=0)
+    _dvc(again, "repro")
+    for rel in ("data/interim/images.csv", "data/interim/pixels.npy", "data/processed/split.csv", "reports/class_weights.json"):
+        assert (again / rel).read_bytes() == (workspace / rel).read_bytes(), rel
+
+    def numbers(path: Path) -> dict[str, float]:
+        flat = pd.json_normalize(json.loads(path.read_text())).iloc[0].to_dict()
+        return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    for rel in ("reports/train/tiny_a/metrics.json", "reports/train/tiny_b/metrics.json", "reports/metrics.json"):
+        a, b = numbers(workspace / rel), numbers(again / rel)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-6, nan_ok=True), (rel, key)
+    assert "up to date" in _dvc(again, "status").lower()
 
 
 def test_changing_one_variant_reruns_only_it(workspace: Path) -> None:

@@ -1,0 +1,166 @@
+"""Python API: ``Predictor.load(uri).predict_study(views)``.
+
+Uses the registered ``mura-ensemble`` (or a local pyfunc folder) through the
+same :class:`mura.serving.EnsembleService` as ``mlflow models serve``, so the
+API, the CLI, the web UI and the served model preprocess and predict alike.
+A pre-screening suggestion for a radiologist, never a diagnosis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mura.imaging import ImageDecodeError, resize_gray
+
+logger = logging.getLogger(__name__)
+
+ViewInput = str | Path | bytes | np.ndarray
+
+
+@dataclass(frozen=True)
+class ViewResult:
+    """One view: its ensemble and per-variant probabilities and optional heatmaps."""
+
+    name: str
+    probability: float
+    variants: dict[str, float]
+    kind: str
+    gray: np.ndarray  # full-resolution 8-bit image (for display)
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # "ensemble" and each variant, [0, 1], S x S
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A study's pre-screening suggestion."""
+
+    probability: float
+    labels: dict[str, str]  # operating point -> "abnormal" | "normal"
+    thresholds: dict[str, float]
+    operating_point: str
+    variants: dict[str, float]  # study mean per variant
+    views: list[ViewResult]
+    body_part: str | None
+    synthetic_data: bool
+
+    @property
+    def label(self) -> str:
+        """The label at the model's registered operating point."""
+        return self.labels[self.operating_point]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no pixels)."""
+        return {
+            "probability": self.probability, "label": self.label, "labels": self.labels, "thresholds": self.thresholds,
+            "operating_point": self.operating_point, "variants": self.variants, "body_part": self.body_part,
+            "synthetic_data": self.synthetic_data,
+            "views": [{"name": v.name, "probability": v.probability, "variants": v.variants, "kind": v.kind} for v in self.views],
+        }  # fmt: skip
+
+
+class Predictor:
+    """Loaded ensemble for study-level predictions with optional Grad-CAM heatmaps."""
+
+    def __init__(self, service: Any, uri: str) -> None:
+        self.service = service
+        self.uri = uri
+        self._features: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, uri: str, tracking_uri: str | None = None) -> Predictor:
+        """Load ``models:/mura-ensemble@champion``, ``models:/mura-ensemble/1`` or a local model folder.
+
+        Args:
+            uri: model URI or path.
+            tracking_uri: MLflow tracking store (default ``$MLFLOW_TRACKING_URI`` or ./mlflow.db).
+        """
+        import mlflow
+
+        from mura.tracking import tracking_uri as default_uri
+
+        mlflow.set_tracking_uri(tracking_uri or default_uri())
+        model = mlflow.pyfunc.load_model(str(uri))
+        return cls(model.unwrap_python_model().service, str(uri))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The registered configuration (variants, thresholds, preprocessing, metrics)."""
+        return dict(self.service.config)
+
+    def _decode(self, view: ViewInput, index: int) -> tuple[str, np.ndarray, np.ndarray, str, str | None]:
+        from mura.inference import decode_upload
+
+        size = self.service.runner.image_size
+        if isinstance(view, np.ndarray):
+            gray = view if view.dtype == np.uint8 else np.clip(view, 0, 255).astype(np.uint8)
+            if gray.ndim != 2:
+                raise ValueError(f"view {index}: arrays must be 2-D grayscale, got shape {view.shape}")
+            return f"view{index + 1}", resize_gray(gray, size, self.service.config["resize"]), gray, "array", None
+        name = Path(view).name if isinstance(view, (str, Path)) else f"view{index + 1}"
+        data = Path(view).read_bytes() if isinstance(view, (str, Path)) else bytes(view)
+        upload = decode_upload(data, size, self.service.config["resize"], int(self.service.config["max_pixels"]))
+        return name, upload.pixels, upload.gray, upload.kind, upload.body_part
+
+    def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None, heatmaps: bool = False) -> StudyResult:
+        """Predict one study from its views (file paths, encoded bytes, or 2-D uint8 arrays).
+
+        Args:
+            views: 1 or more views of the same study (PNG, JPEG or DICOM; type detected by content).
+            body_part: optional; taken from the DICOM ``BodyPartExamined`` tag when absent.
+            heatmaps: also compute Grad-CAM maps per variant and their mean.
+
+        Returns:
+            The study result.
+
+        Raises:
+            ValueError: no views, or an unreadable view (the message names it).
+        """
+        if not views:
+            raise ValueError("a study needs at least one view")
+        decoded = []
+        for i, view in enumerate(views):
+            try:
+                decoded.append(self._decode(view, i))
+            except ImageDecodeError as exc:
+                raise ValueError(f"view {i + 1}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
+        pixels = np.stack([d[1] for d in decoded])
+        frame = self.service.predict_pixels(pixels, ["study"] * len(pixels))
+        names = self.service.runner.names
+        maps = self.heatmaps(pixels) if heatmaps else {}
+        view_results = [
+            ViewResult(name=d[0], probability=float(frame["probability"].iloc[i]),
+                       variants={n: float(frame[f"p_{n}"].iloc[i]) for n in names}, kind=d[3], gray=d[2],
+                       heatmaps={k: v[i] for k, v in maps.items()})  # fmt: skip
+            for i, d in enumerate(decoded)
+        ]
+        probability = float(frame["study_probability"].iloc[0])
+        thresholds = {k: float(v) for k, v in self.service.config["thresholds"].items()}
+        part = body_part or next((d[4] for d in decoded if d[4]), None)
+        return StudyResult(
+            probability=probability,
+            labels={k: "abnormal" if probability >= t else "normal" for k, t in thresholds.items()},
+            thresholds=thresholds,
+            operating_point=self.service.config["operating_point"],
+            variants={n: float(frame[f"p_{n}"].mean()) for n in names},
+            views=view_results,
+            body_part=part,
+            synthetic_data=bool(self.service.config.get("synthetic_data", False)),
+        )
+
+    def heatmaps(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Grad-CAM per variant and the ensemble's (mean of the variants' maps), each (N, S, S) in [0, 1]."""
+        from mura.gradcam import feature_model, gradcam
+
+        variants = self.service.runner.variants
+        maps = {}
+        for name, model in variants.items():
+            if name not in self._features:
+                self._features[name] = feature_model(model)
+            maps[name] = gradcam(model, pixels, self._features[name])
+        maps["ensemble"] = np.mean(np.stack(list(maps.values())), axis=0)
+        return maps

@@ -1,0 +1,28 @@
+"""Models-from-code definition of the ``mura-ensemble`` pyfunc (logged by the ``register`` stage).
+
+MLflow executes this file when loading the model; it holds no weights and no
+pickled objects: the variants and the config are ``context.artifacts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class MuraEnsemble(PythonModel):
+    """Average of the four variants' probabilities, per image and per study."""
+
+    def load_context(self, context: Any) -> None:
+        from mura.serving import EnsembleService
+
+        self.service = EnsembleService.from_artifacts(dict(context.artifacts))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self.service.predict_frame(model_input)
+
+
+mlflow.models.set_model(MuraEnsemble())

@@ -1,0 +1,93 @@
+"""Evaluation tables: every model × level × group, with patient-bootstrap CIs (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from mura.ensemble import aggregate_studies
+from mura.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
+
+
+def prob_column(model: str) -> str:
+    """Name of a model's probability column in the prediction tables."""
+    return f"p_{model}"
+
+
+def evaluation_table(
+    images: pd.DataFrame,
+    models: Sequence[str],
+    thresholds: dict[str, float],
+    n_resamples: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Metrics for each split × model × level (image, study) × group × operating point.
+
+    Groups: ``all``, each dataset (``dataset:mura``) and each body part.
+
+    Args:
+        images: per-image predictions (``split, dataset, body_part, patient_id, study_id, label, p_<model>``).
+        models: model names (variants and ``ensemble``).
+        thresholds: operating point name → threshold (e.g. ``{"0.5": 0.5, "high_sensitivity": 0.31}``).
+        n_resamples: bootstrap replicates for the CIs.
+        seed: bootstrap seed.
+
+    Returns:
+        One row per combination with the metrics of :func:`mura.metrics.binary_metrics`
+        and ``<metric>_ci_low`` / ``<metric>_ci_high``.
+    """
+    rows: list[dict[str, Any]] = []
+    columns = [prob_column(m) for m in models]
+    for split, split_images in images.groupby("split", sort=True):
+        levels = {"image": split_images, "study": aggregate_studies(split_images, columns)}
+        for level, frame in levels.items():
+            groups: list[tuple[str, pd.DataFrame]] = [("all", frame)]
+            groups += [(f"dataset:{d}", f) for d, f in frame.groupby("dataset", sort=True)]
+            groups += [(str(b), f) for b, f in frame.groupby("body_part", sort=True)]
+            for group, sub in groups:
+                for model, column in zip(models, columns):
+                    for point, threshold in thresholds.items():
+                        def metric(f: pd.DataFrame, c: str = column, t: float = threshold) -> dict[str, float]:
+                            return fast_metrics(f["label"].to_numpy(), f[c].to_numpy(dtype=np.float64), t)
+
+                        values = binary_metrics(sub["label"].to_numpy(), sub[column].to_numpy(), threshold)
+                        ci = bootstrap_ci(sub, metric, METRICS, n_resamples, seed)
+                        row = {"split": split, "model": model, "level": level, "group": group,
+                               "operating_point": point, "threshold": threshold, **values}  # fmt: skip
+                        for name, (low, high) in ci.items():
+                            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
+                        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline_metrics(table: pd.DataFrame) -> dict[str, Any]:
+    """The nested dict for ``reports/metrics.json`` (DVC metrics): overall rows only.
+
+    ``{split: {model: {level: {operating_point: {metric: value}}}}}``.
+    """
+    out: dict[str, Any] = {}
+    overall = table[table["group"] == "all"]
+    keep = (*METRICS, "tn", "fp", "fn", "tp", "n", "threshold")
+    for row in overall.itertuples(index=False):
+        values = {k: (None if isinstance(getattr(row, k), float) and np.isnan(getattr(row, k)) else getattr(row, k)) for k in keep}
+        out.setdefault(row.split, {}).setdefault(row.model, {}).setdefault(row.level, {})[row.operating_point] = values
+    return out
+
+
+def curves(frame: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC and precision-recall curve points per model (long format for DVC plots)."""
+    roc_rows, pr_rows = [], []
+    y = frame["label"].to_numpy()
+    if len(np.unique(y)) < 2:
+        return pd.DataFrame(columns=["model", "fpr", "tpr"]), pd.DataFrame(columns=["model", "recall", "precision"])
+    for model in models:
+        prob = frame[prob_column(model)].to_numpy()
+        fpr, tpr, _ = roc_curve(y, prob)
+        precision, recall, _ = precision_recall_curve(y, prob)
+        roc_rows += [{"model": model, "fpr": float(a), "tpr": float(b)} for a, b in zip(fpr, tpr)]
+        pr_rows += [{"model": model, "recall": float(a), "precision": float(b)} for a, b in zip(recall, precision)]
+    return pd.DataFrame(roc_rows), pd.DataFrame(pr_rows)

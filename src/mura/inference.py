@@ -1,0 +1,116 @@
+"""Inference shared by the ensemble stage, the served model, the Python API and the web UI.
+
+The variants are composed into one Keras model with one output column per
+variant, so a study's views go through all four networks in one batched,
+compiled call (instead of one ``model.predict`` per image per model).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import mura.layers  # noqa: F401  (registers the custom layers for loading)
+from mura.config import ResizePolicy
+from mura.dicom import decode_dicom, is_dicom
+from mura.ensemble import average_probabilities
+from mura.imaging import ImageDecodeError, decode_image, resize_gray
+
+logger = logging.getLogger(__name__)
+
+
+def load_variants(paths: Mapping[str, str | Path]) -> dict[str, keras.Model]:
+    """Load the variants' ``.keras`` files (name → model), keeping the given order."""
+    return {name: keras.saving.load_model(path, compile=False) for name, path in paths.items()}
+
+
+def combine(models: Mapping[str, keras.Model]) -> keras.Model:
+    """One model computing every variant: uint8 (N, S, S, 1) → float32 (N, n_variants)."""
+    first = next(iter(models.values()))
+    size = first.input_shape[1]
+    inputs = keras.Input((size, size, 1), dtype="uint8", name="image")
+    outputs = []
+    for name, model in models.items():
+        model.name = name  # two variants share an architecture name
+        outputs.append(model(inputs, training=False))
+    merged = keras.layers.Concatenate(axis=1, name="variants")(outputs) if len(outputs) > 1 else outputs[0]
+    return keras.Model(inputs, merged, name="mura_variants")
+
+
+@dataclass
+class VariantRunner:
+    """The combined model plus what is needed to call it on raw pixels."""
+
+    model: keras.Model
+    names: list[str]
+    image_size: int
+    batch_size: int = 32
+    variants: dict[str, keras.Model] | None = None  # the individual models (for heatmaps)
+
+    @property
+    def _pad(self) -> bool:
+        return keras.backend.backend() == "jax"
+
+    @classmethod
+    def from_paths(cls, paths: Mapping[str, str | Path], batch_size: int = 32) -> VariantRunner:
+        """Load and combine the variants."""
+        models = load_variants(paths)
+        combined = combine(models)
+        return cls(combined, list(models), int(combined.input_shape[1]), batch_size, models)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """P(abnormal) per image and variant: (N, S, S) uint8 → (N, n_variants) float64.
+
+        On JAX, batches are padded to the next power of two (at most ``batch_size``) so
+        XLA compiles a handful of shapes; TensorFlow's ``predict_on_batch`` relaxes the
+        batch dimension itself after two shapes, so nothing is padded (no wasted compute).
+        """
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 3 or pixels.shape[1:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected (N, {self.image_size}, {self.image_size}) pixels, got {pixels.shape}")
+        out = np.zeros((len(pixels), len(self.names)), np.float64)
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = pixels[start : start + self.batch_size]
+            padded = min(self.batch_size, 1 << (len(chunk) - 1).bit_length()) if self._pad else len(chunk)
+            batch = np.zeros((padded, self.image_size, self.image_size, 1), np.uint8)
+            batch[: len(chunk), ..., 0] = chunk
+            scores = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64).reshape(padded, -1)
+            out[start : start + len(chunk)] = scores[: len(chunk)]
+        return out
+
+    def predict_ensemble(self, pixels: np.ndarray, weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(per_variant, ensemble)`` probabilities for uint8 pixels."""
+        per_variant = self.predict(pixels)
+        return per_variant, average_probabilities(per_variant, weights)
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    """An uploaded image ready for the model, with its non-identifying metadata."""
+
+    pixels: np.ndarray  # (S, S) uint8
+    gray: np.ndarray  # full-resolution 8-bit grayscale (for overlays)
+    kind: str  # png | jpeg | dicom | ...
+    body_part: str | None
+
+
+def decode_upload(data: bytes, image_size: int, policy: ResizePolicy = "stretch", max_pixels: int = 60_000_000) -> DecodedUpload:
+    """Decode PNG, JPEG or DICOM bytes (type detected from content, not name) to model pixels.
+
+    Raises:
+        ImageDecodeError: empty, truncated, undecodable, too large or a DICOM without pixels.
+    """
+    if is_dicom(data):
+        dicom = decode_dicom(data, max_pixels=max_pixels)
+        return DecodedUpload(resize_gray(dicom.gray, image_size, policy), dicom.gray, "dicom", dicom.body_part)
+    gray, _mode = decode_image(data, max_pixels=max_pixels)
+    kind = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ("jpeg" if data[:3] == b"\xff\xd8\xff" else "image")
+    return DecodedUpload(resize_gray(gray, image_size, policy), gray, kind, None)
+
+
+__all__ = ["DecodedUpload", "ImageDecodeError", "VariantRunner", "combine", "decode_upload", "load_variants"]

@@ -1,0 +1,129 @@
+"""Classification metrics with scikit-learn, and patient-level bootstrap CIs (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score,
+)  # fmt: skip
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa")
+
+
+def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, precision, recall, F1, ROC AUC, Cohen's kappa and the confusion counts.
+
+    Args:
+        y_true: 0/1 labels.
+        y_prob: P(abnormal).
+        threshold: predict abnormal when ``prob >= threshold``.
+
+    Returns:
+        Dict of metrics; ``roc_auc`` is NaN when only one class is present, and
+        precision/kappa are 0 where undefined (scikit-learn ``zero_division=0``).
+
+    Raises:
+        ValueError: shapes differ or are empty.
+    """
+    y_true = np.asarray(y_true).astype(int).ravel()
+    y_prob = np.asarray(y_prob, dtype=np.float64).ravel()
+    if y_true.shape != y_prob.shape or y_true.size == 0:
+        raise ValueError(f"y_true {y_true.shape} and y_prob {y_prob.shape} must be equal, non-empty shapes")
+    y_pred = (y_prob >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y_true)) == 2
+    kappa = cohen_kappa_score(y_true, y_pred) if len(np.unique(np.concatenate([y_true, y_pred]))) > 1 else 1.0
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y_true, y_prob)) if both else float("nan"),
+        "kappa": float(0.0 if np.isnan(kappa) else kappa),
+        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp), "n": int(y_true.size),
+    }  # fmt: skip
+
+
+def fast_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> dict[str, float]:
+    """The :data:`METRICS` from confusion counts and ranks, for bootstrap loops.
+
+    Same definitions as scikit-learn (``zero_division=0``, kappa 1.0 when both
+    label and prediction are constant and equal, AUC by the Mann-Whitney rank
+    statistic with ties averaged); ``tests/unit/test_metrics.py`` checks they
+    agree with :func:`binary_metrics` to 1e-12. About 50x faster than calling
+    scikit-learn six times per replicate.
+    """
+    y = y_true.astype(bool)
+    pred = y_prob >= threshold
+    tp = float(np.sum(pred & y))
+    fp = float(np.sum(pred & ~y))
+    fn = float(np.sum(~pred & y))
+    tn = float(len(y) - tp - fp - fn)
+    n = tp + fp + fn + tn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    observed = (tp + tn) / n
+    expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n)
+    kappa = (observed - expected) / (1 - expected) if expected < 1 else 1.0
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos and n_neg:
+        order = np.argsort(y_prob, kind="mergesort")
+        ranks = np.empty(len(y_prob))
+        sorted_prob = y_prob[order]
+        # Average ranks of ties.
+        _, first, counts = np.unique(sorted_prob, return_index=True, return_counts=True)
+        avg = first + (counts + 1) / 2.0
+        ranks[order] = np.repeat(avg, counts)
+        auc = (ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    else:
+        auc = float("nan")
+    return {"accuracy": observed, "precision": precision, "recall": recall, "f1": f1, "roc_auc": float(auc), "kappa": kappa}
+
+
+def bootstrap_ci(
+    frame: pd.DataFrame,
+    metric: Callable[[pd.DataFrame], dict[str, float]],
+    names: tuple[str, ...] = METRICS,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    group: str = "patient_id",
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CIs, resampling whole patients with replacement.
+
+    Args:
+        frame: rows (images or studies) with a ``group`` column.
+        metric: function of a resampled frame returning a dict of metrics.
+        names: metrics to report.
+        n_resamples: bootstrap replicates (0 disables: NaN intervals).
+        seed: RNG seed.
+        level: confidence level.
+        group: the resampling unit.
+
+    Returns:
+        ``{name: (low, high)}``; NaN where a metric is undefined in too many replicates.
+    """
+    if n_resamples <= 0 or frame.empty:
+        return {name: (float("nan"), float("nan")) for name in names}
+    rng = np.random.default_rng(seed)
+    groups = frame[group].to_numpy()
+    unique, codes = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(codes == k) for k in range(len(unique))]
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(n_resamples):
+        picked = rng.integers(0, len(unique), len(unique))
+        rows = np.concatenate([members[k] for k in picked])
+        values = metric(frame.iloc[rows])
+        for name in names:
+            samples[name].append(values[name])
+    alpha = (1.0 - level) / 2.0
+    out = {}
+    for name, values in samples.items():
+        arr = np.asarray(values, dtype=np.float64)
+        arr = arr[~np.isnan(arr)]
+        out[name] = (float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha))) if len(arr) >= 0.5 * n_resamples else (float("nan"), float("nan"))
+    return out

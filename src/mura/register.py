@@ -1,0 +1,153 @@
+"""The ``register`` step: log the ensemble as one pyfunc (models-from-code) and promote it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import mura
+from mura.config import Params
+from mura.errors import DataError
+from mura.tracking import dataset_fingerprint, git_commit, setup_mlflow
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+def _png_base64(pixels: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def validation_kappa(metrics: dict[str, Any]) -> float:
+    """The ensemble's study-level Cohen's kappa on valid at threshold 0.5 (the promotion criterion)."""
+    try:
+        value = metrics["valid"]["ensemble"]["study"]["default"]["kappa"]
+    except KeyError:
+        raise DataError("reports/metrics.json has no valid/ensemble/study/default/kappa: rerun `dvc repro evaluate`") from None
+    return float("nan") if value is None else float(value)
+
+
+def should_promote(new_kappa: float, champion_kappa: float | None, force: bool) -> bool:
+    """Champion when forced, when there is none, or when the new kappa is not below the champion's."""
+    if force or champion_kappa is None or math.isnan(champion_kappa):
+        return True
+    return not math.isnan(new_kappa) and new_kappa >= champion_kappa
+
+
+def validation_by_body_part(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Ensemble metrics on valid studies at threshold 0.5, per body part and ``all`` (shown in the web UI)."""
+    rows = table[(table["split"] == "valid") & (table["model"] == "ensemble") & (table["level"] == "study")
+                 & (table["operating_point"] == "default") & ~table["group"].astype(str).str.startswith("dataset:")]  # fmt: skip
+    out = {}
+    for row in rows.to_dict("records"):
+        out[str(row["group"])] = {k: (None if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
+                                  for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa", "n")}  # fmt: skip
+        out[str(row["group"])]["group"] = str(row["group"])
+    return out
+
+
+def register_ensemble(params: Params, models_dir: Path, thresholds_json: Path, metrics_json: Path, images_csv: Path,
+                      split_csv: Path, pixels_path: Path, per_body_part_csv: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Log ``mura-ensemble`` (four Keras artifacts + config), register a version, maybe alias it ``champion``.
+
+    Returns:
+        What ``reports/register.json`` records: name, version, champion flag, val kappa, run id.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    from mura.predict_splits import model_paths
+
+    paths = model_paths(params, models_dir)
+    thresholds = json.loads(thresholds_json.read_text())
+    metrics = json.loads(metrics_json.read_text())
+    kappa = validation_kappa(metrics)
+    synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
+    fingerprint = dataset_fingerprint(images_csv, split_csv)
+    commit = git_commit()
+    config = {
+        "variants": list(paths), "weights": thresholds["weights"], "thresholds": thresholds["thresholds"],
+        "operating_point": params.register.operating_point, "image_size": params.data.image_size,
+        "resize": params.data.resize, "max_pixels": params.register.max_pixels,
+        "serve_batch_size": params.register.serve_batch_size, "synthetic_data": synthetic,
+        "dataset_fingerprint": fingerprint, "git_commit": commit, "metrics": metrics,
+        "validation_per_body_part": validation_by_body_part(pd.read_csv(per_body_part_csv))
+        if per_body_part_csv is not None and per_body_part_csv.exists() else {},
+    }  # fmt: skip
+    pixels = np.load(pixels_path, mmap_mode="r")
+    example = pd.DataFrame({"image": [_png_base64(pixels[0]), _png_base64(pixels[min(1, len(pixels) - 1)])],
+                            "study_id": ["example-study", "example-study"]})  # fmt: skip
+    output_example = pd.DataFrame({"row": [0, 1], "study_id": ["example-study"] * 2, "probability": [0.5, 0.5],
+                                   **{f"p_{v}": [0.5, 0.5] for v in paths}, "study_probability": [0.5, 0.5],
+                                   "threshold": [0.5, 0.5], "study_label": ["abnormal", "abnormal"]})  # fmt: skip
+    signature = infer_signature(example, output_example)
+    signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
+    tags = {"dataset_fingerprint": fingerprint, "git_commit": commit, "synthetic_data": str(synthetic).lower(),
+            "val_kappa": f"{kappa:.6f}"}  # fmt: skip
+    setup_mlflow()
+    package = Path(mura.__file__).parent
+    name = params.register.model_name
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run:
+        config_path = Path(tmp) / "ensemble_config.json"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        mlflow.log_params({"variants": ",".join(paths), "operating_point": params.register.operating_point,
+                           "threshold": thresholds["thresholds"][params.register.operating_point],
+                           "image_size": params.data.image_size, "resize": params.data.resize})  # fmt: skip
+        mlflow.log_metrics({"val_kappa_study": kappa})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "ensemble_pyfunc.py"),
+            artifacts={"ensemble_config": str(config_path), **{v: str(p.resolve()) for v, p in paths.items()}},
+            code_paths=[str(package)],
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            pip_requirements=_requirements(),
+        )
+        run_id = run.info.run_id
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=(
+        f"Average of {len(paths)} variants; val study kappa {kappa:.3f}"
+        + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")))  # fmt: skip
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        champion_kappa: float | None = float(current.tags.get("val_kappa", "nan"))
+    except Exception:  # no champion yet
+        champion_kappa = None
+    promoted = should_promote(kappa, champion_kappa, params.register.force_champion)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
+    return {"model_name": name, "version": int(version), "champion": promoted, "val_kappa": kappa, "run_id": run_id,
+            "synthetic_data": synthetic}  # fmt: skip
+
+
+def _requirements() -> list[str]:
+    """Pinned runtime requirements of the served model (mura itself ships as code)."""
+    from importlib.metadata import version
+
+    names = ["keras", "pandas", "numpy", "pillow", "pydicom", "scikit-learn", "pyyaml", "mlflow"]
+    reqs = [f"{n}=={version(n)}" for n in names]
+    try:
+        reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")
+    except Exception:
+        pass
+    return reqs

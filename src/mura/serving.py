@@ -1,0 +1,120 @@
+"""The registered ``mura-ensemble`` pyfunc: request parsing, prediction, study aggregation.
+
+Logged with MLflow's models-from-code (``mura/ensemble_pyfunc.py``): no pickled
+classes; the four Keras variants and ``ensemble_config.json`` are artifacts.
+
+Request (``POST /invocations``, ``dataframe_records`` or ``dataframe_split``):
+rows with ``image`` (base64 of PNG, JPEG or DICOM bytes) and optional
+``study_id``; rows without a study id form one study. Response: one row per
+image with its ensemble and per-variant probabilities, and its study's mean
+probability and label at the registered threshold. Bad input raises an
+``MlflowException`` with ``INVALID_PARAMETER_VALUE`` naming the row, which the
+scoring server turns into a 400 with a one-line JSON error; nothing about the
+image (pixels, DICOM tags) is logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STUDY = "study"
+CONFIG_ARTIFACT = "ensemble_config"
+
+
+def bad_request(message: str) -> Exception:
+    """An MLflow error the scoring server answers with HTTP 400."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def parse_rows(frame: pd.DataFrame) -> list[tuple[bytes, str]]:
+    """Validate a request frame and decode each row's base64 image.
+
+    Returns:
+        ``(image_bytes, study_id)`` per row, in order.
+
+    Raises:
+        MlflowException: empty request, missing ``image`` column, a non-string
+            value, or invalid base64 (the message names the row).
+    """
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        raise bad_request("empty request: send at least one row with an 'image' column")
+    if "image" not in frame.columns:
+        raise bad_request(f"missing column 'image' (got {sorted(map(str, frame.columns))})")
+    rows = []
+    for i, (value, study) in enumerate(zip(frame["image"], frame["study_id"] if "study_id" in frame else [None] * len(frame))):
+        if not isinstance(value, str) or not value:
+            raise bad_request(f"row {i}: 'image' must be a non-empty base64 string, got {type(value).__name__}")
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request(f"row {i}: 'image' is not valid base64") from None
+        if study is not None and not isinstance(study, str) and not (isinstance(study, float) and np.isnan(study)):
+            raise bad_request(f"row {i}: 'study_id' must be a string, got {type(study).__name__}")
+        rows.append((data, study if isinstance(study, str) and study else DEFAULT_STUDY))
+    return rows
+
+
+def study_results(per_image: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Add each study's mean probability and label (``abnormal`` when ``>= threshold``)."""
+    study_prob = per_image.groupby("study_id", sort=False)["probability"].transform("mean")
+    out = per_image.assign(study_probability=study_prob, threshold=threshold)
+    out["study_label"] = np.where(out["study_probability"] >= threshold, "abnormal", "normal")
+    return out
+
+
+class EnsembleService:
+    """Loaded ensemble: decode uploads, run the variants in one call, aggregate per study."""
+
+    def __init__(self, model_paths: dict[str, str], config: dict[str, Any]) -> None:
+        from mura.inference import VariantRunner
+
+        self.config = config
+        self.runner = VariantRunner.from_paths(model_paths, batch_size=int(config.get("serve_batch_size", 8)))
+        self.weights = [float(config["weights"][name]) for name in self.runner.names]
+        self.threshold = float(config["thresholds"][config["operating_point"]])
+        self.runner.predict(np.zeros((1, self.runner.image_size, self.runner.image_size), np.uint8))  # warm-up trace
+
+    @classmethod
+    def from_artifacts(cls, artifacts: dict[str, str]) -> EnsembleService:
+        """Build from an MLflow ``context.artifacts`` mapping."""
+        config = json.loads(Path(artifacts[CONFIG_ARTIFACT]).read_text())
+        return cls({name: artifacts[name] for name in config["variants"]}, config)
+
+    def decode(self, rows: list[tuple[bytes, str]]) -> np.ndarray:
+        """Model pixels for each row; a bad image raises a 400 naming the row."""
+        from mura.imaging import ImageDecodeError
+        from mura.inference import decode_upload
+
+        pixels = np.zeros((len(rows), self.runner.image_size, self.runner.image_size), np.uint8)
+        for i, (data, _study) in enumerate(rows):
+            try:
+                pixels[i] = decode_upload(data, self.runner.image_size, self.config["resize"], int(self.config["max_pixels"])).pixels
+            except ImageDecodeError as exc:
+                raise bad_request(f"row {i}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
+        return pixels
+
+    def predict_pixels(self, pixels: np.ndarray, study_ids: list[str]) -> pd.DataFrame:
+        """Per-image results for already-decoded pixels (shared with the Python API)."""
+        per_variant, ensemble = self.runner.predict_ensemble(pixels, self.weights)
+        frame = pd.DataFrame({"row": np.arange(len(pixels)), "study_id": study_ids, "probability": ensemble})
+        for k, name in enumerate(self.runner.names):
+            frame[f"p_{name}"] = per_variant[:, k]
+        return study_results(frame, self.threshold)
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The pyfunc ``predict``: request frame in, per-image result frame out."""
+        rows = parse_rows(frame)
+        return self.predict_pixels(self.decode(rows), [study for _, study in rows])

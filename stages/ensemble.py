@@ -1,0 +1,38 @@
+"""Stage ``ensemble``: predict valid and test with every variant, average, choose operating points.
+
+Inputs: images.csv, split.csv, pixels.npy, ``models/<variant>.keras`` for each variant in ``models:``.
+Outputs: ``reports/predictions/{valid,test}.csv`` (per image: every variant's and the ensemble's
+probability), ``reports/thresholds.json`` (0.5 and the high-sensitivity threshold, chosen on valid).
+Params: ``models`` (the variant names), ``ensemble``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mura.config import load_params
+from mura.stage import run_main, set_seed
+
+
+def main() -> None:
+    """Parse paths, predict, write the declared outputs."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--images", default="data/interim/images.csv")
+    parser.add_argument("--pixels", default="data/interim/pixels.npy")
+    parser.add_argument("--split", default="data/processed/split.csv")
+    parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--predictions", default="reports/predictions")
+    parser.add_argument("--thresholds", default="reports/thresholds.json")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    set_seed(params.seed)
+    from mura.predict_splits import predict_splits
+
+    predict_splits(params, Path(args.images), Path(args.split), Path(args.pixels), Path(args.models_dir),
+                   Path(args.predictions), Path(args.thresholds))  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,139 @@
+"""The registered ``mura-ensemble``: saved and reloaded from a temporary MLflow store,
+then served by a real ``mlflow models serve`` on 127.0.0.1 (PNG, DICOM and every bad input)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.dicom_utils import PATIENT_ID, PATIENT_NAME, make_dicom
+
+pytestmark = pytest.mark.slow
+
+
+from tests.conftest import png_bytes as _png
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_versions_aliases_and_tags(registered: dict[str, Any]) -> None:
+    import mlflow
+
+    assert registered["first"]["version"] == 1 and registered["first"]["champion"] is True
+    assert registered["second"]["version"] == 2 and registered["second"]["champion"] is False
+    client = mlflow.MlflowClient(tracking_uri=registered["uri"])
+    assert str(client.get_model_version_by_alias("mura-ensemble", "champion").version) == "1"
+    tags = client.get_model_version("mura-ensemble", "1").tags
+    assert tags["synthetic_data"] == "true" and len(tags["dataset_fingerprint"]) == 64 and "git_commit" in tags
+
+
+def test_pyfunc_reloads_and_predicts(registered: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(registered["uri"])
+    model = mlflow.pyfunc.load_model("models:/mura-ensemble@champion")
+    rng = np.random.default_rng(3)
+    images = [_b64(_png(rng.integers(0, 256, (40, 30)).astype(np.uint8))) for _ in range(3)]
+    out = model.predict(pd.DataFrame({"image": images, "study_id": ["s1", "s1", "s2"]}))
+    assert list(out["row"]) == [0, 1, 2]
+    np.testing.assert_allclose(out["probability"], (out["p_tiny_a"] + out["p_tiny_b"]) / 2, atol=1e-9)
+    s1 = out[out["study_id"] == "s1"]
+    assert s1["study_probability"].iloc[0] == pytest.approx(s1["probability"].mean())
+    assert set(out["study_label"]) <= {"normal", "abnormal"} and (out["threshold"] == 0.5).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
+    port = _free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"], MLFLOW_DISABLE_TELEMETRY="true")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    log = open(registered["ws"] / "serve.log", "w")
+    proc = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/mura-ensemble/1", "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=registered["ws"], start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow models serve did not start: " + (registered["ws"] / "serve.log").read_text()[-2000:])
+    yield {"url": url, "log": registered["ws"] / "serve.log"}
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def _post(url: str, payload: Any) -> tuple[int, dict[str, Any]]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_http_png_and_dicom(server: dict[str, Any]) -> None:
+    ramp = np.tile(np.linspace(0, 4095, 48).astype(np.uint16), (40, 1))
+    png = _png(np.random.default_rng(1).integers(0, 256, (50, 40)).astype(np.uint8))
+    status, body = _post(server["url"], {"dataframe_records": [
+        {"image": _b64(png), "study_id": "a"}, {"image": _b64(make_dicom(ramp, monochrome1=True)), "study_id": "a"}]})  # fmt: skip
+    assert status == 200, body
+    rows = body["predictions"]
+    assert len(rows) == 2 and {"probability", "p_tiny_a", "p_tiny_b", "study_probability", "study_label"} <= set(rows[0])
+    text = json.dumps(body) + server["log"].read_text()
+    assert PATIENT_NAME not in text and PATIENT_ID not in text
+
+
+BAD = [
+    ({"dataframe_records": [{"image": "***"}]}, "row 0: 'image' is not valid base64"),
+    ({"dataframe_records": [{"image": _b64(b"\x89PNG\r\n\x1a\n" + b"x" * 30)}]}, "row 0:"),
+    ({"dataframe_records": [{"image": _b64(b"plain text, no image")}]}, "row 0: undecodable"),
+    ({"dataframe_records": [{"image": _b64(_png(np.zeros((64, 64), np.uint8)))},
+                            {"image": _b64(_png(np.zeros((1200, 1000), np.uint8)))}]}, "row 1: too large"),  # fmt: skip
+    ({"dataframe_records": [{"image": _b64(make_dicom(np.zeros((4, 4)), with_pixels=False))}]}, "row 0: no pixel data"),
+    ({"dataframe_records": []}, "image"),
+    ({"dataframe_records": [{"picture": "abc"}]}, "image"),
+    ({"dataframe_records": [{"image": 12}]}, "row 0"),
+    (b"{not json", ""),
+]
+
+
+@pytest.mark.parametrize("payload,message", BAD, ids=["base64", "truncated", "not-image", "bomb", "dicom-no-pixels",
+                                                      "empty", "missing-column", "wrong-type", "malformed-json"])  # fmt: skip
+def test_http_bad_input_is_a_4xx_one_line_error(server: dict[str, Any], payload: Any, message: str) -> None:
+    status, body = _post(server["url"], payload)
+    assert 400 <= status < 500, body
+    assert message in body.get("message", "")
+    assert "Traceback" not in json.dumps(body) and "stack_trace" not in body
+    ok, _ = _post(server["url"], {"dataframe_records": [{"image": _b64(_png(np.zeros((20, 20), np.uint8)))}]})
+    assert ok == 200  # still serving

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mura.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
+
+# Hand-computed: labels 1,1,1,0,0,0,0,0 ; probs .9,.8,.3,.6,.2,.1,.1,.05 ; threshold .5
+# -> tp=2 fn=1 fp=1 tn=4 ; accuracy 6/8 ; precision 2/3 ; recall 2/3 ; f1 2/3
+# kappa: po=.75, pe=(3*3+5*5)/64=34/64 -> (0.75-0.53125)/(0.46875)=0.4666...
+# AUC: positive-negative pairs 15; .9 beats 5, .8 beats 5, .3 beats 4 (.2,.1,.1,.05) -> 14/15
+Y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+P = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.1, 0.05])
+EXPECTED = {"accuracy": 0.75, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "kappa": 0.21875 / 0.46875,
+            "roc_auc": 14 / 15, "tp": 2, "fn": 1, "fp": 1, "tn": 4, "n": 8}  # fmt: skip
+
+
+def test_binary_metrics_hand_computed() -> None:
+    assert binary_metrics(Y, P, 0.5) == pytest.approx(EXPECTED)
+
+
+def test_threshold_moves_the_operating_point() -> None:
+    m = binary_metrics(Y, P, 0.25)
+    assert (m["tp"], m["fn"], m["fp"]) == (3, 0, 1) and m["recall"] == 1.0
+
+
+def test_single_class_edge_cases() -> None:
+    m = binary_metrics(np.zeros(4), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert np.isnan(m["roc_auc"]) and m["precision"] == 0.0 and m["accuracy"] == 1.0
+    with pytest.raises(ValueError):
+        binary_metrics(np.zeros(3), np.zeros(2))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fast_metrics_agree_with_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 40)
+    p = np.round(rng.random(40), 1)  # many ties
+    t = float(rng.choice([0.3, 0.5, 0.7]))
+    slow, fast = binary_metrics(y, p, t), fast_metrics(y, p, t)
+    for name in METRICS:
+        assert fast[name] == pytest.approx(slow[name], abs=1e-12), name
+
+
+def test_bootstrap_covers_the_truth_on_a_toy_case() -> None:
+    """For a known AUC, ~95 % of patient-bootstrap intervals should contain it."""
+    rng = np.random.default_rng(0)
+    hits, trials = 0, 60
+    for k in range(trials):
+        n = 120
+        y = rng.integers(0, 2, n)
+        score = y + rng.normal(0, 1.0, n)  # true AUC = Phi(1/sqrt(2)) = 0.7602
+        frame = pd.DataFrame({"patient_id": np.arange(n), "label": y, "p": score})
+        ci = bootstrap_ci(frame, lambda f: fast_metrics(f["label"].to_numpy(), f["p"].to_numpy(), 0.5), ("roc_auc",),
+                          n_resamples=200, seed=k)["roc_auc"]  # fmt: skip
+        hits += ci[0] <= 0.7602 <= ci[1]
+    assert 0.85 <= hits / trials <= 1.0
+
+
+def test_bootstrap_resamples_whole_patients() -> None:
+    frame = pd.DataFrame({"patient_id": ["a", "a", "b", "b"], "label": [1, 1, 0, 0], "p": [0.9, 0.9, 0.1, 0.1]})
+    sizes: list[int] = []
+    bootstrap_ci(frame, lambda f: sizes.append(len(f)) or fast_metrics(f["label"].to_numpy(), f["p"].to_numpy(), 0.5),
+                 n_resamples=30, seed=1)  # fmt: skip
+    assert set(sizes) == {4}
+    assert bootstrap_ci(frame, lambda f: {}, ("kappa",), n_resamples=0)["kappa"][0] != 0  # NaN when disabled
