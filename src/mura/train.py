@@ -112,6 +112,32 @@ class _EpochSetter(keras.callbacks.Callback):
         self.batches.set_epoch(epoch)
 
 
+class _HistoryTrimmer(keras.callbacks.Callback):
+    """After a resume, drop history rows of epochs the restored state has not completed.
+
+    A kill can land after an epoch's row was written but before (or while) its backup
+    was saved; the backup then restores an earlier epoch, and those rows would repeat.
+    Runs between ``BackupAndRestore`` and ``CSVLogger`` in ``on_train_begin``.
+    """
+
+    def __init__(self, backup: Path, history_csv: Path) -> None:
+        super().__init__()
+        self.backup = backup
+        self.history_csv = history_csv
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        meta = self.backup / "training_metadata.json"
+        if not meta.exists() or not self.history_csv.exists():
+            return
+        try:
+            done = int(json.loads(meta.read_text()).get("epoch", 0))
+        except (ValueError, OSError):
+            return
+        history = pd.read_csv(self.history_csv)
+        if (history["epoch"] >= done).any():
+            history[history["epoch"] < done].to_csv(self.history_csv, index=False, lineterminator="\n")
+
+
 class AtomicBestCheckpoint(keras.callbacks.Callback):
     """Save the model whenever ``monitor`` improves, atomically (temp file + rename)."""
 
@@ -242,7 +268,9 @@ def fit_variant(
                 ", resuming" if resumed else "")  # fmt: skip
     standard = [
         _EpochSetter(train_batches),
-        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
+        # double_checkpoint keeps the previous epoch's backup, used if a kill corrupted the latest.
+        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False, double_checkpoint=True),
+        _HistoryTrimmer(backup, history_csv),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ReduceLROnPlateau(monitor=train.monitor, mode=mode, factor=train.reduce_lr_factor,
                                           patience=train.reduce_lr_patience, min_lr=train.min_lr),  # fmt: skip

@@ -64,7 +64,7 @@ def test_data_stages_outputs(workspace: Path) -> None:
 def test_second_repro_does_nothing(workspace: Path) -> None:
     out = _dvc(workspace, "repro", "class_weights")
     assert "Running stage" not in out
-    assert "up to date" in _dvc(workspace, "status").lower()
+    assert "up to date" in _dvc(workspace, "status", "class_weights").lower()
 
 
 def test_data_stages_are_byte_reproducible(workspace: Path, repo_root: Path, tmp_path: Path) -> None:
