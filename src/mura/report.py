@@ -39,7 +39,7 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
     lines += [
         f"Data: {'synthetic phantoms' if synthetic else 'real datasets'}; fingerprint `{provenance.get('fingerprint', '?')[:16]}`; "
         f"code `{provenance.get('git_commit', '?')[:12]}`.",
-        f"Operating points (chosen on valid, study level): " + ", ".join(f"{k} = {v:.3f}" for k, v in thresholds.items()) + ".",
+        "Operating points (chosen on valid, study level): " + ", ".join(f"{k} = {v:.3f}" for k, v in thresholds.items()) + ".",
         "Study probability = mean of its views' probabilities (MURA protocol). 95 % CIs: bootstrap over patients.",
         "",
     ]  # fmt: skip

@@ -4,7 +4,6 @@ then served by a real ``mlflow models serve`` on 127.0.0.1 (PNG, DICOM and every
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import socket
@@ -19,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from tests.dicom_utils import PATIENT_ID, PATIENT_NAME, make_dicom
 
