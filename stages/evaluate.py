@@ -37,7 +37,8 @@ def main() -> None:
     predictions = pd.concat([pd.read_csv(Path(args.predictions) / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
     thresholds = json.loads(Path(args.thresholds).read_text())["thresholds"]
     models = [*params.models, "ensemble"]
-    table = evaluation_table(predictions, models, thresholds, params.evaluate.bootstrap_resamples, params.seed)
+    table = evaluation_table(predictions, models, thresholds, params.evaluate.bootstrap_resamples, params.seed,
+                             params.evaluate.ci_level)
     reports = Path(args.reports)
     metrics = headline_metrics(table)
     write_json(reports / "metrics.json", metrics)
@@ -47,7 +48,7 @@ def main() -> None:
     write_csv(reports / "plots" / "roc.csv", roc.round(6))
     write_csv(reports / "plots" / "pr.csv", pr.round(6))
     synthetic = bool(pd.read_csv(args.images, usecols=["synthetic"])["synthetic"].any())
-    provenance = {"synthetic": synthetic, "fingerprint": dataset_fingerprint(args.images, args.split), "git_commit": git_commit()}
+    provenance = {"synthetic": synthetic, "ci_level": params.evaluate.ci_level, "fingerprint": dataset_fingerprint(args.images, args.split), "git_commit": git_commit()}
     plot_figures(roc, pr, table, reports / "plots", synthetic)
     (reports / "README.md").write_text(render_report(table, models, thresholds, provenance))
 

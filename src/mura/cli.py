@@ -39,20 +39,15 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 def cmd_workspace(args: argparse.Namespace) -> None:
     """Create/refresh a pipeline workspace and (optionally) its synthetic data."""
-    from mura.config import merge_params
     from mura.synth import write_synthetic
     from mura.workspace import create_workspace, load_override
 
-    repo = Path(args.repo)
-    override = load_override(args.override)
-    dest = create_workspace(repo, Path(args.dest), override)
-    if args.synth:
-        merged = merge_params(yaml.safe_load((repo / "params.yaml").read_text()), override)
-        out = dest / "data" / "raw" / "synthetic"
-        if not (out / "MURA-v1.1").exists():
-            synth = merged.get("synth") or {}
-            write_synthetic(out, seed=int(merged.get("seed", 0)), patients=int(synth.get("patients", 60)),
-                            fracture_images=int(synth.get("fracture_images", 120)))  # fmt: skip
+    dest = create_workspace(Path(args.repo), Path(args.dest), load_override(args.override))
+    out = dest / "data" / "raw" / "synthetic"
+    if args.synth and not (out / "MURA-v1.1").exists():
+        settings = _synth_defaults(str(dest / "params.yaml"))  # the workspace's merged params
+        write_synthetic(out, seed=int(settings.get("seed", 0)), patients=int(settings.get("patients", 60)),
+                        fracture_images=int(settings.get("fracture_images", 120)))  # fmt: skip
     print(dest)
 
 

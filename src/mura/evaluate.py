@@ -24,6 +24,7 @@ def evaluation_table(
     thresholds: dict[str, float],
     n_resamples: int,
     seed: int,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Metrics for each split × model × level (image, study) × group × operating point.
 
@@ -35,6 +36,7 @@ def evaluation_table(
         thresholds: operating point name → threshold (e.g. ``{"0.5": 0.5, "high_sensitivity": 0.31}``).
         n_resamples: bootstrap replicates for the CIs.
         seed: bootstrap seed.
+        ci_level: confidence level of the intervals.
 
     Returns:
         One row per combination with the metrics of :func:`mura.metrics.binary_metrics`
@@ -55,7 +57,7 @@ def evaluation_table(
                             return fast_metrics(f["label"].to_numpy(), f[c].to_numpy(dtype=np.float64), t)
 
                         values = binary_metrics(sub["label"].to_numpy(), sub[column].to_numpy(), threshold)
-                        ci = bootstrap_ci(sub, metric, METRICS, n_resamples, seed)
+                        ci = bootstrap_ci(sub, metric, METRICS, n_resamples, seed, ci_level)
                         row = {"split": split, "model": model, "level": level, "group": group,
                                "operating_point": point, "threshold": threshold, **values}  # fmt: skip
                         for name, (low, high) in ci.items():

@@ -29,7 +29,7 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
         table: output of :func:`mura.evaluate.evaluation_table`.
         models: variants then ``ensemble``.
         thresholds: operating points.
-        provenance: ``synthetic`` (bool), ``fingerprint``, ``git_commit``.
+        provenance: ``synthetic`` (bool), ``fingerprint``, ``git_commit``, ``ci_level``.
     """
     synthetic = bool(provenance.get("synthetic"))
     lines = ["# Evaluation report", ""]
@@ -40,7 +40,8 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
         f"Data: {'synthetic phantoms' if synthetic else 'real datasets'}; fingerprint `{provenance.get('fingerprint', '?')[:16]}`; "
         f"code `{provenance.get('git_commit', '?')[:12]}`.",
         "Operating points (chosen on valid, study level): " + ", ".join(f"{k} = {v:.3f}" for k, v in thresholds.items()) + ".",
-        "Study probability = mean of its views' probabilities (MURA protocol). 95 % CIs: bootstrap over patients.",
+        f"Study probability = mean of its views' probabilities (MURA protocol). {provenance.get('ci_level', 0.95):.0%} CIs: "
+        "bootstrap over patients.",
         "",
     ]  # fmt: skip
     test = table[(table["split"] == "test") & (table["group"] == "all") & (table["operating_point"] == "default")]

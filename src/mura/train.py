@@ -27,9 +27,6 @@ from mura.models import HeadParams, build_model, set_backbone_trainable
 
 logger = logging.getLogger(__name__)
 
-HISTORY_METRICS = ("loss", "accuracy", "auc", "precision", "recall")
-
-
 @dataclass(frozen=True)
 class TrainingData:
     """Rows of the cache for training and validation, with labels."""

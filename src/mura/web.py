@@ -38,8 +38,7 @@ class WebSettings:
     forward_url: str | None = None  # a running `mlflow models serve` (no heatmaps then)
     token: str | None = None  # optional bearer token for deployments
     max_file_bytes: int = 20 * 1024 * 1024
-    max_files: int = 8
-    max_pixels: int = 40_000_000
+    max_files: int = 8  # the pixel limit comes from the registered model (register.max_pixels)
 
 
 def sniff_kind(data: bytes) -> str | None:
