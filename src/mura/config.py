@@ -70,6 +70,7 @@ class TrainParams:
     weights: str = "imagenet"
     frozen_epochs: int = 0
     batchnorm: Literal["auto", "frozen", "trainable"] = "auto"
+    zero_init_residual: bool = True
     workers: int = 2
 
 

@@ -51,13 +51,15 @@ def evaluation_table(
             groups += [(f"dataset:{d}", f) for d, f in frame.groupby("dataset", sort=True)]
             groups += [(str(b), f) for b, f in frame.groupby("body_part", sort=True)]
             for group, sub in groups:
+                labels, patients = sub["label"].to_numpy(), sub["patient_id"].to_numpy()
                 for model, column in zip(models, columns):
+                    probs = sub[column].to_numpy(dtype=np.float64)
                     for point, threshold in thresholds.items():
-                        def metric(f: pd.DataFrame, c: str = column, t: float = threshold) -> dict[str, float]:
-                            return fast_metrics(f["label"].to_numpy(), f[c].to_numpy(dtype=np.float64), t)
+                        def metric(rows: np.ndarray, p: np.ndarray = probs, t: float = threshold) -> dict[str, float]:
+                            return fast_metrics(labels[rows], p[rows], t)
 
-                        values = binary_metrics(sub["label"].to_numpy(), sub[column].to_numpy(), threshold)
-                        ci = bootstrap_ci(sub, metric, METRICS, n_resamples, seed, ci_level)
+                        values = binary_metrics(labels, probs, threshold)
+                        ci = bootstrap_ci(patients, metric, METRICS, n_resamples, seed, ci_level)
                         row = {"split": split, "model": model, "level": level, "group": group,
                                "operating_point": point, "threshold": threshold, **values}  # fmt: skip
                         for name, (low, high) in ci.items():

@@ -85,39 +85,40 @@ def fast_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> di
 
 
 def bootstrap_ci(
-    frame: pd.DataFrame,
-    metric: Callable[[pd.DataFrame], dict[str, float]],
+    groups: np.ndarray,
+    metric: Callable[[np.ndarray], dict[str, float]],
     names: tuple[str, ...] = METRICS,
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-    group: str = "patient_id",
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap CIs, resampling whole patients with replacement.
+    """Percentile bootstrap CIs, resampling whole groups (patients) with replacement.
 
     Args:
-        frame: rows (images or studies) with a ``group`` column.
-        metric: function of a resampled frame returning a dict of metrics.
+        groups: the resampling unit of each row (e.g. the ``patient_id`` column).
+        metric: function of the resampled row positions (int array, repeats allowed)
+            returning a dict of metrics; index your own arrays with it (no DataFrame
+            copies in the loop: this runs hundreds of times per table row).
         names: metrics to report.
         n_resamples: bootstrap replicates (0 disables: NaN intervals).
         seed: RNG seed.
         level: confidence level.
-        group: the resampling unit.
 
     Returns:
         ``{name: (low, high)}``; NaN where a metric is undefined in too many replicates.
     """
-    if n_resamples <= 0 or frame.empty:
+    groups = np.asarray(groups)
+    if n_resamples <= 0 or len(groups) == 0:
         return {name: (float("nan"), float("nan")) for name in names}
     rng = np.random.default_rng(seed)
-    groups = frame[group].to_numpy()
     unique, codes = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(codes == k) for k in range(len(unique))]
+    by_group = np.argsort(codes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(unique)))])
+    members = [by_group[starts[k] : starts[k + 1]] for k in range(len(unique))]
     samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(n_resamples):
         picked = rng.integers(0, len(unique), len(unique))
-        rows = np.concatenate([members[k] for k in picked])
-        values = metric(frame.iloc[rows])
+        values = metric(np.concatenate([members[k] for k in picked]))
         for name in names:
             samples[name].append(values[name])
     alpha = (1.0 - level) / 2.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from mura.errors import ConfigError
 from mura.layers import RadiographPreprocess, RandomAffine
 
 logger = logging.getLogger(__name__)
+
+# keras.applications ResNet names the BatchNorm closing a block's residual branch like this.
+_RESIDUAL_BN = re.compile(r"conv\d+_block\d+_3_bn")
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ def build_model(
     augment: AugmentParams | None = AugmentParams(),
     freeze_batchnorm: bool = False,
     seed: int | None = None,
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """Build a classifier taking uint8 grayscale ``(batch, S, S, 1)`` and returning P(abnormal).
 
@@ -143,6 +148,10 @@ def build_model(
             keeps its (pretrained) statistics while fine-tuning (keras-io transfer
             learning guide: updating them destroys what the model learned).
         seed: seed of the augmentation layer.
+        zero_init_residual: with random init only, start the last BatchNorm γ of
+            every residual branch at 0, so each ResNet block begins as the identity
+            (Goyal et al. 2017, "Accurate, large minibatch SGD"); a deep ResNet then
+            trains from scratch much sooner. No effect on DenseNet or on loaded weights.
 
     Returns:
         An uncompiled ``keras.Model`` named after ``arch``; the backbone is the
@@ -157,6 +166,8 @@ def build_model(
     spec = ARCHITECTURES[arch]
     backbone = spec.constructor(include_top=False, weights=spec_weights, input_shape=(image_size, image_size, 3))
     backbone.name = "backbone"
+    if zero_init_residual and spec_weights is None:
+        zero_residual_gammas(backbone)
     inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
     x = inputs
     if augment is not None:
@@ -171,6 +182,20 @@ def build_model(
     x = keras.layers.Dropout(head.dropout, seed=seed, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=init, dtype="float32", name="abnormal")(x)
     return keras.Model(inputs, outputs, name=arch)
+
+
+def zero_residual_gammas(backbone: keras.Model) -> int:
+    """Set γ of the BatchNorm closing each residual branch (``convN_blockM_3_bn``) to 0.
+
+    Returns:
+        How many layers were changed (0 for backbones without residual blocks).
+    """
+    changed = 0
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and _RESIDUAL_BN.fullmatch(layer.name):
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+            changed += 1
+    return changed
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool, freeze_batchnorm: bool = True) -> None:

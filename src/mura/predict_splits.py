@@ -54,7 +54,7 @@ def predict_splits(params: Params, images_csv: Path, split_csv: Path, pixels_pat
     pixels = np.load(pixels_path, mmap_mode="r")
     if len(pixels) != len(images):
         raise DataError(f"{pixels_path} has {len(pixels)} rows but {images_csv} has {len(images)}: rerun `dvc repro ingest`")
-    runner = VariantRunner.from_paths(paths, batch_size=params.ensemble.batch_size)
+    runner = VariantRunner.from_paths(paths, batch_size=params.ensemble.batch_size, fixed_batch=True)
     weights = ensemble_weights(list(paths), params.ensemble.weights)
     keep = ["image_id", "split", "dataset", "body_part", "patient_id", "study_id", "label"]
     frames = {}

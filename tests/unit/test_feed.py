@@ -48,3 +48,16 @@ def test_batches_follow_rows_and_reshuffle_per_epoch() -> None:
 def test_empty_rows() -> None:
     with pytest.raises(DataError):
         CacheBatches(np.zeros((1, 2, 2), np.uint8), np.array([], int), np.array([]), 2)
+
+
+def test_drop_remainder_serves_only_full_batches() -> None:
+    pixels = np.arange(7, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
+    batches = CacheBatches(pixels, np.arange(7), np.zeros(7), batch_size=3, shuffle=True, seed=1, drop_remainder=True)
+    assert len(batches) == 2 and all(len(batches[i][0]) == 3 for i in range(2))
+    seen = set()
+    for epoch in range(6):  # reshuffled every epoch, so the dropped row changes
+        batches.set_epoch(epoch)
+        seen |= {int(x[0, 0, 0]) for i in range(len(batches)) for x in batches[i][0]}
+    assert seen == set(range(7))
+    small = CacheBatches(pixels[:2], np.arange(2), np.zeros(2), batch_size=3, drop_remainder=True)
+    assert len(small) == 1 and len(small[0][0]) == 2  # fewer rows than a batch: keep them

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from mura.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
@@ -51,17 +50,22 @@ def test_bootstrap_covers_the_truth_on_a_toy_case() -> None:
         n = 120
         y = rng.integers(0, 2, n)
         score = y + rng.normal(0, 1.0, n)  # true AUC = Phi(1/sqrt(2)) = 0.7602
-        frame = pd.DataFrame({"patient_id": np.arange(n), "label": y, "p": score})
-        ci = bootstrap_ci(frame, lambda f: fast_metrics(f["label"].to_numpy(), f["p"].to_numpy(), 0.5), ("roc_auc",),
+        ci = bootstrap_ci(np.arange(n), lambda rows: fast_metrics(y[rows], score[rows], 0.5), ("roc_auc",),
                           n_resamples=200, seed=k)["roc_auc"]  # fmt: skip
         hits += ci[0] <= 0.7602 <= ci[1]
     assert 0.85 <= hits / trials <= 1.0
 
 
 def test_bootstrap_resamples_whole_patients() -> None:
-    frame = pd.DataFrame({"patient_id": ["a", "a", "b", "b"], "label": [1, 1, 0, 0], "p": [0.9, 0.9, 0.1, 0.1]})
-    sizes: list[int] = []
-    bootstrap_ci(frame, lambda f: sizes.append(len(f)) or fast_metrics(f["label"].to_numpy(), f["p"].to_numpy(), 0.5),
-                 n_resamples=30, seed=1)  # fmt: skip
-    assert set(sizes) == {4}
-    assert bootstrap_ci(frame, lambda f: {}, ("kappa",), n_resamples=0)["kappa"][0] != 0  # NaN when disabled
+    patients = np.array(["b", "a", "c", "a", "b", "b"])  # unsorted, unequal group sizes
+    label, prob = np.array([1, 1, 0, 1, 1, 1]), np.array([0.9, 0.8, 0.1, 0.7, 0.6, 0.5])
+    draws: list[np.ndarray] = []
+    bootstrap_ci(patients, lambda rows: draws.append(rows) or fast_metrics(label[rows], prob[rows], 0.5),
+                 n_resamples=40, seed=1)  # fmt: skip
+    assert len(draws) == 40
+    for rows in draws:  # whole patients: every row of a patient appears as often as the patient was drawn
+        counts = np.bincount(rows, minlength=len(patients))
+        multiplicity = {p: set(counts[patients == p].tolist()) for p in set(patients.tolist())}
+        assert all(len(m) == 1 for m in multiplicity.values())
+        assert sum(m.pop() for m in multiplicity.values()) == 3  # three patients drawn, with replacement
+    assert np.isnan(bootstrap_ci(patients, lambda rows: {}, ("kappa",), n_resamples=0)["kappa"][0])  # disabled

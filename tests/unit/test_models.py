@@ -8,7 +8,7 @@ import pytest
 
 from mura.config import AugmentParams
 from mura.errors import ConfigError
-from mura.models import HeadParams, build_model, resolve_weights, set_backbone_trainable
+from mura.models import HeadParams, build_model, resolve_weights, set_backbone_trainable, zero_residual_gammas
 
 
 @pytest.mark.parametrize("arch,preprocess", [("densenet169", "torch"), ("resnet101", "caffe"), ("simple_cnn", "torch")])
@@ -54,3 +54,19 @@ def test_unknown_arch_and_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     cached.write_bytes(b"x")
     assert resolve_weights("resnet101", "imagenet") == str(cached)
     assert resolve_weights("densenet169", "none") is None
+
+
+def test_zero_init_residual_makes_resnet_blocks_start_as_identity() -> None:
+    def closing_gammas(model: keras.Model) -> list[np.ndarray]:
+        backbone = model.get_layer("backbone")
+        return [keras.ops.convert_to_numpy(layer.gamma) for layer in backbone.layers if layer.name.endswith("_3_bn")]
+
+    zeroed = closing_gammas(build_model("resnet101", 32, "none", HeadParams(8, 0.1), None, seed=0, zero_init_residual=True))
+    assert len(zeroed) == 3 + 4 + 23 + 3  # ResNet-101's blocks per stage
+    assert all(np.all(g == 0) for g in zeroed)
+    plain = build_model("resnet101", 32, "none", HeadParams(8, 0.1), None, seed=0)
+    assert all(np.all(g == 1) for g in closing_gammas(plain))
+    # Other BatchNorm layers keep γ = 1, and DenseNet has no residual branch to zero.
+    first = plain.get_layer("backbone").get_layer("conv2_block1_1_bn")
+    assert np.all(keras.ops.convert_to_numpy(first.gamma) == 1)
+    assert zero_residual_gammas(build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), None).get_layer("backbone")) == 0

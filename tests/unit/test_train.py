@@ -14,7 +14,7 @@ from mura.errors import DataError
 from mura.imaging import resize_gray
 from mura.synth import render_phantom
 from mura.sources import BODY_PARTS
-from mura.train import TrainingData, fit_variant, resolve_precision, select_rows
+from mura.train import TrainingData, compile_model, fit_variant, resolve_precision, select_rows
 
 
 def _listing(labels: list[int], splits: list[str], datasets: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -49,6 +49,29 @@ def test_select_rows_errors(labels: list[int], splits: list[str], rows: int, mes
 def test_precision_auto_is_float32_on_cpu() -> None:
     assert resolve_precision("auto") == "float32"
     assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_compile_builds_optimizer_so_the_training_step_is_traced_once() -> None:
+    import keras
+
+    from mura.models import HeadParams, build_model
+
+    model = build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), AugmentParams(), seed=0)
+    compile_model(model, 1e-3)
+    assert model.optimizer.built
+    traces = []
+    step = model.train_step
+
+    def counting_step(data):  # type: ignore[no-untyped-def]
+        traces.append(1)  # runs once per trace (graph backends) or per call (eager)
+        return step(data)
+
+    model.train_step = counting_step
+    x, y = np.zeros((4, 32, 32, 1), np.uint8), np.array([0.0, 1.0, 0.0, 1.0])
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    expected = 2 if model.run_eagerly or keras.backend.backend() == "torch" else 1
+    assert len(traces) == expected
 
 
 @pytest.fixture(scope="module")
