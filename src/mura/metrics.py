@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import (
     accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score,
 )  # fmt: skip
