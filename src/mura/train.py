@@ -183,13 +183,14 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
             os.unlink(tmp)
 
 
-def compile_model(model: keras.Model, learning_rate: float) -> None:
+def compile_model(model: keras.Model, learning_rate: float, build_optimizer: bool = True) -> None:
     """Adam + binary cross-entropy with accuracy, AUC, precision and recall.
 
-    The optimizer's slot variables are created here, not lazily inside the first
-    traced training step: on the TensorFlow backend a ``tf.function`` that creates
-    variables is traced twice, and for DenseNet-169 one trace costs about 25 s on
-    a 2-core CPU (measured: first step 50 s → 25 s; ResNet-101 38 s → 20 s).
+    With ``build_optimizer`` (the default) the optimizer's slot variables are created
+    here, not lazily inside the first traced training step: on the TensorFlow backend
+    a ``tf.function`` that creates variables is traced twice, and for DenseNet-169 one
+    trace costs about 25 s on a 2-core CPU (measured: first step 50 s → 25 s;
+    ResNet-101 38 s → 20 s). ``False`` keeps Keras's lazy default (for benchmarks).
     """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -197,7 +198,8 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
                  keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],  # fmt: skip
     )
-    model.optimizer.build(model.trainable_variables)
+    if build_optimizer:
+        model.optimizer.build(model.trainable_variables)
 
 
 @dataclass(frozen=True)
