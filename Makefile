@@ -39,7 +39,8 @@ ui: $(STAMP)  ## web interface on the demo's champion model, http://127.0.0.1:$(
 mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store, http://127.0.0.1:5001
 	cd $(DEMO) && mlflow ui --backend-store-uri $(DEMO_STORE) -h 127.0.0.1 -p 5001
 
-test: $(STAMP)  ## run the whole test suite (installs Debian's Chromium for the browser tests if missing)
+test: $(STAMP)  ## lint, then the whole test suite (installs Debian's Chromium for the browser tests if missing)
+	ruff check src stages tests bench
 	scripts/ensure-chromium.sh
 	pytest -q
 
