@@ -9,17 +9,11 @@ Params: ``seed``, ``evaluate``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import pandas as pd
-
 from mura.config import load_params
-from mura.ensemble import aggregate_studies
-from mura.evaluate import curves, evaluation_table, headline_metrics, prob_column
-from mura.report import plot_figures, render_report
-from mura.stage import run_main, set_seed, write_csv, write_json
-from mura.tracking import dataset_fingerprint, git_commit
+from mura.evaluate import run_evaluation
+from mura.stage import run_main, set_seed
 
 
 def main() -> None:
@@ -34,23 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
-    predictions = pd.concat([pd.read_csv(Path(args.predictions) / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
-    thresholds = json.loads(Path(args.thresholds).read_text())["thresholds"]
-    models = [*params.models, "ensemble"]
-    table = evaluation_table(predictions, models, thresholds, params.evaluate.bootstrap_resamples, params.seed,
-                             params.evaluate.ci_level)
-    reports = Path(args.reports)
-    metrics = headline_metrics(table)
-    write_json(reports / "metrics.json", metrics)
-    write_csv(reports / "per_body_part.csv", table.round(6))
-    test_studies = aggregate_studies(predictions[predictions["split"] == "test"], [prob_column(m) for m in models])
-    roc, pr = curves(test_studies, models)
-    write_csv(reports / "plots" / "roc.csv", roc.round(6))
-    write_csv(reports / "plots" / "pr.csv", pr.round(6))
-    synthetic = bool(pd.read_csv(args.images, usecols=["synthetic"])["synthetic"].any())
-    provenance = {"synthetic": synthetic, "ci_level": params.evaluate.ci_level, "fingerprint": dataset_fingerprint(args.images, args.split), "git_commit": git_commit()}
-    plot_figures(roc, pr, table, reports / "plots", synthetic)
-    (reports / "README.md").write_text(render_report(table, models, thresholds, provenance))
+    run_evaluation(params, Path(args.predictions), Path(args.thresholds), Path(args.images), Path(args.split),
+                   Path(args.reports))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from mura.config import Params
 from mura.ensemble import aggregate_studies
 from mura.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
 
@@ -95,3 +98,37 @@ def curves(frame: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd
         roc_rows += [{"model": model, "fpr": float(a), "tpr": float(b)} for a, b in zip(fpr, tpr)]
         pr_rows += [{"model": model, "recall": float(a), "precision": float(b)} for a, b in zip(recall, precision)]
     return pd.DataFrame(roc_rows), pd.DataFrame(pr_rows)
+
+
+def run_evaluation(params: Params, predictions_dir: Path, thresholds_json: Path, images_csv: Path, split_csv: Path,
+                   reports: Path) -> dict[str, Any]:  # fmt: skip
+    """The ``evaluate`` step: tables, DVC metrics and plots, figures and the Markdown report.
+
+    Writes ``metrics.json``, ``per_body_part.csv``, ``plots/{roc,pr}.csv`` and the figures,
+    and ``README.md`` under ``reports``.
+
+    Returns:
+        The headline metrics written to ``metrics.json``.
+    """
+    from mura.report import plot_figures, render_report
+    from mura.stage import write_csv, write_json
+    from mura.tracking import dataset_fingerprint, git_commit
+
+    predictions = pd.concat([pd.read_csv(predictions_dir / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
+    thresholds = json.loads(thresholds_json.read_text())["thresholds"]
+    models = [*params.models, "ensemble"]
+    table = evaluation_table(predictions, models, thresholds, params.evaluate.bootstrap_resamples, params.seed,
+                             params.evaluate.ci_level)  # fmt: skip
+    metrics = headline_metrics(table)
+    write_json(reports / "metrics.json", metrics)
+    write_csv(reports / "per_body_part.csv", table.round(6))
+    test_studies = aggregate_studies(predictions[predictions["split"] == "test"], [prob_column(m) for m in models])
+    roc, pr = curves(test_studies, models)
+    write_csv(reports / "plots" / "roc.csv", roc.round(6))
+    write_csv(reports / "plots" / "pr.csv", pr.round(6))
+    synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
+    provenance = {"synthetic": synthetic, "ci_level": params.evaluate.ci_level,
+                  "fingerprint": dataset_fingerprint(images_csv, split_csv), "git_commit": git_commit()}  # fmt: skip
+    plot_figures(roc, pr, table, reports / "plots", synthetic)
+    (reports / "README.md").write_text(render_report(table, models, thresholds, provenance))
+    return metrics
