@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import append  # noqa: E402
 
 from mura.config import DataParams, IngestParams  # noqa: E402
-from mura.ingest import ingest  # noqa: E402
-from mura.synth import render_phantom  # noqa: E402
+from mura.data.ingest import ingest  # noqa: E402
+from mura.data.synthetic import render_phantom  # noqa: E402
 
 
 def make_dataset(root: Path, n: int) -> list[Path]:
@@ -92,7 +92,7 @@ def main() -> None:
             "| path | images/s | time for MURA's 40,561 images |",
             "|---|---|---|",
             f"| naive single-process PIL loop | {rate_naive:.0f} | {40561 / rate_naive:.0f} s |",
-            f"| `mura.ingest` (workers=all cores, memmap cache, dHash, duplicates) | {rate:.0f} | {40561 / rate:.0f} s |",
+            f"| `mura.data.ingest` (workers=all cores, memmap cache, dHash, duplicates) | {rate:.0f} | {40561 / rate:.0f} s |",
             "",
             f"Speed-up {rate / rate_naive:.2f}x; target >= 500 images/s: {'met' if rate >= 500 else 'NOT met'}. "
             f"Main-process max RSS grew {(rss1 - rss0) / 1024:.0f} MiB during ingest "

@@ -58,17 +58,17 @@ def main() -> None:
     import pandas as pd
 
     import mura
-    from mura.config import AugmentParams
-    from mura.inference import decode_upload
-    from mura.models import HeadParams, build_model
-    from mura.serving import EnsembleService
+    from mura.config import AugmentParams, ModelSpec
+    from mura.modeling.inference import decode_upload
+    from mura.modeling.models import build_model
+    from mura.serving.service import EnsembleService
 
     tmp = Path(tempfile.mkdtemp(prefix="mura-bench-"))
     paths = {}
     for k, (name, arch) in enumerate(VARIANTS.items()):
         keras.utils.set_random_seed(k)
         paths[name] = str(tmp / f"{name}.keras")
-        build_model(arch, args.size, "none", HeadParams(), AugmentParams(), seed=k).save(paths[name])
+        build_model(ModelSpec(arch), args.size, "none", AugmentParams(), seed=k).save(paths[name])
     views = _study(args.size)
     raw = [base64.b64decode(v) for v in views]
 

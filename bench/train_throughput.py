@@ -52,10 +52,10 @@ def measure(arch: str, size: int, batch: int, precision: str, steps: int, build_
     """
     import keras
 
-    from mura.config import AugmentParams
-    from mura.feed import CacheBatches
-    from mura.models import HeadParams, build_model
-    from mura.train import compile_model
+    from mura.config import AugmentParams, ModelSpec
+    from mura.modeling.feed import CacheBatches
+    from mura.modeling.models import build_model
+    from mura.modeling.train import compile_model
 
     keras.config.set_dtype_policy(precision)
     keras.utils.set_random_seed(0)
@@ -64,7 +64,7 @@ def measure(arch: str, size: int, batch: int, precision: str, steps: int, build_
     pixels = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
     labels = rng.integers(0, 2, n)
     batches = CacheBatches(pixels, np.arange(n), labels, batch, shuffle=True, seed=0, weights=np.ones(n), workers=2)
-    model = build_model(arch, size, "none", HeadParams(), AugmentParams(), seed=0)
+    model = build_model(ModelSpec(arch), size, "none", AugmentParams(), seed=0)
     compile_model(model, 1e-4, build_optimizer=build_optimizer)
     t0 = time.perf_counter()
     model.fit(batches, epochs=1, verbose=0)

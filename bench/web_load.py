@@ -52,15 +52,15 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
     import mlflow
 
     import mura
-    from mura.config import AugmentParams
-    from mura.models import HeadParams, build_model
+    from mura.config import AugmentParams, ModelSpec
+    from mura.modeling.models import build_model
 
     paths = {}
     for k, (name, arch) in enumerate({"densenet169_a": "densenet169", "densenet169_b": "densenet169",
                                       "resnet101_a": "resnet101", "resnet101_b": "resnet101"}.items()):  # fmt: skip
         keras.utils.set_random_seed(k)
         paths[name] = str(store / f"{name}.keras")
-        build_model(arch, size, "none", HeadParams(), AugmentParams(), seed=k).save(paths[name])
+        build_model(ModelSpec(arch), size, "none", AugmentParams(), seed=k).save(paths[name])
     config = {"variants": list(paths), "weights": {n: 1.0 for n in paths}, "thresholds": {"default": 0.5},
               "operating_point": "default", "image_size": size, "resize": "stretch", "max_pixels": 40_000_000,
               "serve_batch_size": 8, "synthetic_data": True}  # fmt: skip

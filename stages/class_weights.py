@@ -8,26 +8,23 @@ Params: ``data.train_datasets``.
 from __future__ import annotations
 
 import argparse
-
-import pandas as pd
+from pathlib import Path
 
 from mura.config import load_params
-from mura.stage import run_main, write_json
-from mura.weights import compute_class_weights
+from mura.data.class_weights import run_class_weights
+from mura.stage import run_main
 
 
 def main() -> None:
-    """Parse paths, compute weights over the selected training images, write JSON."""
+    """Parse paths, load params, run the stage."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--images", default="data/interim/images.csv")
-    parser.add_argument("--split", default="data/processed/split.csv")
-    parser.add_argument("--out", default="reports/class_weights.json")
+    parser.add_argument("--images", type=Path, default=Path("data/interim/images.csv"))
+    parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
+    parser.add_argument("--out", type=Path, default=Path("reports/class_weights.json"))
     args = parser.parse_args()
     params = load_params(args.params)
-    rows = pd.read_csv(args.images, usecols=["image_id", "dataset", "label"]).merge(pd.read_csv(args.split), on="image_id")
-    train = rows[(rows["split"] == "train") & rows["dataset"].isin(params.data.train_datasets)]
-    write_json(args.out, compute_class_weights(train["label"].to_numpy()))
+    run_class_weights(params.data.train_datasets, args.images, args.split, args.out)
 
 
 if __name__ == "__main__":

@@ -16,22 +16,22 @@ from mura.stage import run_main, set_seed
 
 
 def main() -> None:
-    """Parse paths, predict, write the declared outputs."""
+    """Parse paths, load params, run the stage."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--images", default="data/interim/images.csv")
-    parser.add_argument("--pixels", default="data/interim/pixels.npy")
-    parser.add_argument("--split", default="data/processed/split.csv")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--predictions", default="reports/predictions")
-    parser.add_argument("--thresholds", default="reports/thresholds.json")
+    parser.add_argument("--images", type=Path, default=Path("data/interim/images.csv"))
+    parser.add_argument("--pixels", type=Path, default=Path("data/interim/pixels.npy"))
+    parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--predictions", type=Path, default=Path("reports/predictions"))
+    parser.add_argument("--thresholds", type=Path, default=Path("reports/thresholds.json"))
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
-    from mura.predict_splits import predict_splits
+    from mura.evaluation.ensemble import run_ensemble
 
-    predict_splits(params, Path(args.images), Path(args.split), Path(args.pixels), Path(args.models_dir),
-                   Path(args.predictions), Path(args.thresholds))  # fmt: skip
+    run_ensemble(list(params.models), params.ensemble, args.images, args.split, args.pixels, args.models_dir,
+                 args.predictions, args.thresholds)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Stage ``register``: log and register the ensemble as the MLflow pyfunc ``mura-ensemble``.
 
 Inputs: ``models/<variant>.keras``, ``reports/thresholds.json``, ``reports/metrics.json``,
-``reports/per_body_part.csv``, images.csv, split.csv.
+``reports/per_body_part.csv``, images.csv, split.csv, pixels.npy (one input example).
 Outputs: an MLflow run and model version (alias ``champion`` when its validation kappa is not below
 the current champion's, or ``register.force_champion``); ``reports/register.json``.
-Params: ``register``, ``data.image_size``, ``data.resize``.
+Params: ``models`` (the variant names), ``register``, ``data.image_size``, ``data.resize``.
 """
 
 from __future__ import annotations
@@ -17,25 +17,25 @@ from mura.stage import run_main, set_seed, write_json
 
 
 def main() -> None:
-    """Parse paths, register, write the declared output."""
+    """Parse paths, load params, run the stage, write its record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--thresholds", default="reports/thresholds.json")
-    parser.add_argument("--metrics", default="reports/metrics.json")
-    parser.add_argument("--images", default="data/interim/images.csv")
-    parser.add_argument("--split", default="data/processed/split.csv")
-    parser.add_argument("--pixels", default="data/interim/pixels.npy")
-    parser.add_argument("--per-body-part", default="reports/per_body_part.csv")
-    parser.add_argument("--out", default="reports/register.json")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--thresholds", type=Path, default=Path("reports/thresholds.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    parser.add_argument("--images", type=Path, default=Path("data/interim/images.csv"))
+    parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
+    parser.add_argument("--pixels", type=Path, default=Path("data/interim/pixels.npy"))
+    parser.add_argument("--per-body-part", type=Path, default=Path("reports/per_body_part.csv"))
+    parser.add_argument("--out", type=Path, default=Path("reports/register.json"))
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
-    from mura.register import register_ensemble
+    from mura.serving.register import run_register
 
-    result = register_ensemble(params, Path(args.models_dir), Path(args.thresholds), Path(args.metrics),
-                               Path(args.images), Path(args.split), Path(args.pixels),
-                               Path(args.per_body_part))  # fmt: skip
+    result = run_register(list(params.models), params.register, params.data.image_size, params.data.resize,
+                          args.models_dir, args.thresholds, args.metrics, args.images, args.split, args.pixels,
+                          args.per_body_part)  # fmt: skip
     write_json(args.out, result)
 
 

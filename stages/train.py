@@ -17,30 +17,26 @@ from mura.stage import run_main, set_seed
 
 
 def main() -> None:
-    """Parse paths, train and log one variant."""
+    """Parse paths, load the variant's params, run the stage."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="variant name under models: in params.yaml")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--images", default="data/interim/images.csv")
-    parser.add_argument("--pixels", default="data/interim/pixels.npy")
-    parser.add_argument("--split", default="data/processed/split.csv")
-    parser.add_argument("--class-weights", default="reports/class_weights.json")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--reports-dir", default="reports/train")
+    parser.add_argument("--images", type=Path, default=Path("data/interim/images.csv"))
+    parser.add_argument("--pixels", type=Path, default=Path("data/interim/pixels.npy"))
+    parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
+    parser.add_argument("--class-weights", type=Path, default=Path("reports/class_weights.json"))
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports/train"))
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
-    from mura.train import VariantPaths, run_variant  # imports Keras: after the cheap checks
+    from mura.modeling.train import VariantPaths, VariantSpec, run_train  # imports Keras: after the cheap checks
 
-    run_variant(
-        params,
-        args.model,
-        VariantPaths(
-            images=Path(args.images), split=Path(args.split), pixels=Path(args.pixels),
-            class_weights=Path(args.class_weights), model=Path(args.models_dir) / f"{args.model}.keras",
-            reports=Path(args.reports_dir) / args.model, work=Path(args.models_dir) / "checkpoints" / args.model,
-        ),
-    )  # fmt: skip
+    spec = VariantSpec.from_params(params, args.model)
+    paths = VariantPaths(images=args.images, split=args.split, pixels=args.pixels, class_weights=args.class_weights,
+                         model=args.models_dir / f"{spec.name}.keras", reports=args.reports_dir / spec.name,
+                         work=args.models_dir / "checkpoints" / spec.name)  # fmt: skip
+    run_train(spec, paths)
 
 
 if __name__ == "__main__":

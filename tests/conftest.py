@@ -39,10 +39,11 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both synthetic datasets, small, under a folder named synthetic (read-only use)."""
-    from mura.synth import write_synthetic
+    from mura.config import SynthParams
+    from mura.data.synthetic import write_synthetic
 
     out = tmp_path_factory.mktemp("raw") / "synthetic"
-    write_synthetic(out, seed=7, patients=24, fracture_images=30)
+    write_synthetic(out, seed=7, sizes=SynthParams(patients=24, fracture_images=30))
     return out
 
 
@@ -51,9 +52,9 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     """Two random simple_cnn variants registered as mura-ensemble v1 in a temp store."""
     import keras
 
-    from mura.config import AugmentParams
-    from mura.models import HeadParams, build_model
-    from mura.register import register_ensemble
+    from mura.config import AugmentParams, ModelSpec
+    from mura.modeling.models import build_model
+    from mura.serving.register import register_ensemble
 
     ws = tmp_path_factory.mktemp("serve")
     doc = merge_params(yaml.safe_load((repo_root / "params.yaml").read_text()), {
@@ -66,7 +67,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     (ws / "models").mkdir()
     for k, name in enumerate(("tiny_a", "tiny_b")):
         keras.utils.set_random_seed(k)
-        build_model("simple_cnn", SIZE, "none", HeadParams(8, 0.1), AugmentParams(), seed=k).save(ws / f"models/{name}.keras")
+        build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k).save(ws / f"models/{name}.keras")
     (ws / "reports").mkdir()
     (ws / "reports/thresholds.json").write_text(json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3},
                                                             "weights": {"tiny_a": 1.0, "tiny_b": 1.0}}))  # fmt: skip

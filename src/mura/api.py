@@ -1,7 +1,7 @@
 """Python API: ``Predictor.load(uri).predict_study(views)``.
 
 Uses the registered ``mura-ensemble`` (or a local pyfunc folder) through the
-same :class:`mura.serving.EnsembleService` as ``mlflow models serve``, so the
+same :class:`mura.serving.service.EnsembleService` as ``mlflow models serve``, so the
 API, the CLI, the web UI and the served model preprocess and predict alike.
 A pre-screening suggestion for a radiologist, never a diagnosis.
 """
@@ -16,9 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from mura.imaging import ImageDecodeError, resize_gray
+from mura.data.imaging import ImageDecodeError, resize_gray
+from mura.data.sources import normalize_body_part
+from mura.evaluation.ensemble import ENSEMBLE, prob_column
+from mura.serving.config import ServingConfig
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["Predictor", "StudyResult", "ViewResult", "ViewInput"]
 
 ViewInput = str | Path | bytes | np.ndarray
 
@@ -88,22 +93,23 @@ class Predictor:
         return cls(model.unwrap_python_model().service, str(uri))
 
     @property
-    def config(self) -> dict[str, Any]:
+    def config(self) -> ServingConfig:
         """The registered configuration (variants, thresholds, preprocessing, metrics)."""
-        return dict(self.service.config)
+        config: ServingConfig = self.service.config
+        return config
 
     def _decode(self, view: ViewInput, index: int) -> tuple[str, np.ndarray, np.ndarray, str, str | None]:
-        from mura.inference import decode_upload
+        from mura.data.uploads import decode_upload
 
-        size = self.service.runner.image_size
+        config = self.config
         if isinstance(view, np.ndarray):
             gray = view if view.dtype == np.uint8 else np.clip(view, 0, 255).astype(np.uint8)
             if gray.ndim != 2:
                 raise ValueError(f"view {index}: arrays must be 2-D grayscale, got shape {view.shape}")
-            return f"view{index + 1}", resize_gray(gray, size, self.service.config["resize"]), gray, "array", None
+            return f"view{index + 1}", resize_gray(gray, config.image_size, config.resize), gray, "array", None
         name = Path(view).name if isinstance(view, (str, Path)) else f"view{index + 1}"
         data = Path(view).read_bytes() if isinstance(view, (str, Path)) else bytes(view)
-        upload = decode_upload(data, size, self.service.config["resize"], int(self.service.config["max_pixels"]))
+        upload = decode_upload(data, config.image_size, config.resize, config.max_pixels)
         return name, upload.pixels, upload.gray, upload.kind, upload.body_part
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None, heatmaps: bool = False) -> StudyResult:
@@ -111,7 +117,8 @@ class Predictor:
 
         Args:
             views: 1 or more views of the same study (PNG, JPEG or DICOM; type detected by content).
-            body_part: optional; taken from the DICOM ``BodyPartExamined`` tag when absent.
+            body_part: optional (``WRIST`` or ``XR_WRIST``); taken from the DICOM ``BodyPartExamined``
+                tag when absent; normalized to MURA's ``XR_<PART>`` names.
             heatmaps: also compute Grad-CAM maps per variant and their mean.
 
         Returns:
@@ -134,27 +141,27 @@ class Predictor:
         maps = self.heatmaps(pixels) if heatmaps else {}
         view_results = [
             ViewResult(name=d[0], probability=float(frame["probability"].iloc[i]),
-                       variants={n: float(frame[f"p_{n}"].iloc[i]) for n in names}, kind=d[3], gray=d[2],
+                       variants={n: float(frame[prob_column(n)].iloc[i]) for n in names}, kind=d[3], gray=d[2],
                        heatmaps={k: v[i] for k, v in maps.items()})  # fmt: skip
             for i, d in enumerate(decoded)
         ]
         probability = float(frame["study_probability"].iloc[0])
-        thresholds = {k: float(v) for k, v in self.service.config["thresholds"].items()}
-        part = body_part or next((d[4] for d in decoded if d[4]), None)
+        thresholds = {k: float(v) for k, v in self.config.thresholds.items()}
+        part = normalize_body_part(body_part or next((d[4] for d in decoded if d[4]), None))
         return StudyResult(
             probability=probability,
             labels={k: "abnormal" if probability >= t else "normal" for k, t in thresholds.items()},
             thresholds=thresholds,
-            operating_point=self.service.config["operating_point"],
-            variants={n: float(frame[f"p_{n}"].mean()) for n in names},
+            operating_point=self.config.operating_point,
+            variants={n: float(frame[prob_column(n)].mean()) for n in names},
             views=view_results,
             body_part=part,
-            synthetic_data=bool(self.service.config.get("synthetic_data", False)),
+            synthetic_data=self.config.synthetic_data,
         )
 
     def heatmaps(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Grad-CAM per variant and the ensemble's (mean of the variants' maps), each (N, S, S) in [0, 1]."""
-        from mura.gradcam import feature_model, gradcam
+        from mura.modeling.gradcam import feature_model, gradcam
 
         variants = self.service.runner.variants
         maps = {}
@@ -162,5 +169,5 @@ class Predictor:
             if name not in self._features:
                 self._features[name] = feature_model(model)
             maps[name] = gradcam(model, pixels, self._features[name])
-        maps["ensemble"] = np.mean(np.stack(list(maps.values())), axis=0)
+        maps[ENSEMBLE] = np.mean(np.stack(list(maps.values())), axis=0)
         return maps

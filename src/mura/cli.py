@@ -7,47 +7,47 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mura.config import SynthParams, load_params
 from mura.stage import configure_logging, run_main
 
 logger = logging.getLogger(__name__)
 
 
-def _synth_defaults(params_path: str) -> dict[str, Any]:
+def _synth_settings(params_path: str | Path, args: argparse.Namespace | None = None) -> tuple[int, SynthParams]:
+    """Seed and ``synth`` sizes from a params file (defaults when it is absent), overridden by the command line."""
     path = Path(params_path)
-    if not path.is_file():
-        return {}
-    doc = yaml.safe_load(path.read_text()) or {}
-    return {"seed": doc.get("seed", 0), **(doc.get("synth") or {})}
+    if path.is_file():
+        params = load_params(path)
+        seed, sizes = params.seed, params.synth
+    else:
+        seed, sizes = 0, SynthParams()
+    if args is not None:
+        seed = args.seed if args.seed is not None else seed
+        sizes = SynthParams(patients=args.patients if args.patients is not None else sizes.patients,
+                            fracture_images=args.fracture_images if args.fracture_images is not None
+                            else sizes.fracture_images)  # fmt: skip
+    return seed, sizes
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
     """Write the synthetic phantom datasets."""
-    from mura.synth import write_synthetic
+    from mura.data.synthetic import write_synthetic
 
-    defaults = _synth_defaults(args.params)
-    paths = write_synthetic(
-        Path(args.out),
-        seed=args.seed if args.seed is not None else int(defaults.get("seed", 0)),
-        patients=args.patients if args.patients is not None else int(defaults.get("patients", 60)),
-        fracture_images=args.fracture_images if args.fracture_images is not None else int(defaults.get("fracture_images", 120)),
-    )
-    for name, path in paths.items():
+    seed, sizes = _synth_settings(args.params, args)
+    for name, path in write_synthetic(Path(args.out), seed=seed, sizes=sizes).items():
         print(f"{name}: {path}")
 
 
 def cmd_workspace(args: argparse.Namespace) -> None:
     """Create/refresh a pipeline workspace and (optionally) its synthetic data."""
-    from mura.synth import write_synthetic
+    from mura.data.synthetic import write_synthetic
     from mura.workspace import create_workspace, load_override
 
-    dest = create_workspace(Path(args.repo), Path(args.dest), load_override(args.override))
+    dest = create_workspace(Path(args.repo), Path(args.dest), load_override(args.override), args.override or "override")
     out = dest / "data" / "raw" / "synthetic"
     if args.synth and not (out / "MURA-v1.1").exists():
-        settings = _synth_defaults(str(dest / "params.yaml"))  # the workspace's merged params
-        write_synthetic(out, seed=int(settings.get("seed", 0)), patients=int(settings.get("patients", 60)),
-                        fracture_images=int(settings.get("fracture_images", 120)))  # fmt: skip
+        seed, sizes = _synth_settings(dest / "params.yaml")  # the workspace's merged params
+        write_synthetic(out, seed=seed, sizes=sizes)
     print(dest)
 
 
@@ -57,7 +57,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 def _study_files(inputs: list[str]) -> list[Path]:
     """Files given directly, or the images inside given folders (sorted; macOS junk skipped)."""
     from mura.errors import DataError
-    from mura.sources import is_junk
+    from mura.data.sources import is_junk
 
     files: list[Path] = []
     for item in inputs:
@@ -79,7 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from mura.api import Predictor
     from mura.errors import DataError
-    from mura.gradcam import overlay, png_bytes
+    from mura.modeling.gradcam import overlay, png_bytes
 
     files = _study_files(args.inputs)
     predictor = Predictor.load(args.model, args.tracking_uri)
@@ -111,7 +111,7 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
     """Start the web interface."""
     import os
 
-    from mura.web import WebSettings, serve
+    from mura.serving.web import WebSettings, serve
 
     settings = WebSettings(model_uri=args.model, tracking_uri=args.tracking_uri, forward_url=args.forward_url,
                            token=args.token or os.environ.get("MURA_UI_TOKEN") or None,

@@ -1,14 +1,16 @@
 """Typed view of ``params.yaml``, the single source of configuration.
 
-Each stage's ``main()`` calls :func:`load_params` once and passes the
-relevant frozen dataclass down; library functions never open params.yaml.
-Unknown keys are kept in :attr:`Params.raw` so that later sections (train,
-ensemble, ...) can add their own dataclasses without touching this loader.
+Each stage's ``main()`` calls :func:`load_params` once and passes the section
+(or model spec) it needs down; library functions never open params.yaml.
+Every section is typed and strict: an unknown key anywhere is an error that
+names it (with a suggestion when it is close to a known key), a value of the
+wrong type is an error naming the param.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,12 @@ from typing import Any, Literal
 import yaml
 
 from mura.errors import ConfigError
+
+__all__ = [
+    "AugmentParams", "DataParams", "EnsembleParams", "EvaluateParams", "IngestParams", "ModelSpec", "Params",
+    "RegisterParams", "SplitParams", "SynthParams", "TrainParams", "build_dataclass", "load_params", "merge_params",
+    "parse_params",
+]
 
 ResizePolicy = Literal["stretch", "pad"]
 DuplicatePolicy = Literal["keep", "drop_later_split"]
@@ -44,7 +52,7 @@ class IngestParams:
     near_duplicate_distance: int = 4
     near_duplicate_min_correlation: float = 0.97
     duplicate_policy: DuplicatePolicy = "keep"
-    max_pixels: int = 60_000_000
+    max_pixels: int = 60_000_000  # per image file of the datasets (decompression-bomb limit)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,14 @@ class SplitParams:
     """``split:`` section."""
 
     test_fraction: float = 0.10
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """``synth:`` section: size of the synthetic phantom datasets written by ``mura synth``."""
+
+    patients: int = 60  # MURA-layout patients (1-3 studies of 1-4 views each)
+    fracture_images: int = 120  # Bone-Fracture-layout images (0: skip that dataset)
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class TrainParams:
     reduce_lr_factor: float = 0.5
     min_lr: float = 1e-7
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
-    weights: str = "imagenet"
+    pretrained: str = "imagenet"  # backbone initialisation: imagenet | none | path to a no-top weights file
     frozen_epochs: int = 0
     batchnorm: Literal["auto", "frozen", "trainable"] = "auto"
     zero_init_residual: bool = True
@@ -86,8 +102,8 @@ class AugmentParams:
 
 
 @dataclass(frozen=True)
-class ModelParams:
-    """One entry of ``models:`` (a variant)."""
+class ModelSpec:
+    """One entry of ``models:`` (a variant): backbone, oversampling and the classification head."""
 
     arch: str
     oversample_abnormal: bool = False
@@ -99,7 +115,7 @@ class ModelParams:
 class EnsembleParams:
     """``ensemble:`` section."""
 
-    weights: dict[str, Any] = field(default_factory=dict)
+    variant_weights: dict[str, float] = field(default_factory=dict)  # missing or empty: equal weights
     target_recall: float = 0.90
     batch_size: int = 32
 
@@ -119,25 +135,35 @@ class RegisterParams:
     model_name: str = "mura-ensemble"
     force_champion: bool = False
     operating_point: Literal["default", "high_sensitivity"] = "default"
-    max_pixels: int = 40_000_000
+    max_pixels: int = 40_000_000  # per uploaded image at serving time
     serve_batch_size: int = 8
 
 
 @dataclass(frozen=True)
 class Params:
-    """The whole of params.yaml, typed where a stage needs it."""
+    """The whole of params.yaml, one typed section per stage (``models`` maps variant → spec)."""
 
     seed: int
     data: DataParams
     ingest: IngestParams = field(default_factory=IngestParams)
     split: SplitParams = field(default_factory=SplitParams)
+    synth: SynthParams = field(default_factory=SynthParams)
     train: TrainParams = field(default_factory=TrainParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
-    models: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
     ensemble: EnsembleParams = field(default_factory=EnsembleParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def model(self, variant: str) -> ModelSpec:
+        """The spec of one variant.
+
+        Raises:
+            ConfigError: no such variant under ``models:``.
+        """
+        if variant not in self.models:
+            raise ConfigError(f"unknown model variant {variant!r} (params.yaml models: {', '.join(sorted(self.models))})")
+        return self.models[variant]
 
 
 def _check(value: Any, tp: Any, name: str) -> Any:
@@ -183,7 +209,12 @@ def _check(value: Any, tp: Any, name: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"param '{name}' = {value!r}: expected a string")
         return value
-    if tp is Any or tp is dict or typing.get_origin(tp) is dict:
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"param '{name}' = {value!r}: expected a mapping")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_check(k, key_tp, f"{name} key"): _check(v, value_tp, f"{name}.{k}") for k, v in value.items()}
+    if tp is Any:
         return value
     raise TypeError(f"unsupported annotation {tp!r} for {name}")
 
@@ -205,13 +236,13 @@ def build_dataclass(cls: type, values: Any, prefix: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"param section '{prefix}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "raw"}
-    unknown = sorted(set(values) - known)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(map(str, values)) - known)
     if unknown:
-        raise ConfigError(f"unknown param '{prefix}.{unknown[0]}' (known: {', '.join(sorted(known))})")
+        raise ConfigError(unknown_key_message(f"{prefix}.{unknown[0]}" if prefix else unknown[0], known))
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name == "raw" or not f.init:
+        if not f.init:
             continue
         dotted = f"{prefix}.{f.name}" if prefix else f.name
         if f.name in values:
@@ -221,6 +252,14 @@ def build_dataclass(cls: type, values: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def unknown_key_message(dotted: str, known: set[str]) -> str:
+    """``unknown param 'trian' (did you mean 'train'?; known: ...)``."""
+    leaf = dotted.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown param '{dotted}' ({hint}known: {', '.join(sorted(known))})"
+
+
 def parse_params(doc: dict[str, Any]) -> Params:
     """Build :class:`Params` from the parsed params.yaml mapping.
 
@@ -228,30 +267,15 @@ def parse_params(doc: dict[str, Any]) -> Params:
         doc: the YAML document as a dict.
 
     Returns:
-        The typed parameters; sections this module does not type are in ``raw``.
+        The typed parameters.
 
     Raises:
-        ConfigError: a typed section is invalid.
+        ConfigError: an unknown key, a missing param or a value of the wrong type.
     """
     if not isinstance(doc, dict):
         raise ConfigError("params file must be a YAML mapping")
-    typed = {k: doc[k] for k in ("seed", "data", "ingest", "split", "train", "augment", "models", "ensemble", "evaluate", "register") if k in doc}
-    params = build_dataclass(Params, typed, "")
-    for name in params.models:
-        model_params(params, name)  # validate every variant up front
-    object.__setattr__(params, "raw", doc)
+    params: Params = build_dataclass(Params, doc, "")
     return params
-
-
-def model_params(params: Params, variant: str) -> ModelParams:
-    """The typed ``models.<variant>`` entry.
-
-    Raises:
-        ConfigError: no such variant, or an invalid entry.
-    """
-    if variant not in params.models:
-        raise ConfigError(f"unknown model variant {variant!r} (params.yaml models: {', '.join(sorted(params.models))})")
-    return build_dataclass(ModelParams, params.models[variant], f"models.{variant}")  # type: ignore[no-any-return]
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -273,7 +297,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"params file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_params(doc)
+    try:
+        return parse_params(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

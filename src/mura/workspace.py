@@ -16,12 +16,13 @@ from typing import Any
 import yaml
 
 from mura.config import merge_params, parse_params
+from mura.errors import ConfigError
 
 PIPELINE_FILES = ("dvc.yaml", "MLproject")
 PIPELINE_DIRS = ("stages", "src/mura")
 
 
-def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = None) -> Path:
+def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = None, override_name: str = "override") -> Path:
     """Create or refresh a workspace at ``dest`` from the repository at ``repo``.
 
     Code and params are (re)copied every time, so a changed stage makes DVC
@@ -31,6 +32,7 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
         repo: repository root (holds dvc.yaml, params.yaml, stages/, src/mura).
         dest: workspace folder, created if needed.
         override: partial params merged over the repository's params.yaml.
+        override_name: how errors name the override (its file name).
 
     Returns:
         ``dest``.
@@ -50,7 +52,10 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
         shutil.copytree(repo / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     merged = merge_params(params, override or {})
-    parse_params(merged)  # validate before anything runs
+    try:
+        parse_params(merged)  # validate before anything runs: an unknown key in either file is named
+    except ConfigError as exc:
+        raise ConfigError(f"params.yaml merged with {override_name}: {exc}") from None
     text = yaml.safe_dump(merged, sort_keys=False)
     if not (dest / "params.yaml").exists() or (dest / "params.yaml").read_text() != text:
         (dest / "params.yaml").write_text(text)
@@ -66,5 +71,5 @@ def load_override(path: str | Path | None) -> dict[str, Any]:
         return {}
     doc = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: override must be a YAML mapping")
+        raise ConfigError(f"{path}: override must be a YAML mapping")
     return doc

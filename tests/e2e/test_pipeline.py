@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.synth import write_synthetic
+from mura.config import SynthParams
+from mura.data.synthetic import write_synthetic
 from mura.workspace import create_workspace
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def _dvc(ws: Path, *args: str) -> str:
 
 def _workspace(repo: Path, dest: Path) -> Path:
     ws = create_workspace(repo, dest, OVERRIDE)
-    write_synthetic(ws / "data/raw/synthetic", seed=11, patients=20, fracture_images=24)
+    write_synthetic(ws / "data/raw/synthetic", seed=11, sizes=SynthParams(patients=20, fracture_images=24))
     return ws
 
 

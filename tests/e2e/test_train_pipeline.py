@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mura.synth import write_synthetic
+from mura.config import SynthParams
+from mura.data.synthetic import write_synthetic
 from mura.workspace import create_workspace
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def _dvc(ws: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def workspace(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = create_workspace(repo_root, tmp_path_factory.mktemp("train") / "ws", OVERRIDE)
-    write_synthetic(ws / "data/raw/synthetic", seed=5, patients=30, fracture_images=0)
+    write_synthetic(ws / "data/raw/synthetic", seed=5, sizes=SynthParams(patients=30, fracture_images=0))
     _dvc(ws, "repro")
     return ws
 
@@ -109,7 +110,7 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
 def test_pipeline_is_reproducible(workspace: Path, repo_root: Path, tmp_path: Path) -> None:
     """Run from clean twice: byte-identical data outputs, metrics equal within 1e-6 (the CI check)."""
     again = create_workspace(repo_root, tmp_path / "again", OVERRIDE)
-    write_synthetic(again / "data/raw/synthetic", seed=5, patients=30, fracture_images=0)
+    write_synthetic(again / "data/raw/synthetic", seed=5, sizes=SynthParams(patients=30, fracture_images=0))
     _dvc(again, "repro")
     for rel in ("data/interim/images.csv", "data/interim/pixels.npy", "data/processed/split.csv", "reports/class_weights.json"):
         assert (again / rel).read_bytes() == (workspace / rel).read_bytes(), rel

@@ -5,9 +5,9 @@ import logging
 import numpy as np
 import pytest
 
-from mura.dicom import REASON_NO_PIXELS, decode_dicom, is_dicom
-from mura.imaging import ImageDecodeError
-from mura.inference import decode_upload
+from mura.data.dicom import REASON_NO_PIXELS, decode_dicom, is_dicom
+from mura.data.imaging import ImageDecodeError
+from mura.modeling.inference import decode_upload
 from tests.dicom_utils import PATIENT_ID, PATIENT_NAME, make_dicom
 
 RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (32, 1))

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.duplicates import choose_dropped, find_duplicate_groups
+from mura.data.duplicates import choose_dropped, find_duplicate_groups
 
 
 def _frame(rows: list[tuple[str, str, int, str]]) -> pd.DataFrame:

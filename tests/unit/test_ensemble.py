@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.ensemble import aggregate_studies, average_probabilities, ensemble_weights, threshold_for_recall
+from mura.evaluation.ensemble import aggregate_studies, average_probabilities, ensemble_weights, threshold_for_recall
 
 
 def test_average_equal_and_weighted() -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mura.errors import DataError
-from mura.feed import CacheBatches, sample_weights, training_indices
+from mura.modeling.feed import CacheBatches, sample_weights, training_indices
 
 
 @pytest.mark.parametrize(

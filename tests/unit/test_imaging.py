@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mura.imaging import (
+from mura.data.imaging import (
     REASON_EMPTY, REASON_TOO_LARGE, REASON_TRUNCATED, REASON_UNDECODABLE, ImageDecodeError, decode_image,
     dhash, hamming, pixel_hash, prepare_image, resize_gray, to_gray8,
 )  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 from mura.config import DataParams, IngestParams
 from mura.errors import DataError
-from mura.ingest import check_quarantine, ingest
+from mura.data.ingest import check_quarantine, ingest
 
 
 def _data(raw: Path, size: int = 32, **kw: object) -> DataParams:
@@ -52,7 +52,7 @@ def test_leaked_copies_reported(ingested) -> None:  # type: ignore[no-untyped-de
 
 
 def test_cache_rows_follow_listing(ingested, synthetic_raw: Path) -> None:  # type: ignore[no-untyped-def]
-    from mura.imaging import prepare_image
+    from mura.data.imaging import prepare_image
 
     result, pixels_path = ingested
     cache = np.load(pixels_path, mmap_mode="r")

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from mura.layers import RadiographPreprocess, RandomAffine
+from mura.modeling.layers import RadiographPreprocess, RandomAffine
 
 
 @pytest.mark.parametrize(

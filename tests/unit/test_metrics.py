@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mura.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
+from mura.evaluation.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
 
 # Hand-computed: labels 1,1,1,0,0,0,0,0 ; probs .9,.8,.3,.6,.2,.1,.1,.05 ; threshold .5
 # -> tp=2 fn=1 fp=1 tn=4 ; accuracy 6/8 ; precision 2/3 ; recall 2/3 ; f1 2/3

@@ -6,14 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from mura.config import AugmentParams
+from mura.config import AugmentParams, ModelSpec
 from mura.errors import ConfigError
-from mura.models import HeadParams, build_model, resolve_weights, set_backbone_trainable, zero_residual_gammas
+from mura.modeling.models import build_model, resolve_weights, set_backbone_trainable, zero_residual_gammas
 
 
 @pytest.mark.parametrize("arch,preprocess", [("densenet169", "torch"), ("resnet101", "caffe"), ("simple_cnn", "torch")])
 def test_build_model_shapes_head_and_preprocessing(arch: str, preprocess: str) -> None:
-    model = build_model(arch, 32, "none", HeadParams(dense_units=16, dropout=0.25), AugmentParams(), seed=0)
+    model = build_model(ModelSpec(arch, dense_units=16, dropout=0.25), 32, "none", AugmentParams(), seed=0)
     assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 1)
     names = [layer.name for layer in model.layers]
     assert names[1:] == ["augment", "preprocess", "backbone", "pool", "dense", "head_bn", "dropout", "abnormal"]
@@ -25,7 +25,7 @@ def test_build_model_shapes_head_and_preprocessing(arch: str, preprocess: str) -
 
 
 def test_two_phase_trainable_flags() -> None:
-    model = build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), None, freeze_batchnorm=True)
+    model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, freeze_batchnorm=True)
     set_backbone_trainable(model, False)
     assert not model.get_layer("backbone").trainable
     assert model.get_layer("dense").trainable
@@ -61,12 +61,12 @@ def test_zero_init_residual_makes_resnet_blocks_start_as_identity() -> None:
         backbone = model.get_layer("backbone")
         return [keras.ops.convert_to_numpy(layer.gamma) for layer in backbone.layers if layer.name.endswith("_3_bn")]
 
-    zeroed = closing_gammas(build_model("resnet101", 32, "none", HeadParams(8, 0.1), None, seed=0, zero_init_residual=True))
+    zeroed = closing_gammas(build_model(ModelSpec("resnet101", dense_units=8, dropout=0.1), 32, "none", None, seed=0, zero_init_residual=True))
     assert len(zeroed) == 3 + 4 + 23 + 3  # ResNet-101's blocks per stage
     assert all(np.all(g == 0) for g in zeroed)
-    plain = build_model("resnet101", 32, "none", HeadParams(8, 0.1), None, seed=0)
+    plain = build_model(ModelSpec("resnet101", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
     assert all(np.all(g == 1) for g in closing_gammas(plain))
     # Other BatchNorm layers keep γ = 1, and DenseNet has no residual branch to zero.
     first = plain.get_layer("backbone").get_layer("conv2_block1_1_bn")
     assert np.all(keras.ops.convert_to_numpy(first.gamma) == 1)
-    assert zero_residual_gammas(build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), None).get_layer("backbone")) == 0
+    assert zero_residual_gammas(build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None).get_layer("backbone")) == 0

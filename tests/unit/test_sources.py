@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mura.errors import DataError
-from mura.sources import is_synthetic, list_fracture, list_mura, parse_mura_path
+from mura.data.sources import is_synthetic, list_fracture, list_mura, parse_mura_path
 
 PARSE_CASES = [
     ("MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png", "train", "XR_WRIST", "patient00001",

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mura.errors import DataError
-from mura.split import assign_test_patients, count_split, make_split
+from mura.data.split import assign_test_patients, count_split, make_split
 
 PARTS = ["XR_WRIST", "XR_HAND", "XR_ELBOW"]
 

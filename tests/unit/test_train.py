@@ -5,16 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from mura.config import AugmentParams, ModelParams, TrainParams
+from mura.config import AugmentParams, ModelSpec, TrainParams
 from mura.errors import DataError
-from mura.imaging import resize_gray
-from mura.synth import render_phantom
-from mura.sources import BODY_PARTS
-from mura.train import TrainingData, compile_model, fit_variant, resolve_precision, select_rows
+from mura.data.imaging import resize_gray
+from mura.data.synthetic import render_phantom
+from mura.data.sources import BODY_PARTS
+from mura.modeling.train import TrainingData, VariantSpec, compile_model, fit_variant, resolve_precision, select_rows
 
 
 def _listing(labels: list[int], splits: list[str], datasets: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -54,9 +55,9 @@ def test_precision_auto_is_float32_on_cpu() -> None:
 def test_compile_builds_optimizer_so_the_training_step_is_traced_once() -> None:
     import keras
 
-    from mura.models import HeadParams, build_model
+    from mura.modeling.models import build_model
 
-    model = build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), AugmentParams(), seed=0)
+    model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", AugmentParams(), seed=0)
     compile_model(model, 1e-3)
     assert model.optimizer.built
     traces = []
@@ -86,22 +87,59 @@ def test_short_training_learns_synthetic_phantoms(phantoms, tmp_path: Path) -> N
     """The whole loop (feeding, augmentation, class weights, callbacks, best checkpoint) learns."""
     pixels, labels = phantoms
     data = TrainingData(np.arange(1100), labels[:1100], np.arange(1100, 1400), labels[1100:])
-    train = TrainParams(epochs=24, batch_size=16, learning_rate=1e-3, weights="none", early_stopping_patience=24,
-                        reduce_lr_patience=3, workers=1)  # fmt: skip
-    result = fit_variant("probe", ModelParams(arch="simple_cnn", dense_units=64, dropout=0.2), train, AugmentParams(),
-                         64, 0, pixels, data, {"0": 0.45, "1": 0.55}, tmp_path / "probe.keras", tmp_path / "work")  # fmt: skip
+    train = TrainParams(epochs=24, batch_size=16, learning_rate=1e-3, pretrained="none", early_stopping_patience=24,
+                        reduce_lr_patience=3, workers=1)
+    spec = VariantSpec("probe", ModelSpec(arch="simple_cnn", dense_units=64, dropout=0.2), train, AugmentParams(), 64,
+                       ("mura",), 0)
+    result = fit_variant(spec, pixels, data, {"0": 0.45, "1": 0.55}, tmp_path / "probe.keras", tmp_path / "work")
     assert result.metrics["val_auc"] >= 0.90, result.history[["epoch", "auc", "val_auc"]]
     assert (tmp_path / "probe.keras").exists() and not (tmp_path / "work" / "backup").exists()
     assert list(result.history["epoch"]) == list(range(len(result.history)))
 
 
+class _Killed(Exception):
+    pass
+
+
+class _KillAfterEpoch(keras.callbacks.Callback):
+    """Stands in for a kill -9 right after an epoch's backup was written."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.epoch:
+            raise _Killed
+
+
+def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(phantoms, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Augmentation and dropout draw the same numbers, and the callbacks keep their counters, after a resume."""
+    pixels, labels = phantoms
+    data = TrainingData(np.arange(160), labels[:160], np.arange(160, 224), labels[160:224])
+    train = TrainParams(epochs=3, batch_size=16, learning_rate=1e-3, pretrained="none", early_stopping_patience=1,
+                        reduce_lr_patience=1, workers=1)
+    spec = VariantSpec("probe", ModelSpec(arch="simple_cnn", dense_units=16, dropout=0.3), train,
+                       AugmentParams(rotation=10, shift=0.1, zoom=0.1), 64, ("mura",), 3)
+    weights = {"0": 0.45, "1": 0.55}
+    whole = fit_variant(spec, pixels, data, weights, tmp_path / "a.keras", tmp_path / "work_a")
+    with pytest.raises(_Killed):
+        fit_variant(spec, pixels, data, weights, tmp_path / "b.keras", tmp_path / "work_b", callbacks=[_KillAfterEpoch(0)])
+    assert (tmp_path / "work_b" / "backup").exists()
+    resumed = fit_variant(spec, pixels, data, weights, tmp_path / "b.keras", tmp_path / "work_b")
+    assert resumed.resumed and not whole.resumed
+    pd.testing.assert_frame_equal(resumed.history, whole.history, check_exact=True)
+    for a, b in zip(whole.model.weights, resumed.model.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
 BACKEND_PROBE = """
 import numpy as np, keras
-from mura.config import AugmentParams
-from mura.models import HeadParams, build_model
-from mura.train import compile_model
+from mura.config import AugmentParams, ModelSpec
+from mura.modeling.models import build_model
+from mura.modeling.train import compile_model
 keras.utils.set_random_seed(0)
-model = build_model("simple_cnn", 32, "none", HeadParams(8, 0.1), AugmentParams(), seed=0)
+model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", AugmentParams(), seed=0)
 compile_model(model, 1e-3)
 x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1)).astype("uint8")
 logs = model.train_on_batch(x, np.array([0, 1] * 4, "float32"), return_dict=True)

@@ -1,4 +1,4 @@
-"""Ensembling and study-level aggregation (pure functions).
+"""Ensembling, study-level aggregation and operating points (pure functions), and the ``ensemble`` stage.
 
 The seed averages the four models' probabilities; a study's probability is
 the mean of its views' probabilities (the MURA protocol). Operating points
@@ -8,9 +8,25 @@ are chosen on ``valid`` and applied unchanged to ``test``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from mura.config import EnsembleParams
+
+__all__ = [
+    "ENSEMBLE", "aggregate_studies", "average_probabilities", "choose_thresholds", "ensemble_weights", "prob_column",
+    "run_ensemble", "threshold_for_recall",
+]  # fmt: skip
+
+ENSEMBLE = "ensemble"  # the model name of the average, next to the variants' names
+
+
+def prob_column(model: str) -> str:
+    """Name of a model's probability column (``p_<variant>``, ``p_ensemble``) in predictions and served rows."""
+    return f"p_{model}"
 
 
 def average_probabilities(probabilities: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
@@ -36,11 +52,11 @@ def average_probabilities(probabilities: np.ndarray, weights: Sequence[float] | 
 
 
 def ensemble_weights(variants: Sequence[str], configured: Mapping[str, float] | None) -> list[float]:
-    """Weights in ``variants`` order from the ``ensemble.weights`` param (missing → 1, empty → equal)."""
+    """Weights in ``variants`` order from the ``ensemble.variant_weights`` param (missing → 1, empty → equal)."""
     configured = configured or {}
     unknown = set(configured) - set(variants)
     if unknown:
-        raise ValueError(f"ensemble.weights names unknown variants {sorted(unknown)}")
+        raise ValueError(f"ensemble.variant_weights names unknown variants {sorted(unknown)}")
     return [float(configured.get(v, 1.0)) for v in variants]
 
 
@@ -95,3 +111,51 @@ def threshold_for_recall(y_true: np.ndarray, y_prob: np.ndarray, target_recall: 
         return 0.0
     needed = int(np.ceil(target_recall * len(positives) - 1e-9))
     return float(positives[max(needed, 1) - 1])
+
+
+def choose_thresholds(valid: pd.DataFrame, target_recall: float) -> dict[str, float]:
+    """Operating points on the valid split's studies: the seed's 0.5 and one reaching ``target_recall``."""
+    column = prob_column(ENSEMBLE)
+    studies = aggregate_studies(valid, [column])
+    return {
+        "default": 0.5,
+        "high_sensitivity": threshold_for_recall(studies["label"].to_numpy(), studies[column].to_numpy(), target_recall),
+    }
+
+
+def run_ensemble(variants: Sequence[str], params: EnsembleParams, images_csv: Path, split_csv: Path, pixels_path: Path,
+                 models_dir: Path, predictions_dir: Path, thresholds_json: Path) -> dict[str, Any]:  # fmt: skip
+    """The ``ensemble`` stage: predictions of every variant and their average on valid and test, and thresholds.
+
+    Args:
+        variants: the variant names (keys of ``models:``), in ensemble order.
+        params: the ``ensemble`` section.
+        images_csv: images.csv.
+        split_csv: split.csv.
+        pixels_path: the pixel cache.
+        models_dir: folder holding ``<variant>.keras``.
+        predictions_dir: where ``valid.csv`` and ``test.csv`` are written.
+        thresholds_json: where the operating points are written.
+
+    Returns:
+        What ``thresholds.json`` holds: ``thresholds``, ``variant_weights`` and how they were chosen.
+
+    Raises:
+        DataError: missing models, inconsistent inputs or an empty valid split.
+    """
+    from mura.errors import DataError
+    from mura.evaluation.predict import model_paths, predict_images
+    from mura.stage import write_csv, write_json
+
+    paths = model_paths(variants, models_dir)
+    weights = ensemble_weights(list(paths), params.variant_weights)
+    images = pd.read_csv(images_csv).merge(pd.read_csv(split_csv), on="image_id", validate="one_to_one")
+    frames = predict_images(paths, weights, images, np.load(pixels_path, mmap_mode="r"), params.batch_size)
+    for split, frame in frames.items():
+        write_csv(predictions_dir / f"{split}.csv", frame)
+    if frames["valid"].empty:
+        raise DataError("the valid split is empty: cannot choose operating points")
+    result = {"thresholds": choose_thresholds(frames["valid"], params.target_recall), "chosen_on": "valid",
+              "level": "study", "target_recall": params.target_recall, "variant_weights": dict(zip(paths, weights))}  # fmt: skip
+    write_json(thresholds_json, result)
+    return result

@@ -24,10 +24,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from mura.config import DataParams, IngestParams
-from mura.duplicates import choose_dropped, find_duplicate_groups
+from mura.errors import ConfigError
+from mura.data.duplicates import choose_dropped, find_duplicate_groups
 from mura.errors import DataError
-from mura.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
-from mura.sources import ImageEntry, is_synthetic, list_fracture, list_mura
+from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
+from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_fracture, list_mura
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,11 @@ def _map_ordered(jobs: list[_Job], workers: int) -> Iterator[PreparedImage | tup
 
 
 def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str, Any]]]:
-    """List both datasets; an absent one is reported, both absent is an error.
+    """List both datasets; an empty configured folder means that dataset is not used.
+
+    Both folders are DVC dependencies of ``ingest`` (``dvc.yaml`` templates them from
+    params), so both must exist; a user without one of the datasets points its param
+    at an empty folder.
 
     Args:
         data: the ``data`` params.
@@ -105,23 +110,26 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
         ``{"present", "dir", "synthetic"}``.
 
     Raises:
-        DataError: both datasets are absent, or a present one is malformed.
+        ConfigError: a configured folder does not exist (the message names the param).
+        DataError: both datasets are empty, or a present one is malformed.
     """
     entries: list[ImageEntry] = []
     presence: dict[str, dict[str, Any]] = {}
-    for name, folder, lister in (("mura", data.mura_dir, list_mura), ("fracture", data.fracture_dir, list_fracture)):
+    for name, param, folder, lister in (("mura", "data.mura_dir", data.mura_dir, list_mura),
+                                        ("fracture", "data.fracture_dir", data.fracture_dir, list_fracture)):  # fmt: skip
         path = Path(folder)
-        present = path.is_dir()
+        if not path.is_dir():
+            raise ConfigError(f"{param}={folder!r}: no such folder (point it at the dataset, or at an empty folder to "
+                              "leave that dataset out; `mura synth data/raw/synthetic` writes the synthetic default)")  # fmt: skip
+        present = any(not is_junk(child.name) for child in path.iterdir())
         presence[name] = {"present": present, "dir": folder, "synthetic": present and is_synthetic(path)}
         if present:
             entries.extend(lister(path))
         else:
-            logger.warning("dataset %s absent: no folder %s", name, folder)
-    if not entries and not any(p["present"] for p in presence.values()):
-        raise DataError(
-            f"no dataset found: neither data.mura_dir={data.mura_dir!r} nor data.fracture_dir={data.fracture_dir!r} exists "
-            "(run `mura synth data/raw/synthetic` for the synthetic default, or see README 'Real data')"
-        )
+            logger.warning("dataset %s left out: %s=%s is empty", name, param, folder)
+    if not entries:
+        raise DataError(f"no image listed: data.mura_dir={data.mura_dir!r} and data.fracture_dir={data.fracture_dir!r} "
+                        "hold no dataset (see README 'Real data')")  # fmt: skip
     return entries, presence
 
 
@@ -302,3 +310,31 @@ def check_quarantine(summary: dict[str, Any], max_fraction: float) -> None:
             f"{summary['quarantined']} of {summary['listed']} images quarantined ({share:.1%}) exceeds "
             f"ingest.max_quarantine_fraction={max_fraction:.1%}; see reports/ingest/quarantine.csv"
         )
+
+
+def run_ingest(data: DataParams, params: IngestParams, images_csv: Path, pixels_path: Path, reports_dir: Path) -> dict[str, Any]:
+    """The ``ingest`` stage: ingest, write the listing and the reports, then check the quarantine share.
+
+    Args:
+        data: ``data`` params.
+        params: ``ingest`` params.
+        images_csv: the listing to write (row i = cache row i).
+        pixels_path: the pixel cache to write.
+        reports_dir: folder for ``quarantine.csv``, ``duplicates.csv`` and ``summary.json``.
+
+    Returns:
+        The summary.
+
+    Raises:
+        ConfigError: a configured dataset folder is missing.
+        DataError: bad datasets, or too many images quarantined (after the reports are written).
+    """
+    from mura.stage import write_csv, write_json
+
+    result = ingest(data, params, pixels_path)
+    write_csv(images_csv, result.images)
+    write_csv(reports_dir / "quarantine.csv", result.quarantine)
+    write_csv(reports_dir / "duplicates.csv", result.duplicates)
+    write_json(reports_dir / "summary.json", result.summary)
+    check_quarantine(result.summary, params.max_quarantine_fraction)
+    return result.summary

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mura.imaging import REASON_EMPTY, REASON_TOO_LARGE, REASON_UNDECODABLE, ImageDecodeError
+from mura.data.imaging import REASON_EMPTY, REASON_TOO_LARGE, REASON_UNDECODABLE, ImageDecodeError
 
 REASON_NO_PIXELS = "no_pixel_data"
 
@@ -32,7 +32,7 @@ class DicomImage:
     body_part: str | None
 
 
-def decode_dicom(data: bytes, max_pixels: int = 60_000_000) -> DicomImage:
+def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
     """Decode a DICOM file to 8-bit grayscale.
 
     Args:

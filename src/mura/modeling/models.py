@@ -23,9 +23,9 @@ from typing import Any
 
 import keras
 
-from mura.config import AugmentParams
+from mura.config import AugmentParams, ModelSpec
 from mura.errors import ConfigError
-from mura.layers import RadiographPreprocess, RandomAffine
+from mura.modeling.layers import RadiographPreprocess, RandomAffine
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +67,6 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-@dataclass(frozen=True)
-class HeadParams:
-    """The classification head: dense width and dropout rate."""
-
-    dense_units: int = 512
-    dropout: float = 0.5
-
-
 def keras_cache_dir() -> Path:
     """Where Keras looks for downloaded weights (``$KERAS_HOME/models`` or ``~/.keras/models``)."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -82,7 +74,7 @@ def keras_cache_dir() -> Path:
 
 
 def resolve_weights(arch: str, weights: str) -> str | None:
-    """Turn the ``weights`` param into what ``keras.applications`` accepts.
+    """Turn the ``train.pretrained`` param into what ``keras.applications`` accepts.
 
     Args:
         arch: architecture name.
@@ -109,7 +101,7 @@ def resolve_weights(arch: str, weights: str) -> str | None:
         if os.environ.get("MURA_OFFLINE", "0") == "1":
             raise ConfigError(
                 f"ImageNet weights for {arch} not found: put {spec.weights_file} at {cached} "
-                f"(or set train.weights to its path, or to none); unset MURA_OFFLINE to let Keras download it"
+                f"(or set train.pretrained to its path, or to none); unset MURA_OFFLINE to let Keras download it"
             )
         family = "densenet" if arch.startswith("densenet") else "resnet"
         url = f"https://storage.googleapis.com/tensorflow/keras-applications/{family}/{spec.weights_file}"
@@ -118,20 +110,19 @@ def resolve_weights(arch: str, weights: str) -> str | None:
         except Exception as exc:  # network errors come in many types
             raise ConfigError(
                 f"ImageNet weights for {arch} not found and not downloadable ({type(exc).__name__}): "
-                f"put {spec.weights_file} at {cached} (from {url}), or set train.weights to a path or none"
+                f"put {spec.weights_file} at {cached} (from {url}), or set train.pretrained to a path or none"
             ) from None
     path = Path(weights)
     if not path.is_file():
-        raise ConfigError(f"weights file {weights!r} not found (train.weights must be imagenet, none or a path)")
+        raise ConfigError(f"weights file {weights!r} not found (train.pretrained must be imagenet, none or a path)")
     return str(path)
 
 
 def build_model(
-    arch: str,
+    spec: ModelSpec,
     image_size: int,
-    weights: str = "none",
-    head: HeadParams = HeadParams(),
-    augment: AugmentParams | None = AugmentParams(),
+    pretrained: str = "none",
+    augment: AugmentParams | None = None,
     freeze_batchnorm: bool = False,
     seed: int | None = None,
     zero_init_residual: bool = False,
@@ -139,10 +130,10 @@ def build_model(
     """Build a classifier taking uint8 grayscale ``(batch, S, S, 1)`` and returning P(abnormal).
 
     Args:
-        arch: ``densenet169``, ``resnet101`` (the seed's) or ``simple_cnn`` (tests).
+        spec: the variant's ``models.<name>`` entry: ``arch`` (``densenet169``, ``resnet101``,
+            the seed's, or ``simple_cnn`` for tests) and the head's width and dropout.
         image_size: input side ``S``.
-        weights: ``imagenet``, ``none`` or a path to backbone weights.
-        head: head width and dropout.
+        pretrained: ``imagenet``, ``none`` or a path to backbone weights.
         augment: augmentation params, or None for no augmentation layer.
         freeze_batchnorm: run the backbone with ``training=False`` so BatchNorm
             keeps its (pretrained) statistics while fine-tuning (keras-io transfer
@@ -154,7 +145,7 @@ def build_model(
             trains from scratch much sooner. No effect on DenseNet or on loaded weights.
 
     Returns:
-        An uncompiled ``keras.Model`` named after ``arch``; the backbone is the
+        An uncompiled ``keras.Model`` named after the architecture; the backbone is the
         layer named ``backbone``.
 
     Raises:
@@ -162,24 +153,25 @@ def build_model(
     """
     if image_size < 32:
         raise ConfigError(f"data.image_size={image_size}: the backbones need at least 32 pixels")
-    spec_weights = resolve_weights(arch, weights)
-    spec = ARCHITECTURES[arch]
-    backbone = spec.constructor(include_top=False, weights=spec_weights, input_shape=(image_size, image_size, 3))
+    arch = spec.arch
+    weights_file = resolve_weights(arch, pretrained)
+    architecture = ARCHITECTURES[arch]
+    backbone = architecture.constructor(include_top=False, weights=weights_file, input_shape=(image_size, image_size, 3))
     backbone.name = "backbone"
-    if zero_init_residual and spec_weights is None:
+    if zero_init_residual and weights_file is None:
         zero_residual_gammas(backbone)
     inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
     x = inputs
     if augment is not None:
         x = RandomAffine(augment.rotation, augment.shift, augment.zoom, augment.horizontal_flip, augment.fill_mode,
                          seed=seed, name="augment")(x)  # fmt: skip
-    x = RadiographPreprocess(spec.preprocess, name="preprocess")(x)
+    x = RadiographPreprocess(architecture.preprocess, name="preprocess")(x)
     x = backbone(x, training=False) if freeze_batchnorm else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     init = keras.initializers.RandomNormal(stddev=0.01, seed=seed)
-    x = keras.layers.Dense(head.dense_units, activation="relu", kernel_initializer=init, name="dense")(x)
+    x = keras.layers.Dense(spec.dense_units, activation="relu", kernel_initializer=init, name="dense")(x)
     x = keras.layers.BatchNormalization(name="head_bn")(x)
-    x = keras.layers.Dropout(head.dropout, seed=seed, name="dropout")(x)
+    x = keras.layers.Dropout(spec.dropout, seed=seed, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=init, dtype="float32", name="abnormal")(x)
     return keras.Model(inputs, outputs, name=arch)
 

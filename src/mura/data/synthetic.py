@@ -24,7 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mura.sources import BODY_PARTS, SYNTHETIC_MARKER
+from mura.config import SynthParams
+from mura.data.sources import BODY_PARTS, SYNTHETIC_MARKER
+
+FRACTURE_DIR = "Bone_Fracture_Binary_Classification"
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def anatomy(body_part: str, rng: np.random.Generator) -> Anatomy:
     """Bones of one body part in normalised coordinates, with random proportions.
 
     Args:
-        body_part: one of :data:`mura.sources.BODY_PARTS`.
+        body_part: one of :data:`mura.data.sources.BODY_PARTS`.
         rng: random generator.
 
     Returns:
@@ -144,7 +147,7 @@ def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> 
     """Render one radiograph-like phantom.
 
     Args:
-        body_part: one of :data:`mura.sources.BODY_PARTS`.
+        body_part: one of :data:`mura.data.sources.BODY_PARTS`.
         abnormal: draw a fracture, dislocation or hardware.
         rng: random generator (the picture is a pure function of its state).
 
@@ -268,7 +271,7 @@ def _mark(folder: Path, layout: str, seed: int) -> None:
     (folder / SYNTHETIC_MARKER).write_text(MARKER_TEXT.format(layout=layout, seed=seed))
 
 
-def write_mura(out_dir: Path, seed: int = 0, patients: int = 60, abnormal_rate: float = 0.4,
+def write_mura(out_dir: Path, seed: int, patients: int, abnormal_rate: float = 0.4,
                valid_fraction: float = 0.15, defects: bool = True) -> Path:
     """Write a synthetic dataset in the MURA-v1.1 layout.
 
@@ -327,7 +330,7 @@ def write_mura(out_dir: Path, seed: int = 0, patients: int = 60, abnormal_rate: 
     return root
 
 
-def write_fracture(out_dir: Path, seed: int = 0, images: int = 120, leaked_copies: int = 4) -> Path:
+def write_fracture(out_dir: Path, seed: int, images: int, leaked_copies: int = 4) -> Path:
     """Write a synthetic dataset in the Bone Fracture Multi-Region layout.
 
     Like the real dataset, a few training images reappear in ``val``/``test``
@@ -344,7 +347,7 @@ def write_fracture(out_dir: Path, seed: int = 0, images: int = 120, leaked_copie
         The outer ``Bone_Fracture_Binary_Classification`` folder.
     """
     rng = np.random.default_rng(seed + 1)
-    outer = Path(out_dir) / "Bone_Fracture_Binary_Classification"
+    outer = Path(out_dir) / FRACTURE_DIR
     _mark(outer, "Bone Fracture Multi-Region X-ray (Bone_Fracture_Binary_Classification)", seed)
     inner = outer / "Bone_Fracture_Binary_Classification"
     train_files: list[tuple[Path, np.ndarray, str]] = []
@@ -376,21 +379,22 @@ def write_fracture(out_dir: Path, seed: int = 0, images: int = 120, leaked_copie
     return outer
 
 
-def write_synthetic(out_dir: Path, seed: int = 0, patients: int = 60, fracture_images: int = 120) -> dict[str, Path]:
+def write_synthetic(out_dir: Path, seed: int, sizes: SynthParams) -> dict[str, Path]:
     """Write both synthetic datasets under ``out_dir`` (whose name should say synthetic).
 
     Args:
         out_dir: destination, e.g. ``data/raw/synthetic``.
         seed: random seed.
-        patients: MURA patients.
-        fracture_images: fracture dataset images (0 to skip it).
+        sizes: the ``synth`` section (MURA patients, fracture images; 0 images skips that dataset).
 
     Returns:
         ``{"mura": path, "fracture": path}`` of the written dataset roots.
     """
     out_dir = Path(out_dir)
     _mark(out_dir, "MURA-v1.1 and Bone Fracture Multi-Region", seed)
-    paths = {"mura": write_mura(out_dir, seed=seed, patients=patients)}
-    if fracture_images > 0:
-        paths["fracture"] = write_fracture(out_dir, seed=seed, images=fracture_images)
+    paths = {"mura": write_mura(out_dir, seed=seed, patients=sizes.patients)}
+    if sizes.fracture_images > 0:
+        paths["fracture"] = write_fracture(out_dir, seed=seed, images=sizes.fracture_images)
+    else:  # an empty folder: the configured dataset folder exists (a DVC dependency) and holds no dataset
+        (out_dir / FRACTURE_DIR).mkdir(parents=True, exist_ok=True)
     return paths

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mura.sources import BODY_PARTS, SYNTHETIC_MARKER, list_fracture, list_mura
-from mura.synth import render_phantom, write_mura
+from mura.data.sources import BODY_PARTS, SYNTHETIC_MARKER, list_fracture, list_mura
+from mura.data.synthetic import render_phantom, write_mura
 
 
 def test_layout_and_marker(synthetic_raw: Path) -> None:

@@ -79,7 +79,7 @@ def to_gray8(image: Image.Image) -> np.ndarray:
     raise ImageDecodeError(REASON_UNDECODABLE, f"unsupported image mode {mode}")
 
 
-def decode_image(data: bytes, max_pixels: int = 60_000_000) -> tuple[np.ndarray, str]:
+def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     """Decode PNG/JPEG (or any PIL format) bytes to 8-bit grayscale.
 
     Args:
@@ -203,7 +203,7 @@ def thumbnail(gray: np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
 
 
 def prepare_image(
-    data: bytes, image_size: int, policy: ResizePolicy = "stretch", max_pixels: int = 60_000_000
+    data: bytes, image_size: int, policy: ResizePolicy, max_pixels: int
 ) -> PreparedImage:
     """Decode, convert, resize and hash one image (the ingest and serving path).
 

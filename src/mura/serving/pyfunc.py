@@ -17,7 +17,7 @@ class MuraEnsemble(PythonModel):
     """Average of the four variants' probabilities, per image and per study."""
 
     def load_context(self, context: Any) -> None:
-        from mura.serving import EnsembleService
+        from mura.serving.service import EnsembleService
 
         self.service = EnsembleService.from_artifacts(dict(context.artifacts))
 

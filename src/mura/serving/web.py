@@ -10,6 +10,7 @@ live in memory for the duration of the request. Binds 127.0.0.1 by default.
 
 import asyncio
 import base64
+import dataclasses
 import hmac
 import json
 import logging
@@ -21,12 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from mura.dicom import is_dicom
+from mura.data.sources import BODY_PARTS, normalize_body_part
+from mura.data.uploads import sniff_kind
+from mura.evaluation.ensemble import ENSEMBLE, prob_column
+from mura.serving.config import ServingConfig
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["ForwardingPredictor", "WebSettings", "create_app", "serve"]
+
 PAGE = Path(__file__).with_name("webui") / "index.html"
-BODY_PARTS = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 
 
 @dataclass(frozen=True)
@@ -41,17 +46,6 @@ class WebSettings:
     max_files: int = 8  # the pixel limit comes from the registered model (register.max_pixels)
 
 
-def sniff_kind(data: bytes) -> str | None:
-    """File type from content: ``png``, ``jpeg``, ``dicom`` or None (extensions are ignored)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if is_dicom(data):
-        return "dicom"
-    return None
-
-
 def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
@@ -62,14 +56,6 @@ def _thumbnail(gray: np.ndarray, side: int = 384) -> np.ndarray:
     image = Image.fromarray(gray)
     image.thumbnail((side, side))
     return np.asarray(image)
-
-
-def normalize_body_part(value: str | None) -> str | None:
-    """``WRIST`` / ``wrist`` / ``XR_WRIST`` → ``XR_WRIST``; unknown parts pass through upper-cased."""
-    if not value:
-        return None
-    upper = value.strip().upper().replace(" ", "_")
-    return upper if upper.startswith("XR_") else f"XR_{upper}"
 
 
 class ForwardingPredictor:
@@ -130,16 +116,17 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     def info(request: Request) -> Any:
         if not authorized(request):
             return error(401, "a valid access token is required")
-        config = predictor.config if predictor is not None else {}
+        config: ServingConfig | None = predictor.config if predictor is not None else None
         return {
             "model_uri": settings.model_uri if forwarder is None else settings.forward_url,
             "mode": "forward" if forwarder else "in-process",
-            "synthetic_data": bool(config.get("synthetic_data", False)),
-            "thresholds": config.get("thresholds", {}),
-            "operating_point": config.get("operating_point", "default"),
-            "variants": config.get("variants", []),
-            "validation_per_body_part": config.get("validation_per_body_part", {}),
-            "git_commit": config.get("git_commit"),
+            "synthetic_data": config.synthetic_data if config else False,
+            "thresholds": config.thresholds if config else {},
+            "operating_point": config.operating_point if config else "default",
+            "variants": list(config.variants) if config else [],
+            "validation_per_body_part": {k: dataclasses.asdict(v) for k, v in config.validation_per_body_part.items()}
+            if config else {},
+            "git_commit": config.git_commit if config else None,
             "body_parts": list(BODY_PARTS),
             "heatmaps": forwarder is None,
             "token_required": bool(settings.token),
@@ -187,25 +174,25 @@ def _plain(message: str) -> str:
     return message
 
 
-def _present(result: Any, config: dict[str, Any]) -> dict[str, Any]:
+def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
     """The JSON the page renders: verdict, per-view thumbnails and overlays, per-variant breakdown."""
-    from mura.gradcam import overlay, png_bytes
+    from mura.modeling.gradcam import overlay, png_bytes
 
     views = []
     for view in result.views:
         thumb = _thumbnail(view.gray)
         entry = {"name": view.name, "kind": view.kind, "probability": view.probability, "variants": view.variants,
                  "image": _data_url(png_bytes(thumb))}  # fmt: skip
-        if "ensemble" in view.heatmaps:
-            entry["heatmap"] = _data_url(png_bytes(overlay(thumb, view.heatmaps["ensemble"])))
+        if ENSEMBLE in view.heatmaps:
+            entry["heatmap"] = _data_url(png_bytes(overlay(thumb, view.heatmaps[ENSEMBLE])))
         views.append(entry)
-    part = normalize_body_part(result.body_part)
+    part = result.body_part
+    validation = config.validation_for(part)
     return {
         "verdict": result.label, "probability": result.probability, "operating_point": result.operating_point,
         "threshold": result.thresholds[result.operating_point], "labels": result.labels, "variants": result.variants,
         "views": views, "body_part": part, "synthetic_data": result.synthetic_data,
-        "validation": config.get("validation_per_body_part", {}).get(part or "all")
-        or config.get("validation_per_body_part", {}).get("all"),
+        "validation": dataclasses.asdict(validation) if validation else None,
     }  # fmt: skip
 
 
@@ -213,12 +200,13 @@ def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
     rows = answer.get("predictions", [])
     if not rows:
         raise ValueError("the model server returned no prediction")
-    variants = sorted(k[2:] for k in rows[0] if k.startswith("p_"))
+    prefix = prob_column("")
+    variants = sorted(k[len(prefix) :] for k in rows[0] if k.startswith(prefix))
     return {
         "verdict": rows[0]["study_label"], "probability": rows[0]["study_probability"], "operating_point": "registered",
-        "threshold": rows[0]["threshold"], "variants": {v: float(np.mean([r[f"p_{v}"] for r in rows])) for v in variants},
+        "threshold": rows[0]["threshold"], "variants": {v: float(np.mean([r[prob_column(v)] for r in rows])) for v in variants},
         "views": [{"name": f"view {i + 1}", "kind": "image", "probability": r["probability"],
-                   "variants": {v: r[f"p_{v}"] for v in variants}} for i, r in enumerate(rows)],  # fmt: skip
+                   "variants": {v: r[prob_column(v)] for v in variants}} for i, r in enumerate(rows)],  # fmt: skip
         "body_part": normalize_body_part(body_part), "synthetic_data": None, "validation": None,
     }  # fmt: skip
 

@@ -17,7 +17,7 @@ Bone Fracture Multi-Region X-ray (Kaggle), note the double nesting and the space
         {train,val,test}/{fractured,not fractured}/*.{jpg,png}
 
 The functions here only parse paths and list files; decoding is in
-:mod:`mura.imaging` and the orchestration in :mod:`mura.ingest`.
+:mod:`mura.data.imaging` and the orchestration in :mod:`mura.data.ingest`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mura.errors import DataError
 
+# The seven upper-extremity regions of MURA, as its folders name them: the one definition.
 BODY_PARTS = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 FRACTURE_BODY_PART = "MULTI_REGION"
 FRACTURE_LABEL_DIRS = {"fractured": 1, "not fractured": 0}
@@ -103,6 +104,17 @@ def parse_mura_path(path: str) -> MuraPath:
         study_id=study_dir,
         label=1 if match["verdict"] == "positive" else 0,
     )
+
+
+def normalize_body_part(value: str | None) -> str | None:
+    """``WRIST`` / ``wrist`` / ``XR_WRIST`` / DICOM ``BodyPartExamined`` → ``XR_WRIST``.
+
+    Unknown parts pass through upper-cased with the ``XR_`` prefix; empty → None.
+    """
+    if not value or not value.strip():
+        return None
+    upper = value.strip().upper().replace(" ", "_")
+    return upper if upper.startswith("XR_") else f"XR_{upper}"
 
 
 def parse_label(text: str, where: str) -> int:

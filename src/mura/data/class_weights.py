@@ -1,10 +1,14 @@
-"""Class weights for the weighted binary cross-entropy (pure function)."""
+"""Class weights for the weighted binary cross-entropy (a pure function, and the ``class_weights`` stage)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from mura.config import DatasetName
 
 from mura.errors import DataError
 
@@ -36,3 +40,18 @@ def compute_class_weights(labels: Sequence[int] | np.ndarray) -> dict[str, float
         raise DataError(f"class_weights: the training split has only one class (normal={normal}, abnormal={abnormal})")
     total = normal + abnormal
     return {"0": abnormal / total, "1": normal / total}
+
+
+def run_class_weights(train_datasets: tuple[DatasetName, ...], images_csv: Path, split_csv: Path, out_json: Path) -> dict[str, float]:
+    """The ``class_weights`` stage: weights over the training split of ``data.train_datasets``, written as JSON.
+
+    Returns:
+        ``{"0": w0, "1": w1}``.
+    """
+    from mura.stage import write_json
+
+    rows = pd.read_csv(images_csv, usecols=["image_id", "dataset", "label"]).merge(pd.read_csv(split_csv), on="image_id")
+    train = rows[(rows["split"] == "train") & rows["dataset"].isin(train_datasets)]
+    weights = compute_class_weights(train["label"].to_numpy())
+    write_json(out_json, weights)
+    return weights

@@ -1,17 +1,16 @@
-"""Training one variant: data selection, feeding, fit with callbacks, resume, outputs.
+"""Training one variant: data selection, the variant spec, fit with resumable callbacks, outputs.
 
 Keras 3 only (``import keras``), so the same code runs on the TensorFlow
 backend (the default) and on JAX (``KERAS_BACKEND=jax``, used on GPUs).
+The callbacks live in :mod:`mura.modeling.callbacks`, the MLflow run and the
+registered model in :mod:`mura.modeling.registry`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,51 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mura.config import AugmentParams, ModelParams, Params, TrainParams, model_params
+from mura.config import AugmentParams, DatasetName, ModelSpec, Params, TrainParams
 from mura.errors import DataError
-from mura.feed import CacheBatches, sample_weights, training_indices
-from mura.models import HeadParams, build_model, set_backbone_trainable
+from mura.modeling.callbacks import (
+    AtomicBestCheckpoint, EpochSetter, HistoryTrimmer, MlflowEpochLogger, ProgressLog, ResumableBackup,
+    backed_up_epoch, save_model_atomic,
+)  # fmt: skip
+from mura.modeling.feed import CacheBatches, sample_weights, training_indices
+from mura.modeling.models import build_model, set_backbone_trainable
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TrainResult", "TrainingData", "VariantPaths", "VariantSpec", "compile_model", "fit_variant", "plot_history",
+    "resolve_precision", "run_train", "select_rows",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Everything that determines one variant's training (the ``train@<variant>`` stage's params).
+
+    Attributes:
+        name: the variant (a key of ``models:``).
+        model: its ``models.<name>`` spec.
+        train: the shared ``train:`` section.
+        augment: the ``augment:`` section.
+        image_size: ``data.image_size``.
+        train_datasets: ``data.train_datasets``.
+        seed: the global seed.
+    """
+
+    name: str
+    model: ModelSpec
+    train: TrainParams
+    augment: AugmentParams
+    image_size: int
+    train_datasets: tuple[DatasetName, ...]
+    seed: int
+
+    @classmethod
+    def from_params(cls, params: Params, variant: str) -> VariantSpec:
+        """Select one variant's params (``ConfigError`` for an unknown variant)."""
+        return cls(variant, params.model(variant), params.train, params.augment, params.data.image_size,
+                   params.data.train_datasets, params.seed)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class TrainingData:
@@ -98,91 +136,6 @@ def resolve_precision(precision: str) -> str:
     return "mixed_bfloat16" if has_gpu else "float32"
 
 
-class _EpochSetter(keras.callbacks.Callback):
-    """Tell the training batches which epoch starts (same shuffle after a resume)."""
-
-    def __init__(self, batches: CacheBatches) -> None:
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.batches.set_epoch(epoch)
-
-
-class _HistoryTrimmer(keras.callbacks.Callback):
-    """After a resume, drop history rows of epochs the restored state has not completed.
-
-    A kill can land after an epoch's row was written but before (or while) its backup
-    was saved; the backup then restores an earlier epoch, and those rows would repeat.
-    Runs between ``BackupAndRestore`` and ``CSVLogger`` in ``on_train_begin``.
-    """
-
-    def __init__(self, backup: Path, history_csv: Path) -> None:
-        super().__init__()
-        self.backup = backup
-        self.history_csv = history_csv
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        meta = self.backup / "training_metadata.json"
-        if not meta.exists() or not self.history_csv.exists():
-            return
-        try:
-            done = int(json.loads(meta.read_text()).get("epoch", 0))
-        except (ValueError, OSError):
-            return
-        history = pd.read_csv(self.history_csv)
-        if (history["epoch"] >= done).any():
-            history[history["epoch"] < done].to_csv(self.history_csv, index=False, lineterminator="\n")
-
-
-class AtomicBestCheckpoint(keras.callbacks.Callback):
-    """Save the model whenever ``monitor`` improves, atomically (temp file + rename)."""
-
-    def __init__(self, path: Path, monitor: str, mode: str, best: float | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.monitor = monitor
-        self.better = np.greater if mode == "max" else np.less
-        self.best = best  # from the history of an interrupted run
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None or (self.best is not None and not self.better(value, self.best)):
-            return
-        self.best = float(value)
-        save_model_atomic(self.model, self.path)
-
-
-class ProgressLog(keras.callbacks.Callback):
-    """One log line per epoch with its duration (the first includes compilation)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self.start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float)))
-        logger.info("%s epoch %d (%.1fs): %s", self.name, epoch + 1, time.perf_counter() - self.start, shown)
-
-
-def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """Write ``model`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def compile_model(model: keras.Model, learning_rate: float, build_optimizer: bool = True) -> None:
     """Adam + binary cross-entropy with accuracy, AUC, precision and recall.
 
@@ -213,12 +166,7 @@ class TrainResult:
 
 
 def fit_variant(
-    name: str,
-    model_params: ModelParams,
-    train: TrainParams,
-    augment: AugmentParams,
-    image_size: int,
-    seed: int,
+    spec: VariantSpec,
     pixels: np.ndarray,
     data: TrainingData,
     class_weights: dict[str, float],
@@ -229,12 +177,7 @@ def fit_variant(
     """Train one variant; resumable from ``work_dir`` after an interruption.
 
     Args:
-        name: the variant name (``densenet169_a`` ...).
-        model_params: its ``models.<name>`` entry.
-        train: shared training params.
-        augment: augmentation params.
-        image_size: cache side.
-        seed: global seed.
+        spec: the variant's params.
         pixels: the (N, S, S) uint8 cache.
         data: selected rows.
         class_weights: ``{"0": w0, "1": w1}``.
@@ -245,17 +188,16 @@ def fit_variant(
     Returns:
         The best model (restored weights), its history and validation metrics.
     """
-    keras.utils.set_random_seed(seed)
+    train = spec.train
+    keras.utils.set_random_seed(spec.seed)
     keras.config.set_dtype_policy(resolve_precision(train.precision))
-    pretrained = train.weights != "none"
+    pretrained = train.pretrained != "none"
     freeze_bn = train.batchnorm == "frozen" or (train.batchnorm == "auto" and pretrained)
-    model = build_model(
-        model_params.arch, image_size, train.weights, HeadParams(model_params.dense_units, model_params.dropout),
-        augment, freeze_batchnorm=freeze_bn, seed=seed, zero_init_residual=train.zero_init_residual,
-    )  # fmt: skip
-    positions = training_indices(data.train_labels, model_params.oversample_abnormal)
+    model = build_model(spec.model, spec.image_size, train.pretrained, spec.augment, freeze_batchnorm=freeze_bn,
+                        seed=spec.seed, zero_init_residual=train.zero_init_residual)  # fmt: skip
+    positions = training_indices(data.train_labels, spec.model.oversample_abnormal)
     rows, labels = data.train_rows[positions], data.train_labels[positions]
-    train_batches = CacheBatches(pixels, rows, labels, train.batch_size, shuffle=True, seed=seed,
+    train_batches = CacheBatches(pixels, rows, labels, train.batch_size, shuffle=True, seed=spec.seed,
                                  weights=sample_weights(labels, class_weights), workers=train.workers,
                                  drop_remainder=True)  # fmt: skip
     valid_batches = CacheBatches(pixels, data.valid_rows, data.valid_labels, max(train.batch_size, 32), workers=train.workers)
@@ -270,23 +212,29 @@ def fit_variant(
     elif history_csv.exists() and model_path.exists():
         previous = pd.read_csv(history_csv)[train.monitor]
         best_so_far = float(previous.max() if mode == "max" else previous.min())
-    logger.info("%s: %s, %d training images (%d after oversampling), %d validation, %s%s", name, model_params.arch,
+    logger.info("%s: %s, %d training images (%d after oversampling), %d validation, %s%s", spec.name, spec.model.arch,
                 len(data.train_rows), len(rows), len(data.valid_rows), keras.config.dtype_policy().name,
                 ", resuming" if resumed else "")  # fmt: skip
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=train.monitor, mode=mode, factor=train.reduce_lr_factor,
+                                                  patience=train.reduce_lr_patience, min_lr=train.min_lr)  # fmt: skip
+    early_stopping = keras.callbacks.EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping_patience,
+                                                   restore_best_weights=True)  # fmt: skip
+    # Order matters: the backup comes after the stateful callbacks (it saves what they
+    # updated at an epoch's end and restores what their on_train_begin reset), and
+    # before the trimmer and the CSV logger (which need the restored epoch).
     standard = [
-        _EpochSetter(train_batches),
-        # double_checkpoint keeps the previous epoch's backup, used if a kill corrupted the latest.
-        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False, double_checkpoint=True),
-        _HistoryTrimmer(backup, history_csv),
+        EpochSetter(train_batches),
+        reduce_lr,
+        early_stopping,
+        ResumableBackup(backup, stateful=[reduce_lr, early_stopping]),
+        HistoryTrimmer(backup, history_csv),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=train.monitor, mode=mode, factor=train.reduce_lr_factor,
-                                          patience=train.reduce_lr_patience, min_lr=train.min_lr),  # fmt: skip
-        keras.callbacks.EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping_patience,
-                                      restore_best_weights=True),  # fmt: skip
         AtomicBestCheckpoint(model_path, train.monitor, mode, best_so_far),
-        ProgressLog(name),
+        ProgressLog(spec.name),
         *(callbacks or []),
     ]
+    # Keras prefetches the first batches before on_epoch_begin: start on the restored epoch's shuffle.
+    train_batches.set_epoch(backed_up_epoch(backup))
     phases = [(train.frozen_epochs, False), (train.epochs, True)] if train.frozen_epochs > 0 else [(train.epochs, True)]
     start = 0
     for end, backbone_trainable in phases:
@@ -335,16 +283,6 @@ def plot_history(history: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Log every epoch's metrics (and learning rate) to the active MLflow run."""
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        import mlflow
-
-        values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))}
-        mlflow.log_metrics(values, step=epoch + 1)
-
-
 @dataclass(frozen=True)
 class VariantPaths:
     """Inputs and outputs of the ``train@<variant>`` stage."""
@@ -358,82 +296,46 @@ class VariantPaths:
     work: Path
 
 
-def run_variant(params: Params, variant: str, paths: VariantPaths) -> dict[str, Any]:
-    """Train one variant, write its outputs and log it to MLflow (run + registered version).
+def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
+    """The ``train@<variant>`` stage: train, write its outputs, log and register it in MLflow.
 
     Args:
-        params: all params.
-        variant: key of ``models:``.
+        spec: the variant's params.
         paths: stage inputs and outputs.
 
     Returns:
         The metrics written to ``reports/train/<variant>/metrics.json``.
 
     Raises:
-        ConfigError: bad variant params. DataError: bad inputs.
+        DataError: missing or inconsistent inputs.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-
+    from mura.modeling.registry import log_trained_variant, variant_run
     from mura.stage import write_json
-    from mura.tracking import dataset_fingerprint, flatten_params, git_commit, setup_mlflow
+    from mura.tracking import dataset_fingerprint
 
-    spec = model_params(params, variant)
     for path in (paths.images, paths.split, paths.pixels, paths.class_weights):
         if not Path(path).is_file():
             raise DataError(f"missing input {path}: run `dvc repro class_weights` first")
     images = pd.read_csv(paths.images, usecols=["image_id", "dataset", "label", "synthetic"])
     split = pd.read_csv(paths.split)
     pixels = np.load(paths.pixels, mmap_mode="r")
-    if pixels.ndim != 3 or pixels.shape[1:] != (params.data.image_size, params.data.image_size):
-        raise DataError(f"{paths.pixels} has shape {pixels.shape}, expected (N, {params.data.image_size}, "
-                        f"{params.data.image_size}) for data.image_size: rerun `dvc repro ingest`")  # fmt: skip
-    data = select_rows(images, split, params.data.train_datasets, len(pixels))
+    size = spec.image_size
+    if pixels.ndim != 3 or pixels.shape[1:] != (size, size):
+        raise DataError(f"{paths.pixels} has shape {pixels.shape}, expected (N, {size}, {size}) for data.image_size: "
+                        "rerun `dvc repro ingest`")  # fmt: skip
+    data = select_rows(images, split, spec.train_datasets, len(pixels))
     class_weights = json.loads(Path(paths.class_weights).read_text())
     synthetic = bool(images["synthetic"].any())
     fingerprint = dataset_fingerprint(paths.images, paths.split)
-    commit = git_commit()
-    setup_mlflow()
-    run_id_file = paths.work / "mlflow_run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() and (paths.work / "backup").exists() else None
-    tags = {"variant": variant, "arch": spec.arch, "dataset_fingerprint": fingerprint, "git_commit": commit,
-            "synthetic_data": str(synthetic).lower(), "mura.stage": "train"}  # fmt: skip
-    with mlflow.start_run(run_id=run_id, run_name=variant, tags=tags) as run:
-        paths.work.mkdir(parents=True, exist_ok=True)
-        run_id_file.write_text(run.info.run_id)
-        if run_id is None:
-            logged = {"seed": params.seed, **flatten_params("data", params.data), **flatten_params("train", params.train),
-                      **flatten_params("augment", params.augment), **flatten_params("model", spec),
-                      "class_weight.0": class_weights["0"], "class_weight.1": class_weights["1"]}  # fmt: skip
-            mlflow.log_params(logged)
-        result = fit_variant(variant, spec, params.train, params.augment, params.data.image_size, params.seed, pixels,
-                             data, class_weights, paths.model, paths.work, callbacks=[MlflowEpochLogger()])  # fmt: skip
+    with variant_run(spec, class_weights, fingerprint, synthetic, paths.work) as run:
+        result = fit_variant(spec, pixels, data, class_weights, paths.model, paths.work, callbacks=[MlflowEpochLogger()])
         reports = Path(paths.reports)
         reports.mkdir(parents=True, exist_ok=True)
         result.history.to_csv(reports / "history.csv", index=False, lineterminator="\n")
-        title = f"{variant} ({spec.arch}){' — SYNTHETIC DATA' if synthetic else ''}"
+        title = f"{spec.name} ({spec.model.arch}){' — SYNTHETIC DATA' if synthetic else ''}"
         plot_history(result.history, title, reports / "history.png")
         metrics = {**result.metrics, "synthetic_data": synthetic}
         write_json(reports / "metrics.json", metrics)
-        mlflow.log_metrics({f"best_{k}": float(v) for k, v in result.metrics.items()})
-        mlflow.log_artifact(str(reports / "history.png"))
-        mlflow.log_artifact(str(reports / "history.csv"))
         example = np.asarray(pixels[data.valid_rows[:2]])[..., None]
-        # The output is one probability per image; no need to trace predict() for it.
-        signature = infer_signature(example, np.zeros((len(example), 1), np.float32))
-        # mlflow.keras.log_model writes the input example before creating its folder
-        # (MLflow 3.17), so save into a folder of ours, log it, and register that.
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "model"
-            local.mkdir()
-            mlflow.keras.save_model(result.model, str(local), signature=signature, input_example=example,
-                                    pip_requirements=[f"keras=={keras.__version__}", "mura"])  # fmt: skip
-            mlflow.log_artifacts(str(local), artifact_path="model")
-        version = mlflow.register_model(f"runs:/{run.info.run_id}/model", f"mura-{variant}", tags=tags).version
-        client = mlflow.MlflowClient()
-        client.update_model_version(f"mura-{variant}", version, description=(
-            f"{spec.arch} variant {variant}, best val_auc {result.metrics.get('val_auc', float('nan')):.4f}"
-            + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")))  # fmt: skip
-        logger.info("%s: registered mura-%s version %s", variant, variant, version)
-    run_id_file.unlink(missing_ok=True)
+        log_trained_variant(run, spec, result.model, result.metrics, reports, example, synthetic)
     return metrics

@@ -15,11 +15,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import mura.layers  # noqa: F401  (registers the custom layers for loading)
-from mura.config import ResizePolicy
-from mura.dicom import decode_dicom, is_dicom
-from mura.ensemble import average_probabilities
-from mura.imaging import ImageDecodeError, decode_image, resize_gray
+import mura.modeling.layers  # noqa: F401  (registers the custom layers for loading)
+from mura.evaluation.ensemble import average_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -98,28 +95,4 @@ class VariantRunner:
         return per_variant, average_probabilities(per_variant, weights)
 
 
-@dataclass(frozen=True)
-class DecodedUpload:
-    """An uploaded image ready for the model, with its non-identifying metadata."""
-
-    pixels: np.ndarray  # (S, S) uint8
-    gray: np.ndarray  # full-resolution 8-bit grayscale (for overlays)
-    kind: str  # png | jpeg | dicom | ...
-    body_part: str | None
-
-
-def decode_upload(data: bytes, image_size: int, policy: ResizePolicy = "stretch", max_pixels: int = 60_000_000) -> DecodedUpload:
-    """Decode PNG, JPEG or DICOM bytes (type detected from content, not name) to model pixels.
-
-    Raises:
-        ImageDecodeError: empty, truncated, undecodable, too large or a DICOM without pixels.
-    """
-    if is_dicom(data):
-        dicom = decode_dicom(data, max_pixels=max_pixels)
-        return DecodedUpload(resize_gray(dicom.gray, image_size, policy), dicom.gray, "dicom", dicom.body_part)
-    gray, _mode = decode_image(data, max_pixels=max_pixels)
-    kind = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ("jpeg" if data[:3] == b"\xff\xd8\xff" else "image")
-    return DecodedUpload(resize_gray(gray, image_size, policy), gray, kind, None)
-
-
-__all__ = ["DecodedUpload", "ImageDecodeError", "VariantRunner", "combine", "decode_upload", "load_variants"]
+__all__ = ["VariantRunner", "combine", "load_variants"]

@@ -1,4 +1,8 @@
-"""The ``register`` step: log the ensemble as one pyfunc (models-from-code) and promote it."""
+"""The ``register`` stage: log the ensemble as one pyfunc (models-from-code) and promote it.
+
+The served configuration is a :class:`mura.serving.config.ServingConfig`
+written next to the variants' ``.keras`` files as artifacts of the pyfunc.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,15 @@ import numpy as np
 import pandas as pd
 
 import mura
-from mura.config import Params
+from mura.config import RegisterParams, ResizePolicy
 from mura.errors import DataError
+from mura.evaluation.ensemble import ENSEMBLE
+from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
 from mura.tracking import dataset_fingerprint, git_commit, setup_mlflow
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["CHAMPION", "run_register", "should_promote", "validation_by_body_part", "validation_kappa"]
 
 CHAMPION = "champion"
 
@@ -48,73 +56,93 @@ def should_promote(new_kappa: float, champion_kappa: float | None, force: bool) 
     return not math.isnan(new_kappa) and new_kappa >= champion_kappa
 
 
-def validation_by_body_part(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Ensemble metrics on valid studies at threshold 0.5, per body part and ``all`` (shown in the web UI)."""
-    rows = table[(table["split"] == "valid") & (table["model"] == "ensemble") & (table["level"] == "study")
+def validation_by_body_part(table: pd.DataFrame) -> dict[str, ValidationMetrics]:
+    """Ensemble metrics on valid studies at threshold 0.5, per body part and ``all`` (shown in the web UI).
+
+    Args:
+        table: ``reports/per_body_part.csv`` (the evaluation table).
+
+    Returns:
+        Group → metrics; NaN (undefined) metrics become None.
+    """
+    rows = table[(table["split"] == "valid") & (table["model"] == ENSEMBLE) & (table["level"] == "study")
                  & (table["operating_point"] == "default") & ~table["group"].astype(str).str.startswith("dataset:")]  # fmt: skip
     out = {}
     for row in rows.to_dict("records"):
-        out[str(row["group"])] = {k: (None if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
-                                  for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa", "n")}  # fmt: skip
-        out[str(row["group"])]["group"] = str(row["group"])
+        values = {k: (None if math.isnan(float(row[k])) else float(row[k]))
+                  for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa")}  # fmt: skip
+        out[str(row["group"])] = ValidationMetrics(group=str(row["group"]), n=int(row["n"]), **values)
     return out
 
 
-def register_ensemble(params: Params, models_dir: Path, thresholds_json: Path, metrics_json: Path, images_csv: Path,
-                      split_csv: Path, pixels_path: Path, per_body_part_csv: Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """Log ``mura-ensemble`` (four Keras artifacts + config), register a version, maybe alias it ``champion``.
+def run_register(variants: list[str], params: RegisterParams, image_size: int, resize: ResizePolicy, models_dir: Path,
+                 thresholds_json: Path, metrics_json: Path, images_csv: Path, split_csv: Path, pixels_path: Path,
+                 per_body_part_csv: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """The ``register`` stage: log ``mura-ensemble`` (the variants + its config), register it, maybe alias it ``champion``.
+
+    Args:
+        variants: the variant names (keys of ``models:``), in ensemble order.
+        params: the ``register`` section.
+        image_size: ``data.image_size`` (the variants' input side).
+        resize: ``data.resize`` (served uploads are resized as the cache was).
+        models_dir: folder of the ``.keras`` files.
+        thresholds_json: operating points and variant weights from ``ensemble``.
+        metrics_json: headline metrics from ``evaluate`` (the promotion criterion).
+        images_csv: images.csv (synthetic flag, fingerprint).
+        split_csv: split.csv (fingerprint).
+        pixels_path: the cache (one image is the model's input example).
+        per_body_part_csv: the evaluation table (validation metrics shown in the UI).
 
     Returns:
         What ``reports/register.json`` records: name, version, champion flag, val kappa, run id.
+
+    Raises:
+        DataError: missing models or metrics.
     """
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.types import ColSpec, Schema
 
-    from mura.predict_splits import model_paths
+    from mura.evaluation.predict import model_paths
+    from mura.serving.service import output_example
 
-    paths = model_paths(params, models_dir)
+    paths = model_paths(variants, models_dir)
     thresholds = json.loads(thresholds_json.read_text())
     metrics = json.loads(metrics_json.read_text())
     kappa = validation_kappa(metrics)
     synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
     fingerprint = dataset_fingerprint(images_csv, split_csv)
     commit = git_commit()
-    config = {
-        "variants": list(paths), "weights": thresholds["weights"], "thresholds": thresholds["thresholds"],
-        "operating_point": params.register.operating_point, "image_size": params.data.image_size,
-        "resize": params.data.resize, "max_pixels": params.register.max_pixels,
-        "serve_batch_size": params.register.serve_batch_size, "synthetic_data": synthetic,
-        "dataset_fingerprint": fingerprint, "git_commit": commit, "metrics": metrics,
-        "validation_per_body_part": validation_by_body_part(pd.read_csv(per_body_part_csv))
-        if per_body_part_csv is not None and per_body_part_csv.exists() else {},
-    }  # fmt: skip
+    validation = (validation_by_body_part(pd.read_csv(per_body_part_csv))
+                  if per_body_part_csv is not None and per_body_part_csv.exists() else {})  # fmt: skip
+    config = ServingConfig(
+        variants=tuple(paths), variant_weights=thresholds["variant_weights"], thresholds=thresholds["thresholds"],
+        operating_point=params.operating_point, image_size=image_size, resize=resize, max_pixels=params.max_pixels,
+        serve_batch_size=params.serve_batch_size, synthetic_data=synthetic, validation_per_body_part=validation,
+        metrics=metrics, dataset_fingerprint=fingerprint, git_commit=commit, mura_version=mura.__version__,
+    )  # fmt: skip
     pixels = np.load(pixels_path, mmap_mode="r")
     # One view: MLflow checks the example by loading and calling the model, and a
     # one-image batch is the shape the model's warm-up already traced (a second
     # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
     example = pd.DataFrame({"image": [_png_base64(pixels[0])], "study_id": ["example-study"]})
-    output_example = pd.DataFrame({"row": [0], "study_id": ["example-study"], "probability": [0.5],
-                                   **{f"p_{v}": [0.5] for v in paths}, "study_probability": [0.5],
-                                   "threshold": [0.5], "study_label": ["abnormal"]})  # fmt: skip
-    signature = infer_signature(example, output_example)
+    signature = infer_signature(example, output_example(list(paths)))
     signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
     tags = {"dataset_fingerprint": fingerprint, "git_commit": commit, "synthetic_data": str(synthetic).lower(),
-            "val_kappa": f"{kappa:.6f}"}  # fmt: skip
+            "val_kappa": f"{kappa:.6f}", "config_schema_version": str(config.schema_version)}  # fmt: skip
     setup_mlflow()
     package = Path(mura.__file__).parent
-    name = params.register.model_name
+    name = params.model_name
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run:
-        config_path = Path(tmp) / "ensemble_config.json"
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-        mlflow.log_params({"variants": ",".join(paths), "operating_point": params.register.operating_point,
-                           "threshold": thresholds["thresholds"][params.register.operating_point],
-                           "image_size": params.data.image_size, "resize": params.data.resize})  # fmt: skip
+        config_path = Path(tmp) / f"{CONFIG_ARTIFACT}.json"
+        config.save(config_path)
+        mlflow.log_params({"variants": ",".join(paths), "operating_point": params.operating_point,
+                           "threshold": config.threshold, "image_size": image_size, "resize": resize})  # fmt: skip
         mlflow.log_metrics({"val_kappa_study": kappa})
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(package / "ensemble_pyfunc.py"),
-            artifacts={"ensemble_config": str(config_path), **{v: str(p.resolve()) for v, p in paths.items()}},
+            python_model=str(package / "serving" / "pyfunc.py"),
+            artifacts={CONFIG_ARTIFACT: str(config_path), **{v: str(p.resolve()) for v, p in paths.items()}},
             code_paths=[str(package)],
             signature=signature,
             input_example=example,
@@ -134,7 +162,7 @@ def register_ensemble(params: Params, models_dir: Path, thresholds_json: Path, m
         champion_kappa: float | None = float(current.tags.get("val_kappa", "nan"))
     except Exception:  # no champion yet
         champion_kappa = None
-    promoted = should_promote(kappa, champion_kappa, params.register.force_champion)
+    promoted = should_promote(kappa, champion_kappa, params.force_champion)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")

@@ -48,7 +48,7 @@ def gradcam(model: keras.Model, pixels: np.ndarray, features: keras.Model | None
     """Grad-CAM maps in [0, 1] at the input resolution.
 
     Args:
-        model: a classifier from :func:`mura.models.build_model`.
+        model: a classifier from :func:`mura.modeling.models.build_model`.
         pixels: uint8 (N, S, S).
         features: a cached :func:`feature_model` of ``model``.
 

@@ -1,4 +1,9 @@
-"""Evaluation tables: every model × level × group, with patient-bootstrap CIs (no I/O)."""
+"""The ``evaluate`` stage: metric tables for every model × level × group with patient-bootstrap CIs.
+
+:func:`evaluation_table`, :func:`headline_metrics` and :func:`curves` are pure
+(DataFrames in, values out); :func:`run_evaluation` reads the stage's inputs
+and writes its metrics, plots and report.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from mura.config import Params
-from mura.ensemble import aggregate_studies
-from mura.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
+from mura.config import EvaluateParams
+from mura.evaluation.ensemble import ENSEMBLE, aggregate_studies, prob_column
+from mura.evaluation.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
 
-
-def prob_column(model: str) -> str:
-    """Name of a model's probability column in the prediction tables."""
-    return f"p_{model}"
+__all__ = ["curves", "evaluation_table", "headline_metrics", "run_evaluation"]
 
 
 def evaluation_table(
@@ -42,7 +44,7 @@ def evaluation_table(
         ci_level: confidence level of the intervals.
 
     Returns:
-        One row per combination with the metrics of :func:`mura.metrics.binary_metrics`
+        One row per combination with the metrics of :func:`mura.evaluation.metrics.binary_metrics`
         and ``<metric>_ci_low`` / ``<metric>_ci_high``.
     """
     rows: list[dict[str, Any]] = []
@@ -100,25 +102,34 @@ def curves(frame: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd
     return pd.DataFrame(roc_rows), pd.DataFrame(pr_rows)
 
 
-def run_evaluation(params: Params, predictions_dir: Path, thresholds_json: Path, images_csv: Path, split_csv: Path,
-                   reports: Path) -> dict[str, Any]:  # fmt: skip
-    """The ``evaluate`` step: tables, DVC metrics and plots, figures and the Markdown report.
+def run_evaluation(variants: Sequence[str], params: EvaluateParams, seed: int, predictions_dir: Path,
+                   thresholds_json: Path, images_csv: Path, split_csv: Path, reports: Path) -> dict[str, Any]:  # fmt: skip
+    """The ``evaluate`` stage: tables, DVC metrics and plots, figures and the Markdown report.
 
     Writes ``metrics.json``, ``per_body_part.csv``, ``plots/{roc,pr}.csv`` and the figures,
     and ``README.md`` under ``reports``.
 
+    Args:
+        variants: the variant names (keys of ``models:``).
+        params: the ``evaluate`` section.
+        seed: the bootstrap seed.
+        predictions_dir: ``valid.csv`` and ``test.csv`` of the ``ensemble`` stage.
+        thresholds_json: the operating points.
+        images_csv: images.csv (for the synthetic flag and the fingerprint).
+        split_csv: split.csv (for the fingerprint).
+        reports: output folder.
+
     Returns:
         The headline metrics written to ``metrics.json``.
     """
-    from mura.report import plot_figures, render_report
+    from mura.evaluation.report import plot_figures, render_report
     from mura.stage import write_csv, write_json
     from mura.tracking import dataset_fingerprint, git_commit
 
     predictions = pd.concat([pd.read_csv(predictions_dir / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
     thresholds = json.loads(thresholds_json.read_text())["thresholds"]
-    models = [*params.models, "ensemble"]
-    table = evaluation_table(predictions, models, thresholds, params.evaluate.bootstrap_resamples, params.seed,
-                             params.evaluate.ci_level)  # fmt: skip
+    models = [*variants, ENSEMBLE]
+    table = evaluation_table(predictions, models, thresholds, params.bootstrap_resamples, seed, params.ci_level)
     metrics = headline_metrics(table)
     write_json(reports / "metrics.json", metrics)
     write_csv(reports / "per_body_part.csv", table.round(6))
@@ -127,7 +138,7 @@ def run_evaluation(params: Params, predictions_dir: Path, thresholds_json: Path,
     write_csv(reports / "plots" / "roc.csv", roc.round(6))
     write_csv(reports / "plots" / "pr.csv", pr.round(6))
     synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
-    provenance = {"synthetic": synthetic, "ci_level": params.evaluate.ci_level,
+    provenance = {"synthetic": synthetic, "ci_level": params.ci_level,
                   "fingerprint": dataset_fingerprint(images_csv, split_csv), "git_commit": git_commit()}  # fmt: skip
     plot_figures(roc, pr, table, reports / "plots", synthetic)
     (reports / "README.md").write_text(render_report(table, models, thresholds, provenance))

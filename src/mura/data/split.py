@@ -1,4 +1,4 @@
-"""Patient-level train/valid/test split (pure functions).
+"""Patient-level train/valid/test split (pure functions, and the ``split`` stage around them).
 
 MURA's official ``valid`` stays ``valid``. MURA ``train`` is divided into
 ``train`` and a held-out ``test`` of ``split.test_fraction`` of its images,
@@ -9,11 +9,13 @@ and label. The fracture dataset keeps its own split (``val`` becomes ``valid``).
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mura.config import SplitParams
 from mura.errors import DataError
 
 FRACTURE_SPLIT_NAMES = {"train": "train", "val": "valid", "test": "test"}
@@ -116,3 +118,25 @@ def count_split(images: pd.DataFrame, split: pd.DataFrame) -> dict[str, Any]:
     out["totals"] = {s: int((merged["split"] == s).sum()) for s in SPLITS}
     out["patients"] = {s: int(merged.loc[merged["split"] == s, "patient_id"].nunique()) for s in SPLITS}
     return out
+
+
+def run_split(params: SplitParams, seed: int, images_csv: Path, split_csv: Path, report_json: Path) -> dict[str, Any]:
+    """The ``split`` stage: read the ingest listing, split by patient, write ``split.csv`` and the counts.
+
+    Returns:
+        The counts written to ``report_json``.
+
+    Raises:
+        DataError: the listing cannot be read.
+    """
+    from mura.stage import write_csv, write_json
+
+    try:
+        images = pd.read_csv(images_csv, dtype={"patient_id": str, "study_id": str})
+    except (FileNotFoundError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{images_csv}: cannot read the ingest listing ({exc})") from None
+    split = make_split(images, params.test_fraction, seed)
+    counts = count_split(images, split)
+    write_csv(split_csv, split)
+    write_json(report_json, counts)
+    return counts

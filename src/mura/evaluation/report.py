@@ -26,7 +26,7 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
     """Markdown report: per-model table (seed Tables 1–4), ensemble table (Table 5), per body part (Figure 13).
 
     Args:
-        table: output of :func:`mura.evaluate.evaluation_table`.
+        table: output of :func:`mura.evaluation.evaluate.evaluation_table`.
         models: variants then ``ensemble``.
         thresholds: operating points.
         provenance: ``synthetic`` (bool), ``fingerprint``, ``git_commit``, ``ci_level``.

@@ -1,7 +1,8 @@
 """The registered ``mura-ensemble`` pyfunc: request parsing, prediction, study aggregation.
 
-Logged with MLflow's models-from-code (``mura/ensemble_pyfunc.py``): no pickled
-classes; the four Keras variants and ``ensemble_config.json`` are artifacts.
+Logged with MLflow's models-from-code (``mura/serving/pyfunc.py``): no pickled
+classes; the four Keras variants and ``ensemble_config.json`` (a
+:class:`mura.serving.config.ServingConfig`) are artifacts.
 
 Request (``POST /invocations``, ``dataframe_records`` or ``dataframe_split``):
 rows with ``image`` (base64 of PNG, JPEG or DICOM bytes) and optional
@@ -17,18 +18,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mura.evaluation.ensemble import prob_column
+from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
+
 logger = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_STUDY", "EnsembleService", "bad_request", "output_example", "parse_rows", "study_results"]
+
 DEFAULT_STUDY = "study"
-CONFIG_ARTIFACT = "ensemble_config"
 
 
 def bad_request(message: str) -> Exception:
@@ -68,7 +70,15 @@ def parse_rows(frame: pd.DataFrame) -> list[tuple[bytes, str]]:
 
 
 def study_results(per_image: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Add each study's mean probability and label (``abnormal`` when ``>= threshold``)."""
+    """Add each study's mean probability and label (``abnormal`` when ``>= threshold``).
+
+    Args:
+        per_image: rows with ``study_id`` and ``probability`` (the ensemble's).
+        threshold: the served study threshold.
+
+    Returns:
+        The rows with ``study_probability``, ``threshold`` and ``study_label`` added.
+    """
     study_prob = per_image.groupby("study_id", sort=False)["probability"].transform("mean")
     out = per_image.assign(study_probability=study_prob, threshold=threshold)
     out["study_label"] = np.where(out["study_probability"] >= threshold, "abnormal", "normal")
@@ -76,45 +86,58 @@ def study_results(per_image: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 class EnsembleService:
-    """Loaded ensemble: decode uploads, run the variants in one call, aggregate per study."""
+    """Loaded ensemble: decode uploads, run the variants in one call, aggregate per study.
 
-    def __init__(self, model_paths: dict[str, str], config: dict[str, Any]) -> None:
-        from mura.inference import VariantRunner
+    Args:
+        model_paths: variant → ``.keras`` file.
+        config: the served model's configuration.
+    """
+
+    def __init__(self, model_paths: dict[str, str], config: ServingConfig) -> None:
+        from mura.modeling.inference import VariantRunner
 
         self.config = config
-        self.runner = VariantRunner.from_paths(model_paths, batch_size=int(config.get("serve_batch_size", 8)))
-        self.weights = [float(config["weights"][name]) for name in self.runner.names]
-        self.threshold = float(config["thresholds"][config["operating_point"]])
-        self.runner.predict(np.zeros((1, self.runner.image_size, self.runner.image_size), np.uint8))  # warm-up trace
+        self.runner = VariantRunner.from_paths({v: model_paths[v] for v in config.variants}, batch_size=config.serve_batch_size)
+        if self.runner.image_size != config.image_size:
+            raise ValueError(f"variants take {self.runner.image_size}-px images, the config says {config.image_size}")
+        self.runner.predict(np.zeros((1, config.image_size, config.image_size), np.uint8))  # warm-up trace
 
     @classmethod
     def from_artifacts(cls, artifacts: dict[str, str]) -> EnsembleService:
         """Build from an MLflow ``context.artifacts`` mapping."""
-        config = json.loads(Path(artifacts[CONFIG_ARTIFACT]).read_text())
-        return cls({name: artifacts[name] for name in config["variants"]}, config)
+        config = ServingConfig.load(artifacts[CONFIG_ARTIFACT])
+        return cls({name: artifacts[name] for name in config.variants}, config)
 
     def decode(self, rows: list[tuple[bytes, str]]) -> np.ndarray:
         """Model pixels for each row; a bad image raises a 400 naming the row."""
-        from mura.imaging import ImageDecodeError
-        from mura.inference import decode_upload
+        from mura.data.uploads import ImageDecodeError, decode_upload
 
-        pixels = np.zeros((len(rows), self.runner.image_size, self.runner.image_size), np.uint8)
+        size = self.config.image_size
+        pixels = np.zeros((len(rows), size, size), np.uint8)
         for i, (data, _study) in enumerate(rows):
             try:
-                pixels[i] = decode_upload(data, self.runner.image_size, self.config["resize"], int(self.config["max_pixels"])).pixels
+                pixels[i] = decode_upload(data, size, self.config.resize, self.config.max_pixels).pixels
             except ImageDecodeError as exc:
                 raise bad_request(f"row {i}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
         return pixels
 
     def predict_pixels(self, pixels: np.ndarray, study_ids: list[str]) -> pd.DataFrame:
         """Per-image results for already-decoded pixels (shared with the Python API)."""
-        per_variant, ensemble = self.runner.predict_ensemble(pixels, self.weights)
+        per_variant, ensemble = self.runner.predict_ensemble(pixels, self.config.weights_in_order)
         frame = pd.DataFrame({"row": np.arange(len(pixels)), "study_id": study_ids, "probability": ensemble})
         for k, name in enumerate(self.runner.names):
-            frame[f"p_{name}"] = per_variant[:, k]
-        return study_results(frame, self.threshold)
+            frame[prob_column(name)] = per_variant[:, k]
+        return study_results(frame, self.config.threshold)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc ``predict``: request frame in, per-image result frame out."""
         rows = parse_rows(frame)
         return self.predict_pixels(self.decode(rows), [study for _, study in rows])
+
+
+def output_example(variants: list[str]) -> pd.DataFrame:
+    """One served row, as :meth:`EnsembleService.predict_frame` returns it (for the model signature)."""
+    return pd.DataFrame({"row": [0], "study_id": ["example-study"], "probability": [0.5],
+                         **{prob_column(v): [0.5] for v in variants}, "study_probability": [0.5],
+                         "threshold": [0.5], "study_label": ["abnormal"]})  # fmt: skip
+

@@ -1,0 +1,1 @@
+"""Data phase: dataset layouts, decoding, ingest, patient-level split, class weights, synthetic phantoms."""

@@ -1,0 +1,1 @@
+"""Evaluation phase: bulk predictions, ensembling and operating points, metrics, tables and reports."""

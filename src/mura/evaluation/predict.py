@@ -1,0 +1,74 @@
+"""Bulk predictions of every variant on the valid and test images (the ``ensemble`` stage's heavy part)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mura.errors import DataError
+from mura.evaluation.ensemble import prob_column
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PREDICTION_SPLITS", "model_paths", "predict_images"]
+
+PREDICTION_SPLITS = ("valid", "test")
+KEPT_COLUMNS = ["image_id", "split", "dataset", "body_part", "patient_id", "study_id", "label"]
+
+
+def model_paths(variants: Sequence[str], models_dir: Path) -> dict[str, Path]:
+    """``models/<variant>.keras`` for every variant, checked to exist.
+
+    Raises:
+        DataError: no variants, or a model file is missing.
+    """
+    if not variants:
+        raise DataError("params.yaml has no models: nothing to ensemble")
+    paths = {name: models_dir / f"{name}.keras" for name in variants}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise DataError(f"missing trained model {missing[0]}: run `dvc repro train` first")
+    return paths
+
+
+def predict_images(paths: dict[str, Path], weights: Sequence[float], images: pd.DataFrame, pixels: np.ndarray,
+                   batch_size: int) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """Per-image probabilities of every variant and of their weighted average, for valid and test.
+
+    Args:
+        paths: variant → ``.keras`` file, in ensemble order.
+        weights: one weight per variant (same order).
+        images: images.csv merged with split.csv (row i = cache row i).
+        pixels: the (N, S, S) uint8 cache.
+        batch_size: images per compiled call (every batch is padded to it: one traced shape).
+
+    Returns:
+        ``{split: frame}`` with the identifying columns and ``p_<variant>``, ``p_ensemble``
+        (rounded to 1e-8 so the CSV bytes are stable).
+
+    Raises:
+        DataError: the cache and the listing disagree.
+    """
+    from mura.modeling.inference import VariantRunner
+
+    if len(pixels) != len(images):
+        raise DataError(f"the pixel cache has {len(pixels)} rows but images.csv has {len(images)}: rerun `dvc repro ingest`")
+    runner = VariantRunner.from_paths(paths, batch_size=batch_size, fixed_batch=True)
+    frames = {}
+    for split in PREDICTION_SPLITS:
+        rows = np.flatnonzero((images["split"] == split).to_numpy())
+        frame = images.iloc[rows][KEPT_COLUMNS].reset_index(drop=True)
+        if len(rows):
+            per_variant, ensemble = runner.predict_ensemble(np.asarray(pixels[rows]), weights)
+        else:
+            per_variant, ensemble = np.zeros((0, len(paths))), np.zeros(0)
+        for k, name in enumerate(paths):
+            frame[prob_column(name)] = np.round(per_variant[:, k], 8)
+        frame[prob_column("ensemble")] = np.round(ensemble, 8)
+        frames[split] = frame
+        logger.info("ensemble: predicted %d %s images with %d variants", len(frame), split, len(paths))
+    return frames

@@ -1,0 +1,1 @@
+"""Modeling phase: layers, model factories, feeding, callbacks, training, inference, Grad-CAM."""

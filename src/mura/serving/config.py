@@ -1,0 +1,147 @@
+"""The served model's configuration: one typed, versioned object.
+
+``register`` writes it (``ensemble_config.json``, an artifact of the
+``mura-ensemble`` pyfunc); the pyfunc service, the Python API and the web UI
+read it through :meth:`ServingConfig.load`, never as a loose dict.
+
+Versions:
+    1: written before the schema was versioned (no ``schema_version`` key; the
+       variant weights were under ``weights``). Still loads.
+    2: this version.
+A model whose config has a newer version than this code reads fails with one
+line naming the version it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mura.config import ResizePolicy, build_dataclass
+from mura.errors import ConfigError
+
+__all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
+
+SCHEMA_VERSION = 2
+CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
+
+
+@dataclass(frozen=True)
+class ValidationMetrics:
+    """The ensemble's validation metrics for one body part (or ``all``), study level, threshold 0.5."""
+
+    group: str
+    n: int
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    roc_auc: float | None = None
+    kappa: float | None = None
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What the served ensemble needs to decode, predict and explain, and where it came from.
+
+    Attributes:
+        variants: variant names, in the order of the combined model's outputs.
+        variant_weights: weight of each variant in the average.
+        thresholds: operating point → study threshold (chosen on valid).
+        operating_point: the served operating point (a key of ``thresholds``).
+        image_size: model input side.
+        resize: resize policy of the training cache.
+        max_pixels: per-upload pixel limit.
+        serve_batch_size: largest batch the served model runs at once.
+        synthetic_data: trained on synthetic phantoms (never a clinical model).
+        validation_per_body_part: ensemble validation metrics per body part and ``all``.
+        metrics: the headline metrics of ``reports/metrics.json``.
+        dataset_fingerprint: SHA-256 of images.csv + split.csv.
+        git_commit: code version that trained it.
+        mura_version: package version that registered it.
+        schema_version: version of this schema.
+    """
+
+    variants: tuple[str, ...]
+    variant_weights: dict[str, float]
+    thresholds: dict[str, float]
+    operating_point: str
+    image_size: int
+    resize: ResizePolicy
+    max_pixels: int
+    serve_batch_size: int
+    synthetic_data: bool
+    validation_per_body_part: dict[str, ValidationMetrics] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dataset_fingerprint: str = "unknown"
+    git_commit: str = "unknown"
+    mura_version: str = "unknown"
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.operating_point not in self.thresholds:
+            raise ConfigError(f"served operating point {self.operating_point!r} has no threshold ({sorted(self.thresholds)})")
+        missing = [v for v in self.variants if v not in self.variant_weights]
+        if missing:
+            raise ConfigError(f"served config has no weight for variant {missing[0]!r}")
+
+    @property
+    def threshold(self) -> float:
+        """The study threshold of the served operating point."""
+        return float(self.thresholds[self.operating_point])
+
+    @property
+    def weights_in_order(self) -> list[float]:
+        """Variant weights in :attr:`variants` order."""
+        return [float(self.variant_weights[v]) for v in self.variants]
+
+    def validation_for(self, body_part: str | None) -> ValidationMetrics | None:
+        """Validation metrics of ``body_part``, else of ``all``, else None."""
+        return self.validation_per_body_part.get(body_part or "all") or self.validation_per_body_part.get("all")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (what :meth:`save` writes)."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        """Write the config as sorted JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ServingConfig:
+        """Build from a mapping of any supported schema version.
+
+        Raises:
+            ConfigError: a newer schema than this code reads, or an invalid config (one line).
+        """
+        if not isinstance(doc, dict):
+            raise ConfigError("served model config must be a JSON object")
+        version = int(doc.get("schema_version", 1))
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"this model's config has schema version {version}; this mura ({_version()}) reads "
+                              f"versions 1-{SCHEMA_VERSION}: upgrade mura to load it")  # fmt: skip
+        doc = dict(doc)
+        if version == 1:
+            doc["variant_weights"] = doc.pop("weights")
+        doc["schema_version"] = SCHEMA_VERSION
+        parts = doc.get("validation_per_body_part") or {}
+        doc["validation_per_body_part"] = {k: {**v, "n": int(v.get("n") or 0)} for k, v in parts.items()}
+        try:
+            config: ServingConfig = build_dataclass(cls, doc, "served model config")
+        except ConfigError as exc:
+            raise ConfigError(f"cannot read the served model config (schema version {version}): {exc}") from None
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> ServingConfig:
+        """Read ``ensemble_config.json``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _version() -> str:
+    from mura import __version__
+
+    return __version__
