@@ -13,7 +13,12 @@ PORT ?= 5000
 UI_PORT ?= 8000
 DEMO_STORE = sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: install demo test test-fast data repro bench serve ui mlflow-ui clean-demo
+.PHONY: help install demo test test-fast lint format data repro bench serve ui mlflow-ui clean-demo
+.DEFAULT_GOAL := help
+
+help:  ## list the targets (this text)
+	@echo "make <target>   (the front door: make demo, make test)"
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -41,10 +46,18 @@ ui: $(STAMP)  ## web interface on the demo's champion model, http://127.0.0.1:$(
 mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store, http://127.0.0.1:5001
 	cd $(DEMO) && mlflow ui --backend-store-uri $(DEMO_STORE) -h 127.0.0.1 -p 5001
 
-test: $(STAMP)  ## lint, then the whole test suite (installs Debian's Chromium for the browser tests if missing)
-	ruff check src stages tests bench
+test: lint  ## lint, then the whole test suite (installs Debian's Chromium for the browser tests if missing)
 	scripts/ensure-chromium.sh
 	pytest -q
+
+lint: $(STAMP)  ## ruff check, ruff format --check and mypy on src/
+	ruff check src stages tests bench
+	ruff format --check src stages tests bench
+	mypy src
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	ruff check --fix src stages tests bench
+	ruff format src stages tests bench
 
 test-fast: $(STAMP)  ## unit tests only
 	pytest -q -m "not slow"
@@ -61,5 +74,5 @@ bench: $(STAMP)  ## benchmarks; figures are appended to bench/RESULTS.md
 	python bench/serve_latency.py
 	python bench/web_load.py
 
-clean-demo:
+clean-demo:  ## delete the demo workspace
 	rm -rf $(DEMO)

@@ -54,7 +54,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.register import register_ensemble
+    from mura.serving.register import run_register
 
     ws = tmp_path_factory.mktemp("serve")
     doc = merge_params(yaml.safe_load((repo_root / "params.yaml").read_text()), {
@@ -70,7 +70,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k).save(ws / f"models/{name}.keras")
     (ws / "reports").mkdir()
     (ws / "reports/thresholds.json").write_text(json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3},
-                                                            "weights": {"tiny_a": 1.0, "tiny_b": 1.0}}))  # fmt: skip
+                                                            "variant_weights": {"tiny_a": 1.0, "tiny_b": 1.0}}))  # fmt: skip
     (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
     pd.DataFrame({"image_id": ["a", "b"], "synthetic": [True, True]}).to_csv(ws / "images.csv", index=False)
     pd.DataFrame({"image_id": ["a", "b"], "split": ["train", "valid"]}).to_csv(ws / "split.csv", index=False)
@@ -82,12 +82,14 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     cwd = os.getcwd()
     os.chdir(ws)
     try:
-        result = register_ensemble(params, ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
-                                   ws / "images.csv", ws / "split.csv", ws / "pixels.npy")  # fmt: skip
+        result = run_register(list(params.models), params.register, params.data.image_size, params.data.resize,
+                              ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
+                              ws / "images.csv", ws / "split.csv", ws / "pixels.npy")
         # A second, worse version must not take the champion alias.
         (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
-        second = register_ensemble(params, ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
-                                   ws / "images.csv", ws / "split.csv", ws / "pixels.npy")  # fmt: skip
+        second = run_register(list(params.models), params.register, params.data.image_size, params.data.resize,
+                              ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
+                              ws / "images.csv", ws / "split.csv", ws / "pixels.npy")
     finally:
         os.chdir(cwd)
         if old is None:

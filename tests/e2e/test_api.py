@@ -61,7 +61,7 @@ def test_predict_study_inputs(predictor, tmp_path: Path) -> None:  # type: ignor
     dicom = make_dicom(np.tile(np.arange(40, dtype=np.uint16) * 100, (30, 1)), body_part="ELBOW")
     result = predictor.predict_study([path, array, dicom])
     assert [v.kind for v in result.views] == ["png", "array", "dicom"]
-    assert result.body_part == "ELBOW"
+    assert result.body_part == "XR_ELBOW"  # normalized to MURA's names
     assert PATIENT_NAME not in json.dumps(result.to_dict())
     with pytest.raises(ValueError, match="view 2"):
         predictor.predict_study([path, b"not an image"])

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 TINY = {"arch": "simple_cnn", "dense_units": 16, "dropout": 0.2}
 OVERRIDE = {
     "data": {"image_size": 32},
-    "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "weights": "none", "workers": 1},
+    "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "pretrained": "none", "workers": 1},
     "evaluate": {"bootstrap_resamples": 20},
     "models": {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None,
                "tiny_a": dict(TINY), "tiny_b": dict(TINY, oversample_abnormal=True)},

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mura.config import DataParams, IngestParams
-from mura.errors import DataError
+from mura.errors import ConfigError, DataError
 from mura.data.ingest import check_quarantine, ingest
 
 
@@ -59,7 +59,7 @@ def test_cache_rows_follow_listing(ingested, synthetic_raw: Path) -> None:  # ty
     for i in (0, len(result.images) // 2, len(result.images) - 1):
         row = result.images.iloc[i]
         base = synthetic_raw if row["dataset"] == "mura" else synthetic_raw / "Bone_Fracture_Binary_Classification/Bone_Fracture_Binary_Classification"
-        expected = prepare_image((base / row["path"]).read_bytes(), 32).pixels
+        expected = prepare_image((base / row["path"]).read_bytes(), 32, "stretch", 10**7).pixels
         np.testing.assert_array_equal(cache[i], expected)
 
 
@@ -76,22 +76,35 @@ def test_drop_policy_compacts_cache(synthetic_raw: Path, tmp_path: Path) -> None
     assert drop.summary["duplicates_dropped"] == len(dropped)
 
 
-def test_one_dataset_absent_is_reported(synthetic_raw: Path, tmp_path: Path) -> None:
-    data = DataParams(mura_dir=str(synthetic_raw / "MURA-v1.1"), fracture_dir=str(tmp_path / "nowhere"), image_size=16)
+def test_an_empty_dataset_folder_leaves_that_dataset_out(synthetic_raw: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"junk")
+    data = DataParams(mura_dir=str(synthetic_raw / "MURA-v1.1"), fracture_dir=str(tmp_path / "empty"), image_size=16)
     result = ingest(data, IngestParams(workers=1), tmp_path / "p.npy", progress=False)
     assert result.summary["datasets"]["fracture"]["present"] is False
     assert set(result.images["dataset"]) == {"mura"}
 
 
-def test_both_absent_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing", ["mura_dir", "fracture_dir"])
+def test_a_missing_configured_folder_names_the_param(synthetic_raw: Path, tmp_path: Path, missing: str) -> None:
+    dirs = {"mura_dir": str(synthetic_raw / "MURA-v1.1"), "fracture_dir": str(synthetic_raw / "Bone_Fracture_Binary_Classification")}
+    dirs[missing] = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=f"^data.{missing}=.*nowhere.*: no such folder"):
+        ingest(DataParams(**dirs, image_size=16), IngestParams(workers=1), tmp_path / "p.npy", progress=False)
+
+
+def test_both_empty_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     data = DataParams(mura_dir=str(tmp_path / "a"), fracture_dir=str(tmp_path / "b"))
-    with pytest.raises(DataError, match="no dataset found"):
+    with pytest.raises(DataError, match="no image listed"):
         ingest(data, IngestParams(), tmp_path / "p.npy", progress=False)
 
 
 def test_quarantine_threshold(synthetic_raw: Path, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     shutil.copytree(synthetic_raw / "MURA-v1.1", raw / "MURA-v1.1")
+    (raw / "Bone_Fracture_Binary_Classification").mkdir()  # the fracture dataset left out
     listed = pd.read_csv(raw / "MURA-v1.1/train_image_paths.csv", header=None)[0].tolist()
     for rel in listed[: len(listed) // 4]:
         (tmp_path / "raw" / rel).unlink(missing_ok=True)

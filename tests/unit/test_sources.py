@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mura.errors import DataError
-from mura.data.sources import is_synthetic, list_fracture, list_mura, parse_mura_path
+from mura.data.sources import BODY_PARTS, is_synthetic, list_fracture, list_mura, normalize_body_part, parse_mura_path
 
 PARSE_CASES = [
     ("MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png", "train", "XR_WRIST", "patient00001",
@@ -125,3 +125,16 @@ def test_list_fracture_missing_split(tmp_path: Path) -> None:
 def test_synthetic_marker(synthetic_raw: Path, tmp_path: Path) -> None:
     assert is_synthetic(synthetic_raw / "MURA-v1.1")
     assert not is_synthetic(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [("WRIST", "XR_WRIST"), ("wrist", "XR_WRIST"), (" XR_Wrist ", "XR_WRIST"), ("upper arm", "XR_UPPER_ARM"),
+     ("", None), (None, None), ("  ", None)],
+)
+def test_normalize_body_part(value: str | None, expected: str | None) -> None:
+    assert normalize_body_part(value) == expected
+
+
+def test_body_parts_are_the_seven_regions() -> None:
+    assert len(BODY_PARTS) == 7 and all(p.startswith("XR_") for p in BODY_PARTS)

@@ -1,0 +1,47 @@
+"""The champion rule and what register reads from the evaluation outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mura.errors import DataError
+from mura.serving.register import should_promote, validation_by_body_part, validation_kappa
+
+
+@pytest.mark.parametrize(
+    "new,champion,force,expected",
+    [
+        (0.5, None, False, True),  # no champion yet
+        (0.5, math.nan, False, True),  # a champion without a recorded kappa
+        (0.5, 0.4, False, True),
+        (0.5, 0.5, False, True),  # ties promote the newer model
+        (0.4, 0.5, False, False),
+        (0.4, 0.5, True, True),  # register.force_champion
+        (math.nan, 0.5, False, False),  # an undefined kappa never wins
+    ],
+)
+def test_should_promote(new: float, champion: float | None, force: bool, expected: bool) -> None:
+    assert should_promote(new, champion, force) is expected
+
+
+def test_validation_kappa() -> None:
+    assert validation_kappa({"valid": {"ensemble": {"study": {"default": {"kappa": 0.3}}}}}) == 0.3
+    assert math.isnan(validation_kappa({"valid": {"ensemble": {"study": {"default": {"kappa": None}}}}}))
+    with pytest.raises(DataError, match="rerun `dvc repro evaluate`"):
+        validation_kappa({"test": {}})
+
+
+def test_validation_by_body_part_keeps_valid_study_ensemble_rows() -> None:
+    base = {"split": "valid", "model": "ensemble", "level": "study", "operating_point": "default", "accuracy": 0.5,
+            "precision": 0.5, "recall": 0.5, "f1": 0.5, "roc_auc": float("nan"), "kappa": 0.1, "n": 4}
+    table = pd.DataFrame([
+        {**base, "group": "all"}, {**base, "group": "XR_WRIST", "n": 2}, {**base, "group": "dataset:mura"},
+        {**base, "group": "XR_HAND", "split": "test"}, {**base, "group": "XR_HAND", "model": "v"},
+        {**base, "group": "XR_HAND", "level": "image"}, {**base, "group": "XR_HAND", "operating_point": "high_sensitivity"},
+    ])
+    out = validation_by_body_part(table)
+    assert set(out) == {"all", "XR_WRIST"}
+    assert out["XR_WRIST"].n == 2 and out["XR_WRIST"].roc_auc is None and out["all"].kappa == 0.1

@@ -1,0 +1,50 @@
+"""The served rows contract: request parsing (400s naming the row) and study aggregation."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from mura.serving.service import DEFAULT_STUDY, output_example, parse_rows, study_results
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
+
+
+def test_parse_rows_decodes_and_defaults_the_study() -> None:
+    rows = parse_rows(pd.DataFrame({"image": [PNG, PNG], "study_id": ["s1", None]}))
+    assert rows == [(b"\x89PNG\r\n\x1a\nrest", "s1"), (b"\x89PNG\r\n\x1a\nrest", DEFAULT_STUDY)]
+    assert parse_rows(pd.DataFrame({"image": [PNG]}))[0][1] == DEFAULT_STUDY
+
+
+@pytest.mark.parametrize(
+    "frame,message",
+    [
+        (pd.DataFrame(), "empty request"),
+        (pd.DataFrame({"picture": [PNG]}), "missing column 'image'"),
+        (pd.DataFrame({"image": [PNG, 3]}), "row 1: 'image' must be a non-empty base64 string, got int"),
+        (pd.DataFrame({"image": [""]}), "row 0: 'image' must be a non-empty"),
+        (pd.DataFrame({"image": ["not base64!"]}), "row 0: 'image' is not valid base64"),
+        (pd.DataFrame({"image": [PNG], "study_id": [7]}), "row 0: 'study_id' must be a string"),
+    ],
+)
+def test_bad_requests_name_the_row(frame: pd.DataFrame, message: str) -> None:
+    with pytest.raises(MlflowException, match=message) as info:
+        parse_rows(frame)
+    assert info.value.get_http_status_code() == 400
+
+
+def test_study_results_mean_and_label() -> None:
+    rows = pd.DataFrame({"row": [0, 1, 2], "study_id": ["a", "a", "b"], "probability": [0.9, 0.3, 0.59]})
+    out = study_results(rows, 0.6)
+    np.testing.assert_allclose(out["study_probability"], [0.6, 0.6, 0.59])
+    assert out["study_label"].tolist() == ["abnormal", "abnormal", "normal"]  # >= threshold is abnormal
+    assert (out["threshold"] == 0.6).all()
+
+
+def test_output_example_has_one_column_per_variant() -> None:
+    columns = list(output_example(["x", "y"]).columns)
+    assert columns == ["row", "study_id", "probability", "p_x", "p_y", "study_probability", "threshold", "study_label"]
