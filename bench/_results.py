@@ -25,7 +25,7 @@ def machine() -> str:
 
 def append(title: str, lines: list[str], device: str | None = None) -> None:
     """Append one dated section to RESULTS.md and echo it."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = f"\n## {title} — {stamp}\nMachine: {device or machine()}\n\n" + "\n".join(lines) + "\n"
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n")

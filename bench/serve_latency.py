@@ -30,7 +30,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append  # noqa: E402
 
-VARIANTS = {"densenet169_a": "densenet169", "densenet169_b": "densenet169", "resnet101_a": "resnet101", "resnet101_b": "resnet101"}
+VARIANTS = {
+    "densenet169_a": "densenet169",
+    "densenet169_b": "densenet169",
+    "resnet101_a": "resnet101",
+    "resnet101_b": "resnet101",
+}
 
 
 def _study(size: int) -> list[str]:
@@ -59,8 +64,9 @@ def main() -> None:
 
     import mura
     from mura.config import AugmentParams, ModelSpec
-    from mura.modeling.inference import decode_upload
+    from mura.data.uploads import decode_upload
     from mura.modeling.models import build_model
+    from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
     from mura.serving.service import EnsembleService
 
     tmp = Path(tempfile.mkdtemp(prefix="mura-bench-"))
@@ -75,10 +81,10 @@ def main() -> None:
     # (a) naive: per image, per model predict.
     models = {n: keras.saving.load_model(p) for n, p in paths.items()}
     naive = []
-    for i in range(args.repeats + 1):
+    for _ in range(args.repeats + 1):
         t0 = time.perf_counter()
         for data in raw:
-            x = decode_upload(data, args.size).pixels[None, ..., None]
+            x = decode_upload(data, args.size, "stretch", 40_000_000).pixels[None, ..., None]
             for model in models.values():
                 model.predict(x, verbose=0)
         naive.append(time.perf_counter() - t0)
@@ -86,9 +92,17 @@ def main() -> None:
     del models
 
     # (b) in-process served model.
-    config = {"variants": list(paths), "weights": {n: 1.0 for n in paths}, "thresholds": {"default": 0.5},
-              "operating_point": "default", "image_size": args.size, "resize": "stretch", "max_pixels": 40_000_000,
-              "serve_batch_size": 8}  # fmt: skip
+    config = ServingConfig(
+        variants=tuple(paths),
+        variant_weights={n: 1.0 for n in paths},
+        thresholds={"default": 0.5},
+        operating_point="default",
+        image_size=args.size,
+        resize="stretch",
+        max_pixels=40_000_000,
+        serve_batch_size=8,
+        synthetic_data=True,
+    )
     t0 = time.perf_counter()
     service = EnsembleService(paths, config)
     service.predict_frame(pd.DataFrame({"image": views}))
@@ -102,23 +116,35 @@ def main() -> None:
     del service
 
     # (c) HTTP through mlflow models serve.
-    config_path = tmp / "ensemble_config.json"
-    config_path.write_text(json.dumps(config))
+    config_path = tmp / f"{CONFIG_ARTIFACT}.json"
+    config.save(config_path)
     package = Path(mura.__file__).parent
     model_dir = tmp / "pyfunc"
-    mlflow.pyfunc.save_model(str(model_dir), python_model=str(package / "ensemble_pyfunc.py"),
-                             artifacts={"ensemble_config": str(config_path), **paths}, code_paths=[str(package)])  # fmt: skip
+    mlflow.pyfunc.save_model(
+        str(model_dir),
+        python_model=str(package / "serving" / "pyfunc.py"),
+        artifacts={CONFIG_ARTIFACT: str(config_path), **paths},
+        code_paths=[str(package)],
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     body = json.dumps({"dataframe_records": [{"image": v, "study_id": "s"} for v in views]}).encode()
-    request = lambda: urllib.request.urlopen(urllib.request.Request(  # noqa: E731
-        f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}), timeout=120).read()
+
+    def request() -> bytes:
+        url = f"http://127.0.0.1:{port}/invocations"
+        call = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        return urllib.request.urlopen(call, timeout=120).read()
+
     t0 = time.perf_counter()
-    server = subprocess.Popen(["mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local", "-h",
-                               "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # fmt: skip
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         while True:
             try:

@@ -33,7 +33,11 @@ def device_name() -> str:
             import jax
 
             devices = jax.devices()
-            return f"{devices[0].device_kind} ({backend}, {len(devices)} device(s))" if devices[0].platform != "cpu" else f"{machine()} ({backend})"
+            return (
+                f"{devices[0].device_kind} ({backend}, {len(devices)} device(s))"
+                if devices[0].platform != "cpu"
+                else f"{machine()} ({backend})"
+            )
         if backend == "tensorflow":
             import tensorflow as tf
 
@@ -88,15 +92,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--no-baseline", action="store_true", help="skip the lazy-optimizer compile baseline")
     args = parser.parse_args()
-    rows = ["| architecture | image size | batch | precision | first epoch, lazy optimizer (baseline) "
-            "| first epoch, optimizer built up front | images/s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| architecture | image size | batch | precision | first epoch, lazy optimizer (baseline) "
+        "| first epoch, optimizer built up front | images/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for arch in args.archs.split(","):
         lazy = None if args.no_baseline else measure(arch, args.size, args.batch, args.precision, args.steps, False)[0]
         first, rate = measure(arch, args.size, args.batch, args.precision, args.steps)
         shown = "—" if lazy is None else f"{lazy:.1f} s"
         rows.append(f"| {arch} | {args.size}² | {args.batch} | {args.precision} | {shown} | {first:.1f} s | {rate:.1f} |")
-    rows += ["", "Project training step: uint8 cache → CacheBatches → RandomAffine (one resampling) → backbone + head, "
-             "class-weighted BCE, Adam. Random init (same compute as ImageNet weights)."]  # fmt: skip
+    rows += [
+        "",
+        "Project training step: uint8 cache → CacheBatches → RandomAffine (one resampling) → backbone + head, "
+        "class-weighted BCE, Adam. Random init (same compute as ImageNet weights).",
+    ]
     append("training throughput", rows, device=device_name())
 
 

@@ -39,14 +39,19 @@ def _rss_mb(pid: int) -> float:
 
 def _multipart(data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"view.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="view.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
 def _register_random(size: int, store: Path) -> tuple[str, str]:
     """Register a random-init 4-variant ensemble (demo architecture and size) in a temp store."""
-    import json
 
     import keras
     import mlflow
@@ -54,24 +59,42 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
     import mura
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
+    from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
 
     paths = {}
-    for k, (name, arch) in enumerate({"densenet169_a": "densenet169", "densenet169_b": "densenet169",
-                                      "resnet101_a": "resnet101", "resnet101_b": "resnet101"}.items()):  # fmt: skip
+    for k, (name, arch) in enumerate(
+        {
+            "densenet169_a": "densenet169",
+            "densenet169_b": "densenet169",
+            "resnet101_a": "resnet101",
+            "resnet101_b": "resnet101",
+        }.items()
+    ):
         keras.utils.set_random_seed(k)
         paths[name] = str(store / f"{name}.keras")
         build_model(ModelSpec(arch), size, "none", AugmentParams(), seed=k).save(paths[name])
-    config = {"variants": list(paths), "weights": {n: 1.0 for n in paths}, "thresholds": {"default": 0.5},
-              "operating_point": "default", "image_size": size, "resize": "stretch", "max_pixels": 40_000_000,
-              "serve_batch_size": 8, "synthetic_data": True}  # fmt: skip
-    (store / "config.json").write_text(json.dumps(config))
+    ServingConfig(
+        variants=tuple(paths),
+        variant_weights={n: 1.0 for n in paths},
+        thresholds={"default": 0.5},
+        operating_point="default",
+        image_size=size,
+        resize="stretch",
+        max_pixels=40_000_000,
+        serve_batch_size=8,
+        synthetic_data=True,
+    ).save(store / "config.json")
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     package = Path(mura.__file__).parent
     with mlflow.start_run():
-        mlflow.pyfunc.log_model(name="model", python_model=str(package / "ensemble_pyfunc.py"), code_paths=[str(package)],
-                                artifacts={"ensemble_config": str(store / "config.json"), **paths},
-                                registered_model_name="mura-ensemble")  # fmt: skip
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "serving" / "pyfunc.py"),
+            code_paths=[str(package)],
+            artifacts={CONFIG_ARTIFACT: str(store / "config.json"), **paths},
+            registered_model_name="mura-ensemble",
+        )
     return uri, "models:/mura-ensemble/1"
 
 
@@ -90,8 +113,13 @@ def main() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true")
-    server = subprocess.Popen([sys.executable, "-m", "mura.cli", "serve-ui", "--model", model, "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mura.cli", "serve-ui", "--model", model, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
@@ -150,7 +178,8 @@ def main() -> None:
             "| requests | errors | throughput | p50 | p95 | p99 | RSS start | RSS end | RSS trend (last third - first third) |",
             "|---|---|---|---|---|---|---|---|---|",
             f"| {len(lat)} | {len(errors)} | {len(lat) / elapsed:.2f} req/s | {np.percentile(lat, 50):.0f} ms | "
-            f"{np.percentile(lat, 95):.0f} ms | {np.percentile(lat, 99):.0f} ms | {rss_start:.0f} MiB | {rss_end:.0f} MiB | {trend:+.0f} MiB |",
+            f"{np.percentile(lat, 95):.0f} ms | {np.percentile(lat, 99):.0f} ms | {rss_start:.0f} MiB | "
+            f"{rss_end:.0f} MiB | {trend:+.0f} MiB |",
             "",
             "Requests are served one study at a time through the model (an asyncio lock); heatmaps are computed for every "
             "request, as the page shows them.",

@@ -30,8 +30,16 @@ def main() -> None:
     set_seed(params.seed)
     from mura.evaluation.ensemble import run_ensemble
 
-    run_ensemble(list(params.models), params.ensemble, args.images, args.split, args.pixels, args.models_dir,
-                 args.predictions, args.thresholds)  # fmt: skip
+    run_ensemble(
+        list(params.models),
+        params.ensemble,
+        args.images,
+        args.split,
+        args.pixels,
+        args.models_dir,
+        args.predictions,
+        args.thresholds,
+    )
 
 
 if __name__ == "__main__":

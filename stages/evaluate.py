@@ -28,8 +28,16 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
-    run_evaluation(list(params.models), params.evaluate, params.seed, args.predictions, args.thresholds, args.images,
-                   args.split, args.reports)  # fmt: skip
+    run_evaluation(
+        list(params.models),
+        params.evaluate,
+        params.seed,
+        args.predictions,
+        args.thresholds,
+        args.images,
+        args.split,
+        args.reports,
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,19 @@ def main() -> None:
     set_seed(params.seed)
     from mura.serving.register import run_register
 
-    result = run_register(list(params.models), params.register, params.data.image_size, params.data.resize,
-                          args.models_dir, args.thresholds, args.metrics, args.images, args.split, args.pixels,
-                          args.per_body_part)  # fmt: skip
+    result = run_register(
+        list(params.models),
+        params.register,
+        params.data.image_size,
+        params.data.resize,
+        args.models_dir,
+        args.thresholds,
+        args.metrics,
+        args.images,
+        args.split,
+        args.pixels,
+        args.per_body_part,
+    )
     write_json(args.out, result)
 
 

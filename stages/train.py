@@ -33,9 +33,15 @@ def main() -> None:
     from mura.modeling.train import VariantPaths, VariantSpec, run_train  # imports Keras: after the cheap checks
 
     spec = VariantSpec.from_params(params, args.model)
-    paths = VariantPaths(images=args.images, split=args.split, pixels=args.pixels, class_weights=args.class_weights,
-                         model=args.models_dir / f"{spec.name}.keras", reports=args.reports_dir / spec.name,
-                         work=args.models_dir / "checkpoints" / spec.name)  # fmt: skip
+    paths = VariantPaths(
+        images=args.images,
+        split=args.split,
+        pixels=args.pixels,
+        class_weights=args.class_weights,
+        model=args.models_dir / f"{spec.name}.keras",
+        reports=args.reports_dir / spec.name,
+        work=args.models_dir / "checkpoints" / spec.name,
+    )
     run_train(spec, paths)
 
 

@@ -57,20 +57,32 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     from mura.serving.register import run_register
 
     ws = tmp_path_factory.mktemp("serve")
-    doc = merge_params(yaml.safe_load((repo_root / "params.yaml").read_text()), {
-        "data": {"image_size": SIZE},
-        "models": {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None,
-                   "tiny_a": {"arch": "simple_cnn"}, "tiny_b": {"arch": "simple_cnn"}},
-        "register": {"max_pixels": 1_000_000},
-    })  # fmt: skip
+    doc = merge_params(
+        yaml.safe_load((repo_root / "params.yaml").read_text()),
+        {
+            "data": {"image_size": SIZE},
+            "models": {
+                "densenet169_a": None,
+                "densenet169_b": None,
+                "resnet101_a": None,
+                "resnet101_b": None,
+                "tiny_a": {"arch": "simple_cnn"},
+                "tiny_b": {"arch": "simple_cnn"},
+            },
+            "register": {"max_pixels": 1_000_000},
+        },
+    )
     params = parse_params(doc)
     (ws / "models").mkdir()
     for k, name in enumerate(("tiny_a", "tiny_b")):
         keras.utils.set_random_seed(k)
-        build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k).save(ws / f"models/{name}.keras")
+        build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k).save(
+            ws / f"models/{name}.keras"
+        )
     (ws / "reports").mkdir()
-    (ws / "reports/thresholds.json").write_text(json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3},
-                                                            "variant_weights": {"tiny_a": 1.0, "tiny_b": 1.0}}))  # fmt: skip
+    (ws / "reports/thresholds.json").write_text(
+        json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3}, "variant_weights": {"tiny_a": 1.0, "tiny_b": 1.0}})
+    )
     (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
     pd.DataFrame({"image_id": ["a", "b"], "synthetic": [True, True]}).to_csv(ws / "images.csv", index=False)
     pd.DataFrame({"image_id": ["a", "b"], "split": ["train", "valid"]}).to_csv(ws / "split.csv", index=False)
@@ -82,14 +94,32 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     cwd = os.getcwd()
     os.chdir(ws)
     try:
-        result = run_register(list(params.models), params.register, params.data.image_size, params.data.resize,
-                              ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
-                              ws / "images.csv", ws / "split.csv", ws / "pixels.npy")
+        result = run_register(
+            list(params.models),
+            params.register,
+            params.data.image_size,
+            params.data.resize,
+            ws / "models",
+            ws / "reports/thresholds.json",
+            ws / "reports/metrics.json",
+            ws / "images.csv",
+            ws / "split.csv",
+            ws / "pixels.npy",
+        )
         # A second, worse version must not take the champion alias.
         (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
-        second = run_register(list(params.models), params.register, params.data.image_size, params.data.resize,
-                              ws / "models", ws / "reports/thresholds.json", ws / "reports/metrics.json",
-                              ws / "images.csv", ws / "split.csv", ws / "pixels.npy")
+        second = run_register(
+            list(params.models),
+            params.register,
+            params.data.image_size,
+            params.data.resize,
+            ws / "models",
+            ws / "reports/thresholds.json",
+            ws / "reports/metrics.json",
+            ws / "images.csv",
+            ws / "split.csv",
+            ws / "pixels.npy",
+        )
     finally:
         os.chdir(cwd)
         if old is None:

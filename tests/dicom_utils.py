@@ -10,8 +10,15 @@ PATIENT_NAME = "Doe^Jane^SECRET"
 PATIENT_ID = "PID-0042-SECRET"
 
 
-def make_dicom(pixels: np.ndarray, monochrome1: bool = False, slope: float = 1.0, intercept: float = 0.0,
-               window: tuple[float, float] | None = None, with_pixels: bool = True, body_part: str = "WRIST") -> bytes:  # fmt: skip
+def make_dicom(
+    pixels: np.ndarray,
+    monochrome1: bool = False,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+    with_pixels: bool = True,
+    body_part: str = "WRIST",
+) -> bytes:
     """A Secondary Capture DICOM file holding ``pixels`` (uint16)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid

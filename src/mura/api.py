@@ -61,11 +61,16 @@ class StudyResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (no pixels)."""
         return {
-            "probability": self.probability, "label": self.label, "labels": self.labels, "thresholds": self.thresholds,
-            "operating_point": self.operating_point, "variants": self.variants, "body_part": self.body_part,
+            "probability": self.probability,
+            "label": self.label,
+            "labels": self.labels,
+            "thresholds": self.thresholds,
+            "operating_point": self.operating_point,
+            "variants": self.variants,
+            "body_part": self.body_part,
             "synthetic_data": self.synthetic_data,
             "views": [{"name": v.name, "probability": v.probability, "variants": v.variants, "kind": v.kind} for v in self.views],
-        }  # fmt: skip
+        }
 
 
 class Predictor:
@@ -140,9 +145,14 @@ class Predictor:
         names = self.service.runner.names
         maps = self.heatmaps(pixels) if heatmaps else {}
         view_results = [
-            ViewResult(name=d[0], probability=float(frame["probability"].iloc[i]),
-                       variants={n: float(frame[prob_column(n)].iloc[i]) for n in names}, kind=d[3], gray=d[2],
-                       heatmaps={k: v[i] for k, v in maps.items()})  # fmt: skip
+            ViewResult(
+                name=d[0],
+                probability=float(frame["probability"].iloc[i]),
+                variants={n: float(frame[prob_column(n)].iloc[i]) for n in names},
+                kind=d[3],
+                gray=d[2],
+                heatmaps={k: v[i] for k, v in maps.items()},
+            )
             for i, d in enumerate(decoded)
         ]
         probability = float(frame["study_probability"].iloc[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 from mura.config import SynthParams, load_params
 from mura.stage import configure_logging, run_main
@@ -23,9 +22,10 @@ def _synth_settings(params_path: str | Path, args: argparse.Namespace | None = N
         seed, sizes = 0, SynthParams()
     if args is not None:
         seed = args.seed if args.seed is not None else seed
-        sizes = SynthParams(patients=args.patients if args.patients is not None else sizes.patients,
-                            fracture_images=args.fracture_images if args.fracture_images is not None
-                            else sizes.fracture_images)  # fmt: skip
+        sizes = SynthParams(
+            patients=args.patients if args.patients is not None else sizes.patients,
+            fracture_images=args.fracture_images if args.fracture_images is not None else sizes.fracture_images,
+        )
     return seed, sizes
 
 
@@ -56,14 +56,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 def _study_files(inputs: list[str]) -> list[Path]:
     """Files given directly, or the images inside given folders (sorted; macOS junk skipped)."""
-    from mura.errors import DataError
     from mura.data.sources import is_junk
+    from mura.errors import DataError
 
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and not is_junk(p.name) and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(
+                p for p in path.iterdir() if p.is_file() and not is_junk(p.name) and p.suffix.lower() in IMAGE_SUFFIXES
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -98,12 +100,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
         return
     if result.synthetic_data:
         print("NOTE: this model was trained on SYNTHETIC data; the output is not clinical.")
-    print(f"study: {result.label.upper()}  probability {result.probability:.3f}  "
-          f"(operating point {result.operating_point}, threshold {result.thresholds[result.operating_point]:.3f})")  # fmt: skip
+    print(
+        f"study: {result.label.upper()}  probability {result.probability:.3f}  "
+        f"(operating point {result.operating_point}, threshold {result.thresholds[result.operating_point]:.3f})"
+    )
     names = list(result.variants)
     print("view".ljust(28) + "ensemble  " + "  ".join(n[:14].ljust(14) for n in names))
     for view in result.views:
-        print(view.name[:27].ljust(28) + f"{view.probability:.3f}     " + "  ".join(f"{view.variants[n]:.3f}".ljust(14) for n in names))
+        print(
+            view.name[:27].ljust(28)
+            + f"{view.probability:.3f}     "
+            + "  ".join(f"{view.variants[n]:.3f}".ljust(14) for n in names)
+        )
     print("Pre-screening aid, not a diagnosis: a radiologist must review.")
 
 
@@ -113,20 +121,29 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
 
     from mura.serving.web import WebSettings, serve
 
-    settings = WebSettings(model_uri=args.model, tracking_uri=args.tracking_uri, forward_url=args.forward_url,
-                           token=args.token or os.environ.get("MURA_UI_TOKEN") or None,
-                           max_file_bytes=args.max_file_mb * 2**20)  # fmt: skip
+    settings = WebSettings(
+        model_uri=args.model,
+        tracking_uri=args.tracking_uri,
+        forward_url=args.forward_url,
+        token=args.token or os.environ.get("MURA_UI_TOKEN") or None,
+        max_file_bytes=args.max_file_mb * 2**20,
+    )
     serve(settings, host=args.host, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
-    parser = argparse.ArgumentParser(prog="mura", description="Musculoskeletal radiograph abnormality detection (pre-screening aid).")
+    parser = argparse.ArgumentParser(
+        prog="mura", description="Musculoskeletal radiograph abnormality detection (pre-screening aid)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    synth = sub.add_parser("synth", help="write synthetic phantom datasets in the MURA and fracture layouts",
-                           description="Write SYNTHETIC radiograph phantoms (not patient data) in the exact MURA-v1.1 "
-                           "and Bone Fracture Multi-Region layouts, deterministic from --seed.")  # fmt: skip
+    synth = sub.add_parser(
+        "synth",
+        help="write synthetic phantom datasets in the MURA and fracture layouts",
+        description="Write SYNTHETIC radiograph phantoms (not patient data) in the exact MURA-v1.1 "
+        "and Bone Fracture Multi-Region layouts, deterministic from --seed.",
+    )
     synth.add_argument("out", help="destination folder (its name should say synthetic), e.g. data/raw/synthetic")
     synth.add_argument("--params", default="params.yaml", help="read defaults from this params file's seed and synth section")
     synth.add_argument("--seed", type=int, default=None)
@@ -134,9 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--fracture-images", type=int, default=None, help="fracture dataset images (0: skip)")
     synth.set_defaults(func=cmd_synth)
 
-    ws = sub.add_parser("workspace", help="create a self-contained pipeline workspace (used by make demo)",
-                        description="Copy the pipeline into DEST with params.yaml merged with --override, "
-                        "and a DVC project of its own; --synth also writes the synthetic data.")  # fmt: skip
+    ws = sub.add_parser(
+        "workspace",
+        help="create a self-contained pipeline workspace (used by make demo)",
+        description="Copy the pipeline into DEST with params.yaml merged with --override, "
+        "and a DVC project of its own; --synth also writes the synthetic data.",
+    )
     ws.add_argument("dest")
     ws.add_argument("--repo", default=".", help="repository root to copy from")
     ws.add_argument("--override", default=None, help="YAML file merged over params.yaml, e.g. params.demo.yaml")
@@ -145,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_help = "model URI (models:/mura-ensemble@champion, models:/mura-ensemble/1) or a local model folder"
     tracking_help = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"
-    predict = sub.add_parser("predict", help="pre-screen one study from image files or a study folder",
-                             description="Predict one study (all given views together): study probability and label, "
-                             "per-view and per-model probabilities. A pre-screening aid, not a diagnosis.")  # fmt: skip
+    predict = sub.add_parser(
+        "predict",
+        help="pre-screen one study from image files or a study folder",
+        description="Predict one study (all given views together): study probability and label, "
+        "per-view and per-model probabilities. A pre-screening aid, not a diagnosis.",
+    )
     predict.add_argument("inputs", nargs="+", help="PNG/JPEG/DICOM files or a folder holding a study's views")
     predict.add_argument("--model", default="models:/mura-ensemble@champion", help=model_help)
     predict.add_argument("--tracking-uri", default=None, help=tracking_help)
@@ -156,11 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--heatmaps", metavar="DIR", default=None, help="write Grad-CAM overlays (per model and ensemble) here")
     predict.set_defaults(func=cmd_predict)
 
-    ui = sub.add_parser("serve-ui", help="start the web interface for clinicians",
-                        description="Serve the upload page and its API (binds 127.0.0.1 unless --host is given).")
+    ui = sub.add_parser(
+        "serve-ui",
+        help="start the web interface for clinicians",
+        description="Serve the upload page and its API (binds 127.0.0.1 unless --host is given).",
+    )
     ui.add_argument("--model", default="models:/mura-ensemble@champion", help=model_help)
     ui.add_argument("--tracking-uri", default=None, help=tracking_help)
-    ui.add_argument("--forward-url", default=None, help="use a running `mlflow models serve` at this URL instead of loading the model")
+    ui.add_argument(
+        "--forward-url", default=None, help="use a running `mlflow models serve` at this URL instead of loading the model"
+    )
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8000)
     ui.add_argument("--token", default=None, help="require this bearer token (or set MURA_UI_TOKEN)")

@@ -22,8 +22,20 @@ import yaml
 from mura.errors import ConfigError
 
 __all__ = [
-    "AugmentParams", "DataParams", "EnsembleParams", "EvaluateParams", "IngestParams", "ModelSpec", "Params",
-    "RegisterParams", "SplitParams", "SynthParams", "TrainParams", "build_dataclass", "load_params", "merge_params",
+    "AugmentParams",
+    "DataParams",
+    "EnsembleParams",
+    "EvaluateParams",
+    "IngestParams",
+    "ModelSpec",
+    "Params",
+    "RegisterParams",
+    "SplitParams",
+    "SynthParams",
+    "TrainParams",
+    "build_dataclass",
+    "load_params",
+    "merge_params",
     "parse_params",
 ]
 
@@ -192,7 +204,7 @@ def _check(value: Any, tp: Any, name: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"param '{name}': bad value {value!r}")
     if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, name)
+        return build_dataclass(typing.cast(type, tp), value, name)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"param '{name}' = {value!r}: expected a number")

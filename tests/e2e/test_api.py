@@ -49,7 +49,8 @@ def test_predict_study_shapes_and_consistency_with_served_model(predictor, regis
     # Same numbers as the pyfunc that `mlflow models serve` runs.
     mlflow.set_tracking_uri(registered["uri"])
     served = mlflow.pyfunc.load_model("models:/mura-ensemble@champion").predict(
-        pd.DataFrame({"image": [base64.b64encode(v).decode() for v in views]}))
+        pd.DataFrame({"image": [base64.b64encode(v).decode() for v in views]})
+    )
     np.testing.assert_allclose(served["probability"], [v.probability for v in result.views], atol=1e-6)
     assert served["study_probability"].iloc[0] == pytest.approx(result.probability, abs=1e-6)
 
@@ -80,7 +81,9 @@ def test_cli_predict_json_and_heatmaps(registered: dict[str, Any], tmp_path: Pat
     for i, data in enumerate(_views(2), 1):
         (study / f"image{i}.png").write_bytes(data)
     (study / "._image1.png").write_bytes(b"junk")
-    proc = _cli(["predict", str(study), "--model", "models:/mura-ensemble/1", "--json", "--heatmaps", str(tmp_path / "hm")], registered)
+    proc = _cli(
+        ["predict", str(study), "--model", "models:/mura-ensemble/1", "--json", "--heatmaps", str(tmp_path / "hm")], registered
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     body = json.loads(proc.stdout)
     assert [v["name"] for v in body["views"]] == ["image1.png", "image2.png"]

@@ -19,9 +19,16 @@ from mura.workspace import create_workspace
 pytestmark = pytest.mark.slow
 
 OVERRIDE = {"data": {"image_size": 32}, "ingest": {"workers": 2}}
-DATA_OUTPUTS = ["data/interim/images.csv", "data/interim/pixels.npy", "data/processed/split.csv",
-                "reports/ingest/summary.json", "reports/ingest/quarantine.csv", "reports/ingest/duplicates.csv",
-                "reports/split.json", "reports/class_weights.json"]  # fmt: skip
+DATA_OUTPUTS = [
+    "data/interim/images.csv",
+    "data/interim/pixels.npy",
+    "data/processed/split.csv",
+    "reports/ingest/summary.json",
+    "reports/ingest/quarantine.csv",
+    "reports/ingest/duplicates.csv",
+    "reports/split.json",
+    "reports/class_weights.json",
+]
 
 
 def _env() -> dict[str, str]:

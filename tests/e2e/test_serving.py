@@ -19,12 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import png_bytes as _png
 from tests.dicom_utils import PATIENT_ID, PATIENT_NAME, make_dicom
 
 pytestmark = pytest.mark.slow
-
-
-from tests.conftest import png_bytes as _png
 
 
 def _b64(data: bytes) -> str:
@@ -69,9 +67,26 @@ def server(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"], MLFLOW_DISABLE_TELEMETRY="true")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = open(registered["ws"] / "serve.log", "w")
-    proc = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/mura-ensemble/1", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=registered["ws"], start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/mura-ensemble/1",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=registered["ws"],
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -103,8 +118,15 @@ def _post(url: str, payload: Any) -> tuple[int, dict[str, Any]]:
 def test_http_png_and_dicom(server: dict[str, Any]) -> None:
     ramp = np.tile(np.linspace(0, 4095, 48).astype(np.uint16), (40, 1))
     png = _png(np.random.default_rng(1).integers(0, 256, (50, 40)).astype(np.uint8))
-    status, body = _post(server["url"], {"dataframe_records": [
-        {"image": _b64(png), "study_id": "a"}, {"image": _b64(make_dicom(ramp, monochrome1=True)), "study_id": "a"}]})  # fmt: skip
+    status, body = _post(
+        server["url"],
+        {
+            "dataframe_records": [
+                {"image": _b64(png), "study_id": "a"},
+                {"image": _b64(make_dicom(ramp, monochrome1=True)), "study_id": "a"},
+            ]
+        },
+    )
     assert status == 200, body
     rows = body["predictions"]
     assert len(rows) == 2 and {"probability", "p_tiny_a", "p_tiny_b", "study_probability", "study_label"} <= set(rows[0])
@@ -116,8 +138,15 @@ BAD = [
     ({"dataframe_records": [{"image": "***"}]}, "row 0: 'image' is not valid base64"),
     ({"dataframe_records": [{"image": _b64(b"\x89PNG\r\n\x1a\n" + b"x" * 30)}]}, "row 0:"),
     ({"dataframe_records": [{"image": _b64(b"plain text, no image")}]}, "row 0: undecodable"),
-    ({"dataframe_records": [{"image": _b64(_png(np.zeros((64, 64), np.uint8)))},
-                            {"image": _b64(_png(np.zeros((1200, 1000), np.uint8)))}]}, "row 1: too large"),  # fmt: skip
+    (
+        {
+            "dataframe_records": [
+                {"image": _b64(_png(np.zeros((64, 64), np.uint8)))},
+                {"image": _b64(_png(np.zeros((1200, 1000), np.uint8)))},
+            ]
+        },
+        "row 1: too large",
+    ),
     ({"dataframe_records": [{"image": _b64(make_dicom(np.zeros((4, 4)), with_pixels=False))}]}, "row 0: no pixel data"),
     ({"dataframe_records": []}, "image"),
     ({"dataframe_records": [{"picture": "abc"}]}, "image"),
@@ -126,8 +155,21 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("payload,message", BAD, ids=["base64", "truncated", "not-image", "bomb", "dicom-no-pixels",
-                                                      "empty", "missing-column", "wrong-type", "malformed-json"])  # fmt: skip
+@pytest.mark.parametrize(
+    "payload,message",
+    BAD,
+    ids=[
+        "base64",
+        "truncated",
+        "not-image",
+        "bomb",
+        "dicom-no-pixels",
+        "empty",
+        "missing-column",
+        "wrong-type",
+        "malformed-json",
+    ],
+)
 def test_http_bad_input_is_a_4xx_one_line_error(server: dict[str, Any], payload: Any, message: str) -> None:
     status, body = _post(server["url"], payload)
     assert 400 <= status < 500, body

@@ -32,9 +32,15 @@ OVERRIDE = {
     "data": {"image_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "pretrained": "none", "workers": 1},
     "evaluate": {"bootstrap_resamples": 20},
-    "models": {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None,
-               "tiny_a": dict(TINY), "tiny_b": dict(TINY, oversample_abnormal=True)},
-}  # fmt: skip
+    "models": {
+        "densenet169_a": None,
+        "densenet169_b": None,
+        "resnet101_a": None,
+        "resnet101_b": None,
+        "tiny_a": dict(TINY),
+        "tiny_b": dict(TINY, oversample_abnormal=True),
+    },
+}
 
 
 def _env(ws: Path) -> dict[str, str]:
@@ -138,8 +144,14 @@ def test_changing_one_variant_reruns_only_it(workspace: Path) -> None:
 
 
 def test_bad_variant_param_is_one_line_error(workspace: Path) -> None:
-    proc = subprocess.run([sys.executable, "stages/train.py", "--model", "nope"], cwd=workspace, env=_env(workspace),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "stages/train.py", "--model", "nope"],
+        cwd=workspace,
+        env=_env(workspace),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: unknown model variant 'nope'")
 
 
@@ -150,8 +162,15 @@ def test_resume_after_kill(workspace: Path) -> None:
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     history = workspace / "models/checkpoints/tiny_a/history.csv"
     cmd = [sys.executable, "stages/train.py", "--model", "tiny_a"]
-    proc = subprocess.Popen(cmd, cwd=workspace, env=_env(workspace), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workspace,
+        env=_env(workspace),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if history.exists() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs

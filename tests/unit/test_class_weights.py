@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mura.errors import DataError
 from mura.data.class_weights import compute_class_weights
+from mura.errors import DataError
 
 CASES = [
     ([0, 0, 0, 1], {"0": 0.25, "1": 0.75}),

@@ -12,13 +12,15 @@ def _frame(rows: list[tuple[str, str, int, str]]) -> pd.DataFrame:
 
 
 def test_exact_and_near_groups() -> None:
-    images = _frame([
-        ("a", "p1", 0b0000, "train"),
-        ("b", "p1", 0b0000, "test"),      # exact copy of a
-        ("c", "p2", 0xFFFF_0000, "train"),
-        ("d", "p3", 0xFFFF_0003, "val"),  # 2 bits from c: near
-        ("e", "p4", 0x0F0F_0F0F_0F0F_0F0F, "train"),  # far from everything
-    ])  # fmt: skip
+    images = _frame(
+        [
+            ("a", "p1", 0b0000, "train"),
+            ("b", "p1", 0b0000, "test"),  # exact copy of a
+            ("c", "p2", 0xFFFF_0000, "train"),
+            ("d", "p3", 0xFFFF_0003, "val"),  # 2 bits from c: near
+            ("e", "p4", 0x0F0F_0F0F_0F0F_0F0F, "train"),  # far from everything
+        ]
+    )
     groups = find_duplicate_groups(images, max_distance=4)
     assert groups.to_dict("records") == [
         {"group_id": 0, "kind": "exact", "image_id": "a"},
@@ -46,8 +48,9 @@ def test_near_search_matches_brute_force() -> None:
     hashes = base + [h ^ (1 << int(rng.integers(0, 64))) ^ (1 << int(rng.integers(0, 64))) for h in base[:10]]
     images = _frame([(f"i{k:02d}", f"p{k}", h, "train") for k, h in enumerate(hashes)])
     got = set(find_duplicate_groups(images, 3)["image_id"])
-    brute = {f"i{a:02d}" for a in range(len(hashes)) for b in range(len(hashes))
-             if a != b and (hashes[a] ^ hashes[b]).bit_count() <= 3}  # fmt: skip
+    brute = {
+        f"i{a:02d}" for a in range(len(hashes)) for b in range(len(hashes)) if a != b and (hashes[a] ^ hashes[b]).bit_count() <= 3
+    }
     assert got == brute and len(got) >= 20
 
 

@@ -26,8 +26,14 @@ def test_ensemble_weights_from_params() -> None:
 
 
 def test_study_aggregation_is_the_mean_of_views() -> None:
-    images = pd.DataFrame({"study_id": ["s2", "s1", "s1", "s2", "s2"], "patient_id": ["p2", "p1", "p1", "p2", "p2"],
-                           "label": [0, 1, 1, 0, 0], "p": [0.1, 0.9, 0.5, 0.2, 0.3]})  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "study_id": ["s2", "s1", "s1", "s2", "s2"],
+            "patient_id": ["p2", "p1", "p1", "p2", "p2"],
+            "label": [0, 1, 1, 0, 0],
+            "p": [0.1, 0.9, 0.5, 0.2, 0.3],
+        }
+    )
     studies = aggregate_studies(images, ["p"])
     assert studies["study_id"].tolist() == ["s1", "s2"]
     assert studies["p"].tolist() == pytest.approx([0.7, 0.2])

@@ -12,15 +12,17 @@ from mura.evaluation.evaluate import curves, evaluation_table, headline_metrics
 # one study of patient b (elbow, normal: .1), on the valid split, one variant "m".
 # Image level at 0.5: tp=2 (.9,.7), fp=1 (.6), tn=2 (.2,.1) -> accuracy 4/5, precision 2/3, recall 1.
 # Study level: abnormal .8, normal .4, normal .1 -> all right at 0.5: accuracy 1, kappa 1.
-PREDICTIONS = pd.DataFrame({
-    "split": ["valid"] * 5,
-    "dataset": ["mura"] * 5,
-    "body_part": ["XR_WRIST"] * 4 + ["XR_ELBOW"],
-    "patient_id": ["a", "a", "a", "a", "b"],
-    "study_id": ["s1", "s1", "s2", "s2", "s3"],
-    "label": [1, 1, 0, 0, 0],
-    "p_m": [0.9, 0.7, 0.6, 0.2, 0.1],
-})
+PREDICTIONS = pd.DataFrame(
+    {
+        "split": ["valid"] * 5,
+        "dataset": ["mura"] * 5,
+        "body_part": ["XR_WRIST"] * 4 + ["XR_ELBOW"],
+        "patient_id": ["a", "a", "a", "a", "b"],
+        "study_id": ["s1", "s1", "s2", "s2", "s3"],
+        "label": [1, 1, 0, 0, 0],
+        "p_m": [0.9, 0.7, 0.6, 0.2, 0.1],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,12 @@ def test_no_bootstrap_gives_nan_intervals(table: pd.DataFrame) -> None:
 
 
 def test_bootstrap_intervals_contain_the_estimate() -> None:
-    many = pd.concat([PREDICTIONS.assign(patient_id=PREDICTIONS["patient_id"] + str(k),
-                                         study_id=PREDICTIONS["study_id"] + str(k)) for k in range(10)])
+    many = pd.concat(
+        [
+            PREDICTIONS.assign(patient_id=PREDICTIONS["patient_id"] + str(k), study_id=PREDICTIONS["study_id"] + str(k))
+            for k in range(10)
+        ]
+    )
     table = evaluation_table(many, ["m"], {"default": 0.5}, n_resamples=50, seed=1)
     row = _row(table, level="image", group="all", operating_point="default")
     assert row.accuracy_ci_low <= row.accuracy <= row.accuracy_ci_high

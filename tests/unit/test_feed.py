@@ -33,11 +33,11 @@ def test_batches_follow_rows_and_reshuffle_per_epoch() -> None:
         for i in range(len(batches)):
             x, y, w = batches[i]
             assert x.shape[1:] == (2, 2, 1) and x.dtype == np.uint8
-            out += [(int(a[0, 0, 0]), int(b), float(c)) for a, b, c in zip(x, y, w)]
+            out += [(int(a[0, 0, 0]), int(b), float(c)) for a, b, c in zip(x, y, w, strict=True)]
         return out
 
     first = epoch()
-    assert sorted(first) == sorted((int(r), int(lab), lab + 1.0) for r, lab in zip(rows, labels))
+    assert sorted(first) == sorted((int(r), int(lab), lab + 1.0) for r, lab in zip(rows, labels, strict=True))
     batches.on_epoch_end()
     second = epoch()
     assert sorted(second) == sorted(first) and second != first

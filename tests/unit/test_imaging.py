@@ -7,9 +7,19 @@ import pytest
 from PIL import Image
 
 from mura.data.imaging import (
-    REASON_EMPTY, REASON_TOO_LARGE, REASON_TRUNCATED, REASON_UNDECODABLE, ImageDecodeError, decode_image,
-    dhash, hamming, pixel_hash, prepare_image, resize_gray, to_gray8,
-)  # fmt: skip
+    REASON_EMPTY,
+    REASON_TOO_LARGE,
+    REASON_TRUNCATED,
+    REASON_UNDECODABLE,
+    ImageDecodeError,
+    decode_image,
+    dhash,
+    hamming,
+    pixel_hash,
+    prepare_image,
+    resize_gray,
+    to_gray8,
+)
 
 GRADIENT = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))  # 48 x 64, values 0..252
 
@@ -60,8 +70,7 @@ def test_binary_and_float_modes() -> None:
     [
         (b"", REASON_EMPTY),
         (b"not an image at all" * 5, REASON_UNDECODABLE),
-        (_png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)))[:3000],
-         REASON_TRUNCATED),
+        (_png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)))[:3000], REASON_TRUNCATED),
     ],
     ids=["empty", "garbage", "truncated"],
 )

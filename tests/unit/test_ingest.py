@@ -8,15 +8,17 @@ import pandas as pd
 import pytest
 
 from mura.config import DataParams, IngestParams
-from mura.errors import ConfigError, DataError
 from mura.data.ingest import check_quarantine, ingest
+from mura.errors import ConfigError, DataError
 
 
 def _data(raw: Path, size: int = 32, **kw: object) -> DataParams:
     return DataParams(
-        mura_dir=str(raw / "MURA-v1.1"), fracture_dir=str(raw / "Bone_Fracture_Binary_Classification"),
-        image_size=size, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        mura_dir=str(raw / "MURA-v1.1"),
+        fracture_dir=str(raw / "Bone_Fracture_Binary_Classification"),
+        image_size=size,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +60,20 @@ def test_cache_rows_follow_listing(ingested, synthetic_raw: Path) -> None:  # ty
     cache = np.load(pixels_path, mmap_mode="r")
     for i in (0, len(result.images) // 2, len(result.images) - 1):
         row = result.images.iloc[i]
-        base = synthetic_raw if row["dataset"] == "mura" else synthetic_raw / "Bone_Fracture_Binary_Classification/Bone_Fracture_Binary_Classification"
+        base = (
+            synthetic_raw
+            if row["dataset"] == "mura"
+            else synthetic_raw / "Bone_Fracture_Binary_Classification/Bone_Fracture_Binary_Classification"
+        )
         expected = prepare_image((base / row["path"]).read_bytes(), 32, "stretch", 10**7).pixels
         np.testing.assert_array_equal(cache[i], expected)
 
 
 def test_drop_policy_compacts_cache(synthetic_raw: Path, tmp_path: Path) -> None:
     keep = ingest(_data(synthetic_raw), IngestParams(workers=1), tmp_path / "keep.npy", progress=False)
-    drop = ingest(_data(synthetic_raw), IngestParams(workers=1, duplicate_policy="drop_later_split"),
-                  tmp_path / "drop.npy", progress=False)  # fmt: skip
+    drop = ingest(
+        _data(synthetic_raw), IngestParams(workers=1, duplicate_policy="drop_later_split"), tmp_path / "drop.npy", progress=False
+    )
     dropped = set(drop.duplicates.loc[drop.duplicates["action"] == "dropped", "image_id"])
     assert dropped and all(not i.startswith("mura:") or "/train/" not in i for i in dropped)
     assert len(drop.images) == len(keep.images) - len(dropped)
@@ -87,7 +94,10 @@ def test_an_empty_dataset_folder_leaves_that_dataset_out(synthetic_raw: Path, tm
 
 @pytest.mark.parametrize("missing", ["mura_dir", "fracture_dir"])
 def test_a_missing_configured_folder_names_the_param(synthetic_raw: Path, tmp_path: Path, missing: str) -> None:
-    dirs = {"mura_dir": str(synthetic_raw / "MURA-v1.1"), "fracture_dir": str(synthetic_raw / "Bone_Fracture_Binary_Classification")}
+    dirs = {
+        "mura_dir": str(synthetic_raw / "MURA-v1.1"),
+        "fracture_dir": str(synthetic_raw / "Bone_Fracture_Binary_Classification"),
+    }
     dirs[missing] = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=f"^data.{missing}=.*nowhere.*: no such folder"):
         ingest(DataParams(**dirs, image_size=16), IngestParams(workers=1), tmp_path / "p.npy", progress=False)

@@ -11,8 +11,19 @@ from mura.evaluation.metrics import METRICS, binary_metrics, bootstrap_ci, fast_
 # AUC: positive-negative pairs 15; .9 beats 5, .8 beats 5, .3 beats 4 (.2,.1,.1,.05) -> 14/15
 Y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
 P = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.1, 0.05])
-EXPECTED = {"accuracy": 0.75, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "kappa": 0.21875 / 0.46875,
-            "roc_auc": 14 / 15, "tp": 2, "fn": 1, "fp": 1, "tn": 4, "n": 8}  # fmt: skip
+EXPECTED = {
+    "accuracy": 0.75,
+    "precision": 2 / 3,
+    "recall": 2 / 3,
+    "f1": 2 / 3,
+    "kappa": 0.21875 / 0.46875,
+    "roc_auc": 14 / 15,
+    "tp": 2,
+    "fn": 1,
+    "fp": 1,
+    "tn": 4,
+    "n": 8,
+}
 
 
 def test_binary_metrics_hand_computed() -> None:
@@ -50,8 +61,13 @@ def test_bootstrap_covers_the_truth_on_a_toy_case() -> None:
         n = 120
         y = rng.integers(0, 2, n)
         score = y + rng.normal(0, 1.0, n)  # true AUC = Phi(1/sqrt(2)) = 0.7602
-        ci = bootstrap_ci(np.arange(n), lambda rows: fast_metrics(y[rows], score[rows], 0.5), ("roc_auc",),
-                          n_resamples=200, seed=k)["roc_auc"]  # fmt: skip
+        ci = bootstrap_ci(
+            np.arange(n),
+            lambda rows, y=y, score=score: fast_metrics(y[rows], score[rows], 0.5),
+            ("roc_auc",),
+            n_resamples=200,
+            seed=k,
+        )["roc_auc"]
         hits += ci[0] <= 0.7602 <= ci[1]
     assert 0.85 <= hits / trials <= 1.0
 
@@ -60,8 +76,7 @@ def test_bootstrap_resamples_whole_patients() -> None:
     patients = np.array(["b", "a", "c", "a", "b", "b"])  # unsorted, unequal group sizes
     label, prob = np.array([1, 1, 0, 1, 1, 1]), np.array([0.9, 0.8, 0.1, 0.7, 0.6, 0.5])
     draws: list[np.ndarray] = []
-    bootstrap_ci(patients, lambda rows: draws.append(rows) or fast_metrics(label[rows], prob[rows], 0.5),
-                 n_resamples=40, seed=1)  # fmt: skip
+    bootstrap_ci(patients, lambda rows: draws.append(rows) or fast_metrics(label[rows], prob[rows], 0.5), n_resamples=40, seed=1)
     assert len(draws) == 40
     for rows in draws:  # whole patients: every row of a patient appears as often as the patient was drawn
         counts = np.bincount(rows, minlength=len(patients))

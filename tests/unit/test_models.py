@@ -61,7 +61,9 @@ def test_zero_init_residual_makes_resnet_blocks_start_as_identity() -> None:
         backbone = model.get_layer("backbone")
         return [keras.ops.convert_to_numpy(layer.gamma) for layer in backbone.layers if layer.name.endswith("_3_bn")]
 
-    zeroed = closing_gammas(build_model(ModelSpec("resnet101", dense_units=8, dropout=0.1), 32, "none", None, seed=0, zero_init_residual=True))
+    zeroed = closing_gammas(
+        build_model(ModelSpec("resnet101", dense_units=8, dropout=0.1), 32, "none", None, seed=0, zero_init_residual=True)
+    )
     assert len(zeroed) == 3 + 4 + 23 + 3  # ResNet-101's blocks per stage
     assert all(np.all(g == 0) for g in zeroed)
     plain = build_model(ModelSpec("resnet101", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
@@ -69,4 +71,9 @@ def test_zero_init_residual_makes_resnet_blocks_start_as_identity() -> None:
     # Other BatchNorm layers keep γ = 1, and DenseNet has no residual branch to zero.
     first = plain.get_layer("backbone").get_layer("conv2_block1_1_bn")
     assert np.all(keras.ops.convert_to_numpy(first.gamma) == 1)
-    assert zero_residual_gammas(build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None).get_layer("backbone")) == 0
+    assert (
+        zero_residual_gammas(
+            build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None).get_layer("backbone")
+        )
+        == 0
+    )

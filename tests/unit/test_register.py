@@ -35,13 +35,30 @@ def test_validation_kappa() -> None:
 
 
 def test_validation_by_body_part_keeps_valid_study_ensemble_rows() -> None:
-    base = {"split": "valid", "model": "ensemble", "level": "study", "operating_point": "default", "accuracy": 0.5,
-            "precision": 0.5, "recall": 0.5, "f1": 0.5, "roc_auc": float("nan"), "kappa": 0.1, "n": 4}
-    table = pd.DataFrame([
-        {**base, "group": "all"}, {**base, "group": "XR_WRIST", "n": 2}, {**base, "group": "dataset:mura"},
-        {**base, "group": "XR_HAND", "split": "test"}, {**base, "group": "XR_HAND", "model": "v"},
-        {**base, "group": "XR_HAND", "level": "image"}, {**base, "group": "XR_HAND", "operating_point": "high_sensitivity"},
-    ])
+    base = {
+        "split": "valid",
+        "model": "ensemble",
+        "level": "study",
+        "operating_point": "default",
+        "accuracy": 0.5,
+        "precision": 0.5,
+        "recall": 0.5,
+        "f1": 0.5,
+        "roc_auc": float("nan"),
+        "kappa": 0.1,
+        "n": 4,
+    }
+    table = pd.DataFrame(
+        [
+            {**base, "group": "all"},
+            {**base, "group": "XR_WRIST", "n": 2},
+            {**base, "group": "dataset:mura"},
+            {**base, "group": "XR_HAND", "split": "test"},
+            {**base, "group": "XR_HAND", "model": "v"},
+            {**base, "group": "XR_HAND", "level": "image"},
+            {**base, "group": "XR_HAND", "operating_point": "high_sensitivity"},
+        ]
+    )
     out = validation_by_body_part(table)
     assert set(out) == {"all", "XR_WRIST"}
     assert out["XR_WRIST"].n == 2 and out["XR_WRIST"].roc_auc is None and out["all"].kappa == 0.1

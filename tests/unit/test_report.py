@@ -7,18 +7,26 @@ import pandas as pd
 from mura.evaluation.evaluate import evaluation_table
 from mura.evaluation.report import render_report
 
-PREDICTIONS = pd.DataFrame({
-    "split": ["test"] * 4, "dataset": ["mura"] * 4, "body_part": ["XR_HAND", "XR_HAND", "XR_FINGER", "XR_FINGER"],
-    "patient_id": ["a", "a", "b", "c"], "study_id": ["s1", "s1", "s2", "s3"], "label": [1, 1, 0, 1],
-    "p_v": [0.8, 0.6, 0.3, 0.4], "p_ensemble": [0.7, 0.65, 0.2, 0.55],
-})
+PREDICTIONS = pd.DataFrame(
+    {
+        "split": ["test"] * 4,
+        "dataset": ["mura"] * 4,
+        "body_part": ["XR_HAND", "XR_HAND", "XR_FINGER", "XR_FINGER"],
+        "patient_id": ["a", "a", "b", "c"],
+        "study_id": ["s1", "s1", "s2", "s3"],
+        "label": [1, 1, 0, 1],
+        "p_v": [0.8, 0.6, 0.3, 0.4],
+        "p_ensemble": [0.7, 0.65, 0.2, 0.55],
+    }
+)
 PROVENANCE = {"synthetic": True, "fingerprint": "f" * 64, "git_commit": "abcdef1234567890", "ci_level": 0.9}
 
 
 def _report(synthetic: bool) -> str:
     table = evaluation_table(PREDICTIONS, ["v", "ensemble"], {"default": 0.5, "high_sensitivity": 0.5}, 0, 0)
-    return render_report(table, ["v", "ensemble"], {"default": 0.5, "high_sensitivity": 0.5},
-                          {**PROVENANCE, "synthetic": synthetic})
+    return render_report(
+        table, ["v", "ensemble"], {"default": 0.5, "high_sensitivity": 0.5}, {**PROVENANCE, "synthetic": synthetic}
+    )
 
 
 def test_synthetic_report_says_so_first() -> None:

@@ -11,16 +11,44 @@ from mura.errors import ConfigError
 from mura.serving.config import SCHEMA_VERSION, ServingConfig, ValidationMetrics
 
 CONFIG = ServingConfig(
-    variants=("a", "b"), variant_weights={"a": 1.0, "b": 3.0}, thresholds={"default": 0.5, "high_sensitivity": 0.3},
-    operating_point="high_sensitivity", image_size=64, resize="pad", max_pixels=1000, serve_batch_size=4,
-    synthetic_data=True, validation_per_body_part={"all": ValidationMetrics("all", 10, kappa=0.4)},
+    variants=("a", "b"),
+    variant_weights={"a": 1.0, "b": 3.0},
+    thresholds={"default": 0.5, "high_sensitivity": 0.3},
+    operating_point="high_sensitivity",
+    image_size=64,
+    resize="pad",
+    max_pixels=1000,
+    serve_batch_size=4,
+    synthetic_data=True,
+    validation_per_body_part={"all": ValidationMetrics("all", 10, kappa=0.4)},
 )
 # What register wrote before the schema had a version (mura 0.1.0, session 2).
-V1 = {"variants": ["a", "b"], "weights": {"a": 1.0, "b": 3.0}, "thresholds": {"default": 0.5, "high_sensitivity": 0.3},
-      "operating_point": "default", "image_size": 64, "resize": "stretch", "max_pixels": 1000, "serve_batch_size": 8,
-      "synthetic_data": True, "dataset_fingerprint": "f", "git_commit": "c", "metrics": {"valid": {}},
-      "validation_per_body_part": {"all": {"accuracy": 0.5, "precision": None, "recall": 0.5, "f1": 0.5,
-                                           "roc_auc": 0.6, "kappa": 0.2, "n": 12, "group": "all"}}}
+V1 = {
+    "variants": ["a", "b"],
+    "weights": {"a": 1.0, "b": 3.0},
+    "thresholds": {"default": 0.5, "high_sensitivity": 0.3},
+    "operating_point": "default",
+    "image_size": 64,
+    "resize": "stretch",
+    "max_pixels": 1000,
+    "serve_batch_size": 8,
+    "synthetic_data": True,
+    "dataset_fingerprint": "f",
+    "git_commit": "c",
+    "metrics": {"valid": {}},
+    "validation_per_body_part": {
+        "all": {
+            "accuracy": 0.5,
+            "precision": None,
+            "recall": 0.5,
+            "f1": 0.5,
+            "roc_auc": 0.6,
+            "kappa": 0.2,
+            "n": 12,
+            "group": "all",
+        }
+    },
+}
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -43,8 +71,12 @@ def test_a_newer_schema_fails_with_one_line() -> None:
 
 @pytest.mark.parametrize(
     "change,message",
-    [({"operating_point": "nope"}, "operating point 'nope'"), ({"variant_weights": {"a": 1.0}}, "no weight for variant 'b'"),
-     ({"resize": "crop"}, "resize"), ({"colour": 1}, "unknown param")],
+    [
+        ({"operating_point": "nope"}, "operating point 'nope'"),
+        ({"variant_weights": {"a": 1.0}}, "no weight for variant 'b'"),
+        ({"resize": "crop"}, "resize"),
+        ({"colour": 1}, "unknown param"),
+    ],
 )
 def test_invalid_configs_are_one_line_errors(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

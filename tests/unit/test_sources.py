@@ -4,24 +4,47 @@ from pathlib import Path
 
 import pytest
 
-from mura.errors import DataError
 from mura.data.sources import BODY_PARTS, is_synthetic, list_fracture, list_mura, normalize_body_part, parse_mura_path
+from mura.errors import DataError
 
 PARSE_CASES = [
-    ("MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png", "train", "XR_WRIST", "patient00001",
-     "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive", 1),
-    ("MURA-v1.1/valid/XR_FINGER/patient11185/study2_negative/", "valid", "XR_FINGER", "patient11185",
-     "MURA-v1.1/valid/XR_FINGER/patient11185/study2_negative", 0),
-    ("MURA-v1.1/train/XR_SHOULDER/patient00007/study10_negative/image3.png", "train", "XR_SHOULDER", "patient00007",
-     "MURA-v1.1/train/XR_SHOULDER/patient00007/study10_negative", 0),
-]  # fmt: skip
+    (
+        "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png",
+        "train",
+        "XR_WRIST",
+        "patient00001",
+        "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive",
+        1,
+    ),
+    (
+        "MURA-v1.1/valid/XR_FINGER/patient11185/study2_negative/",
+        "valid",
+        "XR_FINGER",
+        "patient11185",
+        "MURA-v1.1/valid/XR_FINGER/patient11185/study2_negative",
+        0,
+    ),
+    (
+        "MURA-v1.1/train/XR_SHOULDER/patient00007/study10_negative/image3.png",
+        "train",
+        "XR_SHOULDER",
+        "patient00007",
+        "MURA-v1.1/train/XR_SHOULDER/patient00007/study10_negative",
+        0,
+    ),
+]
 
 
 @pytest.mark.parametrize("path,split,part,patient,study,label", PARSE_CASES)
 def test_parse_mura_path(path: str, split: str, part: str, patient: str, study: str, label: int) -> None:
     parsed = parse_mura_path(path)
     assert (parsed.split, parsed.body_part, parsed.patient_id, parsed.study_id, parsed.label) == (
-        split, part, patient, study, label)  # fmt: skip
+        split,
+        part,
+        patient,
+        study,
+        label,
+    )
 
 
 @pytest.mark.parametrize(
@@ -129,8 +152,15 @@ def test_synthetic_marker(synthetic_raw: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "value,expected",
-    [("WRIST", "XR_WRIST"), ("wrist", "XR_WRIST"), (" XR_Wrist ", "XR_WRIST"), ("upper arm", "XR_UPPER_ARM"),
-     ("", None), (None, None), ("  ", None)],
+    [
+        ("WRIST", "XR_WRIST"),
+        ("wrist", "XR_WRIST"),
+        (" XR_Wrist ", "XR_WRIST"),
+        ("upper arm", "XR_UPPER_ARM"),
+        ("", None),
+        (None, None),
+        ("  ", None),
+    ],
 )
 def test_normalize_body_part(value: str | None, expected: str | None) -> None:
     assert normalize_body_part(value) == expected

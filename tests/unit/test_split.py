@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mura.errors import DataError
 from mura.data.split import assign_test_patients, count_split, make_split
+from mura.errors import DataError
 
 PARTS = ["XR_WRIST", "XR_HAND", "XR_ELBOW"]
 
@@ -16,10 +16,16 @@ def _images(spec: list[tuple[int, int, int, int]]) -> pd.DataFrame:
     rows = []
     for patient, part, label, n in spec:
         for k in range(n):
-            rows.append({
-                "image_id": f"mura:{patient}/{part}/{label}/{k}", "dataset": "mura", "source_split": "train",
-                "patient_id": f"patient{patient:05d}", "body_part": PARTS[part], "label": label,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "image_id": f"mura:{patient}/{part}/{label}/{k}",
+                    "dataset": "mura",
+                    "source_split": "train",
+                    "patient_id": f"patient{patient:05d}",
+                    "body_part": PARTS[part],
+                    "label": label,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -53,12 +59,42 @@ def test_split_stratifies_by_body_part_and_label() -> None:
 
 
 def test_valid_and_fracture_splits_are_kept() -> None:
-    images = pd.DataFrame([
-        {"image_id": "m1", "dataset": "mura", "source_split": "valid", "patient_id": "p1", "body_part": "XR_HAND", "label": 1},
-        {"image_id": "f1", "dataset": "fracture", "source_split": "val", "patient_id": "f1", "body_part": "MULTI_REGION", "label": 0},
-        {"image_id": "f2", "dataset": "fracture", "source_split": "test", "patient_id": "f2", "body_part": "MULTI_REGION", "label": 1},
-        {"image_id": "f3", "dataset": "fracture", "source_split": "train", "patient_id": "f3", "body_part": "MULTI_REGION", "label": 1},
-    ])  # fmt: skip
+    images = pd.DataFrame(
+        [
+            {
+                "image_id": "m1",
+                "dataset": "mura",
+                "source_split": "valid",
+                "patient_id": "p1",
+                "body_part": "XR_HAND",
+                "label": 1,
+            },
+            {
+                "image_id": "f1",
+                "dataset": "fracture",
+                "source_split": "val",
+                "patient_id": "f1",
+                "body_part": "MULTI_REGION",
+                "label": 0,
+            },
+            {
+                "image_id": "f2",
+                "dataset": "fracture",
+                "source_split": "test",
+                "patient_id": "f2",
+                "body_part": "MULTI_REGION",
+                "label": 1,
+            },
+            {
+                "image_id": "f3",
+                "dataset": "fracture",
+                "source_split": "train",
+                "patient_id": "f3",
+                "body_part": "MULTI_REGION",
+                "label": 1,
+            },
+        ]
+    )
     split = make_split(images, 0.1, 0)
     assert split["split"].tolist() == ["valid", "valid", "test", "train"]
     counts = count_split(images, split)
@@ -69,7 +105,9 @@ def test_valid_and_fracture_splits_are_kept() -> None:
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="test_fraction"):
         assign_test_patients(_images([(1, 0, 0, 1)]), 1.5, 0)
-    bad = pd.DataFrame([{"image_id": "x", "dataset": "knees", "source_split": "train", "patient_id": "p", "body_part": "b", "label": 0}])
+    bad = pd.DataFrame(
+        [{"image_id": "x", "dataset": "knees", "source_split": "train", "patient_id": "p", "body_part": "b", "label": 0}]
+    )
     with pytest.raises(DataError, match="unknown dataset"):
         make_split(bad, 0.1, 0)
     assert assign_test_patients(_images([(1, 0, 0, 1)]), 0.0, 0) == set()

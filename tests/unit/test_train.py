@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from mura.config import AugmentParams, ModelSpec, TrainParams
-from mura.errors import DataError
 from mura.data.imaging import resize_gray
-from mura.data.synthetic import render_phantom
 from mura.data.sources import BODY_PARTS
+from mura.data.synthetic import render_phantom
+from mura.errors import DataError
 from mura.modeling.train import TrainingData, VariantSpec, compile_model, fit_variant, resolve_precision, select_rows
 
 
@@ -25,8 +25,11 @@ def _listing(labels: list[int], splits: list[str], datasets: list[str] | None = 
 
 
 def test_select_rows() -> None:
-    images, split = _listing([0, 1, 0, 1, 1, 0], ["train", "train", "valid", "valid", "test", "train"],
-                             ["mura", "mura", "mura", "mura", "mura", "fracture"])  # fmt: skip
+    images, split = _listing(
+        [0, 1, 0, 1, 1, 0],
+        ["train", "train", "valid", "valid", "test", "train"],
+        ["mura", "mura", "mura", "mura", "mura", "fracture"],
+    )
     data = select_rows(images, split, ("mura",), 6)
     assert data.train_rows.tolist() == [0, 1] and data.valid_rows.tolist() == [2, 3]
     both = select_rows(images, split, ("mura", "fracture"), 6)
@@ -87,10 +90,18 @@ def test_short_training_learns_synthetic_phantoms(phantoms, tmp_path: Path) -> N
     """The whole loop (feeding, augmentation, class weights, callbacks, best checkpoint) learns."""
     pixels, labels = phantoms
     data = TrainingData(np.arange(1100), labels[:1100], np.arange(1100, 1400), labels[1100:])
-    train = TrainParams(epochs=24, batch_size=16, learning_rate=1e-3, pretrained="none", early_stopping_patience=24,
-                        reduce_lr_patience=3, workers=1)
-    spec = VariantSpec("probe", ModelSpec(arch="simple_cnn", dense_units=64, dropout=0.2), train, AugmentParams(), 64,
-                       ("mura",), 0)
+    train = TrainParams(
+        epochs=24,
+        batch_size=16,
+        learning_rate=1e-3,
+        pretrained="none",
+        early_stopping_patience=24,
+        reduce_lr_patience=3,
+        workers=1,
+    )
+    spec = VariantSpec(
+        "probe", ModelSpec(arch="simple_cnn", dense_units=64, dropout=0.2), train, AugmentParams(), 64, ("mura",), 0
+    )
     result = fit_variant(spec, pixels, data, {"0": 0.45, "1": 0.55}, tmp_path / "probe.keras", tmp_path / "work")
     assert result.metrics["val_auc"] >= 0.90, result.history[["epoch", "auc", "val_auc"]]
     assert (tmp_path / "probe.keras").exists() and not (tmp_path / "work" / "backup").exists()
@@ -117,10 +128,18 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(phantom
     """Augmentation and dropout draw the same numbers, and the callbacks keep their counters, after a resume."""
     pixels, labels = phantoms
     data = TrainingData(np.arange(160), labels[:160], np.arange(160, 224), labels[160:224])
-    train = TrainParams(epochs=3, batch_size=16, learning_rate=1e-3, pretrained="none", early_stopping_patience=1,
-                        reduce_lr_patience=1, workers=1)
-    spec = VariantSpec("probe", ModelSpec(arch="simple_cnn", dense_units=16, dropout=0.3), train,
-                       AugmentParams(rotation=10, shift=0.1, zoom=0.1), 64, ("mura",), 3)
+    train = TrainParams(
+        epochs=3, batch_size=16, learning_rate=1e-3, pretrained="none", early_stopping_patience=1, reduce_lr_patience=1, workers=1
+    )
+    spec = VariantSpec(
+        "probe",
+        ModelSpec(arch="simple_cnn", dense_units=16, dropout=0.3),
+        train,
+        AugmentParams(rotation=10, shift=0.1, zoom=0.1),
+        64,
+        ("mura",),
+        3,
+    )
     weights = {"0": 0.45, "1": 0.55}
     whole = fit_variant(spec, pixels, data, weights, tmp_path / "a.keras", tmp_path / "work_a")
     with pytest.raises(_Killed):
@@ -129,7 +148,7 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(phantom
     resumed = fit_variant(spec, pixels, data, weights, tmp_path / "b.keras", tmp_path / "work_b")
     assert resumed.resumed and not whole.resumed
     pd.testing.assert_frame_equal(resumed.history, whole.history, check_exact=True)
-    for a, b in zip(whole.model.weights, resumed.model.weights):
+    for a, b in zip(whole.model.weights, resumed.model.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 

@@ -23,8 +23,14 @@ def _encode(fmt: str) -> bytes:
 
 @pytest.mark.parametrize(
     "data,kind",
-    [(_encode("PNG"), "png"), (_encode("JPEG"), "jpeg"), (make_dicom(GRADIENT.astype(np.uint16)), "dicom"),
-     (b"GIF89a....", None), (b"", None), (b"\x00" * 200, None)],
+    [
+        (_encode("PNG"), "png"),
+        (_encode("JPEG"), "jpeg"),
+        (make_dicom(GRADIENT.astype(np.uint16)), "dicom"),
+        (b"GIF89a....", None),
+        (b"", None),
+        (b"\x00" * 200, None),
+    ],
 )
 def test_sniff_kind(data: bytes, kind: str | None) -> None:
     assert sniff_kind(data) == kind

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from mura.config import DatasetName
-
 from mura.errors import DataError
 
 
@@ -42,7 +41,9 @@ def compute_class_weights(labels: Sequence[int] | np.ndarray) -> dict[str, float
     return {"0": abnormal / total, "1": normal / total}
 
 
-def run_class_weights(train_datasets: tuple[DatasetName, ...], images_csv: Path, split_csv: Path, out_json: Path) -> dict[str, float]:
+def run_class_weights(
+    train_datasets: tuple[DatasetName, ...], images_csv: Path, split_csv: Path, out_json: Path
+) -> dict[str, float]:
     """The ``class_weights`` stage: weights over the training split of ``data.train_datasets``, written as JSON.
 
     Returns:

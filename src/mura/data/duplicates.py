@@ -13,6 +13,7 @@ on small thumbnails: their Pearson correlation must reach ``min_correlation``
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,7 @@ def find_duplicate_groups(
     by_root: dict[int, list[int]] = defaultdict(list)
     for i, root in enumerate(roots):
         by_root[root].append(i)
-    rows = []
+    rows: list[dict[str, Any]] = []
     ids = images["image_id"].tolist()
     groups = sorted((sorted(ids[i] for i in members), members) for members in by_root.values() if len(members) > 1)
     for group_id, (_, members) in enumerate(groups):
@@ -135,7 +136,7 @@ def choose_dropped(groups: pd.DataFrame, images: pd.DataFrame, policy: str) -> s
         return set()
     if policy != "drop_later_split":
         raise ValueError(f"unknown duplicate policy {policy!r} (expected 'keep' or 'drop_later_split')")
-    split_of = dict(zip(images["image_id"], images["source_split"]))
+    split_of = dict(zip(images["image_id"], images["source_split"], strict=True))
     dropped: set[str] = set()
     for _, members in groups.groupby("group_id"):
         ranks = {image_id: SPLIT_ORDER.get(split_of[image_id], 3) for image_id in members["image_id"]}

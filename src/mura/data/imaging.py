@@ -132,14 +132,14 @@ def resize_gray(gray: np.ndarray, image_size: int, policy: ResizePolicy = "stret
         raise ValueError(f"expected a 2-D grayscale array, got shape {gray.shape}")
     image = Image.fromarray(gray)
     if policy == "stretch":
-        out = image.resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
+        out = image.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         return np.asarray(out, dtype=np.uint8)
     if policy == "pad":
         height, width = gray.shape
         scale = image_size / max(height, width)
         new_w = max(1, round(width * scale))
         new_h = max(1, round(height * scale))
-        scaled = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=2.0)
+        scaled = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
         canvas = Image.new("L", (image_size, image_size), 0)
         canvas.paste(scaled, ((image_size - new_w) // 2, (image_size - new_h) // 2))
         return np.asarray(canvas, dtype=np.uint8)
@@ -156,9 +156,7 @@ def dhash(gray: np.ndarray, hash_size: int = 8) -> int:
     Returns:
         The hash as a Python int.
     """
-    small = np.asarray(
-        Image.fromarray(gray).resize((hash_size + 1, hash_size), Image.BOX), dtype=np.int16
-    )
+    small = np.asarray(Image.fromarray(gray).resize((hash_size + 1, hash_size), Image.Resampling.BOX), dtype=np.int16)
     bits = (small[:, 1:] > small[:, :-1]).ravel()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
@@ -199,12 +197,10 @@ THUMBNAIL_SIZE = 32
 
 def thumbnail(gray: np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
     """Box-filtered ``size × size`` uint8 thumbnail (for near-duplicate confirmation)."""
-    return np.asarray(Image.fromarray(gray).resize((size, size), Image.BOX), dtype=np.uint8)
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
 
 
-def prepare_image(
-    data: bytes, image_size: int, policy: ResizePolicy, max_pixels: int
-) -> PreparedImage:
+def prepare_image(data: bytes, image_size: int, policy: ResizePolicy, max_pixels: int) -> PreparedImage:
     """Decode, convert, resize and hash one image (the ingest and serving path).
 
     Args:

@@ -24,18 +24,30 @@ import pandas as pd
 from tqdm import tqdm
 
 from mura.config import DataParams, IngestParams
-from mura.errors import ConfigError
 from mura.data.duplicates import choose_dropped, find_duplicate_groups
-from mura.errors import DataError
 from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
 from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_fracture, list_mura
+from mura.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = [
-    "image_id", "dataset", "source_split", "body_part", "patient_id", "study_id", "label", "path",
-    "width", "height", "mode", "sha256", "pixel_hash", "dhash", "synthetic",
-]  # fmt: skip
+    "image_id",
+    "dataset",
+    "source_split",
+    "body_part",
+    "patient_id",
+    "study_id",
+    "label",
+    "path",
+    "width",
+    "height",
+    "mode",
+    "sha256",
+    "pixel_hash",
+    "dhash",
+    "synthetic",
+]
 QUARANTINE_COLUMNS = ["image_id", "dataset", "source_split", "path", "reason", "detail"]
 DUPLICATE_COLUMNS = ["group_id", "kind", "image_id", "dataset", "source_split", "path", "cross_split", "action"]
 
@@ -115,12 +127,16 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
     """
     entries: list[ImageEntry] = []
     presence: dict[str, dict[str, Any]] = {}
-    for name, param, folder, lister in (("mura", "data.mura_dir", data.mura_dir, list_mura),
-                                        ("fracture", "data.fracture_dir", data.fracture_dir, list_fracture)):  # fmt: skip
+    for name, param, folder, lister in (
+        ("mura", "data.mura_dir", data.mura_dir, list_mura),
+        ("fracture", "data.fracture_dir", data.fracture_dir, list_fracture),
+    ):
         path = Path(folder)
         if not path.is_dir():
-            raise ConfigError(f"{param}={folder!r}: no such folder (point it at the dataset, or at an empty folder to "
-                              "leave that dataset out; `mura synth data/raw/synthetic` writes the synthetic default)")  # fmt: skip
+            raise ConfigError(
+                f"{param}={folder!r}: no such folder (point it at the dataset, or at an empty folder to "
+                "leave that dataset out; `mura synth data/raw/synthetic` writes the synthetic default)"
+            )
         present = any(not is_junk(child.name) for child in path.iterdir())
         presence[name] = {"present": present, "dir": folder, "synthetic": present and is_synthetic(path)}
         if present:
@@ -128,8 +144,10 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
         else:
             logger.warning("dataset %s left out: %s=%s is empty", name, param, folder)
     if not entries:
-        raise DataError(f"no image listed: data.mura_dir={data.mura_dir!r} and data.fracture_dir={data.fracture_dir!r} "
-                        "hold no dataset (see README 'Real data')")  # fmt: skip
+        raise DataError(
+            f"no image listed: data.mura_dir={data.mura_dir!r} and data.fracture_dir={data.fracture_dir!r} "
+            "hold no dataset (see README 'Real data')"
+        )
     return entries, presence
 
 
@@ -151,9 +169,7 @@ def _finalize_cache(tmp: Path, final: Path, keep_rows: list[int], shape: tuple[i
         np.lib.format.read_array_header_1_0(handle)
         offset = handle.tell()
         new_header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(
-            new_header, {"descr": "|u1", "fortran_order": False, "shape": (count, *shape)}
-        )
+        np.lib.format.write_array_header_1_0(new_header, {"descr": "|u1", "fortran_order": False, "shape": (count, *shape)})
         raw_header = new_header.getvalue()  # magic, length and header dict
         if len(raw_header) == offset:
             handle.seek(0)
@@ -198,7 +214,9 @@ def ingest(data: DataParams, params: IngestParams, pixels_path: Path, progress: 
     # Workers write rows in place (pwrite), so neither this process nor they
     # hold the decoded images: memory stays flat in the number of images.
     with tmp.open("wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": (len(entries), size, size)})
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "|u1", "fortran_order": False, "shape": (len(entries), size, size)}
+        )
         offset = handle.tell()
         handle.truncate(offset + len(entries) * size * size)
     workers = params.workers or os.cpu_count() or 1
@@ -209,22 +227,40 @@ def ingest(data: DataParams, params: IngestParams, pixels_path: Path, progress: 
     quarantine: list[dict[str, Any]] = []
     results = _map_ordered(jobs, workers)
     bar = tqdm(results, total=len(jobs), desc="ingest", unit="img", disable=not progress or None, mininterval=1.0)
-    for entry, result in zip(entries, bar):
+    for entry, result in zip(entries, bar, strict=False):
         if isinstance(result, tuple):
             reason, detail = result
             quarantine.append(
-                {"image_id": entry.image_id, "dataset": entry.dataset, "source_split": entry.source_split,
-                 "path": entry.path, "reason": reason, "detail": detail}  # fmt: skip
+                {
+                    "image_id": entry.image_id,
+                    "dataset": entry.dataset,
+                    "source_split": entry.source_split,
+                    "path": entry.path,
+                    "reason": reason,
+                    "detail": detail,
+                }
             )
             continue
         thumbs[len(rows)] = result.thumbnail
         written.append(len(written) + len(quarantine))
         rows.append(
-            {"image_id": entry.image_id, "dataset": entry.dataset, "source_split": entry.source_split,
-             "body_part": entry.body_part, "patient_id": entry.patient_id, "study_id": entry.study_id,
-             "label": entry.label, "path": entry.path, "width": result.width, "height": result.height,
-             "mode": result.mode, "sha256": result.sha256, "pixel_hash": result.pixel_hash,
-             "dhash": f"{result.dhash:016x}", "synthetic": bool(presence[entry.dataset]["synthetic"])}  # fmt: skip
+            {
+                "image_id": entry.image_id,
+                "dataset": entry.dataset,
+                "source_split": entry.source_split,
+                "body_part": entry.body_part,
+                "patient_id": entry.patient_id,
+                "study_id": entry.study_id,
+                "label": entry.label,
+                "path": entry.path,
+                "width": result.width,
+                "height": result.height,
+                "mode": result.mode,
+                "sha256": result.sha256,
+                "pixel_hash": result.pixel_hash,
+                "dhash": f"{result.dhash:016x}",
+                "synthetic": bool(presence[entry.dataset]["synthetic"]),
+            }
         )
     images = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
     groups = find_duplicate_groups(

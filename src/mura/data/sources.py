@@ -40,8 +40,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 MURA_LAYOUT = "MURA-v1.1/{train,valid}/XR_<PART>/patient<NNNNN>/study<N>_{positive,negative}/image<N>.png"
 FRACTURE_LAYOUT = (
-    "Bone_Fracture_Binary_Classification/Bone_Fracture_Binary_Classification/"
-    "{train,val,test}/{fractured,not fractured}/*.jpg|png"
+    "Bone_Fracture_Binary_Classification/Bone_Fracture_Binary_Classification/{train,val,test}/{fractured,not fractured}/*.jpg|png"
 )
 
 _MURA_PATH = re.compile(
@@ -128,7 +127,9 @@ def parse_label(text: str, where: str) -> int:
 def _read_csv_rows(path: Path, ncols: int) -> list[list[str]]:
     """Read a header-less CSV file, checking it is non-empty and has ``ncols`` columns."""
     if not path.is_file():
-        raise DataError(f"missing {path}; expected layout {MURA_LAYOUT} with the *_image_paths.csv and *_labeled_studies.csv files")
+        raise DataError(
+            f"missing {path}; expected layout {MURA_LAYOUT} with the *_image_paths.csv and *_labeled_studies.csv files"
+        )
     with path.open(newline="") as handle:
         rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     if not rows:
@@ -238,9 +239,7 @@ def list_fracture(fracture_dir: Path) -> list[ImageEntry]:
             if is_junk(label_dir.name):
                 continue
             if not label_dir.is_dir() or label_dir.name not in FRACTURE_LABEL_DIRS:
-                raise DataError(
-                    f"unknown label folder {label_dir}; expected 'fractured' or 'not fractured' ({FRACTURE_LAYOUT})"
-                )
+                raise DataError(f"unknown label folder {label_dir}; expected 'fractured' or 'not fractured' ({FRACTURE_LAYOUT})")
             label = FRACTURE_LABEL_DIRS[label_dir.name]
             for file in sorted(label_dir.iterdir()):
                 if is_junk(file.name) or not file.is_file():

@@ -114,7 +114,9 @@ def count_split(images: pd.DataFrame, split: pd.DataFrame) -> dict[str, Any]:
     grouped = merged.groupby(["split", "dataset", "body_part", "label"]).size()
     for (s, d, b, lab), n in grouped.items():
         counts[s][d][b]["abnormal" if int(lab) == 1 else "normal"] = int(n)
-    out: dict[str, Any] = {s: {d: {b: dict(v) for b, v in ds.items()} for d, ds in counts[s].items()} for s in SPLITS if s in counts}
+    out: dict[str, Any] = {
+        s: {d: {b: dict(v) for b, v in ds.items()} for d, ds in counts[s].items()} for s in SPLITS if s in counts
+    }
     out["totals"] = {s: int((merged["split"] == s).sum()) for s in SPLITS}
     out["patients"] = {s: int(merged.loc[merged["split"] == s, "patient_id"].nunique()) for s in SPLITS}
     return out

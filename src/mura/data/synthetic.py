@@ -116,8 +116,9 @@ def anatomy(body_part: str, rng: np.random.Generator) -> Anatomy:
     raise ValueError(f"unknown body part {body_part!r}; expected one of {BODY_PARTS}")
 
 
-def _capsule_field(h: int, w: int, p0: np.ndarray, p1: np.ndarray, r: float, out: np.ndarray, cortex: float,
-                   medulla: float, thickness: float) -> None:
+def _capsule_field(
+    h: int, w: int, p0: np.ndarray, p1: np.ndarray, r: float, out: np.ndarray, cortex: float, medulla: float, thickness: float
+) -> None:
     """Draw one bone (capsule) into ``out`` (max-composited), touching only its bounding box."""
     x0 = max(0, int(min(p0[0], p1[0]) - r - 2))
     x1 = min(w, int(max(p0[0], p1[0]) + r + 3))
@@ -140,7 +141,8 @@ def _capsule_field(h: int, w: int, p0: np.ndarray, p1: np.ndarray, r: float, out
 def _rotate(points: np.ndarray, centre: np.ndarray, angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     rot = np.array([[c, -s], [s, c]])
-    return (points - centre) @ rot.T + centre
+    rotated: np.ndarray = (points - centre) @ rot.T + centre
+    return rotated
 
 
 def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> np.ndarray:
@@ -271,8 +273,9 @@ def _mark(folder: Path, layout: str, seed: int) -> None:
     (folder / SYNTHETIC_MARKER).write_text(MARKER_TEXT.format(layout=layout, seed=seed))
 
 
-def write_mura(out_dir: Path, seed: int, patients: int, abnormal_rate: float = 0.4,
-               valid_fraction: float = 0.15, defects: bool = True) -> Path:
+def write_mura(
+    out_dir: Path, seed: int, patients: int, abnormal_rate: float = 0.4, valid_fraction: float = 0.15, defects: bool = True
+) -> Path:
     """Write a synthetic dataset in the MURA-v1.1 layout.
 
     Args:
@@ -310,7 +313,7 @@ def write_mura(out_dir: Path, seed: int, patients: int, abnormal_rate: float = 0
         paths = listing["train"][0]
         picks = rng.choice(len(paths), size=min(4, len(paths)), replace=False)
         damage = ["missing", "empty", "truncated", "undecodable"]
-        for kind, i in zip(damage, sorted(int(k) for k in picks)):
+        for kind, i in zip(damage, sorted(int(k) for k in picks), strict=False):
             file = Path(out_dir) / paths[i]
             if kind == "missing":
                 file.unlink()

@@ -17,9 +17,15 @@ import pandas as pd
 from mura.config import EnsembleParams
 
 __all__ = [
-    "ENSEMBLE", "aggregate_studies", "average_probabilities", "choose_thresholds", "ensemble_weights", "prob_column",
-    "run_ensemble", "threshold_for_recall",
-]  # fmt: skip
+    "ENSEMBLE",
+    "aggregate_studies",
+    "average_probabilities",
+    "choose_thresholds",
+    "ensemble_weights",
+    "prob_column",
+    "run_ensemble",
+    "threshold_for_recall",
+]
 
 ENSEMBLE = "ensemble"  # the model name of the average, next to the variants' names
 
@@ -48,7 +54,8 @@ def average_probabilities(probabilities: np.ndarray, weights: Sequence[float] | 
     w = np.ones(probs.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (probs.shape[1],) or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be {probs.shape[1]} non-negative numbers with a positive sum, got {list(w)}")
-    return probs @ (w / w.sum())
+    average: np.ndarray = probs @ (w / w.sum())
+    return average
 
 
 def ensemble_weights(variants: Sequence[str], configured: Mapping[str, float] | None) -> list[float]:
@@ -123,8 +130,16 @@ def choose_thresholds(valid: pd.DataFrame, target_recall: float) -> dict[str, fl
     }
 
 
-def run_ensemble(variants: Sequence[str], params: EnsembleParams, images_csv: Path, split_csv: Path, pixels_path: Path,
-                 models_dir: Path, predictions_dir: Path, thresholds_json: Path) -> dict[str, Any]:  # fmt: skip
+def run_ensemble(
+    variants: Sequence[str],
+    params: EnsembleParams,
+    images_csv: Path,
+    split_csv: Path,
+    pixels_path: Path,
+    models_dir: Path,
+    predictions_dir: Path,
+    thresholds_json: Path,
+) -> dict[str, Any]:
     """The ``ensemble`` stage: predictions of every variant and their average on valid and test, and thresholds.
 
     Args:
@@ -155,7 +170,12 @@ def run_ensemble(variants: Sequence[str], params: EnsembleParams, images_csv: Pa
         write_csv(predictions_dir / f"{split}.csv", frame)
     if frames["valid"].empty:
         raise DataError("the valid split is empty: cannot choose operating points")
-    result = {"thresholds": choose_thresholds(frames["valid"], params.target_recall), "chosen_on": "valid",
-              "level": "study", "target_recall": params.target_recall, "variant_weights": dict(zip(paths, weights))}  # fmt: skip
+    result = {
+        "thresholds": choose_thresholds(frames["valid"], params.target_recall),
+        "chosen_on": "valid",
+        "level": "study",
+        "target_recall": params.target_recall,
+        "variant_weights": dict(zip(paths, weights, strict=True)),
+    }
     write_json(thresholds_json, result)
     return result

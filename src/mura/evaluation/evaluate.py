@@ -57,16 +57,26 @@ def evaluation_table(
             groups += [(str(b), f) for b, f in frame.groupby("body_part", sort=True)]
             for group, sub in groups:
                 labels, patients = sub["label"].to_numpy(), sub["patient_id"].to_numpy()
-                for model, column in zip(models, columns):
+                for model, column in zip(models, columns, strict=True):
                     probs = sub[column].to_numpy(dtype=np.float64)
                     for point, threshold in thresholds.items():
-                        def metric(rows: np.ndarray, p: np.ndarray = probs, t: float = threshold) -> dict[str, float]:
-                            return fast_metrics(labels[rows], p[rows], t)
+
+                        def metric(
+                            rows: np.ndarray, y: np.ndarray = labels, p: np.ndarray = probs, t: float = threshold
+                        ) -> dict[str, float]:
+                            return fast_metrics(y[rows], p[rows], t)
 
                         values = binary_metrics(labels, probs, threshold)
                         ci = bootstrap_ci(patients, metric, METRICS, n_resamples, seed, ci_level)
-                        row = {"split": split, "model": model, "level": level, "group": group,
-                               "operating_point": point, "threshold": threshold, **values}  # fmt: skip
+                        row = {
+                            "split": split,
+                            "model": model,
+                            "level": level,
+                            "group": group,
+                            "operating_point": point,
+                            "threshold": threshold,
+                            **values,
+                        }
                         for name, (low, high) in ci.items():
                             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
                         rows.append(row)
@@ -82,7 +92,9 @@ def headline_metrics(table: pd.DataFrame) -> dict[str, Any]:
     overall = table[table["group"] == "all"]
     keep = (*METRICS, "tn", "fp", "fn", "tp", "n", "threshold")
     for row in overall.itertuples(index=False):
-        values = {k: (None if isinstance(getattr(row, k), float) and np.isnan(getattr(row, k)) else getattr(row, k)) for k in keep}
+        values = {
+            k: (None if isinstance(getattr(row, k), float) and np.isnan(getattr(row, k)) else getattr(row, k)) for k in keep
+        }
         out.setdefault(row.split, {}).setdefault(row.model, {}).setdefault(row.level, {})[row.operating_point] = values
     return out
 
@@ -97,13 +109,21 @@ def curves(frame: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd
         prob = frame[prob_column(model)].to_numpy()
         fpr, tpr, _ = roc_curve(y, prob)
         precision, recall, _ = precision_recall_curve(y, prob)
-        roc_rows += [{"model": model, "fpr": float(a), "tpr": float(b)} for a, b in zip(fpr, tpr)]
-        pr_rows += [{"model": model, "recall": float(a), "precision": float(b)} for a, b in zip(recall, precision)]
+        roc_rows += [{"model": model, "fpr": float(a), "tpr": float(b)} for a, b in zip(fpr, tpr, strict=True)]
+        pr_rows += [{"model": model, "recall": float(a), "precision": float(b)} for a, b in zip(recall, precision, strict=True)]
     return pd.DataFrame(roc_rows), pd.DataFrame(pr_rows)
 
 
-def run_evaluation(variants: Sequence[str], params: EvaluateParams, seed: int, predictions_dir: Path,
-                   thresholds_json: Path, images_csv: Path, split_csv: Path, reports: Path) -> dict[str, Any]:  # fmt: skip
+def run_evaluation(
+    variants: Sequence[str],
+    params: EvaluateParams,
+    seed: int,
+    predictions_dir: Path,
+    thresholds_json: Path,
+    images_csv: Path,
+    split_csv: Path,
+    reports: Path,
+) -> dict[str, Any]:
     """The ``evaluate`` stage: tables, DVC metrics and plots, figures and the Markdown report.
 
     Writes ``metrics.json``, ``per_body_part.csv``, ``plots/{roc,pr}.csv`` and the figures,
@@ -138,8 +158,12 @@ def run_evaluation(variants: Sequence[str], params: EvaluateParams, seed: int, p
     write_csv(reports / "plots" / "roc.csv", roc.round(6))
     write_csv(reports / "plots" / "pr.csv", pr.round(6))
     synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
-    provenance = {"synthetic": synthetic, "ci_level": params.ci_level,
-                  "fingerprint": dataset_fingerprint(images_csv, split_csv), "git_commit": git_commit()}  # fmt: skip
+    provenance = {
+        "synthetic": synthetic,
+        "ci_level": params.ci_level,
+        "fingerprint": dataset_fingerprint(images_csv, split_csv),
+        "git_commit": git_commit(),
+    }
     plot_figures(roc, pr, table, reports / "plots", synthetic)
     (reports / "README.md").write_text(render_report(table, models, thresholds, provenance))
     return metrics

@@ -6,8 +6,14 @@ from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import (
-    accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score,
-)  # fmt: skip
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa")
 
@@ -42,8 +48,12 @@ def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.
         "f1": float(f1_score(y_true, y_pred, zero_division=0)),
         "roc_auc": float(roc_auc_score(y_true, y_prob)) if both else float("nan"),
         "kappa": float(0.0 if np.isnan(kappa) else kappa),
-        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp), "n": int(y_true.size),
-    }  # fmt: skip
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
+        "n": int(y_true.size),
+    }
 
 
 def fast_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> dict[str, float]:
@@ -122,8 +132,12 @@ def bootstrap_ci(
             samples[name].append(values[name])
     alpha = (1.0 - level) / 2.0
     out = {}
-    for name, values in samples.items():
-        arr = np.asarray(values, dtype=np.float64)
+    for name, drawn in samples.items():
+        arr = np.asarray(drawn, dtype=np.float64)
         arr = arr[~np.isnan(arr)]
-        out[name] = (float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha))) if len(arr) >= 0.5 * n_resamples else (float("nan"), float("nan"))
+        out[name] = (
+            (float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha)))
+            if len(arr) >= 0.5 * n_resamples
+            else (float("nan"), float("nan"))
+        )
     return out

@@ -35,8 +35,9 @@ def model_paths(variants: Sequence[str], models_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def predict_images(paths: dict[str, Path], weights: Sequence[float], images: pd.DataFrame, pixels: np.ndarray,
-                   batch_size: int) -> dict[str, pd.DataFrame]:  # fmt: skip
+def predict_images(
+    paths: dict[str, Path], weights: Sequence[float], images: pd.DataFrame, pixels: np.ndarray, batch_size: int
+) -> dict[str, pd.DataFrame]:
     """Per-image probabilities of every variant and of their weighted average, for valid and test.
 
     Args:

@@ -34,48 +34,76 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
     synthetic = bool(provenance.get("synthetic"))
     lines = ["# Evaluation report", ""]
     if synthetic:
-        lines += ["> **SYNTHETIC DATA.** These figures come from procedurally generated phantoms, not patient",
-                  "> radiographs. They say nothing about clinical performance.", ""]  # fmt: skip
+        lines += [
+            "> **SYNTHETIC DATA.** These figures come from procedurally generated phantoms, not patient",
+            "> radiographs. They say nothing about clinical performance.",
+            "",
+        ]
     lines += [
-        f"Data: {'synthetic phantoms' if synthetic else 'real datasets'}; fingerprint `{provenance.get('fingerprint', '?')[:16]}`; "
+        f"Data: {'synthetic phantoms' if synthetic else 'real datasets'}; "
+        f"fingerprint `{provenance.get('fingerprint', '?')[:16]}`; "
         f"code `{provenance.get('git_commit', '?')[:12]}`.",
         "Operating points (chosen on valid, study level): " + ", ".join(f"{k} = {v:.3f}" for k, v in thresholds.items()) + ".",
         f"Study probability = mean of its views' probabilities (MURA protocol). {provenance.get('ci_level', 0.95):.0%} CIs: "
         "bootstrap over patients.",
         "",
-    ]  # fmt: skip
+    ]
     test = table[(table["split"] == "test") & (table["group"] == "all") & (table["operating_point"] == "default")]
     for level in ("image", "study"):
         rows = test[test["level"] == level].set_index("model")
-        lines += [f"## All models, test split, {level} level, threshold 0.5 (seed Figure 12)", "",
-                  "| Model | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"## All models, test split, {level} level, threshold 0.5 (seed Figure 12)",
+            "",
+            "| Model | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for model in models:
             if model not in rows.index:
                 continue
             r = rows.loc[model]
-            lines.append(f"| {model} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | {_fmt(r.accuracy, True)} | {_ci(r, 'precision')} | "
-                         f"{_ci(r, 'recall')} | {_ci(r, 'f1')} | {_ci(r, 'roc_auc')} | {_ci(r, 'kappa')} |")  # fmt: skip
+            lines.append(
+                f"| {model} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | {_fmt(r.accuracy, True)} | {_ci(r, 'precision')} | "
+                f"{_ci(r, 'recall')} | {_ci(r, 'f1')} | {_ci(r, 'roc_auc')} | {_ci(r, 'kappa')} |"
+            )
         lines.append("")
     ens = table[(table["split"] == "test") & (table["model"] == "ensemble") & (table["group"] == "all")]
-    lines += ["## Ensemble, test split, both operating points (seed Table 5)", "",
-              "| Level | Operating point | Threshold | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | Kappa |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "## Ensemble, test split, both operating points (seed Table 5)",
+        "",
+        "| Level | Operating point | Threshold | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | Kappa |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in ens.itertuples(index=False):
-        lines.append(f"| {r.level} | {r.operating_point} | {r.threshold:.3f} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | "
-                     f"{_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | {_fmt(r.f1)} | {_fmt(r.kappa)} |")  # fmt: skip
+        lines.append(
+            f"| {r.level} | {r.operating_point} | {r.threshold:.3f} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | "
+            f"{_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | {_fmt(r.f1)} | {_fmt(r.kappa)} |"
+        )
     lines.append("")
-    parts = table[(table["split"] == "test") & (table["model"] == "ensemble") & (table["level"] == "study")
-                  & (table["operating_point"] == "default") & ~table["group"].str.startswith("dataset:")]  # fmt: skip
-    lines += ["## Ensemble per body part, test split, study level (seed Figure 13)", "",
-              "| Body part | Studies | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    parts = table[
+        (table["split"] == "test")
+        & (table["model"] == "ensemble")
+        & (table["level"] == "study")
+        & (table["operating_point"] == "default")
+        & ~table["group"].str.startswith("dataset:")
+    ]
+    lines += [
+        "## Ensemble per body part, test split, study level (seed Figure 13)",
+        "",
+        "| Body part | Studies | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in parts.sort_values("group", key=lambda s: s.eq("all")).itertuples(index=False):
         name = "All (combined)" if r.group == "all" else r.group
-        lines.append(f"| {name} | {r.n} | {_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | "
-                     f"{_fmt(r.f1)} | {_fmt(r.roc_auc)} | {_fmt(r.kappa)} |")  # fmt: skip
-    lines += ["", "Figures: `reports/plots/roc.png`, `reports/plots/pr.png`, `reports/plots/confusion.png`;",
-              "full table with confidence intervals: `reports/per_body_part.csv`.", ""]  # fmt: skip
+        lines.append(
+            f"| {name} | {r.n} | {_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | "
+            f"{_fmt(r.f1)} | {_fmt(r.roc_auc)} | {_fmt(r.kappa)} |"
+        )
+    lines += [
+        "",
+        "Figures: `reports/plots/roc.png`, `reports/plots/pr.png`, `reports/plots/confusion.png`;",
+        "full table with confidence intervals: `reports/per_body_part.csv`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -100,10 +128,14 @@ def plot_figures(roc: pd.DataFrame, pr: pd.DataFrame, table: pd.DataFrame, out_d
         fig.tight_layout()
         fig.savefig(out_dir / f"{name}.png", dpi=90)
         plt.close(fig)
-    rows = table[(table["split"] == "test") & (table["level"] == "study") & (table["group"] == "all")
-                 & (table["operating_point"] == "default")]  # fmt: skip
+    rows = table[
+        (table["split"] == "test")
+        & (table["level"] == "study")
+        & (table["group"] == "all")
+        & (table["operating_point"] == "default")
+    ]
     fig, axes = plt.subplots(1, max(len(rows), 1), figsize=(2.6 * max(len(rows), 1), 2.8))
-    for ax, r in zip(np.atleast_1d(axes), rows.itertuples(index=False)):
+    for ax, r in zip(np.atleast_1d(axes), rows.itertuples(index=False), strict=False):
         matrix = np.array([[r.tn, r.fp], [r.fn, r.tp]])
         ax.imshow(matrix, cmap="Blues")
         for (i, j), v in np.ndenumerate(matrix):

@@ -30,9 +30,15 @@ from mura.modeling.feed import CacheBatches
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "AtomicBestCheckpoint", "EpochSetter", "HistoryTrimmer", "MlflowEpochLogger", "ProgressLog", "ResumableBackup",
-    "backed_up_epoch", "save_model_atomic",
-]  # fmt: skip
+    "AtomicBestCheckpoint",
+    "EpochSetter",
+    "HistoryTrimmer",
+    "MlflowEpochLogger",
+    "ProgressLog",
+    "ResumableBackup",
+    "backed_up_epoch",
+    "save_model_atomic",
+]
 
 _STATE_PREFIX = "state-epoch-"
 _KEPT_STATES = 2  # the latest and the previous one (BackupAndRestore's double checkpoint)
@@ -122,9 +128,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             "seeds": [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in _seed_states(self.model)],
             "python_random": _python_random_state(),
             "numpy_random": _numpy_random_state(),
-            "callbacks": [
-                {k: _to_json(getattr(cb, k)) for k in self.STATE_ATTRIBUTES if hasattr(cb, k)} for cb in self.stateful
-            ],
+            "callbacks": [{k: _to_json(getattr(cb, k)) for k in self.STATE_ATTRIBUTES if hasattr(cb, k)} for cb in self.stateful],
         }
         _write_json_atomic(self._state_path(epoch), state)
         for old in Path(self.backup_dir).glob(f"{_STATE_PREFIX}*.json"):
@@ -140,20 +144,21 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.restored_epoch = epoch
         path = self._state_path(epoch)
         if not path.exists():
-            logger.warning("resuming at epoch %d without its random-generator state: the run will differ from an "
-                           "uninterrupted one", epoch)  # fmt: skip
+            logger.warning(
+                "resuming at epoch %d without its random-generator state: the run will differ from an uninterrupted one", epoch
+            )
             return
         state = json.loads(path.read_text())
         variables = _seed_states(self.model)
         if len(variables) != len(state["seeds"]):
             raise ValueError(f"backup has {len(state['seeds'])} generator states, the model {len(variables)}")
-        for variable, value in zip(variables, state["seeds"]):
+        for variable, value in zip(variables, state["seeds"], strict=True):
             variable.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype)))
         version, internal, gauss = state["python_random"]
         random.setstate((version, tuple(internal), gauss))
         name, keys, pos, has_gauss, cached = state["numpy_random"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        for callback, values in zip(self.stateful, state["callbacks"]):
+        for callback, values in zip(self.stateful, state["callbacks"], strict=True):
             for key, value in values.items():
                 setattr(callback, key, _from_json(value))
 

@@ -66,9 +66,19 @@ class CacheBatches(keras.utils.PyDataset):
             there are fewer rows than one batch.
     """
 
-    def __init__(self, pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, weights: np.ndarray | None = None,
-                 workers: int = 1, drop_remainder: bool = False, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        weights: np.ndarray | None = None,
+        workers: int = 1,
+        drop_remainder: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         if len(rows) == 0:
             raise DataError("no rows to feed")

@@ -41,7 +41,8 @@ def head_gradient(model: keras.Model, pooled: np.ndarray) -> np.ndarray:
     normed = np.maximum(h, 0) * scale + (beta - mean * scale)
     z = normed @ w2 + b2  # (N, 1)
     p = 1.0 / (1.0 + np.exp(-z))
-    return (p * (1 - p)) * ((active * scale * w2[:, 0]) @ w1.T)
+    gradient: np.ndarray = (p * (1 - p)) * ((active * scale * w2[:, 0]) @ w1.T)
+    return gradient
 
 
 def gradcam(model: keras.Model, pixels: np.ndarray, features: keras.Model | None = None) -> np.ndarray:
@@ -65,7 +66,7 @@ def gradcam(model: keras.Model, pixels: np.ndarray, features: keras.Model | None
     for i, m in enumerate(cam):
         top = m.max()
         if top > 0:
-            resized = Image.fromarray((m / top).astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+            resized = Image.fromarray((m / top).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
             out[i] = np.clip(np.asarray(resized), 0.0, 1.0)
     return out
 
@@ -75,11 +76,12 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.nd
     from matplotlib import colormaps
 
     height, width = gray.shape
-    heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
+    heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
     colored = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255.0
     base = np.repeat(gray[..., None].astype(np.float64), 3, axis=-1)
     weight = alpha * np.clip(heat, 0, 1)[..., None]
-    return np.clip(base * (1 - weight) + colored * weight, 0, 255).astype(np.uint8)
+    blended: np.ndarray = np.clip(base * (1 - weight) + colored * weight, 0, 255).astype(np.uint8)
+    return blended
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -52,7 +52,7 @@ class VariantRunner:
 
     @property
     def _pad(self) -> bool:
-        return keras.backend.backend() == "jax"
+        return bool(keras.backend.backend() == "jax")
 
     @classmethod
     def from_paths(cls, paths: Mapping[str, str | Path], batch_size: int = 32, fixed_batch: bool = False) -> VariantRunner:

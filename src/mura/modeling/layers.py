@@ -37,8 +37,16 @@ class RandomAffine(keras.layers.Layer):
         seed: seed of the layer's random generator.
     """
 
-    def __init__(self, rotation: float = 20.0, shift: float = 0.2, zoom: float = 0.2, horizontal_flip: bool = True,
-                 fill_mode: str = "nearest", seed: int | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rotation: float = 20.0,
+        shift: float = 0.2,
+        zoom: float = 0.2,
+        horizontal_flip: bool = True,
+        fill_mode: str = "nearest",
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.rotation = float(rotation)
         self.shift = float(shift)
@@ -79,9 +87,15 @@ class RandomAffine(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(rotation=self.rotation, shift=self.shift, zoom=self.zoom, horizontal_flip=self.horizontal_flip,
-                      fill_mode=self.fill_mode, seed=self.seed)  # fmt: skip
+        config: dict[str, Any] = super().get_config()
+        config.update(
+            rotation=self.rotation,
+            shift=self.shift,
+            zoom=self.zoom,
+            horizontal_flip=self.horizontal_flip,
+            fill_mode=self.fill_mode,
+            seed=self.seed,
+        )
         return config
 
 
@@ -116,6 +130,6 @@ class RadiographPreprocess(keras.layers.Layer):
         return (*input_shape[:-1], 3)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(mode=self.mode)
         return config

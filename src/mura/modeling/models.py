@@ -60,9 +60,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "densenet169": Architecture(
         keras.applications.DenseNet169, "torch", "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5"
     ),
-    "resnet101": Architecture(
-        keras.applications.ResNet101, "caffe", "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    ),
+    "resnet101": Architecture(keras.applications.ResNet101, "caffe", "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "simple_cnn": Architecture(_simple_cnn, "torch", None),
 }
 
@@ -163,8 +161,9 @@ def build_model(
     inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
     x = inputs
     if augment is not None:
-        x = RandomAffine(augment.rotation, augment.shift, augment.zoom, augment.horizontal_flip, augment.fill_mode,
-                         seed=seed, name="augment")(x)  # fmt: skip
+        x = RandomAffine(
+            augment.rotation, augment.shift, augment.zoom, augment.horizontal_flip, augment.fill_mode, seed=seed, name="augment"
+        )(x)
     x = RadiographPreprocess(architecture.preprocess, name="preprocess")(x)
     x = backbone(x, training=False) if freeze_batchnorm else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

@@ -34,8 +34,9 @@ def registered_name(variant: str) -> str:
 
 
 @contextmanager
-def variant_run(spec: VariantSpec, class_weights: dict[str, float], fingerprint: str, synthetic: bool,
-                work_dir: Path) -> Iterator[Any]:  # fmt: skip
+def variant_run(
+    spec: VariantSpec, class_weights: dict[str, float], fingerprint: str, synthetic: bool, work_dir: Path
+) -> Iterator[Any]:
     """Start (or, after an interruption, continue) the variant's MLflow run and log its params once.
 
     Args:
@@ -55,23 +56,43 @@ def variant_run(spec: VariantSpec, class_weights: dict[str, float], fingerprint:
     setup_mlflow()
     run_id_file = work_dir / RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if run_id_file.exists() and (work_dir / "backup").exists() else None
-    tags = {"variant": spec.name, "arch": spec.model.arch, "dataset_fingerprint": fingerprint, "git_commit": git_commit(),
-            "synthetic_data": str(synthetic).lower(), "mura.stage": "train"}  # fmt: skip
+    tags = {
+        "variant": spec.name,
+        "arch": spec.model.arch,
+        "dataset_fingerprint": fingerprint,
+        "git_commit": git_commit(),
+        "synthetic_data": str(synthetic).lower(),
+        "mura.stage": "train",
+    }
     with mlflow.start_run(run_id=run_id, run_name=spec.name, tags=tags) as run:
         work_dir.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(run.info.run_id)
         if run_id is None:
-            mlflow.log_params({"seed": spec.seed, "data.image_size": spec.image_size,
-                               "data.train_datasets": ",".join(spec.train_datasets),
-                               **flatten_params("train", spec.train), **flatten_params("augment", spec.augment),
-                               **flatten_params("model", spec.model),
-                               "class_weight.0": class_weights["0"], "class_weight.1": class_weights["1"]})  # fmt: skip
+            mlflow.log_params(
+                {
+                    "seed": spec.seed,
+                    "data.image_size": spec.image_size,
+                    "data.train_datasets": ",".join(spec.train_datasets),
+                    **flatten_params("train", spec.train),
+                    **flatten_params("augment", spec.augment),
+                    **flatten_params("model", spec.model),
+                    "class_weight.0": class_weights["0"],
+                    "class_weight.1": class_weights["1"],
+                }
+            )
         yield run
     run_id_file.unlink(missing_ok=True)
 
 
-def log_trained_variant(run: Any, spec: VariantSpec, model: keras.Model, metrics: dict[str, float], reports: Path,
-                        example: np.ndarray, synthetic: bool) -> str:  # fmt: skip
+def log_trained_variant(
+    run: Any,
+    spec: VariantSpec,
+    model: keras.Model,
+    metrics: dict[str, float],
+    reports: Path,
+    example: np.ndarray,
+    synthetic: bool,
+) -> str:
     """Log the best metrics, the history files and the Keras model, and register ``mura-<variant>``.
 
     Args:
@@ -100,15 +121,25 @@ def log_trained_variant(run: Any, spec: VariantSpec, model: keras.Model, metrics
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "model"
         local.mkdir()
-        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example,
-                                pip_requirements=[f"keras=={keras.__version__}", "mura"])  # fmt: skip
+        mlflow.keras.save_model(
+            model,
+            str(local),
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"keras=={keras.__version__}", "mura"],
+        )
         mlflow.log_artifacts(str(local), artifact_path="model")
     name = registered_name(spec.name)
     tags = dict(run.data.tags) if hasattr(run, "data") else {}
     tags = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
     version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name, tags=tags).version)
-    mlflow.MlflowClient().update_model_version(name, version, description=(
-        f"{spec.model.arch} variant {spec.name}, best val_auc {metrics.get('val_auc', float('nan')):.4f}"
-        + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")))  # fmt: skip
+    mlflow.MlflowClient().update_model_version(
+        name,
+        version,
+        description=(
+            f"{spec.model.arch} variant {spec.name}, best val_auc {metrics.get('val_auc', float('nan')):.4f}"
+            + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
+        ),
+    )
     logger.info("%s: registered %s version %s", spec.name, name, version)
     return version

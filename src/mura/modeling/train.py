@@ -22,18 +22,32 @@ import pandas as pd
 from mura.config import AugmentParams, DatasetName, ModelSpec, Params, TrainParams
 from mura.errors import DataError
 from mura.modeling.callbacks import (
-    AtomicBestCheckpoint, EpochSetter, HistoryTrimmer, MlflowEpochLogger, ProgressLog, ResumableBackup,
-    backed_up_epoch, save_model_atomic,
-)  # fmt: skip
+    AtomicBestCheckpoint,
+    EpochSetter,
+    HistoryTrimmer,
+    MlflowEpochLogger,
+    ProgressLog,
+    ResumableBackup,
+    backed_up_epoch,
+    save_model_atomic,
+)
 from mura.modeling.feed import CacheBatches, sample_weights, training_indices
 from mura.modeling.models import build_model, set_backbone_trainable
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "TrainResult", "TrainingData", "VariantPaths", "VariantSpec", "compile_model", "fit_variant", "plot_history",
-    "resolve_precision", "run_train", "select_rows",
-]  # fmt: skip
+    "TrainResult",
+    "TrainingData",
+    "VariantPaths",
+    "VariantSpec",
+    "compile_model",
+    "fit_variant",
+    "plot_history",
+    "resolve_precision",
+    "run_train",
+    "select_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -61,8 +75,15 @@ class VariantSpec:
     @classmethod
     def from_params(cls, params: Params, variant: str) -> VariantSpec:
         """Select one variant's params (``ConfigError`` for an unknown variant)."""
-        return cls(variant, params.model(variant), params.train, params.augment, params.data.image_size,
-                   params.data.train_datasets, params.seed)  # fmt: skip
+        return cls(
+            variant,
+            params.model(variant),
+            params.train,
+            params.augment,
+            params.data.image_size,
+            params.data.train_datasets,
+            params.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -148,8 +169,12 @@ def compile_model(model: keras.Model, learning_rate: float, build_optimizer: boo
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="binary_crossentropy",
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
-                 keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],  # fmt: skip
+        metrics=[
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc"),
+            keras.metrics.Precision(name="precision"),
+            keras.metrics.Recall(name="recall"),
+        ],
     )
     if build_optimizer:
         model.optimizer.build(model.trainable_variables)
@@ -193,13 +218,28 @@ def fit_variant(
     keras.config.set_dtype_policy(resolve_precision(train.precision))
     pretrained = train.pretrained != "none"
     freeze_bn = train.batchnorm == "frozen" or (train.batchnorm == "auto" and pretrained)
-    model = build_model(spec.model, spec.image_size, train.pretrained, spec.augment, freeze_batchnorm=freeze_bn,
-                        seed=spec.seed, zero_init_residual=train.zero_init_residual)  # fmt: skip
+    model = build_model(
+        spec.model,
+        spec.image_size,
+        train.pretrained,
+        spec.augment,
+        freeze_batchnorm=freeze_bn,
+        seed=spec.seed,
+        zero_init_residual=train.zero_init_residual,
+    )
     positions = training_indices(data.train_labels, spec.model.oversample_abnormal)
     rows, labels = data.train_rows[positions], data.train_labels[positions]
-    train_batches = CacheBatches(pixels, rows, labels, train.batch_size, shuffle=True, seed=spec.seed,
-                                 weights=sample_weights(labels, class_weights), workers=train.workers,
-                                 drop_remainder=True)  # fmt: skip
+    train_batches = CacheBatches(
+        pixels,
+        rows,
+        labels,
+        train.batch_size,
+        shuffle=True,
+        seed=spec.seed,
+        weights=sample_weights(labels, class_weights),
+        workers=train.workers,
+        drop_remainder=True,
+    )
     valid_batches = CacheBatches(pixels, data.valid_rows, data.valid_labels, max(train.batch_size, 32), workers=train.workers)
     mode = "max" if train.monitor == "val_auc" else "min"
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -212,13 +252,22 @@ def fit_variant(
     elif history_csv.exists() and model_path.exists():
         previous = pd.read_csv(history_csv)[train.monitor]
         best_so_far = float(previous.max() if mode == "max" else previous.min())
-    logger.info("%s: %s, %d training images (%d after oversampling), %d validation, %s%s", spec.name, spec.model.arch,
-                len(data.train_rows), len(rows), len(data.valid_rows), keras.config.dtype_policy().name,
-                ", resuming" if resumed else "")  # fmt: skip
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=train.monitor, mode=mode, factor=train.reduce_lr_factor,
-                                                  patience=train.reduce_lr_patience, min_lr=train.min_lr)  # fmt: skip
-    early_stopping = keras.callbacks.EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping_patience,
-                                                   restore_best_weights=True)  # fmt: skip
+    logger.info(
+        "%s: %s, %d training images (%d after oversampling), %d validation, %s%s",
+        spec.name,
+        spec.model.arch,
+        len(data.train_rows),
+        len(rows),
+        len(data.valid_rows),
+        keras.config.dtype_policy().name,
+        ", resuming" if resumed else "",
+    )
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor=train.monitor, mode=mode, factor=train.reduce_lr_factor, patience=train.reduce_lr_patience, min_lr=train.min_lr
+    )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor=train.monitor, mode=mode, patience=train.early_stopping_patience, restore_best_weights=True
+    )
     # Order matters: the backup comes after the stateful callbacks (it saves what they
     # updated at an epoch's end and restores what their on_train_begin reset), and
     # before the trimmer and the CSV logger (which need the restored epoch).
@@ -268,7 +317,7 @@ def plot_history(history: pd.DataFrame, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, metric in zip(axes, ("loss", "accuracy", "auc")):
+    for ax, metric in zip(axes, ("loss", "accuracy", "auc"), strict=True):
         if metric in history:
             epochs = history["epoch"] + 1
             ax.plot(epochs, history[metric], label="train")
@@ -321,8 +370,9 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
     pixels = np.load(paths.pixels, mmap_mode="r")
     size = spec.image_size
     if pixels.ndim != 3 or pixels.shape[1:] != (size, size):
-        raise DataError(f"{paths.pixels} has shape {pixels.shape}, expected (N, {size}, {size}) for data.image_size: "
-                        "rerun `dvc repro ingest`")  # fmt: skip
+        raise DataError(
+            f"{paths.pixels} has shape {pixels.shape}, expected (N, {size}, {size}) for data.image_size: rerun `dvc repro ingest`"
+        )
     data = select_rows(images, split, spec.train_datasets, len(pixels))
     class_weights = json.loads(Path(paths.class_weights).read_text())
     synthetic = bool(images["synthetic"].any())

@@ -121,8 +121,10 @@ class ServingConfig:
             raise ConfigError("served model config must be a JSON object")
         version = int(doc.get("schema_version", 1))
         if version > SCHEMA_VERSION:
-            raise ConfigError(f"this model's config has schema version {version}; this mura ({_version()}) reads "
-                              f"versions 1-{SCHEMA_VERSION}: upgrade mura to load it")  # fmt: skip
+            raise ConfigError(
+                f"this model's config has schema version {version}; this mura ({_version()}) reads "
+                f"versions 1-{SCHEMA_VERSION}: upgrade mura to load it"
+            )
         doc = dict(doc)
         if version == 1:
             doc["variant_weights"] = doc.pop("weights")

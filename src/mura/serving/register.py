@@ -65,19 +65,36 @@ def validation_by_body_part(table: pd.DataFrame) -> dict[str, ValidationMetrics]
     Returns:
         Group → metrics; NaN (undefined) metrics become None.
     """
-    rows = table[(table["split"] == "valid") & (table["model"] == ENSEMBLE) & (table["level"] == "study")
-                 & (table["operating_point"] == "default") & ~table["group"].astype(str).str.startswith("dataset:")]  # fmt: skip
+    rows = table[
+        (table["split"] == "valid")
+        & (table["model"] == ENSEMBLE)
+        & (table["level"] == "study")
+        & (table["operating_point"] == "default")
+        & ~table["group"].astype(str).str.startswith("dataset:")
+    ]
     out = {}
     for row in rows.to_dict("records"):
-        values = {k: (None if math.isnan(float(row[k])) else float(row[k]))
-                  for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa")}  # fmt: skip
+        values = {
+            k: (None if math.isnan(float(row[k])) else float(row[k]))
+            for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa")
+        }
         out[str(row["group"])] = ValidationMetrics(group=str(row["group"]), n=int(row["n"]), **values)
     return out
 
 
-def run_register(variants: list[str], params: RegisterParams, image_size: int, resize: ResizePolicy, models_dir: Path,
-                 thresholds_json: Path, metrics_json: Path, images_csv: Path, split_csv: Path, pixels_path: Path,
-                 per_body_part_csv: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def run_register(
+    variants: list[str],
+    params: RegisterParams,
+    image_size: int,
+    resize: ResizePolicy,
+    models_dir: Path,
+    thresholds_json: Path,
+    metrics_json: Path,
+    images_csv: Path,
+    split_csv: Path,
+    pixels_path: Path,
+    per_body_part_csv: Path | None = None,
+) -> dict[str, Any]:
     """The ``register`` stage: log ``mura-ensemble`` (the variants + its config), register it, maybe alias it ``champion``.
 
     Args:
@@ -113,14 +130,27 @@ def run_register(variants: list[str], params: RegisterParams, image_size: int, r
     synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
     fingerprint = dataset_fingerprint(images_csv, split_csv)
     commit = git_commit()
-    validation = (validation_by_body_part(pd.read_csv(per_body_part_csv))
-                  if per_body_part_csv is not None and per_body_part_csv.exists() else {})  # fmt: skip
+    validation = (
+        validation_by_body_part(pd.read_csv(per_body_part_csv))
+        if per_body_part_csv is not None and per_body_part_csv.exists()
+        else {}
+    )
     config = ServingConfig(
-        variants=tuple(paths), variant_weights=thresholds["variant_weights"], thresholds=thresholds["thresholds"],
-        operating_point=params.operating_point, image_size=image_size, resize=resize, max_pixels=params.max_pixels,
-        serve_batch_size=params.serve_batch_size, synthetic_data=synthetic, validation_per_body_part=validation,
-        metrics=metrics, dataset_fingerprint=fingerprint, git_commit=commit, mura_version=mura.__version__,
-    )  # fmt: skip
+        variants=tuple(paths),
+        variant_weights=thresholds["variant_weights"],
+        thresholds=thresholds["thresholds"],
+        operating_point=params.operating_point,
+        image_size=image_size,
+        resize=resize,
+        max_pixels=params.max_pixels,
+        serve_batch_size=params.serve_batch_size,
+        synthetic_data=synthetic,
+        validation_per_body_part=validation,
+        metrics=metrics,
+        dataset_fingerprint=fingerprint,
+        git_commit=commit,
+        mura_version=mura.__version__,
+    )
     pixels = np.load(pixels_path, mmap_mode="r")
     # One view: MLflow checks the example by loading and calling the model, and a
     # one-image batch is the shape the model's warm-up already traced (a second
@@ -128,16 +158,31 @@ def run_register(variants: list[str], params: RegisterParams, image_size: int, r
     example = pd.DataFrame({"image": [_png_base64(pixels[0])], "study_id": ["example-study"]})
     signature = infer_signature(example, output_example(list(paths)))
     signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
-    tags = {"dataset_fingerprint": fingerprint, "git_commit": commit, "synthetic_data": str(synthetic).lower(),
-            "val_kappa": f"{kappa:.6f}", "config_schema_version": str(config.schema_version)}  # fmt: skip
+    tags = {
+        "dataset_fingerprint": fingerprint,
+        "git_commit": commit,
+        "synthetic_data": str(synthetic).lower(),
+        "val_kappa": f"{kappa:.6f}",
+        "config_schema_version": str(config.schema_version),
+    }
     setup_mlflow()
     package = Path(mura.__file__).parent
     name = params.model_name
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run,
+    ):
         config_path = Path(tmp) / f"{CONFIG_ARTIFACT}.json"
         config.save(config_path)
-        mlflow.log_params({"variants": ",".join(paths), "operating_point": params.operating_point,
-                           "threshold": config.threshold, "image_size": image_size, "resize": resize})  # fmt: skip
+        mlflow.log_params(
+            {
+                "variants": ",".join(paths),
+                "operating_point": params.operating_point,
+                "threshold": config.threshold,
+                "image_size": image_size,
+                "resize": resize,
+            }
+        )
         mlflow.log_metrics({"val_kappa_study": kappa})
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -154,9 +199,14 @@ def run_register(variants: list[str], params: RegisterParams, image_size: int, r
     version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=(
-        f"Average of {len(paths)} variants; val study kappa {kappa:.3f}"
-        + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")))  # fmt: skip
+    client.update_model_version(
+        name,
+        version,
+        description=(
+            f"Average of {len(paths)} variants; val study kappa {kappa:.3f}"
+            + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
+        ),
+    )
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
         champion_kappa: float | None = float(current.tags.get("val_kappa", "nan"))
@@ -166,8 +216,14 @@ def run_register(variants: list[str], params: RegisterParams, image_size: int, r
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
-    return {"model_name": name, "version": int(version), "champion": promoted, "val_kappa": kappa, "run_id": run_id,
-            "synthetic_data": synthetic}  # fmt: skip
+    return {
+        "model_name": name,
+        "version": int(version),
+        "champion": promoted,
+        "val_kappa": kappa,
+        "run_id": run_id,
+        "synthetic_data": synthetic,
+    }
 
 
 def _requirements() -> list[str]:

@@ -56,7 +56,9 @@ def parse_rows(frame: pd.DataFrame) -> list[tuple[bytes, str]]:
     if "image" not in frame.columns:
         raise bad_request(f"missing column 'image' (got {sorted(map(str, frame.columns))})")
     rows = []
-    for i, (value, study) in enumerate(zip(frame["image"], frame["study_id"] if "study_id" in frame else [None] * len(frame))):
+    for i, (value, study) in enumerate(
+        zip(frame["image"], frame["study_id"] if "study_id" in frame else [None] * len(frame), strict=True)
+    ):
         if not isinstance(value, str) or not value:
             raise bad_request(f"row {i}: 'image' must be a non-empty base64 string, got {type(value).__name__}")
         try:
@@ -137,7 +139,14 @@ class EnsembleService:
 
 def output_example(variants: list[str]) -> pd.DataFrame:
     """One served row, as :meth:`EnsembleService.predict_frame` returns it (for the model signature)."""
-    return pd.DataFrame({"row": [0], "study_id": ["example-study"], "probability": [0.5],
-                         **{prob_column(v): [0.5] for v in variants}, "study_probability": [0.5],
-                         "threshold": [0.5], "study_label": ["abnormal"]})  # fmt: skip
-
+    return pd.DataFrame(
+        {
+            "row": [0],
+            "study_id": ["example-study"],
+            "probability": [0.5],
+            **{prob_column(v): [0.5] for v in variants},
+            "study_probability": [0.5],
+            "threshold": [0.5],
+            "study_label": ["abnormal"],
+        }
+    )

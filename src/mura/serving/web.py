@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -67,10 +67,13 @@ class ForwardingPredictor:
 
     def predict(self, files: list[bytes]) -> dict[str, Any]:
         payload = {"dataframe_records": [{"image": base64.b64encode(f).decode(), "study_id": "study"} for f in files]}
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
         except urllib.error.HTTPError as err:
             detail = json.loads(err.read() or b"{}").get("message", "")
             raise ValueError(detail.split("Error: ")[-1] or f"model server answered {err.code}") from None
@@ -125,7 +128,8 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             "operating_point": config.operating_point if config else "default",
             "variants": list(config.variants) if config else [],
             "validation_per_body_part": {k: dataclasses.asdict(v) for k, v in config.validation_per_body_part.items()}
-            if config else {},
+            if config
+            else {},
             "git_commit": config.git_commit if config else None,
             "body_parts": list(BODY_PARTS),
             "heatmaps": forwarder is None,
@@ -133,7 +137,9 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
         }
 
     @app.post("/api/predict")
-    async def predict(request: Request, files: list[UploadFile] = File(...), body_part: str = Form("")) -> Any:
+    async def predict(
+        request: Request, files: Annotated[list[UploadFile], File()], body_part: Annotated[str, Form()] = ""
+    ) -> Any:
         if not authorized(request):
             return error(401, "a valid access token is required")
         if not files:
@@ -155,6 +161,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
                 if forwarder is not None:
                     answer = await asyncio.to_thread(forwarder.predict, blobs)
                     return _forwarded(answer, body_part)
+                assert predictor is not None  # loaded above unless forwarding
                 result = await asyncio.to_thread(predictor.predict_study, blobs, normalize_body_part(body_part), True)
         except ValueError as exc:
             return error(422, _plain(str(exc)))
@@ -165,8 +172,12 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
 
 def _plain(message: str) -> str:
     """Turn decoder reasons into plain words for the page."""
-    replacements = {"no pixel data": "this DICOM file has no image in it", "undecodable": "the file cannot be read as an image",
-                    "truncated": "the file is incomplete (truncated)", "too large": "the image has too many pixels"}  # fmt: skip
+    replacements = {
+        "no pixel data": "this DICOM file has no image in it",
+        "undecodable": "the file cannot be read as an image",
+        "truncated": "the file is incomplete (truncated)",
+        "too large": "the image has too many pixels",
+    }
     for key, words in replacements.items():
         if key in message:
             prefix = message.split(":")[0]
@@ -181,19 +192,30 @@ def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
     views = []
     for view in result.views:
         thumb = _thumbnail(view.gray)
-        entry = {"name": view.name, "kind": view.kind, "probability": view.probability, "variants": view.variants,
-                 "image": _data_url(png_bytes(thumb))}  # fmt: skip
+        entry = {
+            "name": view.name,
+            "kind": view.kind,
+            "probability": view.probability,
+            "variants": view.variants,
+            "image": _data_url(png_bytes(thumb)),
+        }
         if ENSEMBLE in view.heatmaps:
             entry["heatmap"] = _data_url(png_bytes(overlay(thumb, view.heatmaps[ENSEMBLE])))
         views.append(entry)
     part = result.body_part
     validation = config.validation_for(part)
     return {
-        "verdict": result.label, "probability": result.probability, "operating_point": result.operating_point,
-        "threshold": result.thresholds[result.operating_point], "labels": result.labels, "variants": result.variants,
-        "views": views, "body_part": part, "synthetic_data": result.synthetic_data,
+        "verdict": result.label,
+        "probability": result.probability,
+        "operating_point": result.operating_point,
+        "threshold": result.thresholds[result.operating_point],
+        "labels": result.labels,
+        "variants": result.variants,
+        "views": views,
+        "body_part": part,
+        "synthetic_data": result.synthetic_data,
         "validation": dataclasses.asdict(validation) if validation else None,
-    }  # fmt: skip
+    }
 
 
 def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
@@ -203,12 +225,24 @@ def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
     prefix = prob_column("")
     variants = sorted(k[len(prefix) :] for k in rows[0] if k.startswith(prefix))
     return {
-        "verdict": rows[0]["study_label"], "probability": rows[0]["study_probability"], "operating_point": "registered",
-        "threshold": rows[0]["threshold"], "variants": {v: float(np.mean([r[prob_column(v)] for r in rows])) for v in variants},
-        "views": [{"name": f"view {i + 1}", "kind": "image", "probability": r["probability"],
-                   "variants": {v: r[prob_column(v)] for v in variants}} for i, r in enumerate(rows)],  # fmt: skip
-        "body_part": normalize_body_part(body_part), "synthetic_data": None, "validation": None,
-    }  # fmt: skip
+        "verdict": rows[0]["study_label"],
+        "probability": rows[0]["study_probability"],
+        "operating_point": "registered",
+        "threshold": rows[0]["threshold"],
+        "variants": {v: float(np.mean([r[prob_column(v)] for r in rows])) for v in variants},
+        "views": [
+            {
+                "name": f"view {i + 1}",
+                "kind": "image",
+                "probability": r["probability"],
+                "variants": {v: r[prob_column(v)] for v in variants},
+            }
+            for i, r in enumerate(rows)
+        ],
+        "body_part": normalize_body_part(body_part),
+        "synthetic_data": None,
+        "validation": None,
+    }
 
 
 def serve(settings: WebSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
