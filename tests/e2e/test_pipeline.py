@@ -92,3 +92,27 @@ def test_bad_dataset_is_one_line_error(repo_root: Path, tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "train_labeled_studies.csv is empty" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_datasets_outside_the_workspace(repo_root: Path, tmp_path: Path) -> None:
+    """params.yaml may point at datasets anywhere: DVC tracks the configured folders, not data/raw."""
+    outside = tmp_path / "datasets"
+    write_synthetic(outside, seed=11, sizes=SynthParams(patients=20, fracture_images=24))
+    dirs = {"mura_dir": str(outside / "MURA-v1.1"), "fracture_dir": str(outside / "Bone_Fracture_Binary_Classification")}
+    ws = create_workspace(repo_root, tmp_path / "ws", {**OVERRIDE, "data": {**OVERRIDE["data"], **dirs}})
+    _dvc(ws, "repro", "split")
+    images = pd.read_csv(ws / "data/interim/images.csv")
+    assert set(images["dataset"]) == {"mura", "fracture"}
+    assert "up to date" in _dvc(ws, "status", "split").lower()
+    # A new image in the configured folder makes ingest stale.
+    (outside / "MURA-v1.1" / "extra.txt").write_text("not listed, but part of the folder")
+    assert "ingest" in _dvc(ws, "status", "ingest")
+
+
+def test_missing_configured_folder_is_one_line_naming_the_param(repo_root: Path, tmp_path: Path) -> None:
+    ws = create_workspace(repo_root, tmp_path / "ws", {**OVERRIDE, "data": {**OVERRIDE["data"], "mura_dir": "/nowhere/MURA"}})
+    proc = subprocess.run([sys.executable, "stages/ingest.py"], cwd=ws, env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: data.mura_dir='/nowhere/MURA': no such folder")
+    dvc = subprocess.run(["dvc", "repro", "ingest"], cwd=ws, env=_env(), capture_output=True, text=True, timeout=300)
+    assert dvc.returncode != 0 and "/nowhere/MURA" in dvc.stdout + dvc.stderr

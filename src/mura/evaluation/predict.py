@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mura.errors import DataError
-from mura.evaluation.ensemble import prob_column
+from mura.evaluation.ensemble import ENSEMBLE, prob_column
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def predict_images(
             per_variant, ensemble = np.zeros((0, len(paths))), np.zeros(0)
         for k, name in enumerate(paths):
             frame[prob_column(name)] = np.round(per_variant[:, k], 8)
-        frame[prob_column("ensemble")] = np.round(ensemble, 8)
+        frame[prob_column(ENSEMBLE)] = np.round(ensemble, 8)
         frames[split] = frame
         logger.info("ensemble: predicted %d %s images with %d variants", len(frame), split, len(paths))
     return frames

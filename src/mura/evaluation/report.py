@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from mura.evaluation.ensemble import ENSEMBLE
+
 
 def _fmt(value: Any, pct: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -66,7 +68,7 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
                 f"{_ci(r, 'recall')} | {_ci(r, 'f1')} | {_ci(r, 'roc_auc')} | {_ci(r, 'kappa')} |"
             )
         lines.append("")
-    ens = table[(table["split"] == "test") & (table["model"] == "ensemble") & (table["group"] == "all")]
+    ens = table[(table["split"] == "test") & (table["model"] == ENSEMBLE) & (table["group"] == "all")]
     lines += [
         "## Ensemble, test split, both operating points (seed Table 5)",
         "",
@@ -81,7 +83,7 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
     lines.append("")
     parts = table[
         (table["split"] == "test")
-        & (table["model"] == "ensemble")
+        & (table["model"] == ENSEMBLE)
         & (table["level"] == "study")
         & (table["operating_point"] == "default")
         & ~table["group"].str.startswith("dataset:")
@@ -120,7 +122,7 @@ def plot_figures(roc: pd.DataFrame, pr: pd.DataFrame, table: pd.DataFrame, out_d
     for frame, x, y, name, title in ((roc, "fpr", "tpr", "roc", "ROC"), (pr, "recall", "precision", "pr", "Precision-recall")):
         fig, ax = plt.subplots(figsize=(5, 4.5))
         for model, points in frame.groupby("model", sort=False):
-            ax.plot(points[x], points[y], label=model, linewidth=2.5 if model == "ensemble" else 1)
+            ax.plot(points[x], points[y], label=model, linewidth=2.5 if model == ENSEMBLE else 1)
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(f"{title}, test studies{suffix}", fontsize=9)

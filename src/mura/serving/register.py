@@ -43,7 +43,7 @@ def _png_base64(pixels: np.ndarray) -> str:
 def validation_kappa(metrics: dict[str, Any]) -> float:
     """The ensemble's study-level Cohen's kappa on valid at threshold 0.5 (the promotion criterion)."""
     try:
-        value = metrics["valid"]["ensemble"]["study"]["default"]["kappa"]
+        value = metrics["valid"][ENSEMBLE]["study"]["default"]["kappa"]
     except KeyError:
         raise DataError("reports/metrics.json has no valid/ensemble/study/default/kappa: rerun `dvc repro evaluate`") from None
     return float("nan") if value is None else float(value)
