@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -94,7 +95,8 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     cwd = os.getcwd()
     os.chdir(ws)
     try:
-        result = run_register(
+        register = functools.partial(
+            run_register,
             list(params.models),
             params.register,
             params.data.image_size,
@@ -106,20 +108,10 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
             ws / "split.csv",
             ws / "pixels.npy",
         )
+        result = register()
         # A second, worse version must not take the champion alias.
         (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
-        second = run_register(
-            list(params.models),
-            params.register,
-            params.data.image_size,
-            params.data.resize,
-            ws / "models",
-            ws / "reports/thresholds.json",
-            ws / "reports/metrics.json",
-            ws / "images.csv",
-            ws / "split.csv",
-            ws / "pixels.npy",
-        )
+        second = register()
     finally:
         os.chdir(cwd)
         if old is None:
