@@ -67,7 +67,7 @@ def measure(arch: str, size: int, batch: int, precision: str, steps: int, build_
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
     labels = rng.integers(0, 2, n)
-    batches = CacheBatches(pixels, np.arange(n), labels, batch, shuffle=True, seed=0, weights=np.ones(n), workers=2)
+    batches = CacheBatches(pixels, np.arange(n), labels, batch, shuffle=True, seed=0, sample_weights=np.ones(n), workers=2)
     model = build_model(ModelSpec(arch), size, "none", AugmentParams(), seed=0)
     compile_model(model, 1e-4, build_optimizer=build_optimizer)
     t0 = time.perf_counter()

@@ -25,7 +25,7 @@ def test_batches_follow_rows_and_reshuffle_per_epoch() -> None:
     pixels = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
     rows = np.array([9, 3, 3, 5, 0])
     labels = np.array([1, 0, 0, 1, 0])
-    batches = CacheBatches(pixels, rows, labels, batch_size=2, shuffle=True, seed=4, weights=labels + 1.0)
+    batches = CacheBatches(pixels, rows, labels, batch_size=2, shuffle=True, seed=4, sample_weights=labels + 1.0)
     assert len(batches) == 3
 
     def epoch() -> list[tuple[int, int, float]]:

@@ -115,7 +115,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: str | Path, stateful: list[keras.callbacks.Callback]) -> None:
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False, double_checkpoint=True)
         self.stateful = stateful
-        self.restored_epoch = 0
 
     def _state_path(self, epoch: int) -> Path:
         return Path(self.backup_dir) / f"{_STATE_PREFIX}{epoch}.json"
@@ -141,7 +140,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         epoch = backed_up_epoch(Path(self.backup_dir))
         if epoch == 0:
             return
-        self.restored_epoch = epoch
         path = self._state_path(epoch)
         if not path.exists():
             logger.warning(

@@ -57,7 +57,7 @@ class CacheBatches(keras.utils.PyDataset):
         batch_size: images per batch.
         shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch number).
         seed: shuffling seed.
-        weights: optional per-entry sample weights (class weights).
+        sample_weights: optional per-entry loss weights (from the class weights).
         workers: prefetching threads.
         drop_remainder: serve only full batches (training): a last, smaller batch
             would have a new shape and make the backend trace or compile the
@@ -74,7 +74,7 @@ class CacheBatches(keras.utils.PyDataset):
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
-        weights: np.ndarray | None = None,
+        sample_weights: np.ndarray | None = None,
         workers: int = 1,
         drop_remainder: bool = False,
         **kwargs: Any,
@@ -87,7 +87,7 @@ class CacheBatches(keras.utils.PyDataset):
         self.pixels = pixels
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.float32)
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
+        self.sample_weights = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float32)
         self.batch_size = int(batch_size)
         self.drop_remainder = drop_remainder and len(self.rows) >= self.batch_size
         self.shuffle = shuffle
@@ -118,8 +118,8 @@ class CacheBatches(keras.utils.PyDataset):
         images = np.empty((len(rows), *self.pixels.shape[1:]), np.uint8)
         images[sort] = self.pixels[rows[sort]]
         batch: tuple[np.ndarray, ...] = (images[..., None], self.labels[pick])
-        if self.weights is not None:
-            batch = (*batch, self.weights[pick])
+        if self.sample_weights is not None:
+            batch = (*batch, self.sample_weights[pick])
         return batch
 
     def on_epoch_end(self) -> None:

@@ -236,7 +236,7 @@ def fit_variant(
         train.batch_size,
         shuffle=True,
         seed=spec.seed,
-        weights=sample_weights(labels, class_weights),
+        sample_weights=sample_weights(labels, class_weights),
         workers=train.workers,
         drop_remainder=True,
     )
