@@ -18,6 +18,7 @@ import numpy as np
 
 from mura.data.imaging import ImageDecodeError, resize_gray
 from mura.data.sources import normalize_body_part
+from mura.data.uploads import DecodedUpload
 from mura.evaluation.ensemble import ENSEMBLE, prob_column
 from mura.serving.config import ServingConfig
 
@@ -38,6 +39,7 @@ class ViewResult:
     kind: str
     gray: np.ndarray  # full-resolution 8-bit image (for display)
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # "ensemble" and each variant, [0, 1], S x S
+    warnings: tuple[str, ...] = ()  # why the answer may not apply to this view (from its DICOM tags)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class StudyResult:
     views: list[ViewResult]
     body_part: str | None
     synthetic_data: bool
+
+    @property
+    def warnings(self) -> list[str]:
+        """Each view's scope warnings, prefixed with the view's name (empty when every view is in scope)."""
+        return [f"{v.name}: {w}" for v in self.views for w in v.warnings]
 
     @property
     def label(self) -> str:
@@ -69,7 +76,17 @@ class StudyResult:
             "variants": self.variants,
             "body_part": self.body_part,
             "synthetic_data": self.synthetic_data,
-            "views": [{"name": v.name, "probability": v.probability, "variants": v.variants, "kind": v.kind} for v in self.views],
+            "warnings": self.warnings,
+            "views": [
+                {
+                    "name": v.name,
+                    "probability": v.probability,
+                    "variants": v.variants,
+                    "kind": v.kind,
+                    "warnings": list(v.warnings),
+                }
+                for v in self.views
+            ],
         }
 
 
@@ -103,7 +120,7 @@ class Predictor:
         config: ServingConfig = self.service.config
         return config
 
-    def _decode(self, view: ViewInput, index: int) -> tuple[str, np.ndarray, np.ndarray, str, str | None]:
+    def _decode(self, view: ViewInput, index: int) -> tuple[str, DecodedUpload]:
         from mura.data.uploads import decode_upload
 
         config = self.config
@@ -111,11 +128,10 @@ class Predictor:
             gray = view if view.dtype == np.uint8 else np.clip(view, 0, 255).astype(np.uint8)
             if gray.ndim != 2:
                 raise ValueError(f"view {index}: arrays must be 2-D grayscale, got shape {view.shape}")
-            return f"view{index + 1}", resize_gray(gray, config.image_size, config.resize), gray, "array", None
+            return f"view{index + 1}", DecodedUpload(resize_gray(gray, config.image_size, config.resize), gray, "array", None)
         name = Path(view).name if isinstance(view, (str, Path)) else f"view{index + 1}"
         data = Path(view).read_bytes() if isinstance(view, (str, Path)) else bytes(view)
-        upload = decode_upload(data, config.image_size, config.resize, config.max_pixels)
-        return name, upload.pixels, upload.gray, upload.kind, upload.body_part
+        return name, decode_upload(data, config.image_size, config.resize, config.max_pixels)
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None, heatmaps: bool = False) -> StudyResult:
         """Predict one study from its views (file paths, encoded bytes, or 2-D uint8 arrays).
@@ -140,24 +156,25 @@ class Predictor:
                 decoded.append(self._decode(view, i))
             except ImageDecodeError as exc:
                 raise ValueError(f"view {i + 1}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
-        pixels = np.stack([d[1] for d in decoded])
+        pixels = np.stack([upload.pixels for _, upload in decoded])
         frame = self.service.predict_pixels(pixels, ["study"] * len(pixels))
         names = self.service.runner.names
         maps = self.heatmaps(pixels) if heatmaps else {}
         view_results = [
             ViewResult(
-                name=d[0],
+                name=name,
                 probability=float(frame["probability"].iloc[i]),
                 variants={n: float(frame[prob_column(n)].iloc[i]) for n in names},
-                kind=d[3],
-                gray=d[2],
+                kind=upload.kind,
+                gray=upload.gray,
                 heatmaps={k: v[i] for k, v in maps.items()},
+                warnings=upload.warnings,
             )
-            for i, d in enumerate(decoded)
+            for i, (name, upload) in enumerate(decoded)
         ]
         probability = float(frame["study_probability"].iloc[0])
         thresholds = {k: float(v) for k, v in self.config.thresholds.items()}
-        part = normalize_body_part(body_part or next((d[4] for d in decoded if d[4]), None))
+        part = normalize_body_part(body_part or next((u.body_part for _, u in decoded if u.body_part), None))
         return StudyResult(
             probability=probability,
             labels={k: "abnormal" if probability >= t else "normal" for k, t in thresholds.items()},

@@ -112,6 +112,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
             + f"{view.probability:.3f}     "
             + "  ".join(f"{view.variants[n]:.3f}".ljust(14) for n in names)
         )
+    for warning in result.warnings:
+        print(f"WARNING: {warning}")
     print("Pre-screening aid, not a diagnosis: a radiologist must review.")
 
 

@@ -147,3 +147,25 @@ def test_web_token(predictor) -> None:  # type: ignore[no-untyped-def]
     assert secured.get("/api/info").status_code == 401
     assert secured.get("/api/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert secured.get("/").status_code == 200  # the page itself asks for the token
+
+
+def test_lossless_encodings_get_the_same_probability(predictor) -> None:  # type: ignore[no-untyped-def]
+    """One image in every lossless transfer syntax (pydicom's files): one probability, and the MR warning."""
+    from pydicom.data import get_testdata_file
+
+    from tests.unit.test_dicom import LOSSLESS
+
+    results = {}
+    for encoding, name in LOSSLESS.items():
+        path = Path(name) if name.startswith("/") else Path(get_testdata_file(name))
+        results[encoding] = predictor.predict_study([path.read_bytes()])
+    reference = results["explicit VR little endian"].probability
+    for encoding, result in results.items():
+        assert abs(result.probability - reference) <= 1e-6, encoding
+        assert result.warnings == ["view1: modality MR is not a radiograph: the model was trained on radiographs only"]
+        assert result.to_dict()["views"][0]["warnings"] == [result.views[0].warnings[0]]
+
+
+def test_png_uploads_carry_no_warnings(predictor) -> None:  # type: ignore[no-untyped-def]
+    result = predictor.predict_study(_views(2))
+    assert result.warnings == [] and all(v.warnings == () for v in result.views)

@@ -22,6 +22,7 @@ from tests.conftest import REPO, png_bytes
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TOKEN = "browser-test-token"
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -42,7 +43,18 @@ def ui_url(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
         port = sock.getsockname()[1]
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mura.cli", "serve-ui", "--model", "models:/mura-ensemble@champion", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mura.cli",
+            "serve-ui",
+            "--model",
+            "models:/mura-ensemble@champion",
+            "--token",
+            TOKEN,
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -76,6 +88,22 @@ def browser():  # type: ignore[no-untyped-def]
         launched.close()
 
 
+def _open(browser, url: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    """Open the page and give it the access token, checking the prompts on the way."""
+    page = browser.new_page(**kwargs)
+    page.goto(url)
+    page.wait_for_selector("#token-label:not([hidden])")
+    assert "requires an access token" in page.inner_text("#error")
+    page.fill("#token", "wrong")
+    page.press("#token", "Enter")
+    page.wait_for_function("document.getElementById('error').textContent.includes('not valid')")
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_function("document.getElementById('body-part').options.length === 8")
+    assert page.inner_text("#error") == ""
+    return page
+
+
 def _files(tmp_path: Path) -> list[Path]:
     rng = np.random.default_rng(5)
     paths = []
@@ -88,8 +116,7 @@ def _files(tmp_path: Path) -> list[Path]:
 
 def test_upload_study_see_verdict_toggle_heatmap(ui_url: str, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1200, "height": 1000})
-    page.goto(ui_url)
+    page = _open(browser, ui_url, viewport={"width": 1200, "height": 1000})
     assert "Pre-screening aid, not a diagnosis" in page.inner_text("#notice")
     page.wait_for_selector("#synthetic-banner:not([hidden])")
     page.set_input_files("#file-input", [str(p) for p in _files(tmp_path)])
@@ -102,6 +129,9 @@ def test_upload_study_see_verdict_toggle_heatmap(ui_url: str, browser, tmp_path:
     assert page.locator(".view img").count() == 2
     assert page.locator("#variants tbody tr").count() == 2
     assert page.is_visible("#result-synthetic")
+    assert page.is_hidden("#result-warnings")  # PNG uploads carry no metadata to flag
+    # The model line was fetched after the token was given (it read "Model ?." before).
+    assert page.inner_text("#model-info").startswith("Model models:/mura-ensemble@champion")
     first = page.locator(".view img").first
     before = first.get_attribute("src")
     page.screenshot(path=str(ARTIFACTS / "browser-result.png"), full_page=True)
@@ -116,8 +146,7 @@ def test_upload_study_see_verdict_toggle_heatmap(ui_url: str, browser, tmp_path:
 
 def test_non_image_shows_plain_error(ui_url: str, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page()
-    page.goto(ui_url)
+    page = _open(browser, ui_url)
     notes = tmp_path / "notes.png"
     notes.write_text("this is a text file, not a radiograph")
     page.set_input_files("#file-input", str(notes))
@@ -126,4 +155,20 @@ def test_non_image_shows_plain_error(ui_url: str, browser, tmp_path: Path) -> No
     assert "wrong file type" in page.inner_text("#error")
     assert page.is_hidden("#result")
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"), full_page=True)
+    page.close()
+
+
+def test_out_of_scope_dicom_shows_a_visible_warning(ui_url: str, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.dicom_utils import make_dicom
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    knee = tmp_path / "knee.dcm"
+    knee.write_bytes(make_dicom(np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (48, 1)), body_part="KNEE"))
+    page = _open(browser, ui_url)
+    page.set_input_files("#file-input", str(knee))
+    page.click("#analyze")
+    page.wait_for_selector("#result:not([hidden])", timeout=120_000)
+    assert page.is_visible("#result-warnings")
+    assert "body part KNEE is outside the seven upper-extremity regions" in page.inner_text("#result-warnings")
+    page.screenshot(path=str(ARTIFACTS / "browser-warning.png"), full_page=True)
     page.close()

@@ -130,8 +130,37 @@ def test_http_png_and_dicom(server: dict[str, Any]) -> None:
     assert status == 200, body
     rows = body["predictions"]
     assert len(rows) == 2 and {"probability", "p_tiny_a", "p_tiny_b", "study_probability", "study_label"} <= set(rows[0])
+    assert [r["warnings"] for r in rows] == ["", ""]  # a CR wrist and a PNG: in scope
     text = json.dumps(body) + server["log"].read_text()
     assert PATIENT_NAME not in text and PATIENT_ID not in text
+
+
+def test_http_out_of_scope_dicom_is_scored_and_flagged(server: dict[str, Any]) -> None:
+    knee = make_dicom(np.tile(np.linspace(0, 4095, 48).astype(np.uint16), (40, 1)), body_part="KNEE")
+    status, body = _post(server["url"], {"dataframe_records": [{"image": _b64(knee)}]})
+    assert status == 200, body
+    row = body["predictions"][0]
+    assert 0.0 <= row["probability"] <= 1.0
+    assert row["warnings"].startswith("body part KNEE is outside the seven upper-extremity regions")
+    assert PATIENT_NAME not in json.dumps(body) and PATIENT_ID not in server["log"].read_text()
+
+
+def test_http_unsupported_transfer_syntax_is_a_4xx_naming_it(server: dict[str, Any]) -> None:
+    import io
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((8, 8), np.uint16))))
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")
+    ds.PixelData = encapsulate([b"\x00" * 16])
+    ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    status, body = _post(server["url"], {"dataframe_records": [{"image": _b64(buffer.getvalue())}]})
+    assert status == 400
+    assert "row 0: unsupported transfer syntax: transfer syntax 1.2.840.10008.1.2.4.100 (MPEG2 Main Profile" in body["message"]
 
 
 BAD = [

@@ -47,4 +47,14 @@ def test_study_results_mean_and_label() -> None:
 
 def test_output_example_has_one_column_per_variant() -> None:
     columns = list(output_example(["x", "y"]).columns)
-    assert columns == ["row", "study_id", "probability", "p_x", "p_y", "study_probability", "threshold", "study_label"]
+    assert columns == [
+        "row",
+        "study_id",
+        "probability",
+        "p_x",
+        "p_y",
+        "study_probability",
+        "threshold",
+        "study_label",
+        "warnings",
+    ]

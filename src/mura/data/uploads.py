@@ -40,6 +40,8 @@ class DecodedUpload:
     gray: np.ndarray  # full-resolution 8-bit grayscale (for overlays)
     kind: str  # png | jpeg | dicom | image (another format PIL reads)
     body_part: str | None
+    modality: str | None = None
+    warnings: tuple[str, ...] = ()  # why the answer may not apply (DICOM tags only: PNG/JPEG carry none)
 
 
 def decode_upload(data: bytes, image_size: int, policy: ResizePolicy, max_pixels: int) -> DecodedUpload:
@@ -60,6 +62,7 @@ def decode_upload(data: bytes, image_size: int, policy: ResizePolicy, max_pixels
     kind = sniff_kind(data)
     if kind == "dicom":
         dicom = decode_dicom(data, max_pixels=max_pixels)
-        return DecodedUpload(resize_gray(dicom.gray, image_size, policy), dicom.gray, "dicom", dicom.body_part)
+        pixels = resize_gray(dicom.gray, image_size, policy)
+        return DecodedUpload(pixels, dicom.gray, "dicom", dicom.body_part, dicom.modality, dicom.warnings)
     gray, _mode = decode_image(data, max_pixels=max_pixels)
     return DecodedUpload(resize_gray(gray, image_size, policy), gray, kind or "image", None)

@@ -110,31 +110,41 @@ class EnsembleService:
         config = ServingConfig.load(artifacts[CONFIG_ARTIFACT])
         return cls({name: artifacts[name] for name in config.variants}, config)
 
-    def decode(self, rows: list[tuple[bytes, str]]) -> np.ndarray:
-        """Model pixels for each row; a bad image raises a 400 naming the row."""
+    def decode(self, rows: list[tuple[bytes, str]]) -> tuple[np.ndarray, list[str]]:
+        """Model pixels and scope warnings (``"; "``-joined, empty when none) for each row.
+
+        Raises:
+            MlflowException: a bad image (400 naming the row and, for DICOM, the transfer syntax).
+        """
         from mura.data.uploads import ImageDecodeError, decode_upload
 
         size = self.config.image_size
         pixels = np.zeros((len(rows), size, size), np.uint8)
+        warnings = []
         for i, (data, _study) in enumerate(rows):
             try:
-                pixels[i] = decode_upload(data, size, self.config.resize, self.config.max_pixels).pixels
+                upload = decode_upload(data, size, self.config.resize, self.config.max_pixels)
             except ImageDecodeError as exc:
                 raise bad_request(f"row {i}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
-        return pixels
+            pixels[i] = upload.pixels
+            warnings.append("; ".join(upload.warnings))
+        return pixels, warnings
 
-    def predict_pixels(self, pixels: np.ndarray, study_ids: list[str]) -> pd.DataFrame:
+    def predict_pixels(self, pixels: np.ndarray, study_ids: list[str], warnings: list[str] | None = None) -> pd.DataFrame:
         """Per-image results for already-decoded pixels (shared with the Python API)."""
         per_variant, ensemble = self.runner.predict_ensemble(pixels, self.config.weights_in_order)
         frame = pd.DataFrame({"row": np.arange(len(pixels)), "study_id": study_ids, "probability": ensemble})
         for k, name in enumerate(self.runner.names):
             frame[prob_column(name)] = per_variant[:, k]
-        return study_results(frame, self.config.threshold)
+        out = study_results(frame, self.config.threshold)
+        out["warnings"] = warnings if warnings is not None else [""] * len(out)
+        return out
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc ``predict``: request frame in, per-image result frame out."""
         rows = parse_rows(frame)
-        return self.predict_pixels(self.decode(rows), [study for _, study in rows])
+        pixels, warnings = self.decode(rows)
+        return self.predict_pixels(pixels, [study for _, study in rows], warnings)
 
 
 def output_example(variants: list[str]) -> pd.DataFrame:
@@ -148,5 +158,6 @@ def output_example(variants: list[str]) -> pd.DataFrame:
             "study_probability": [0.5],
             "threshold": [0.5],
             "study_label": ["abnormal"],
+            "warnings": [""],
         }
     )

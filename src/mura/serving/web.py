@@ -198,6 +198,7 @@ def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
             "probability": view.probability,
             "variants": view.variants,
             "image": _data_url(png_bytes(thumb)),
+            "warnings": list(view.warnings),
         }
         if ENSEMBLE in view.heatmaps:
             entry["heatmap"] = _data_url(png_bytes(overlay(thumb, view.heatmaps[ENSEMBLE])))
@@ -214,6 +215,7 @@ def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
         "views": views,
         "body_part": part,
         "synthetic_data": result.synthetic_data,
+        "warnings": result.warnings,
         "validation": dataclasses.asdict(validation) if validation else None,
     }
 
@@ -236,11 +238,13 @@ def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
                 "kind": "image",
                 "probability": r["probability"],
                 "variants": {v: r[prob_column(v)] for v in variants},
+                "warnings": [w for w in str(r.get("warnings") or "").split("; ") if w],
             }
             for i, r in enumerate(rows)
         ],
         "body_part": normalize_body_part(body_part),
         "synthetic_data": None,
+        "warnings": [f"view {i + 1}: {w}" for i, r in enumerate(rows) for w in str(r.get("warnings") or "").split("; ") if w],
         "validation": None,
     }
 
