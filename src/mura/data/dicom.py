@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mura.data.imaging import REASON_EMPTY, REASON_TOO_LARGE, REASON_UNDECODABLE, ImageDecodeError
 from mura.data.sources import BODY_PARTS
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = [
     "REASON_NO_PIXELS", "REASON_UNSUPPORTED_SYNTAX", "DicomImage", "decode_dicom", "is_dicom", "scope_warnings",
@@ -102,14 +106,14 @@ def _region(term: str) -> str | None:
     return None
 
 
-def _syntax_name(ds: object) -> str:
+def _syntax_name(ds: Dataset) -> str:
     uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if uid is None:
         return "unknown transfer syntax"
     return f"{uid} ({uid.name})" if uid.name and uid.name != str(uid) else str(uid)
 
 
-def _first_frame(ds: object) -> np.ndarray:
+def _first_frame(ds: Dataset) -> np.ndarray:
     """Decode only the first frame of the pixel data (all of it for single-frame images)."""
     from pydicom.pixels import pixel_array
 
@@ -117,7 +121,7 @@ def _first_frame(ds: object) -> np.ndarray:
     return np.asarray(pixel_array(ds, index=0) if frames > 1 else pixel_array(ds))
 
 
-def _to_luminance(pixels: np.ndarray, ds: object, photometric: str) -> np.ndarray:
+def _to_luminance(pixels: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
     """Colour → luminance; grayscale passes through. pydicom already returns RGB for YBR data."""
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
