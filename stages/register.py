@@ -1,9 +1,11 @@
 """Stage ``register``: log and register the ensemble as the MLflow pyfunc ``mura-ensemble``.
 
 Inputs: ``models/<variant>.keras``, ``reports/thresholds.json``, ``reports/metrics.json``,
-``reports/per_body_part.csv``, images.csv, split.csv, pixels.npy (one input example).
+``reports/per_body_part.csv``, ``reports/predictions`` (the Keras reference of the optimized runtime's
+check), images.csv, split.csv, pixels.npy (the input example and the validation images).
 Outputs: an MLflow run and model version (alias ``champion`` when its validation kappa is not below
-the current champion's, or ``register.force_champion``); ``reports/register.json``.
+the current champion's, or ``register.force_champion``) holding the ``.keras`` variants and, unless
+``register.runtime`` is ``keras``, their OpenVINO export; ``reports/register.json``.
 Params: ``models`` (the variant names), ``register``, ``data.image_size``, ``data.resize``.
 """
 
@@ -27,25 +29,24 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
     parser.add_argument("--pixels", type=Path, default=Path("data/interim/pixels.npy"))
     parser.add_argument("--per-body-part", type=Path, default=Path("reports/per_body_part.csv"))
+    parser.add_argument("--predictions", type=Path, default=Path("reports/predictions"))
     parser.add_argument("--out", type=Path, default=Path("reports/register.json"))
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
-    from mura.serving.register import run_register
+    from mura.serving.register import RegisterInputs, run_register
 
-    result = run_register(
-        list(params.models),
-        params.register,
-        params.data.image_size,
-        params.data.resize,
-        args.models_dir,
-        args.thresholds,
-        args.metrics,
-        args.images,
-        args.split,
-        args.pixels,
-        args.per_body_part,
+    inputs = RegisterInputs(
+        models_dir=args.models_dir,
+        thresholds=args.thresholds,
+        metrics=args.metrics,
+        images=args.images,
+        split=args.split,
+        pixels=args.pixels,
+        per_body_part=args.per_body_part,
+        predictions=args.predictions,
     )
+    result = run_register(list(params.models), params.register, params.data.image_size, params.data.resize, inputs)
     write_json(args.out, result)
 
 

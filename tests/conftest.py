@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import io
 import json
 import os
@@ -55,7 +55,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.register import run_register
+    from mura.serving.register import RegisterInputs, run_register
 
     ws = tmp_path_factory.mktemp("serve")
     doc = merge_params(
@@ -85,33 +85,49 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3}, "variant_weights": {"tiny_a": 1.0, "tiny_b": 1.0}})
     )
     (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
-    pd.DataFrame({"image_id": ["a", "b"], "synthetic": [True, True]}).to_csv(ws / "images.csv", index=False)
-    pd.DataFrame({"image_id": ["a", "b"], "split": ["train", "valid"]}).to_csv(ws / "split.csv", index=False)
+    # Ten validation images in five studies: the precision check of the optimized runtime runs on them.
+    ids = [f"i{k}" for k in range(12)]
+    pd.DataFrame({"image_id": ids, "synthetic": [True] * 12}).to_csv(ws / "images.csv", index=False)
+    pd.DataFrame({"image_id": ids, "split": ["train", "train"] + ["valid"] * 10}).to_csv(ws / "split.csv", index=False)
     rng = np.random.default_rng(0)
-    np.save(ws / "pixels.npy", rng.integers(0, 256, (2, SIZE, SIZE)).astype(np.uint8))
+    pixels = rng.integers(0, 256, (12, SIZE, SIZE)).astype(np.uint8)
+    np.save(ws / "pixels.npy", pixels)
+    from mura.modeling.inference import VariantRunner
+
+    runner = VariantRunner.from_paths({n: ws / f"models/{n}.keras" for n in ("tiny_a", "tiny_b")})
+    keras_probs = runner.predict(pixels[2:])
+    (ws / "reports/predictions").mkdir()
+    pd.DataFrame(
+        {
+            "image_id": ids[2:],
+            "study_id": [f"s{k // 2}" for k in range(10)],
+            "label": [(k // 2) % 2 for k in range(10)],
+            "p_tiny_a": keras_probs[:, 0],
+            "p_tiny_b": keras_probs[:, 1],
+        }
+    ).to_csv(ws / "reports/predictions/valid.csv", index=False)
+    inputs = RegisterInputs(
+        models_dir=ws / "models",
+        thresholds=ws / "reports/thresholds.json",
+        metrics=ws / "reports/metrics.json",
+        images=ws / "images.csv",
+        split=ws / "split.csv",
+        pixels=ws / "pixels.npy",
+        predictions=ws / "reports/predictions",
+    )
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     cwd = os.getcwd()
     os.chdir(ws)
     try:
-        register = functools.partial(
-            run_register,
-            list(params.models),
-            params.register,
-            params.data.image_size,
-            params.data.resize,
-            ws / "models",
-            ws / "reports/thresholds.json",
-            ws / "reports/metrics.json",
-            ws / "images.csv",
-            ws / "split.csv",
-            ws / "pixels.npy",
-        )
-        result = register()
-        # A second, worse version must not take the champion alias.
+        size, resize = params.data.image_size, params.data.resize
+        result = run_register(list(params.models), params.register, size, resize, inputs)
+        # A second, worse version must not take the champion alias; its bf16 limit is impossible
+        # (|dp| <= 0), so the guard must fall back to float32.
         (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
-        second = register()
+        strict = dataclasses.replace(params.register, bf16_max_abs_dp=0.0)
+        second = run_register(list(params.models), strict, size, resize, inputs)
     finally:
         os.chdir(cwd)
         if old is None:

@@ -19,7 +19,7 @@ import numpy as np
 from mura.data.imaging import ImageDecodeError, resize_gray
 from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload
-from mura.evaluation.ensemble import ENSEMBLE, prob_column
+from mura.evaluation.ensemble import prob_column
 from mura.serving.config import ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,6 @@ class Predictor:
     def __init__(self, service: Any, uri: str) -> None:
         self.service = service
         self.uri = uri
-        self._features: dict[str, Any] = {}
 
     @classmethod
     def load(cls, uri: str, tracking_uri: str | None = None) -> Predictor:
@@ -157,9 +156,12 @@ class Predictor:
             except ImageDecodeError as exc:
                 raise ValueError(f"view {i + 1}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
         pixels = np.stack([upload.pixels for _, upload in decoded])
-        frame = self.service.predict_pixels(pixels, ["study"] * len(pixels))
-        names = self.service.runner.names
-        maps = self.heatmaps(pixels) if heatmaps else {}
+        study_ids = ["study"] * len(pixels)
+        if heatmaps:
+            frame, maps = self.service.predict_with_heatmaps(pixels, study_ids)
+        else:
+            frame, maps = self.service.predict_pixels(pixels, study_ids), {}
+        names = list(self.config.variants)
         view_results = [
             ViewResult(
                 name=name,
@@ -188,13 +190,5 @@ class Predictor:
 
     def heatmaps(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Grad-CAM per variant and the ensemble's (mean of the variants' maps), each (N, S, S) in [0, 1]."""
-        from mura.modeling.gradcam import feature_model, gradcam
-
-        variants = self.service.runner.variants
-        maps = {}
-        for name, model in variants.items():
-            if name not in self._features:
-                self._features[name] = feature_model(model)
-            maps[name] = gradcam(model, pixels, self._features[name])
-        maps[ENSEMBLE] = np.mean(np.stack(list(maps.values())), axis=0)
+        maps: dict[str, np.ndarray] = self.service.predict_with_heatmaps(pixels, ["study"] * len(pixels))[1]
         return maps

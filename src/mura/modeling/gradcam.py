@@ -1,25 +1,114 @@
-"""Grad-CAM heatmaps for the variants and the ensemble (backend-agnostic).
+"""Grad-CAM heatmaps for the variants and the ensemble (exact, and the same on every runtime).
 
 A visual aid showing which regions drove a prediction — **not** a localisation
 of disease. For this architecture (backbone → global average pooling → dense →
 batch norm → dropout → sigmoid) the Grad-CAM channel weights
 ``alpha_k = mean_ij dy/dA_k(i,j)`` equal ``dy/dg_k / (H*W)`` where ``g`` is the
-pooled feature vector, and ``dy/dg`` has a closed form through the small head
-(computed here from its weights with NumPy), so no backend-specific autodiff is
-needed and the maps are exact Grad-CAM.
+pooled feature vector, and ``dy/dg`` has a closed form through the small head,
+computed here from its weights with NumPy. So Grad-CAM needs only the
+backbone's last feature maps and the head's weights: the Keras models give
+them (:func:`gradcam`), and so does the optimized runtime, whose exported model
+returns each variant's feature maps next to its probability
+(:func:`cam_from_features` with :class:`HeadWeights` saved at registration).
+Nothing here imports Keras at module level, so serving on the optimized
+runtime never loads TensorFlow.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["HeadWeights", "cam_from_features", "feature_model", "gradcam", "head_gradient", "overlay", "png_bytes"]
+
+_HEAD_ARRAYS = ("dense_kernel", "dense_bias", "gamma", "beta", "moving_mean", "moving_variance", "out_kernel", "out_bias")
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """The seed's head in inference mode, as NumPy arrays (float64)."""
+
+    dense_kernel: np.ndarray
+    dense_bias: np.ndarray
+    gamma: np.ndarray
+    beta: np.ndarray
+    moving_mean: np.ndarray
+    moving_variance: np.ndarray
+    out_kernel: np.ndarray
+    out_bias: np.ndarray
+    epsilon: float
+
+    @classmethod
+    def from_model(cls, model: Any) -> HeadWeights:
+        """Read the head of a classifier from :func:`mura.modeling.models.build_model`."""
+        dense, bn, out = model.get_layer("dense"), model.get_layer("head_bn"), model.get_layer("abnormal")
+        arrays = [*dense.get_weights(), *bn.get_weights(), *out.get_weights()]
+        values = dict(zip(_HEAD_ARRAYS, (np.asarray(a, np.float64) for a in arrays), strict=True))
+        return cls(**values, epsilon=float(bn.epsilon))
+
+    @staticmethod
+    def save_all(heads: dict[str, HeadWeights], path: Path) -> None:
+        """Write every variant's head to one ``.npz`` file."""
+        arrays = {f"{name}/{key}": getattr(head, key) for name, head in heads.items() for key in _HEAD_ARRAYS}
+        arrays.update({f"{name}/epsilon": np.asarray(head.epsilon) for name, head in heads.items()})
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load_all(cls, path: Path) -> dict[str, HeadWeights]:
+        """Read the heads written by :meth:`save_all`."""
+        with np.load(path) as data:
+            names = sorted({key.split("/")[0] for key in data.files})
+            return {n: cls(**{k: data[f"{n}/{k}"] for k in _HEAD_ARRAYS}, epsilon=float(data[f"{n}/epsilon"])) for n in names}
+
+
+def head_gradient(head: HeadWeights, pooled: np.ndarray) -> np.ndarray:
+    """d P(abnormal) / d pooled features, shape (N, C), for the seed's head in inference mode."""
+    h = pooled @ head.dense_kernel + head.dense_bias
+    active = (h > 0).astype(np.float64)
+    scale = head.gamma / np.sqrt(head.moving_variance + head.epsilon)
+    normed = np.maximum(h, 0) * scale + (head.beta - head.moving_mean * scale)
+    z = normed @ head.out_kernel + head.out_bias  # (N, 1)
+    p = 1.0 / (1.0 + np.exp(-z))
+    gradient: np.ndarray = (p * (1 - p)) * ((active * scale * head.out_kernel[:, 0]) @ head.dense_kernel.T)
+    return gradient
+
+
+def cam_from_features(maps: np.ndarray, head: HeadWeights, size: int) -> np.ndarray:
+    """Grad-CAM maps in [0, 1] at ``size × size`` from the backbone's last feature maps.
+
+    Args:
+        maps: (N, h, w, C) feature maps of the images.
+        head: the variant's head.
+        size: output side (the model's input side).
+
+    Returns:
+        float32 (N, size, size); all zeros where no region pushes the prediction up.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    pooled = maps.mean(axis=(1, 2))
+    alpha = head_gradient(head, pooled)  # proportional to the spatial mean gradient
+    cam = np.maximum(np.einsum("nhwc,nc->nhw", maps, alpha), 0.0)
+    out = np.zeros((len(maps), size, size), np.float32)
+    for i, m in enumerate(cam):
+        top = m.max()
+        if top > 0:
+            resized = Image.fromarray((m / top).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+            out[i] = np.clip(np.asarray(resized), 0.0, 1.0)
+    return out
 
 
 def feature_model(model: keras.Model) -> keras.Model:
     """A model from the classifier's input to the backbone's last feature map (shared layers)."""
+    import keras
+
     inputs = keras.Input(model.input_shape[1:], dtype="uint8")
     x = inputs
     names = {layer.name for layer in model.layers}
@@ -29,24 +118,8 @@ def feature_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, model.get_layer("backbone")(x, training=False))
 
 
-def head_gradient(model: keras.Model, pooled: np.ndarray) -> np.ndarray:
-    """d P(abnormal) / d pooled features, shape (N, C), for the seed's head in inference mode."""
-    dense, bn, out = model.get_layer("dense"), model.get_layer("head_bn"), model.get_layer("abnormal")
-    w1, b1 = (np.asarray(v, np.float64) for v in dense.get_weights())
-    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in bn.get_weights())
-    w2, b2 = (np.asarray(v, np.float64) for v in out.get_weights())
-    h = pooled @ w1 + b1
-    active = (h > 0).astype(np.float64)
-    scale = gamma / np.sqrt(var + bn.epsilon)
-    normed = np.maximum(h, 0) * scale + (beta - mean * scale)
-    z = normed @ w2 + b2  # (N, 1)
-    p = 1.0 / (1.0 + np.exp(-z))
-    gradient: np.ndarray = (p * (1 - p)) * ((active * scale * w2[:, 0]) @ w1.T)
-    return gradient
-
-
 def gradcam(model: keras.Model, pixels: np.ndarray, features: keras.Model | None = None) -> np.ndarray:
-    """Grad-CAM maps in [0, 1] at the input resolution.
+    """Grad-CAM maps in [0, 1] at the input resolution, from a Keras classifier.
 
     Args:
         model: a classifier from :func:`mura.modeling.models.build_model`.
@@ -58,17 +131,7 @@ def gradcam(model: keras.Model, pixels: np.ndarray, features: keras.Model | None
     """
     features = features or feature_model(model)
     maps = np.asarray(features.predict_on_batch(np.asarray(pixels, np.uint8)[..., None]), dtype=np.float64)
-    pooled = maps.mean(axis=(1, 2))
-    alpha = head_gradient(model, pooled)  # proportional to the spatial mean gradient
-    cam = np.maximum(np.einsum("nhwc,nc->nhw", maps, alpha), 0.0)
-    size = pixels.shape[1]
-    out = np.zeros((len(pixels), size, size), np.float32)
-    for i, m in enumerate(cam):
-        top = m.max()
-        if top > 0:
-            resized = Image.fromarray((m / top).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
-            out[i] = np.clip(np.asarray(resized), 0.0, 1.0)
-    return out
+    return cam_from_features(maps, HeadWeights.from_model(model), pixels.shape[1])
 
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

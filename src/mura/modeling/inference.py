@@ -39,6 +39,35 @@ def combine(models: Mapping[str, keras.Model]) -> keras.Model:
     return keras.Model(inputs, merged, name="mura_variants")
 
 
+def combine_with_features(models: Mapping[str, keras.Model]) -> keras.Model:
+    """One model giving every variant's probability and its backbone's last feature maps.
+
+    Outputs ``[probabilities (N, n_variants), features of variant 1 (N, h, w, C), ...]``:
+    the graph exported to the optimized runtime, so that Grad-CAM there is exact
+    (:func:`mura.modeling.gradcam.cam_from_features`). Each variant's layers are
+    replayed in inference mode with a second output tapped at the backbone; the
+    weights are the classifier's own (tested equal to the classifier's output).
+    """
+    first = next(iter(models.values()))
+    size = first.input_shape[1]
+    inputs = keras.Input((size, size, 1), dtype="uint8", name="image")
+    probabilities, features = [], []
+    for name, model in models.items():
+        # The classifier is a chain (image → augment → preprocess → backbone → pool → dense →
+        # head_bn → dropout → abnormal): replay it in inference mode, keeping the backbone's output.
+        x = tap_input = keras.Input(model.input_shape[1:], dtype="uint8")
+        maps = None
+        for layer in model.layers[1:]:
+            x = layer(x, training=False)
+            if layer.name == "backbone":
+                maps = x
+        probability, maps = keras.Model(tap_input, [x, maps], name=name)(inputs, training=False)
+        probabilities.append(probability)
+        features.append(keras.ops.cast(maps, "float32"))
+    merged = keras.layers.Concatenate(axis=1, name="variants")(probabilities) if len(probabilities) > 1 else probabilities[0]
+    return keras.Model(inputs, [merged, *features], name="mura_variants_features")
+
+
 @dataclass
 class VariantRunner:
     """The combined model plus what is needed to call it on raw pixels."""
@@ -95,4 +124,4 @@ class VariantRunner:
         return per_variant, average_probabilities(per_variant, weights)
 
 
-__all__ = ["VariantRunner", "combine", "load_variants"]
+__all__ = ["VariantRunner", "combine", "combine_with_features", "load_variants"]

@@ -7,7 +7,8 @@ read it through :meth:`ServingConfig.load`, never as a loose dict.
 Versions:
     1: written before the schema was versioned (no ``schema_version`` key; the
        variant weights were under ``weights``). Still loads.
-    2: this version.
+    2: typed and versioned; the variant weights under ``variant_weights``. Loads (Keras runtime).
+    3: this version: the optimized runtime (``runtime``, ``optimized_precision``, ``precision_check``).
 A model whose config has a newer version than this code reads fails with one
 line naming the version it needs.
 """
@@ -18,14 +19,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mura.config import ResizePolicy, build_dataclass
 from mura.errors import ConfigError
 
 __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
 
 
@@ -62,6 +63,11 @@ class ServingConfig:
         dataset_fingerprint: SHA-256 of images.csv + split.csv.
         git_commit: code version that trained it.
         mura_version: package version that registered it.
+        runtime: ``auto`` | ``optimized`` | ``keras`` (see :mod:`mura.serving.runtime`).
+        optimized_precision: inference precision of the optimized runtime, ``bf16`` only when
+            ``precision_check`` proved it harmless.
+        precision_check: the register-time comparison of the optimized runtime with Keras on the
+            validation split (max |Δp|, study-label agreement per operating point, verdict).
         schema_version: version of this schema.
     """
 
@@ -79,6 +85,9 @@ class ServingConfig:
     dataset_fingerprint: str = "unknown"
     git_commit: str = "unknown"
     mura_version: str = "unknown"
+    runtime: Literal["auto", "optimized", "keras"] = "keras"
+    optimized_precision: Literal["bf16", "f32"] = "f32"
+    precision_check: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -11,7 +11,9 @@ import io
 import json
 import logging
 import math
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,12 @@ from mura.config import RegisterParams, ResizePolicy
 from mura.errors import DataError
 from mura.evaluation.ensemble import ENSEMBLE
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
+from mura.serving.runtime import OPTIMIZED_ARTIFACT
 from mura.tracking import dataset_fingerprint, git_commit, setup_mlflow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHAMPION", "run_register", "should_promote", "validation_by_body_part", "validation_kappa"]
+__all__ = ["CHAMPION", "RegisterInputs", "run_register", "should_promote", "validation_by_body_part", "validation_kappa"]
 
 CHAMPION = "champion"
 
@@ -82,39 +85,53 @@ def validation_by_body_part(table: pd.DataFrame) -> dict[str, ValidationMetrics]
     return out
 
 
+@dataclass(frozen=True)
+class RegisterInputs:
+    """What the ``register`` stage reads.
+
+    Attributes:
+        models_dir: folder of the ``.keras`` files.
+        thresholds: operating points and variant weights from ``ensemble``.
+        metrics: headline metrics from ``evaluate`` (the promotion criterion).
+        images: images.csv (synthetic flag, fingerprint, cache rows).
+        split: split.csv (fingerprint).
+        pixels: the cache (the model's input example; the validation images of the precision check).
+        per_body_part: the evaluation table (validation metrics shown in the UI).
+        predictions: the ``ensemble`` stage's predictions (Keras reference of the precision check).
+    """
+
+    models_dir: Path
+    thresholds: Path
+    metrics: Path
+    images: Path
+    split: Path
+    pixels: Path
+    per_body_part: Path | None = None
+    predictions: Path | None = None
+
+
 def run_register(
-    variants: list[str],
-    params: RegisterParams,
-    image_size: int,
-    resize: ResizePolicy,
-    models_dir: Path,
-    thresholds_json: Path,
-    metrics_json: Path,
-    images_csv: Path,
-    split_csv: Path,
-    pixels_path: Path,
-    per_body_part_csv: Path | None = None,
+    variants: list[str], params: RegisterParams, image_size: int, resize: ResizePolicy, inputs: RegisterInputs
 ) -> dict[str, Any]:
     """The ``register`` stage: log ``mura-ensemble`` (the variants + its config), register it, maybe alias it ``champion``.
+
+    With ``register.runtime`` other than ``keras``, the variants are also exported to
+    the optimized runtime and checked against Keras on the validation split; bf16
+    is chosen only when that check passes (see :func:`mura.serving.export.check_precision`).
 
     Args:
         variants: the variant names (keys of ``models:``), in ensemble order.
         params: the ``register`` section.
         image_size: ``data.image_size`` (the variants' input side).
         resize: ``data.resize`` (served uploads are resized as the cache was).
-        models_dir: folder of the ``.keras`` files.
-        thresholds_json: operating points and variant weights from ``ensemble``.
-        metrics_json: headline metrics from ``evaluate`` (the promotion criterion).
-        images_csv: images.csv (synthetic flag, fingerprint).
-        split_csv: split.csv (fingerprint).
-        pixels_path: the cache (one image is the model's input example).
-        per_body_part_csv: the evaluation table (validation metrics shown in the UI).
+        inputs: the files it reads.
 
     Returns:
-        What ``reports/register.json`` records: name, version, champion flag, val kappa, run id.
+        What ``reports/register.json`` records: name, version, champion flag, val kappa, run id,
+        runtime and precision.
 
     Raises:
-        DataError: missing models or metrics.
+        DataError: missing models, metrics or predictions.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -123,18 +140,24 @@ def run_register(
     from mura.evaluation.predict import model_paths
     from mura.serving.service import output_example
 
-    paths = model_paths(variants, models_dir)
-    thresholds = json.loads(thresholds_json.read_text())
-    metrics = json.loads(metrics_json.read_text())
+    paths = model_paths(variants, inputs.models_dir)
+    thresholds = json.loads(inputs.thresholds.read_text())
+    metrics = json.loads(inputs.metrics.read_text())
     kappa = validation_kappa(metrics)
-    synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
-    fingerprint = dataset_fingerprint(images_csv, split_csv)
+    images = pd.read_csv(inputs.images, usecols=["image_id", "synthetic"])
+    synthetic = bool(images["synthetic"].any())
+    fingerprint = dataset_fingerprint(inputs.images, inputs.split)
     commit = git_commit()
-    validation = (
-        validation_by_body_part(pd.read_csv(per_body_part_csv))
-        if per_body_part_csv is not None and per_body_part_csv.exists()
-        else {}
-    )
+    table = inputs.per_body_part
+    validation = validation_by_body_part(pd.read_csv(table)) if table is not None and table.exists() else {}
+    pixels = np.load(inputs.pixels, mmap_mode="r")
+    tmp_dir = Path(tempfile.mkdtemp(prefix="mura-register-"))
+    optimized = None
+    precision_check: dict[str, Any] = {}
+    if params.runtime != "keras":
+        optimized, precision_check = _export_and_check(
+            paths, params, thresholds, inputs.predictions, images, pixels, tmp_dir / OPTIMIZED_ARTIFACT
+        )
     config = ServingConfig(
         variants=tuple(paths),
         variant_weights=thresholds["variant_weights"],
@@ -150,8 +173,10 @@ def run_register(
         dataset_fingerprint=fingerprint,
         git_commit=commit,
         mura_version=mura.__version__,
+        runtime=params.runtime if optimized is not None else "keras",
+        optimized_precision=precision_check.get("precision", "f32"),
+        precision_check=precision_check,
     )
-    pixels = np.load(pixels_path, mmap_mode="r")
     # One view: MLflow checks the example by loading and calling the model, and a
     # one-image batch is the shape the model's warm-up already traced (a second
     # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
@@ -164,15 +189,17 @@ def run_register(
         "synthetic_data": str(synthetic).lower(),
         "val_kappa": f"{kappa:.6f}",
         "config_schema_version": str(config.schema_version),
+        "runtime": config.runtime,
+        "optimized_precision": config.optimized_precision if optimized is not None else "none",
     }
+    if precision_check.get("bf16"):
+        tags["bf16_max_abs_dp"] = f"{precision_check['bf16']['max_abs_dp']:.3g}"
+        tags["bf16_min_agreement"] = f"{min(precision_check['bf16']['agreement'].values()):.4f}"
     setup_mlflow()
     package = Path(mura.__file__).parent
     name = params.model_name
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run,
-    ):
-        config_path = Path(tmp) / f"{CONFIG_ARTIFACT}.json"
+    with mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run:
+        config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
         config.save(config_path)
         mlflow.log_params(
             {
@@ -187,7 +214,11 @@ def run_register(
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(package / "serving" / "pyfunc.py"),
-            artifacts={CONFIG_ARTIFACT: str(config_path), **{v: str(p.resolve()) for v, p in paths.items()}},
+            artifacts={
+                CONFIG_ARTIFACT: str(config_path),
+                **{v: str(p.resolve()) for v, p in paths.items()},
+                **({OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}),
+            },
             code_paths=[str(package)],
             signature=signature,
             input_example=example,
@@ -195,6 +226,7 @@ def run_register(
             pip_requirements=_requirements(),
         )
         run_id = run.info.run_id
+    shutil.rmtree(tmp_dir, ignore_errors=True)
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)
     for key, value in tags.items():
@@ -223,14 +255,66 @@ def run_register(
         "val_kappa": kappa,
         "run_id": run_id,
         "synthetic_data": synthetic,
+        "runtime": config.runtime,
+        "optimized_precision": tags["optimized_precision"],
     }
+
+
+def _export_and_check(
+    paths: dict[str, Path],
+    params: RegisterParams,
+    thresholds: dict[str, Any],
+    predictions_dir: Path | None,
+    images: pd.DataFrame,
+    pixels: np.ndarray,
+    out_dir: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """Export to the optimized runtime and compare it with Keras on the validation images."""
+    from mura.serving.export import check_precision, export_optimized
+
+    if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():
+        raise DataError("register.runtime needs reports/predictions/valid.csv (the Keras reference): rerun `dvc repro ensemble`")
+    export_optimized(paths, out_dir)
+    valid = pd.read_csv(predictions_dir / "valid.csv")
+    row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
+    rows = row_of.loc[valid["image_id"]].to_numpy()
+    order = np.argsort(rows, kind="stable")  # read the memmap in ascending order
+    valid_pixels = np.empty((len(rows), *pixels.shape[1:]), np.uint8)
+    valid_pixels[order] = pixels[rows[order]]
+    weights = [float(thresholds["variant_weights"][v]) for v in paths]
+    check = check_precision(
+        out_dir,
+        list(paths),
+        valid,
+        valid_pixels,
+        weights,
+        thresholds["thresholds"],
+        params.serve_batch_size,
+        params.bf16_max_abs_dp,
+        params.bf16_min_agreement,
+    )
+    return out_dir, check
 
 
 def _requirements() -> list[str]:
     """Pinned runtime requirements of the served model (mura itself ships as code)."""
     from importlib.metadata import version
 
-    names = ["keras", "pandas", "numpy", "pillow", "pydicom", "scikit-learn", "pyyaml", "mlflow"]
+    names = [
+        "keras",
+        "pandas",
+        "numpy",
+        "pillow",
+        "pydicom",
+        "pylibjpeg",
+        "pylibjpeg-libjpeg",
+        "pylibjpeg-openjpeg",
+        "pylibjpeg-rle",
+        "openvino",
+        "scikit-learn",
+        "pyyaml",
+        "mlflow",
+    ]
     reqs = [f"{n}=={version(n)}" for n in names]
     try:
         reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")

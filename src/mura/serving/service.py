@@ -19,11 +19,13 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mura.evaluation.ensemble import prob_column
+from mura.evaluation.ensemble import ENSEMBLE, average_probabilities, prob_column
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -95,20 +97,38 @@ class EnsembleService:
         config: the served model's configuration.
     """
 
-    def __init__(self, model_paths: dict[str, str], config: ServingConfig) -> None:
-        from mura.modeling.inference import VariantRunner
+    def __init__(self, model_paths: dict[str, str], config: ServingConfig, optimized_dir: str | Path | None = None) -> None:
+        from mura.serving.runtime import HEADS_FILE, MODEL_XML, OpenVinoRunner, describe, resolve_runtime
 
         self.config = config
-        self.runner = VariantRunner.from_paths({v: model_paths[v] for v in config.variants}, batch_size=config.serve_batch_size)
+        optimized = Path(optimized_dir) if optimized_dir is not None else None
+        self.runtime = resolve_runtime(config.runtime, optimized)
+        self.heads: dict[str, Any] = {}
+        self._features: dict[str, Any] = {}
+        self.runner: Any
+        if self.runtime == "optimized" and optimized is not None:
+            from mura.modeling.gradcam import HeadWeights
+
+            names = list(config.variants)
+            self.runner = OpenVinoRunner(optimized / MODEL_XML, names, config.serve_batch_size, config.optimized_precision)
+            self.heads = HeadWeights.load_all(optimized / HEADS_FILE)
+        else:
+            from mura.modeling.inference import VariantRunner
+
+            paths = {v: model_paths[v] for v in config.variants}
+            self.runner = VariantRunner.from_paths(paths, batch_size=config.serve_batch_size)
+            self.runner.predict(np.zeros((1, config.image_size, config.image_size), np.uint8))  # warm-up trace
         if self.runner.image_size != config.image_size:
             raise ValueError(f"variants take {self.runner.image_size}-px images, the config says {config.image_size}")
-        self.runner.predict(np.zeros((1, config.image_size, config.image_size), np.uint8))  # warm-up trace
+        logger.info("serving %d variants with %s", len(config.variants), describe(self.runner))
 
     @classmethod
     def from_artifacts(cls, artifacts: dict[str, str]) -> EnsembleService:
         """Build from an MLflow ``context.artifacts`` mapping."""
+        from mura.serving.runtime import OPTIMIZED_ARTIFACT
+
         config = ServingConfig.load(artifacts[CONFIG_ARTIFACT])
-        return cls({name: artifacts[name] for name in config.variants}, config)
+        return cls({name: artifacts[name] for name in config.variants}, config, artifacts.get(OPTIMIZED_ARTIFACT))
 
     def decode(self, rows: list[tuple[bytes, str]]) -> tuple[np.ndarray, list[str]]:
         """Model pixels and scope warnings (``"; "``-joined, empty when none) for each row.
@@ -132,13 +152,41 @@ class EnsembleService:
 
     def predict_pixels(self, pixels: np.ndarray, study_ids: list[str], warnings: list[str] | None = None) -> pd.DataFrame:
         """Per-image results for already-decoded pixels (shared with the Python API)."""
-        per_variant, ensemble = self.runner.predict_ensemble(pixels, self.config.weights_in_order)
-        frame = pd.DataFrame({"row": np.arange(len(pixels)), "study_id": study_ids, "probability": ensemble})
-        for k, name in enumerate(self.runner.names):
+        return self._frame(self.runner.predict(pixels), study_ids, warnings)
+
+    def _frame(self, per_variant: np.ndarray, study_ids: list[str], warnings: list[str] | None) -> pd.DataFrame:
+        ensemble = average_probabilities(per_variant, self.config.weights_in_order)
+        frame = pd.DataFrame({"row": np.arange(len(per_variant)), "study_id": study_ids, "probability": ensemble})
+        for k, name in enumerate(self.config.variants):
             frame[prob_column(name)] = per_variant[:, k]
         out = study_results(frame, self.config.threshold)
         out["warnings"] = warnings if warnings is not None else [""] * len(out)
         return out
+
+    def predict_with_heatmaps(
+        self, pixels: np.ndarray, study_ids: list[str], warnings: list[str] | None = None
+    ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        """Per-image results and Grad-CAM maps (each variant's and the ensemble's mean), each (N, S, S) in [0, 1].
+
+        On the optimized runtime one inference gives both (the exported model returns the feature
+        maps); on Keras the feature models run next to the classifiers.
+        """
+        from mura.modeling.gradcam import cam_from_features, feature_model, gradcam
+
+        names = list(self.config.variants)
+        maps: dict[str, np.ndarray] = {}
+        if self.runtime == "optimized":
+            per_variant, features = self.runner.predict_with_features(pixels)
+            for name, feature_maps in zip(names, features, strict=True):
+                maps[name] = cam_from_features(feature_maps, self.heads[name], self.config.image_size)
+        else:
+            per_variant = self.runner.predict(pixels)
+            for name, model in self.runner.variants.items():
+                if name not in self._features:
+                    self._features[name] = feature_model(model)
+                maps[name] = gradcam(model, pixels, self._features[name])
+        maps[ENSEMBLE] = np.mean(np.stack([maps[n] for n in names]), axis=0)
+        return self._frame(per_variant, study_ids, warnings), maps
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc ``predict``: request frame in, per-image result frame out."""

@@ -1,0 +1,181 @@
+"""The served model's runtimes: OpenVINO on CPU (optimized) and Keras (reference, accelerators).
+
+``register`` exports the combined variants to OpenVINO IR (probabilities plus
+each variant's last feature maps, so Grad-CAM stays exact) and stores it, with
+the heads' weights, as the ``optimized`` artifact of ``mura-ensemble``. Which
+runtime serves is ``ServingConfig.runtime`` (``register.runtime``), overridden
+by ``$MURA_RUNTIME``:
+
+* ``auto``: the optimized runtime when the model has it and OpenVINO imports,
+  else Keras;
+* ``optimized``: OpenVINO, or an error naming what is missing;
+* ``keras``: the Keras models (use it on GPU hosts).
+
+The optimized path never imports Keras or TensorFlow: processes and images that
+serve with it start in about a second instead of ten. Reduced precision (bf16)
+is used only when ``register`` proved it harmless on the validation split and
+the CPU has native bf16; otherwise float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from mura.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "HEADS_FILE",
+    "MODEL_XML",
+    "OPTIMIZED_ARTIFACT",
+    "RUNTIMES",
+    "OpenVinoRunner",
+    "Runner",
+    "cpu_has_bf16",
+    "resolve_runtime",
+]
+
+Runtime = Literal["auto", "optimized", "keras"]
+RUNTIMES: tuple[Runtime, ...] = ("auto", "optimized", "keras")
+OPTIMIZED_ARTIFACT = "optimized"  # artifact key: a folder holding MODEL_XML (+ .bin) and HEADS_FILE
+MODEL_XML = "model.xml"
+HEADS_FILE = "heads.npz"
+
+
+class Runner(Protocol):
+    """What the service needs from a runtime."""
+
+    names: list[str]
+    image_size: int
+    thread_safe: bool
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def predict_ensemble(self, pixels: np.ndarray, weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def resolve_runtime(configured: str, optimized_dir: Path | None) -> Literal["optimized", "keras"]:
+    """The runtime that serves: ``$MURA_RUNTIME`` or the configured one, ``auto`` resolved.
+
+    Raises:
+        ConfigError: an unknown runtime, or ``optimized`` without its artifact or without OpenVINO.
+    """
+    wanted = os.environ.get("MURA_RUNTIME") or configured
+    if wanted not in RUNTIMES:
+        raise ConfigError(f"runtime {wanted!r} is not one of {list(RUNTIMES)} (MURA_RUNTIME or register.runtime)")
+    if wanted == "keras":
+        return "keras"
+    has_artifact = optimized_dir is not None and (optimized_dir / MODEL_XML).is_file()
+    try:
+        import openvino  # noqa: F401
+
+        has_openvino = True
+    except ImportError:
+        has_openvino = False
+    if has_artifact and has_openvino:
+        return "optimized"
+    if wanted == "optimized":
+        missing = "this model has no optimized artifact (registered before it existed)" if not has_artifact else "openvino"
+        raise ConfigError(f"runtime 'optimized' needs {missing} ; use MURA_RUNTIME=keras")
+    return "keras"
+
+
+def cpu_has_bf16() -> bool:
+    """True when OpenVINO's CPU plugin reports native bf16 (e.g. AVX512-BF16, AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoRunner:
+    """The exported variants on OpenVINO's CPU plugin.
+
+    Args:
+        xml: the IR file (``model.xml`` next to ``model.bin``).
+        names: variant names, in the order of the model's probability columns.
+        batch_size: largest batch run at once (bigger inputs are split).
+        precision: ``bf16`` or ``f32`` inference precision (bf16 falls back to f32 on CPUs without it).
+        warm_up: run one image through at load, so the first request does not pay OpenVINO's
+            first-inference set-up (other batch sizes cost no more on first use: measured in
+            ``bench/serve_latency.py``).
+
+    Thread-safe: each thread gets its own infer request, and OpenVINO releases the
+    GIL while it computes, so concurrent requests overlap.
+    """
+
+    thread_safe = True
+
+    def __init__(self, xml: Path, names: list[str], batch_size: int = 8, precision: str = "f32", warm_up: bool = True) -> None:
+        import openvino as ov
+
+        if precision == "bf16" and not cpu_has_bf16():
+            logger.info("this CPU has no native bf16: serving in float32")
+            precision = "f32"
+        self.precision = precision
+        core = ov.Core()
+        model = core.read_model(str(xml))
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+        self.names = list(names)
+        self.image_size = int(model.inputs[0].get_partial_shape()[1].get_length())
+        self.batch_size = int(batch_size)
+        self.n_outputs = len(self.compiled.outputs)
+        if self.n_outputs not in (1, 1 + len(self.names)):
+            raise ValueError(f"{xml} has {self.n_outputs} outputs; expected 1 or {1 + len(self.names)}")
+        self._local = threading.local()
+        if warm_up:
+            self._infer(np.zeros((1, self.image_size, self.image_size), np.uint8))
+
+    def _infer(self, pixels: np.ndarray) -> list[np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer([np.ascontiguousarray(pixels[..., None], dtype=np.uint8)])
+        return [np.array(result[self.compiled.outputs[i]]) for i in range(self.n_outputs)]
+
+    def _check(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 3 or pixels.shape[1:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected (N, {self.image_size}, {self.image_size}) pixels, got {pixels.shape}")
+        return pixels
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """P(abnormal) per image and variant: (N, S, S) uint8 → (N, n_variants) float64."""
+        probabilities, _ = self.predict_with_features(pixels, features=False)
+        return probabilities
+
+    def predict_with_features(self, pixels: np.ndarray, features: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities and (optionally) each variant's last feature maps, (N, h, w, C) float32."""
+        pixels = self._check(pixels)
+        if features and self.n_outputs == 1:
+            raise ValueError("this optimized model was exported without feature maps")
+        probabilities = np.zeros((len(pixels), len(self.names)), np.float64)
+        maps: list[list[np.ndarray]] = [[] for _ in self.names]
+        for start in range(0, len(pixels), self.batch_size):
+            outputs = self._infer(pixels[start : start + self.batch_size])
+            probabilities[start : start + len(outputs[0])] = np.asarray(outputs[0], np.float64).reshape(len(outputs[0]), -1)
+            if features:
+                for k in range(len(self.names)):
+                    maps[k].append(outputs[1 + k])
+        return probabilities, [np.concatenate(m) for m in maps] if features else []
+
+    def predict_ensemble(self, pixels: np.ndarray, weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(per_variant, ensemble)`` probabilities for uint8 pixels."""
+        from mura.evaluation.ensemble import average_probabilities
+
+        per_variant = self.predict(pixels)
+        return per_variant, average_probabilities(per_variant, weights)
+
+
+def describe(runner: Any) -> str:
+    """One line for logs: the runtime and its precision."""
+    if isinstance(runner, OpenVinoRunner):
+        return f"OpenVINO CPU {runner.precision}"
+    return "Keras"

@@ -1,0 +1,87 @@
+"""The optimized runtime against the Keras reference, on a model registered for real (conftest `registered`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+
+from mura.api import Predictor
+
+pytestmark = pytest.mark.slow
+
+
+def _load(registered: dict[str, Any], version: int, runtime: str) -> Predictor:
+    os.environ["MURA_RUNTIME"] = runtime
+    try:
+        return Predictor.load(f"models:/mura-ensemble/{version}", tracking_uri=registered["uri"])
+    finally:
+        os.environ.pop("MURA_RUNTIME")
+
+
+@pytest.fixture(scope="module")
+def runtimes(registered: dict[str, Any]) -> dict[str, Predictor]:
+    # Version 2 was registered with an impossible bf16 limit: it serves float32.
+    return {"keras": _load(registered, 2, "keras"), "optimized": _load(registered, 2, "optimized")}
+
+
+def test_register_exports_and_records_the_precision_check(registered: dict[str, Any]) -> None:
+    client = mlflow.MlflowClient(tracking_uri=registered["uri"])
+    first, second = (client.get_model_version("mura-ensemble", str(v)) for v in (1, 2))
+    assert first.tags["runtime"] == "auto" and first.tags["optimized_precision"] in ("bf16", "f32")
+    assert second.tags["optimized_precision"] == "f32"
+    assert registered["second"]["optimized_precision"] == "f32"
+    config = _load(registered, 2, "optimized").config
+    check = config.precision_check
+    assert config.optimized_precision == "f32" and check["precision"] == "f32"
+    assert check["f32"]["max_abs_dp"] <= 1e-4 and check["f32"]["images"] == 10 and check["f32"]["studies"] == 5
+    assert check["reason"].startswith("bf16 rejected") or check["bf16"] is None
+
+
+def test_runtime_parity_probabilities_and_heatmaps(runtimes: dict[str, Predictor]) -> None:
+    assert runtimes["optimized"].service.runtime == "optimized" and runtimes["keras"].service.runtime == "keras"
+    views = [np.random.default_rng(k).integers(0, 256, (48, 40)).astype(np.uint8) for k in range(3)]
+    keras_result = runtimes["keras"].predict_study(views, heatmaps=True)
+    fast_result = runtimes["optimized"].predict_study(views, heatmaps=True)
+    assert abs(keras_result.probability - fast_result.probability) <= 1e-4
+    for a, b in zip(keras_result.views, fast_result.views, strict=True):
+        assert max(abs(a.variants[n] - b.variants[n]) for n in a.variants) <= 1e-4
+        assert set(a.heatmaps) == set(b.heatmaps) == {"tiny_a", "tiny_b", "ensemble"}
+        for name in a.heatmaps:
+            np.testing.assert_allclose(b.heatmaps[name], a.heatmaps[name], atol=1e-3, err_msg=name)
+
+
+def test_bf16_when_chosen_stays_within_its_limit(registered: dict[str, Any]) -> None:
+    predictor = _load(registered, 1, "optimized")
+    reference = _load(registered, 1, "keras")
+    if predictor.config.optimized_precision != "bf16":
+        pytest.skip(f"version 1 serves float32 on this CPU: {predictor.config.precision_check['reason']}")
+    views = [np.random.default_rng(10 + k).integers(0, 256, (32, 32)).astype(np.uint8) for k in range(4)]
+    delta = abs(predictor.predict_study(views).probability - reference.predict_study(views).probability)
+    assert delta <= predictor.config.precision_check["limits"]["max_abs_dp"]
+
+
+NO_TENSORFLOW = """
+import json, sys
+import mlflow, numpy as np
+mlflow.set_tracking_uri(sys.argv[1])
+from mura.api import Predictor
+predictor = Predictor.load("models:/mura-ensemble/2")
+result = predictor.predict_study([np.zeros((40, 40), np.uint8)], heatmaps=True)
+print(json.dumps({"tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules,
+                  "runtime": predictor.service.runtime, "probability": result.probability}))
+"""
+
+
+def test_serving_on_the_optimized_runtime_never_imports_tensorflow(registered: dict[str, Any]) -> None:
+    proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, registered["uri"]], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {**report, "tensorflow": False, "keras": False, "runtime": "optimized"}
+    assert 0.0 <= report["probability"] <= 1.0
