@@ -18,6 +18,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "mura"
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, sessions); ours
+# holds classic training runs, so mark it as a model-training experiment (the UI's runs table).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def tracking_uri() -> str:
@@ -40,8 +44,12 @@ def setup_mlflow(experiment: str | None = None) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         experiment_id = found.experiment_id
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     else:
-        experiment_id = mlflow.create_experiment(name, artifact_location=(Path.cwd() / "mlartifacts").as_uri())
+        experiment_id = mlflow.create_experiment(
+            name, artifact_location=(Path.cwd() / "mlartifacts").as_uri(), tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+        )
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
 

@@ -38,6 +38,8 @@ def test_versions_aliases_and_tags(registered: dict[str, Any]) -> None:
     assert str(client.get_model_version_by_alias("mura-ensemble", "champion").version) == "1"
     tags = client.get_model_version("mura-ensemble", "1").tags
     assert tags["synthetic_data"] == "true" and len(tags["dataset_fingerprint"]) == 64 and "git_commit" in tags
+    # The MLflow UI opens the experiment on its runs table, not the GenAI view.
+    assert client.get_experiment_by_name("mura").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_pyfunc_reloads_and_predicts(registered: dict[str, Any]) -> None:
