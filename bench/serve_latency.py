@@ -1,9 +1,11 @@
-"""Serving latency for a 3-view study through all four variants (320², 2 CPU cores by default).
+"""Serving a 3-view study through all four variants: Keras vs the optimized runtime, in one run (2 CPU cores).
 
-(a) naive: each variant's ``model.predict`` called per image (12 calls per study);
-(b) the served model in-process (decode + the four variants in one compiled batched call);
-(c) over HTTP via ``mlflow models serve`` on 127.0.0.1; plus cold start (process start → first answer).
-Random-init weights: the compute is the same as with trained ones. Appends to bench/RESULTS.md.
+Measured in the same run, on the same random-init variants (the compute is the same as trained ones):
+(a) the Keras/TensorFlow path of the served model (the baseline), (b) OpenVINO float32, (c) OpenVINO bf16
+(when the CPU has it): load time, first request, warm p50, max |Δp| against Keras; the first request of
+every batch size up to the serving batch against a warm one; `mlflow models serve` cold start (process
+start → first answer) and HTTP p50 against in-process; `mura predict` on one study, end to end.
+Appends to bench/RESULTS.md.
 
 Usage: python bench/serve_latency.py [--size 320] [--repeats 15]
 """
@@ -38,13 +40,13 @@ VARIANTS = {
 }
 
 
-def _study(size: int) -> list[str]:
+def _study(n: int = 3) -> list[bytes]:
     rng = np.random.default_rng(0)
     views = []
-    for _ in range(3):
+    for _ in range(n):
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (512, 400)).astype(np.uint8)).save(buffer, "PNG")
-        views.append(base64.b64encode(buffer.getvalue()).decode())
+        views.append(buffer.getvalue())
     return views
 
 
@@ -52,21 +54,40 @@ def _p50(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+def _timed(call, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def main() -> None:
-    """Build the variants, measure the three paths, record."""
+    """Build and export the variants, measure every path, record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--batch", type=int, default=8, help="serving batch (register.serve_batch_size)")
     args = parser.parse_args()
+    import dataclasses
+
     import keras
     import mlflow
     import pandas as pd
 
     import mura
-    from mura.config import AugmentParams, ModelSpec
-    from mura.data.uploads import decode_upload
+    from mura.config import ModelSpec
     from mura.modeling.models import build_model
     from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
+    from mura.serving.export import export_optimized
+    from mura.serving.runtime import OPTIMIZED_ARTIFACT, cpu_has_bf16
     from mura.serving.service import EnsembleService
 
     tmp = Path(tempfile.mkdtemp(prefix="mura-bench-"))
@@ -74,25 +95,13 @@ def main() -> None:
     for k, (name, arch) in enumerate(VARIANTS.items()):
         keras.utils.set_random_seed(k)
         paths[name] = str(tmp / f"{name}.keras")
-        build_model(ModelSpec(arch), args.size, "none", AugmentParams(), seed=k).save(paths[name])
-    views = _study(args.size)
-    raw = [base64.b64decode(v) for v in views]
-
-    # (a) naive: per image, per model predict.
-    models = {n: keras.saving.load_model(p) for n, p in paths.items()}
-    naive = []
-    for _ in range(args.repeats + 1):
-        t0 = time.perf_counter()
-        for data in raw:
-            x = decode_upload(data, args.size, "stretch", 40_000_000).pixels[None, ..., None]
-            for model in models.values():
-                model.predict(x, verbose=0)
-        naive.append(time.perf_counter() - t0)
-    naive = naive[1:]
-    del models
-
-    # (b) in-process served model.
-    config = ServingConfig(
+        build_model(ModelSpec(arch), args.size, "none", None, seed=k).save(paths[name])
+    start = time.perf_counter()
+    optimized = export_optimized({n: Path(p) for n, p in paths.items()}, tmp / OPTIMIZED_ARTIFACT)
+    export_s = time.perf_counter() - start
+    views = _study()
+    frame = pd.DataFrame({"image": [base64.b64encode(v).decode() for v in views], "study_id": ["s"] * 3})
+    base = ServingConfig(
         variants=tuple(paths),
         variant_weights={n: 1.0 for n in paths},
         thresholds={"default": 0.5},
@@ -100,46 +109,88 @@ def main() -> None:
         image_size=args.size,
         resize="stretch",
         max_pixels=40_000_000,
-        serve_batch_size=8,
+        serve_batch_size=args.batch,
         synthetic_data=True,
+        runtime="keras",
     )
-    t0 = time.perf_counter()
-    service = EnsembleService(paths, config)
-    service.predict_frame(pd.DataFrame({"image": views}))
-    cold_inproc = time.perf_counter() - t0
-    frame = pd.DataFrame({"image": views, "study_id": ["s"] * 3})
-    inproc = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        service.predict_frame(frame)
-        inproc.append(time.perf_counter() - t0)
-    del service
+    setups = {"Keras/TensorFlow (baseline)": dataclasses.replace(base, runtime="keras")}
+    setups["OpenVINO float32"] = dataclasses.replace(base, runtime="optimized", optimized_precision="f32")
+    if cpu_has_bf16():
+        setups["OpenVINO bf16"] = dataclasses.replace(base, runtime="optimized", optimized_precision="bf16")
+    rows, reference, results = [], None, {}
+    for label, config in setups.items():
+        start = time.perf_counter()
+        service = EnsembleService(paths, config, optimized)
+        load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        first = service.predict_frame(frame)
+        first_s = time.perf_counter() - start
+        warm = _timed(lambda s=service: s.predict_frame(frame), args.repeats)
+        probs = first["probability"].to_numpy()
+        reference = probs if reference is None else reference
+        results[label] = _p50(warm)
+        rows.append(
+            f"| {label} | {load_s:.2f} s | {first_s:.3f} s | {_p50(warm):.3f} s | {np.percentile(warm, 90):.3f} s | "
+            f"{np.abs(probs - reference).max():.1e} |"
+        )
+    fast_label = list(setups)[-1]
+    fast_config = setups[fast_label]
+    # First request of each batch size after start, against a warm one (fresh service).
+    fast = EnsembleService(paths, fast_config, optimized)
+    batch_views = [base64.b64encode(v).decode() for v in _study(args.batch)]
+    ratios = []
+    for n in range(1, args.batch + 1):
+        request = pd.DataFrame({"image": batch_views[:n], "study_id": ["s"] * n})
+        start = time.perf_counter()
+        fast.predict_frame(request)
+        first_n = time.perf_counter() - start
+        warm_n = _p50(_timed(lambda r=request: fast.predict_frame(r), 3))
+        ratios.append((n, first_n, warm_n))
+    inproc = _p50(_timed(lambda: fast.predict_frame(frame), args.repeats))
 
-    # (c) HTTP through mlflow models serve.
-    config_path = tmp / f"{CONFIG_ARTIFACT}.json"
-    config.save(config_path)
+    # The pyfunc as `register` logs it (models-from-code), registered in a local store.
+    fast_config.save(tmp / f"{CONFIG_ARTIFACT}.json")
     package = Path(mura.__file__).parent
-    model_dir = tmp / "pyfunc"
-    mlflow.pyfunc.save_model(
-        str(model_dir),
-        python_model=str(package / "serving" / "pyfunc.py"),
-        artifacts={CONFIG_ARTIFACT: str(config_path), **paths},
-        code_paths=[str(package)],
+    store = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(store)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "serving" / "pyfunc.py"),
+            code_paths=[str(package)],
+            artifacts={CONFIG_ARTIFACT: str(tmp / f"{CONFIG_ARTIFACT}.json"), OPTIMIZED_ARTIFACT: str(optimized), **paths},
+            registered_model_name="mura-ensemble",
+        )
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=store,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    body = json.dumps({"dataframe_records": [{"image": v, "study_id": "s"} for v in views]}).encode()
+    port = _free_port()
+    body = json.dumps({"dataframe_records": frame.to_dict("records")}).encode()
 
     def request() -> bytes:
-        url = f"http://127.0.0.1:{port}/invocations"
-        call = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        call = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         return urllib.request.urlopen(call, timeout=120).read()
 
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/mura-ensemble/1",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -151,32 +202,47 @@ def main() -> None:
                 request()
                 break
             except OSError:
-                if time.perf_counter() - t0 > 300:
+                if time.perf_counter() - start > 300:
                     raise
-                time.sleep(0.2)
-        cold_http = time.perf_counter() - t0
-        http = []
-        for _ in range(args.repeats):
-            t1 = time.perf_counter()
-            request()
-            http.append(time.perf_counter() - t1)
+                time.sleep(0.1)
+        cold_http = time.perf_counter() - start
+        http = _p50(_timed(request, args.repeats))
     finally:
         os.killpg(server.pid, 15)
         server.wait()
-    overhead = _p50(http) / _p50(inproc) - 1
+    study_dir = tmp / "study"
+    study_dir.mkdir()
+    for i, view in enumerate(views):
+        (study_dir / f"image{i + 1}.png").write_bytes(view)
+    start = time.perf_counter()
+    subprocess.run(
+        ["mura", "predict", str(study_dir), "--model", "models:/mura-ensemble/1"], env=env, check=True, capture_output=True
+    )
+    predict_s = time.perf_counter() - start
+
+    keras_p50 = results["Keras/TensorFlow (baseline)"]
+    worst = max(first / warm for _, first, warm in ratios)
     append(
-        f"serving latency, 3-view study, 4 variants at {args.size}² (random init)",
+        f"serving, 3-view study, 4 variants at {args.size}² (random init), Keras vs optimized runtime",
         [
-            "| path | p50 per study | p90 |",
-            "|---|---|---|",
-            f"| (a) naive: `model.predict` per image per variant | {_p50(naive):.3f} s | {np.percentile(naive, 90):.3f} s |",
-            f"| (b) served model in-process (one batched call) | {_p50(inproc):.3f} s | {np.percentile(inproc, 90):.3f} s |",
-            f"| (c) HTTP, `mlflow models serve` | {_p50(http):.3f} s | {np.percentile(http, 90):.3f} s |",
+            f"Export to OpenVINO (register): {export_s:.1f} s. Served precision below: {fast_label}.",
             "",
-            f"Targets: in-process p50 <= 1.0 s: {'met' if _p50(inproc) <= 1.0 else 'NOT met'}; HTTP overhead "
-            f"{overhead:+.1%} (target <= 15 %): {'met' if overhead <= 0.15 else 'NOT met'}; cold start "
-            f"(server start to first answer) {cold_http:.1f} s, in-process load + first answer {cold_inproc:.1f} s "
-            f"(target <= 30 s): {'met' if cold_http <= 30 else 'NOT met'}.",
+            "| path (in-process `predict_frame`) | load | first request | p50 warm | p90 | max abs dp vs Keras |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Speed-up of {fast_label} over Keras in this run: {keras_p50 / results[fast_label]:.2f}x.",
+            "",
+            "| batch size | first request after start | warm | ratio |",
+            "|---|---|---|---|",
+            *[f"| {n} | {first:.3f} s | {warm:.3f} s | {first / warm:.2f} |" for n, first, warm in ratios],
+            f"Worst first/warm ratio: {worst:.2f} (target <= 1.5).",
+            "",
+            "| cold start and HTTP | value |",
+            "|---|---|",
+            f"| `mlflow models serve -m models:/mura-ensemble/1`, process start → first answer | {cold_http:.1f} s |",
+            f"| HTTP p50 per study / in-process p50 | {http:.3f} s / {inproc:.3f} s ({http / inproc - 1:+.0%}) |",
+            f"| `mura predict` on one 3-view study, end to end | {predict_s:.1f} s |",
         ],
     )
 

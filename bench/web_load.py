@@ -1,11 +1,12 @@
-"""Load test of the web interface: N concurrent clients posting 1-view studies for a fixed time.
+"""Load test of the web interface: N concurrent clients posting 1-view studies (heatmaps on) for a fixed time.
 
 Starts ``mura serve-ui`` on 127.0.0.1 (on the given model, or on a freshly registered
-random-init model of the demo's size), runs the clients, samples the server's resident
-memory, and appends p50/p95/p99, throughput, errors and RSS (start/end) to bench/RESULTS.md.
-Traffic goes to 127.0.0.1 only and stops by itself.
+random-init model of the demo's size, exported to the optimized runtime as ``register`` does)
+once per runtime — Keras (the baseline) and the optimized one, in the same run — runs the
+clients, samples the server's resident memory, and appends p50/p95/p99, throughput, errors and
+RSS (start/end) to bench/RESULTS.md. Traffic goes to 127.0.0.1 only and stops by itself.
 
-Usage: python bench/web_load.py [--clients 8] [--seconds 60] [--tracking-uri URI --model URI]
+Usage: python bench/web_load.py [--clients 8] [--seconds 60] [--runtimes keras,optimized] [--tracking-uri URI --model URI]
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
     from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
+    from mura.serving.export import export_optimized
+    from mura.serving.runtime import OPTIMIZED_ARTIFACT, cpu_has_bf16
 
     paths = {}
     for k, (name, arch) in enumerate(
@@ -83,7 +86,10 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
         max_pixels=40_000_000,
         serve_batch_size=8,
         synthetic_data=True,
+        runtime="auto",
+        optimized_precision="bf16" if cpu_has_bf16() else "f32",
     ).save(store / "config.json")
+    optimized = export_optimized({n: Path(p) for n, p in paths.items()}, store / OPTIMIZED_ARTIFACT)
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     package = Path(mura.__file__).parent
@@ -92,7 +98,7 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
             name="model",
             python_model=str(package / "serving" / "pyfunc.py"),
             code_paths=[str(package)],
-            artifacts={CONFIG_ARTIFACT: str(store / "config.json"), **paths},
+            artifacts={CONFIG_ARTIFACT: str(store / "config.json"), OPTIMIZED_ARTIFACT: str(optimized), **paths},
             registered_model_name="mura-ensemble",
         )
     return uri, "models:/mura-ensemble/1"
@@ -106,13 +112,30 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image size of the random model when none is given")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--runtimes", default="keras,optimized", help="comma-separated MURA_RUNTIME values to compare")
     args = parser.parse_args()
     store = Path(tempfile.mkdtemp(prefix="mura-web-load-"))
     uri, model = (args.tracking_uri, args.model) if args.model else _register_random(args.size, store)
+    rows = [_load(runtime, uri, model, args.clients, args.seconds) for runtime in args.runtimes.split(",")]
+    append(
+        f"web UI load: {args.clients} clients x {args.seconds:.0f} s, 1-view studies, heatmaps on ({model}, {args.size}²)",
+        [
+            "| runtime | requests | errors | throughput | p50 | p95 | p99 | RSS start | RSS end | RSS trend |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Keras serves one study at a time (an asyncio gate of 1); the optimized runtime runs one study per core "
+            "at once (`mura serve-ui --concurrency`). Heatmaps are computed for every request, as the page shows them.",
+        ],
+    )
+
+
+def _load(runtime: str, uri: str, model: str, clients: int, seconds: float) -> str:
+    """One load run of ``mura serve-ui`` with ``MURA_RUNTIME=runtime``; returns its table row."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true", MURA_RUNTIME=runtime)
     server = subprocess.Popen(
         [sys.executable, "-m", "mura.cli", "serve-ui", "--model", model, "--port", str(port)],
         env=env,
@@ -146,7 +169,7 @@ def main() -> None:
         latencies: list[float] = []
         errors: list[str] = []
         samples: list[float] = []
-        stop = time.time() + args.seconds
+        stop = time.time() + seconds
 
         def client() -> None:
             while time.time() < stop:
@@ -157,7 +180,7 @@ def main() -> None:
                 except Exception as exc:  # counted, reported
                     errors.append(type(exc).__name__)
 
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        threads = [threading.Thread(target=client) for _ in range(clients)]
         start = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -172,18 +195,10 @@ def main() -> None:
     lat = np.array(latencies) * 1000
     third = max(len(samples) // 3, 1)
     trend = np.mean(samples[-third:]) - np.mean(samples[:third]) if samples else float("nan")
-    append(
-        f"web UI load: {args.clients} clients x {args.seconds:.0f} s, 1-view studies ({model})",
-        [
-            "| requests | errors | throughput | p50 | p95 | p99 | RSS start | RSS end | RSS trend (last third - first third) |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {len(lat)} | {len(errors)} | {len(lat) / elapsed:.2f} req/s | {np.percentile(lat, 50):.0f} ms | "
-            f"{np.percentile(lat, 95):.0f} ms | {np.percentile(lat, 99):.0f} ms | {rss_start:.0f} MiB | "
-            f"{rss_end:.0f} MiB | {trend:+.0f} MiB |",
-            "",
-            "Requests are served one study at a time through the model (an asyncio lock); heatmaps are computed for every "
-            "request, as the page shows them.",
-        ],
+    return (
+        f"| {runtime} | {len(lat)} | {len(errors)} | {len(lat) / elapsed:.2f} req/s | {np.percentile(lat, 50):.0f} ms | "
+        f"{np.percentile(lat, 95):.0f} ms | {np.percentile(lat, 99):.0f} ms | {rss_start:.0f} MiB | "
+        f"{rss_end:.0f} MiB | {trend:+.0f} MiB |"
     )
 
 

@@ -114,6 +114,11 @@ class Predictor:
         return cls(model.unwrap_python_model().service, str(uri))
 
     @property
+    def thread_safe(self) -> bool:
+        """Whether several studies may be predicted at once (the optimized runtime), or one at a time (Keras)."""
+        return bool(getattr(self.service.runner, "thread_safe", False))
+
+    @property
     def config(self) -> ServingConfig:
         """The registered configuration (variants, thresholds, preprocessing, metrics)."""
         config: ServingConfig = self.service.config

@@ -129,6 +129,7 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
         forward_url=args.forward_url,
         token=args.token or os.environ.get("MURA_UI_TOKEN") or None,
         max_file_bytes=args.max_file_mb * 2**20,
+        concurrency=args.concurrency,
     )
     serve(settings, host=args.host, port=args.port)
 
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=8000)
     ui.add_argument("--token", default=None, help="require this bearer token (or set MURA_UI_TOKEN)")
     ui.add_argument("--max-file-mb", type=int, default=20)
+    ui.add_argument(
+        "--concurrency", type=int, default=0, help="studies analysed at once on the optimized runtime (default: one per core)"
+    )
     ui.set_defaults(func=cmd_serve_ui)
     return parser
 

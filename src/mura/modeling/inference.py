@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -78,6 +79,7 @@ class VariantRunner:
     batch_size: int = 32
     variants: dict[str, keras.Model] | None = None  # the individual models (for heatmaps)
     fixed_batch: bool = False  # pad every batch to batch_size: one compiled shape (bulk prediction)
+    thread_safe: ClassVar[bool] = False  # serve one batch at a time (TensorFlow's own threads use the cores)
 
     @property
     def _pad(self) -> bool:

@@ -14,6 +14,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class WebSettings:
     token: str | None = None  # optional bearer token for deployments
     max_file_bytes: int = 20 * 1024 * 1024
     max_files: int = 8  # the pixel limit comes from the registered model (register.max_pixels)
+    concurrency: int = 0  # studies analysed at once when the runtime allows it (0 = one per CPU core)
 
 
 def _data_url(png: bytes) -> str:
@@ -95,7 +97,12 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     if predictor is None and settings.forward_url is None:
         predictor = Predictor.load(settings.model_uri, settings.tracking_uri)
     forwarder = ForwardingPredictor(settings.forward_url) if settings.forward_url else None
-    lock = asyncio.Lock()  # one study at a time through the model; requests queue
+    # The optimized runtime is thread-safe and releases the GIL: analyse several studies at once
+    # (one per core by default). Keras/TensorFlow serving keeps one study at a time.
+    thread_safe = forwarder is not None or (predictor is not None and predictor.thread_safe)
+    in_flight = (settings.concurrency or os.cpu_count() or 1) if thread_safe else 1
+    gate = asyncio.Semaphore(in_flight)
+    logger.info("web UI: up to %d studies in flight", in_flight)
     app = FastAPI(title="mura pre-screening", docs_url=None, redoc_url=None)
 
     def error(status: int, message: str) -> JSONResponse:
@@ -157,15 +164,16 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
                 return error(415, f"file {index} is not a PNG, JPEG or DICOM image (wrong file type)")
             blobs.append(data)
         try:
-            async with lock:
+            async with gate:
                 if forwarder is not None:
                     answer = await asyncio.to_thread(forwarder.predict, blobs)
                     return _forwarded(answer, body_part)
                 assert predictor is not None  # loaded above unless forwarding
-                result = await asyncio.to_thread(predictor.predict_study, blobs, normalize_body_part(body_part), True)
+                part = normalize_body_part(body_part)
+                # Decoding, inference, heatmaps and PNG encoding all run off the event loop.
+                return await asyncio.to_thread(lambda: _present(predictor.predict_study(blobs, part, True), predictor.config))
         except ValueError as exc:
             return error(422, _plain(str(exc)))
-        return _present(result, predictor.config)
 
     return app
 
