@@ -113,15 +113,20 @@ def main() -> None:
         synthetic_data=True,
         runtime="keras",
     )
-    setups = {"Keras/TensorFlow (baseline)": dataclasses.replace(base, runtime="keras")}
-    setups["OpenVINO float32"] = dataclasses.replace(base, runtime="optimized", optimized_precision="f32")
+    served = dataclasses.replace(base, runtime="optimized", optimized_precision="bf16" if cpu_has_bf16() else "f32")
+    # label: (config, MURA_PRECISION)
+    setups = {"Keras/TensorFlow (baseline)": (dataclasses.replace(base, runtime="keras"), "")}
+    setups["OpenVINO float32"] = (served, "f32")
     if cpu_has_bf16():
-        setups["OpenVINO bf16"] = dataclasses.replace(base, runtime="optimized", optimized_precision="bf16")
+        setups["OpenVINO bf16 (forced)"] = (served, "bf16")
+        setups["OpenVINO, bf16 allowed: the faster precision, timed at load (as served)"] = (served, "")
     rows, reference, results = [], None, {}
-    for label, config in setups.items():
+    for label, (config, forced) in setups.items():
+        os.environ["MURA_PRECISION"] = forced
         start = time.perf_counter()
         service = EnsembleService(paths, config, optimized)
         load_s = time.perf_counter() - start
+        shown = label if config.runtime == "keras" else f"{label} [serves {service.runner.precision}]"
         start = time.perf_counter()
         first = service.predict_frame(frame)
         first_s = time.perf_counter() - start
@@ -130,11 +135,12 @@ def main() -> None:
         reference = probs if reference is None else reference
         results[label] = _p50(warm)
         rows.append(
-            f"| {label} | {load_s:.2f} s | {first_s:.3f} s | {_p50(warm):.3f} s | {np.percentile(warm, 90):.3f} s | "
+            f"| {shown} | {load_s:.2f} s | {first_s:.3f} s | {_p50(warm):.3f} s | {np.percentile(warm, 90):.3f} s | "
             f"{np.abs(probs - reference).max():.1e} |"
         )
-    fast_label = list(setups)[-1]
-    fast_config = setups[fast_label]
+    os.environ["MURA_PRECISION"] = ""
+    fast_label = shown
+    fast_config = served
     # First request of each batch size after start, against a warm one (fresh service).
     fast = EnsembleService(paths, fast_config, optimized)
     batch_views = [base64.b64encode(v).decode() for v in _study(args.batch)]
@@ -231,7 +237,7 @@ def main() -> None:
             "|---|---|---|---|---|---|",
             *rows,
             "",
-            f"Speed-up of {fast_label} over Keras in this run: {keras_p50 / results[fast_label]:.2f}x.",
+            f"Speed-up of the served optimized runtime over Keras in this run: {keras_p50 / results[label]:.2f}x.",
             "",
             "| batch size | first request after start | warm | ratio |",
             "|---|---|---|---|",

@@ -30,8 +30,13 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 __all__ = [
-    "REASON_NO_PIXELS", "REASON_UNSUPPORTED_SYNTAX", "DicomImage", "decode_dicom", "is_dicom", "scope_warnings",
-]  # fmt: skip
+    "REASON_NO_PIXELS",
+    "REASON_UNSUPPORTED_SYNTAX",
+    "DicomImage",
+    "decode_dicom",
+    "is_dicom",
+    "scope_warnings",
+]
 
 REASON_NO_PIXELS = "no_pixel_data"
 REASON_UNSUPPORTED_SYNTAX = "unsupported_transfer_syntax"
@@ -43,9 +48,14 @@ NEUTRAL_MODALITIES = frozenset({"OT", "SC"})
 # DICOM BodyPartExamined terms (PS3.16 CID 4031) and common spellings → MURA's regions.
 BODY_PART_TERMS = {
     **{part.removeprefix("XR_"): part for part in BODY_PARTS},
-    "ARM": "XR_HUMERUS", "UPPERARM": "XR_HUMERUS", "UPPER ARM": "XR_HUMERUS", "THUMB": "XR_FINGER",
-    "FINGERS": "XR_FINGER", "HANDS": "XR_HAND", "WRISTS": "XR_WRIST",
-}  # fmt: skip
+    "ARM": "XR_HUMERUS",
+    "UPPERARM": "XR_HUMERUS",
+    "UPPER ARM": "XR_HUMERUS",
+    "THUMB": "XR_FINGER",
+    "FINGERS": "XR_FINGER",
+    "HANDS": "XR_HAND",
+    "WRISTS": "XR_WRIST",
+}
 # Terms that cover the seven regions without naming one: not out of scope.
 UPPER_EXTREMITY_TERMS = frozenset({"UPPEREXTREMITY", "UPPER EXTREMITY", "EXTREMITY", "ARM_UPPER"})
 

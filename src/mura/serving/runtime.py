@@ -13,8 +13,11 @@ by ``$MURA_RUNTIME``:
 
 The optimized path never imports Keras or TensorFlow: processes and images that
 serve with it start in about a second instead of ten. Reduced precision (bf16)
-is used only when ``register`` proved it harmless on the validation split and
-the CPU has native bf16; otherwise float32.
+is allowed only when ``register`` proved it harmless on the validation split
+and the CPU has native bf16; even then it serves only if it is faster on this
+CPU (timed at load: on a CPU with AVX512-BF16 but no AMX, OpenVINO's bf16 was
+measured slower than float32). ``$MURA_PRECISION`` (``f32`` or ``bf16``) forces
+one, for benchmarks and operators.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,8 +42,8 @@ __all__ = [
     "OPTIMIZED_ARTIFACT",
     "RUNTIMES",
     "OpenVinoRunner",
-    "Runner",
     "cpu_has_bf16",
+    "describe",
     "resolve_runtime",
 ]
 
@@ -48,18 +52,6 @@ RUNTIMES: tuple[Runtime, ...] = ("auto", "optimized", "keras")
 OPTIMIZED_ARTIFACT = "optimized"  # artifact key: a folder holding MODEL_XML (+ .bin) and HEADS_FILE
 MODEL_XML = "model.xml"
 HEADS_FILE = "heads.npz"
-
-
-class Runner(Protocol):
-    """What the service needs from a runtime."""
-
-    names: list[str]
-    image_size: int
-    thread_safe: bool
-
-    def predict(self, pixels: np.ndarray) -> np.ndarray: ...
-
-    def predict_ensemble(self, pixels: np.ndarray, weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def resolve_runtime(configured: str, optimized_dir: Path | None) -> Literal["optimized", "keras"]:
@@ -102,10 +94,12 @@ class OpenVinoRunner:
         xml: the IR file (``model.xml`` next to ``model.bin``).
         names: variant names, in the order of the model's probability columns.
         batch_size: largest batch run at once (bigger inputs are split).
-        precision: ``bf16`` or ``f32`` inference precision (bf16 falls back to f32 on CPUs without it).
+        precision: ``bf16`` (allowed: used when this CPU has it and, with ``pick_faster``, when it is
+            faster than float32 here, timed at load) or ``f32``.
         warm_up: run one image through at load, so the first request does not pay OpenVINO's
             first-inference set-up (other batch sizes cost no more on first use: measured in
             ``bench/serve_latency.py``).
+        pick_faster: with ``precision="bf16"``, time both precisions at load and keep the faster.
 
     Thread-safe: each thread gets its own infer request, and OpenVINO releases the
     GIL while it computes, so concurrent requests overlap.
@@ -113,25 +107,50 @@ class OpenVinoRunner:
 
     thread_safe = True
 
-    def __init__(self, xml: Path, names: list[str], batch_size: int = 8, precision: str = "f32", warm_up: bool = True) -> None:
+    def __init__(
+        self,
+        xml: Path,
+        names: list[str],
+        batch_size: int = 8,
+        precision: str = "f32",
+        warm_up: bool = True,
+        pick_faster: bool = True,
+    ) -> None:
         import openvino as ov
 
+        forced = os.environ.get("MURA_PRECISION")
+        if forced not in (None, "", "f32", "bf16"):
+            raise ConfigError(f"MURA_PRECISION={forced!r}: expected f32 or bf16")
         if precision == "bf16" and not cpu_has_bf16():
             logger.info("this CPU has no native bf16: serving in float32")
             precision = "f32"
-        self.precision = precision
         core = ov.Core()
         model = core.read_model(str(xml))
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
         self.names = list(names)
         self.image_size = int(model.inputs[0].get_partial_shape()[1].get_length())
         self.batch_size = int(batch_size)
+        self._local = threading.local()
+        candidates = [forced] if forced else (["bf16", "f32"] if precision == "bf16" and pick_faster else [precision])
+        one = np.zeros((1, self.image_size, self.image_size, 1), np.uint8)
+        compiled, timings = {}, {}
+        for candidate in candidates:
+            compiled[candidate] = core.compile_model(
+                model, "CPU", {"INFERENCE_PRECISION_HINT": candidate, "PERFORMANCE_HINT": "LATENCY"}
+            )
+            if warm_up or len(candidates) > 1:
+                request = compiled[candidate].create_infer_request()
+                request.infer([one])  # the first inference sets OpenVINO up
+                start = time.perf_counter()
+                request.infer([one])
+                timings[candidate] = time.perf_counter() - start
+        self.precision = min(timings, key=timings.__getitem__) if len(candidates) > 1 else candidates[0]
+        self.compiled = compiled[self.precision]
+        if len(candidates) > 1:
+            shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+            logger.info("bf16 allowed; one image takes %s on this CPU: serving %s", shown, self.precision)
         self.n_outputs = len(self.compiled.outputs)
         if self.n_outputs not in (1, 1 + len(self.names)):
             raise ValueError(f"{xml} has {self.n_outputs} outputs; expected 1 or {1 + len(self.names)}")
-        self._local = threading.local()
-        if warm_up:
-            self._infer(np.zeros((1, self.image_size, self.image_size), np.uint8))
 
     def _infer(self, pixels: np.ndarray) -> list[np.ndarray]:
         request = getattr(self._local, "request", None)

@@ -93,8 +93,9 @@ class EnsembleService:
     """Loaded ensemble: decode uploads, run the variants in one call, aggregate per study.
 
     Args:
-        model_paths: variant → ``.keras`` file.
+        model_paths: variant → ``.keras`` file (the Keras runtime).
         config: the served model's configuration.
+        optimized_dir: the ``optimized`` artifact (OpenVINO IR and heads), when the model has one.
     """
 
     def __init__(self, model_paths: dict[str, str], config: ServingConfig, optimized_dir: str | Path | None = None) -> None:
