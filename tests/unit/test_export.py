@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,3 +42,39 @@ def test_choose_precision(bf16: dict | None, expected: str) -> None:
     assert precision == expected and reason
     if bf16 is not None and expected == "f32":
         assert reason.startswith("bf16 rejected")
+
+
+def test_export_runner_parity_and_the_remembered_precision(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two tiny variants exported: OpenVINO float32 equals Keras; a bf16-allowed load picks and remembers a precision."""
+    import keras
+
+    from mura.config import ModelSpec
+    from mura.modeling.inference import VariantRunner
+    from mura.modeling.models import build_model
+    from mura.serving.export import export_optimized
+    from mura.serving.runtime import MODEL_XML, OpenVinoRunner, cpu_has_bf16
+
+    paths = {}
+    for k, name in enumerate(("a", "b")):
+        keras.utils.set_random_seed(k)
+        paths[name] = tmp_path / f"{name}.keras"
+        build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=k).save(paths[name])
+    out = export_optimized(paths, tmp_path / "optimized")
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 32, 32)).astype(np.uint8)
+    reference = VariantRunner.from_paths(paths).predict(pixels)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    f32 = OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="f32")
+    np.testing.assert_allclose(f32.predict(pixels), reference, atol=1e-5)
+    probabilities, maps = f32.predict_with_features(pixels)
+    assert probabilities.shape == (5, 2) and [m.shape[0] for m in maps] == [5, 5]
+    allowed = OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="bf16")
+    cache = tmp_path / "cache" / "mura" / "precision.json"
+    if not cpu_has_bf16():
+        assert allowed.precision == "f32" and not cache.exists()
+        return
+    remembered = json.loads(cache.read_text())
+    assert list(remembered.values()) == [allowed.precision]
+    again = OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="bf16")
+    assert again.precision == allowed.precision
+    monkeypatch.setenv("MURA_PRECISION", "bf16")
+    assert OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="f32").precision == "bf16"

@@ -15,13 +15,17 @@ The optimized path never imports Keras or TensorFlow: processes and images that
 serve with it start in about a second instead of ten. Reduced precision (bf16)
 is allowed only when ``register`` proved it harmless on the validation split
 and the CPU has native bf16; even then it serves only if it is faster on this
-CPU (timed at load: on a CPU with AVX512-BF16 but no AMX, OpenVINO's bf16 was
-measured slower than float32). ``$MURA_PRECISION`` (``f32`` or ``bf16``) forces
-one, for benchmarks and operators.
+CPU (timed at the first load on a CPU and remembered in
+``~/.cache/mura/precision.json``, keyed by CPU model, OpenVINO version and
+model: on a CPU with AVX512-BF16 but no AMX, OpenVINO's bf16 was measured
+slower than float32). ``$MURA_PRECISION`` (``f32`` or ``bf16``) forces one, for
+benchmarks and operators.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -131,6 +135,10 @@ class OpenVinoRunner:
         self.batch_size = int(batch_size)
         self._local = threading.local()
         candidates = [forced] if forced else (["bf16", "f32"] if precision == "bf16" and pick_faster else [precision])
+        cache_key = _precision_cache_key(xml, ov.__version__) if len(candidates) > 1 else ""
+        known = _read_precision_cache().get(cache_key)
+        if known in candidates:  # measured on this CPU for this model before: no need to time again
+            candidates = [known]
         one = np.zeros((1, self.image_size, self.image_size, 1), np.uint8)
         compiled, timings = {}, {}
         for candidate in candidates:
@@ -148,6 +156,7 @@ class OpenVinoRunner:
         if len(candidates) > 1:
             shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
             logger.info("bf16 allowed; one image takes %s on this CPU: serving %s", shown, self.precision)
+            _write_precision_cache(cache_key, self.precision)
         self.n_outputs = len(self.compiled.outputs)
         if self.n_outputs not in (1, 1 + len(self.names)):
             raise ValueError(f"{xml} has {self.n_outputs} outputs; expected 1 or {1 + len(self.names)}")
@@ -191,6 +200,47 @@ class OpenVinoRunner:
 
         per_variant = self.predict(pixels)
         return per_variant, average_probabilities(per_variant, weights)
+
+
+def _precision_cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mura" / "precision.json"
+
+
+def _precision_cache_key(xml: Path, openvino_version: str) -> str:
+    """The CPU model, the OpenVINO version and the model's IR: what decides which precision is faster."""
+    cpu = "cpu"
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    digest = hashlib.sha256(Path(xml).read_bytes()).hexdigest()[:16]
+    return f"{cpu}|{os.cpu_count()}|{openvino_version}|{digest}"
+
+
+def _read_precision_cache() -> dict[str, str]:
+    try:
+        data = json.loads(_precision_cache_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_precision_cache(key: str, precision: str) -> None:
+    """Remember the faster precision (best effort: a read-only home only costs the timing next time)."""
+    try:
+        path = _precision_cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {**_read_precision_cache(), key: precision}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def describe(runner: Any) -> str:
