@@ -147,8 +147,8 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.nd
     return blended
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """Encode a grayscale or RGB uint8 array as PNG."""
+def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """Encode a grayscale or RGB uint8 array as PNG (zlib level 1 is ~4× faster, for pages on the wire)."""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
+    Image.fromarray(array).save(buffer, "PNG", compress_level=compress_level)
     return buffer.getvalue()

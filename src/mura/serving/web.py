@@ -94,13 +94,17 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
 
     from mura.api import Predictor
 
+    wanted = settings.concurrency or os.cpu_count() or 1
     if predictor is None and settings.forward_url is None:
+        # Several studies at once: give the optimized runtime one stream (core) per study in flight,
+        # instead of every core to each study (measured: 13.3 vs 10.6 studies/s at 64², 2 cores).
+        os.environ.setdefault("MURA_OV_STREAMS", str(wanted))
         predictor = Predictor.load(settings.model_uri, settings.tracking_uri)
     forwarder = ForwardingPredictor(settings.forward_url) if settings.forward_url else None
     # The optimized runtime is thread-safe and releases the GIL: analyse several studies at once
     # (one per core by default). Keras/TensorFlow serving keeps one study at a time.
     thread_safe = forwarder is not None or (predictor is not None and predictor.thread_safe)
-    in_flight = (settings.concurrency or os.cpu_count() or 1) if thread_safe else 1
+    in_flight = wanted if thread_safe else 1
     gate = asyncio.Semaphore(in_flight)
     logger.info("web UI: up to %d studies in flight", in_flight)
     app = FastAPI(title="mura pre-screening", docs_url=None, redoc_url=None)
@@ -205,11 +209,11 @@ def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
             "kind": view.kind,
             "probability": view.probability,
             "variants": view.variants,
-            "image": _data_url(png_bytes(thumb)),
+            "image": _data_url(png_bytes(thumb, compress_level=1)),
             "warnings": list(view.warnings),
         }
         if ENSEMBLE in view.heatmaps:
-            entry["heatmap"] = _data_url(png_bytes(overlay(thumb, view.heatmaps[ENSEMBLE])))
+            entry["heatmap"] = _data_url(png_bytes(overlay(thumb, view.heatmaps[ENSEMBLE]), compress_level=1))
         views.append(entry)
     part = result.body_part
     validation = config.validation_for(part)
