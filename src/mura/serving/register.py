@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,82 +150,82 @@ def run_register(
     table = inputs.per_body_part
     validation = validation_by_body_part(pd.read_csv(table)) if table is not None and table.exists() else {}
     pixels = np.load(inputs.pixels, mmap_mode="r")
-    tmp_dir = Path(tempfile.mkdtemp(prefix="mura-register-"))
-    optimized = None
-    precision_check: dict[str, Any] = {}
-    if params.runtime != "keras":
-        optimized, precision_check = _export_and_check(
-            paths, params, thresholds, inputs.predictions, images, pixels, tmp_dir / OPTIMIZED_ARTIFACT
+    with tempfile.TemporaryDirectory(prefix="mura-register-") as tmp:  # the export and the config, logged then removed
+        tmp_dir = Path(tmp)
+        optimized = None
+        precision_check: dict[str, Any] = {}
+        if params.runtime != "keras":
+            optimized, precision_check = _export_and_check(
+                paths, params, thresholds, inputs.predictions, images, pixels, tmp_dir / OPTIMIZED_ARTIFACT
+            )
+        config = ServingConfig(
+            variants=tuple(paths),
+            variant_weights=thresholds["variant_weights"],
+            thresholds=thresholds["thresholds"],
+            operating_point=params.operating_point,
+            image_size=image_size,
+            resize=resize,
+            max_pixels=params.max_pixels,
+            serve_batch_size=params.serve_batch_size,
+            synthetic_data=synthetic,
+            validation_per_body_part=validation,
+            metrics=metrics,
+            dataset_fingerprint=fingerprint,
+            git_commit=commit,
+            mura_version=mura.__version__,
+            runtime=params.runtime if optimized is not None else "keras",
+            optimized_precision=precision_check.get("precision", "f32"),
+            precision_check=precision_check,
         )
-    config = ServingConfig(
-        variants=tuple(paths),
-        variant_weights=thresholds["variant_weights"],
-        thresholds=thresholds["thresholds"],
-        operating_point=params.operating_point,
-        image_size=image_size,
-        resize=resize,
-        max_pixels=params.max_pixels,
-        serve_batch_size=params.serve_batch_size,
-        synthetic_data=synthetic,
-        validation_per_body_part=validation,
-        metrics=metrics,
-        dataset_fingerprint=fingerprint,
-        git_commit=commit,
-        mura_version=mura.__version__,
-        runtime=params.runtime if optimized is not None else "keras",
-        optimized_precision=precision_check.get("precision", "f32"),
-        precision_check=precision_check,
-    )
-    # One view: MLflow checks the example by loading and calling the model, and a
-    # one-image batch is the shape the model's warm-up already traced (a second
-    # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
-    example = pd.DataFrame({"image": [_png_base64(pixels[0])], "study_id": ["example-study"]})
-    signature = infer_signature(example, output_example(list(paths)))
-    signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
-    tags = {
-        "dataset_fingerprint": fingerprint,
-        "git_commit": commit,
-        "synthetic_data": str(synthetic).lower(),
-        "val_kappa": f"{kappa:.6f}",
-        "config_schema_version": str(config.schema_version),
-        "runtime": config.runtime,
-        "optimized_precision": config.optimized_precision if optimized is not None else "none",
-    }
-    if precision_check.get("bf16"):
-        tags["bf16_max_abs_dp"] = f"{precision_check['bf16']['max_abs_dp']:.3g}"
-        tags["bf16_min_agreement"] = f"{min(precision_check['bf16']['agreement'].values()):.4f}"
-    setup_mlflow()
-    package = Path(mura.__file__).parent
-    name = params.model_name
-    with mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run:
-        config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
-        config.save(config_path)
-        mlflow.log_params(
-            {
-                "variants": ",".join(paths),
-                "operating_point": params.operating_point,
-                "threshold": config.threshold,
-                "image_size": image_size,
-                "resize": resize,
-            }
-        )
-        mlflow.log_metrics({"val_kappa_study": kappa})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(package / "serving" / "pyfunc.py"),
-            artifacts={
-                CONFIG_ARTIFACT: str(config_path),
-                **{v: str(p.resolve()) for v, p in paths.items()},
-                **({OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}),
-            },
-            code_paths=[str(package)],
-            signature=signature,
-            input_example=example,
-            registered_model_name=name,
-            pip_requirements=_requirements(),
-        )
-        run_id = run.info.run_id
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+        # One view: MLflow checks the example by loading and calling the model, and a
+        # one-image batch is the shape the model's warm-up already traced (a second
+        # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
+        example = pd.DataFrame({"image": [_png_base64(pixels[0])], "study_id": ["example-study"]})
+        signature = infer_signature(example, output_example(list(paths)))
+        signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
+        tags = {
+            "dataset_fingerprint": fingerprint,
+            "git_commit": commit,
+            "synthetic_data": str(synthetic).lower(),
+            "val_kappa": f"{kappa:.6f}",
+            "config_schema_version": str(config.schema_version),
+            "runtime": config.runtime,
+            "optimized_precision": config.optimized_precision if optimized is not None else "none",
+        }
+        if precision_check.get("bf16"):
+            tags["bf16_max_abs_dp"] = f"{precision_check['bf16']['max_abs_dp']:.3g}"
+            tags["bf16_min_agreement"] = f"{min(precision_check['bf16']['agreement'].values()):.4f}"
+        setup_mlflow()
+        package = Path(mura.__file__).parent
+        name = params.model_name
+        with mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run:
+            config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
+            config.save(config_path)
+            mlflow.log_params(
+                {
+                    "variants": ",".join(paths),
+                    "operating_point": params.operating_point,
+                    "threshold": config.threshold,
+                    "image_size": image_size,
+                    "resize": resize,
+                }
+            )
+            mlflow.log_metrics({"val_kappa_study": kappa})
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(package / "serving" / "pyfunc.py"),
+                artifacts={
+                    CONFIG_ARTIFACT: str(config_path),
+                    **{v: str(p.resolve()) for v, p in paths.items()},
+                    **({OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}),
+                },
+                code_paths=[str(package)],
+                signature=signature,
+                input_example=example,
+                registered_model_name=name,
+                pip_requirements=_requirements(),
+            )
+            run_id = run.info.run_id
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)
     for key, value in tags.items():
