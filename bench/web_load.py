@@ -99,6 +99,7 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
             python_model=str(package / "serving" / "pyfunc.py"),
             code_paths=[str(package)],
             artifacts={CONFIG_ARTIFACT: str(store / "config.json"), OPTIMIZED_ARTIFACT: str(optimized), **paths},
+            model_config={"streams": 1},
             registered_model_name="mura-ensemble",
         )
     return uri, "models:/mura-ensemble/1"

@@ -98,19 +98,21 @@ class Predictor:
         self.uri = uri
 
     @classmethod
-    def load(cls, uri: str, tracking_uri: str | None = None) -> Predictor:
+    def load(cls, uri: str, tracking_uri: str | None = None, concurrent: int = 1) -> Predictor:
         """Load ``models:/mura-ensemble@champion``, ``models:/mura-ensemble/1`` or a local model folder.
 
         Args:
             uri: model URI or path.
             tracking_uri: MLflow tracking store (default ``$MLFLOW_TRACKING_URI`` or ./mlflow.db).
+            concurrent: studies that will be predicted at once (servers); the optimized runtime then
+                gives each its own stream of cores instead of every core to each.
         """
         import mlflow
 
         from mura.tracking import tracking_uri as default_uri
 
         mlflow.set_tracking_uri(tracking_uri or default_uri())
-        model = mlflow.pyfunc.load_model(str(uri))
+        model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent})
         return cls(model.unwrap_python_model().service, str(uri))
 
     @property

@@ -42,6 +42,7 @@ __all__ = [
 ResizePolicy = Literal["stretch", "pad"]
 DuplicatePolicy = Literal["keep", "drop_later_split"]
 DatasetName = Literal["mura", "fracture"]
+ServingRuntime = Literal["auto", "optimized", "keras"]  # see mura.serving.runtime
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class RegisterParams:
     operating_point: Literal["default", "high_sensitivity"] = "default"
     max_pixels: int = 40_000_000  # per uploaded image at serving time
     serve_batch_size: int = 8
-    runtime: Literal["auto", "optimized", "keras"] = "auto"  # what serves (MURA_RUNTIME overrides at serve time)
+    runtime: ServingRuntime = "auto"  # what serves (MURA_RUNTIME overrides at serve time)
     bf16_max_abs_dp: float = 0.01  # bf16 serves only if |Δp| vs Keras stays within this on valid ...
     bf16_min_agreement: float = 0.995  # ... and this share of valid study labels agree at every operating point
 

@@ -85,3 +85,12 @@ def test_serving_on_the_optimized_runtime_never_imports_tensorflow(registered: d
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {**report, "tensorflow": False, "keras": False, "runtime": "optimized"}
     assert 0.0 <= report["probability"] <= 1.0
+
+
+def test_a_concurrent_server_gets_one_stream_per_study(registered: dict[str, Any]) -> None:
+    """`mura serve-ui` loads with concurrent=N: OpenVINO then runs N streams instead of one on every core."""
+    single = Predictor.load("models:/mura-ensemble/2", tracking_uri=registered["uri"])
+    server = Predictor.load("models:/mura-ensemble/2", tracking_uri=registered["uri"], concurrent=2)
+    assert single.thread_safe and server.thread_safe
+    assert int(single.service.runner.compiled.get_property("NUM_STREAMS")) == 1
+    assert int(server.service.runner.compiled.get_property("NUM_STREAMS")) == 2

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mura.config import ResizePolicy, build_dataclass
+from mura.config import ResizePolicy, ServingRuntime, build_dataclass
 from mura.errors import ConfigError
 
 __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
@@ -85,7 +85,7 @@ class ServingConfig:
     dataset_fingerprint: str = "unknown"
     git_commit: str = "unknown"
     mura_version: str = "unknown"
-    runtime: Literal["auto", "optimized", "keras"] = "keras"
+    runtime: ServingRuntime = "keras"
     optimized_precision: Literal["bf16", "f32"] = "f32"
     precision_check: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION

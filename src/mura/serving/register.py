@@ -222,6 +222,9 @@ def run_register(
                 code_paths=[str(package)],
                 signature=signature,
                 input_example=example,
+                # Load-time settings a server may change (mlflow.pyfunc.load_model(..., model_config=...)):
+                # "streams", the studies the optimized runtime runs at once (mura serve-ui sets one per core).
+                model_config={"streams": 1},
                 registered_model_name=name,
                 pip_requirements=_requirements(),
             )

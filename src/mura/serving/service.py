@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["DEFAULT_STUDY", "EnsembleService", "bad_request", "output_example", "parse_rows", "study_results"]
 
 DEFAULT_STUDY = "study"
+WARNING_SEPARATOR = "; "  # a served row's warnings, joined into its one string column
 
 
 def bad_request(message: str) -> Exception:
@@ -96,9 +97,12 @@ class EnsembleService:
         model_paths: variant → ``.keras`` file (the Keras runtime).
         config: the served model's configuration.
         optimized_dir: the ``optimized`` artifact (OpenVINO IR and heads), when the model has one.
+        streams: requests the optimized runtime runs at once (1: every core on one request).
     """
 
-    def __init__(self, model_paths: dict[str, str], config: ServingConfig, optimized_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, model_paths: dict[str, str], config: ServingConfig, optimized_dir: str | Path | None = None, streams: int = 1
+    ) -> None:
         from mura.serving.runtime import HEADS_FILE, MODEL_XML, OpenVinoRunner, describe, resolve_runtime
 
         self.config = config
@@ -111,7 +115,9 @@ class EnsembleService:
             from mura.modeling.gradcam import HeadWeights
 
             names = list(config.variants)
-            self.runner = OpenVinoRunner(optimized / MODEL_XML, names, config.serve_batch_size, config.optimized_precision)
+            self.runner = OpenVinoRunner(
+                optimized / MODEL_XML, names, config.serve_batch_size, config.optimized_precision, streams=streams
+            )
             self.heads = HeadWeights.load_all(optimized / HEADS_FILE)
         else:
             from mura.modeling.inference import VariantRunner
@@ -124,12 +130,13 @@ class EnsembleService:
         logger.info("serving %d variants with %s", len(config.variants), describe(self.runner))
 
     @classmethod
-    def from_artifacts(cls, artifacts: dict[str, str]) -> EnsembleService:
-        """Build from an MLflow ``context.artifacts`` mapping."""
+    def from_artifacts(cls, artifacts: dict[str, str], model_config: dict[str, Any] | None = None) -> EnsembleService:
+        """Build from an MLflow ``context.artifacts`` mapping (and the load-time ``model_config``)."""
         from mura.serving.runtime import OPTIMIZED_ARTIFACT
 
         config = ServingConfig.load(artifacts[CONFIG_ARTIFACT])
-        return cls({name: artifacts[name] for name in config.variants}, config, artifacts.get(OPTIMIZED_ARTIFACT))
+        streams = int((model_config or {}).get("streams", 1))
+        return cls({name: artifacts[name] for name in config.variants}, config, artifacts.get(OPTIMIZED_ARTIFACT), streams)
 
     def decode(self, rows: list[tuple[bytes, str]]) -> tuple[np.ndarray, list[str]]:
         """Model pixels and scope warnings (``"; "``-joined, empty when none) for each row.
@@ -148,7 +155,7 @@ class EnsembleService:
             except ImageDecodeError as exc:
                 raise bad_request(f"row {i}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
             pixels[i] = upload.pixels
-            warnings.append("; ".join(upload.warnings))
+            warnings.append(WARNING_SEPARATOR.join(upload.warnings))
         return pixels, warnings
 
     def predict_pixels(self, pixels: np.ndarray, study_ids: list[str], warnings: list[str] | None = None) -> pd.DataFrame:
