@@ -13,7 +13,7 @@ PORT ?= 5000
 UI_PORT ?= 8000
 DEMO_STORE = sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: help install demo test test-fast lint format data repro bench serve ui mlflow-ui clean-demo
+.PHONY: help install demo test test-fast lint format data repro bench serve ui mlflow-ui clean-demo team-up team-down
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 	# uv installs the same pinned set as pip in ~22 s instead of ~95 s; pip is the fall-back.
 	# --compile-bytecode as pip does: without .pyc files (and with PYTHONDONTWRITEBYTECODE set)
 	# every process would spend ~6 s more importing TensorFlow.
-	( $(BIN)/pip install -q 'uv==0.13.9' && $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[cpu,dev]' ) \
-	  || $(BIN)/pip install -q -e '.[cpu,dev]'
+	( $(BIN)/pip install -q 'uv==0.13.9' && $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[cpu,dev,team]' ) \
+	  || $(BIN)/pip install -q -e '.[cpu,dev,team]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)  ## create .venv and install the package with its pinned dependencies
@@ -46,8 +46,8 @@ ui: $(STAMP)  ## web interface on the demo's champion model, http://127.0.0.1:$(
 mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store, http://127.0.0.1:5001
 	cd $(DEMO) && mlflow ui --backend-store-uri $(DEMO_STORE) -h 127.0.0.1 -p 5001
 
-test: lint  ## lint, then the whole test suite (installs Debian's Chromium for the browser tests if missing)
-	scripts/ensure-chromium.sh
+test: lint  ## lint, then the whole test suite (installs Chromium and PostgreSQL from Debian if missing)
+	scripts/ensure-system.sh
 	pytest -q
 
 lint: $(STAMP)  ## ruff check, ruff format --check and mypy on src/
@@ -73,6 +73,12 @@ bench: $(STAMP)  ## benchmarks; figures are appended to bench/RESULTS.md
 	python bench/train_throughput.py
 	python bench/serve_latency.py
 	python bench/web_load.py
+
+team-up: $(STAMP)  ## start PostgreSQL + S3 + MLflow server (auth) on 127.0.0.1; settings in .team.env
+	mura team up --state .team --env-file .team.env
+
+team-down: $(STAMP)  ## stop the team stack (PURGE=1 also deletes its data)
+	mura team down --state .team $(if $(PURGE),--purge,)
 
 clean-demo:  ## delete the demo workspace
 	rm -rf $(DEMO)

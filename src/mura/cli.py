@@ -41,14 +41,36 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def cmd_workspace(args: argparse.Namespace) -> None:
     """Create/refresh a pipeline workspace and (optionally) its synthetic data."""
     from mura.data.synthetic import write_synthetic
-    from mura.workspace import create_workspace, load_override
+    from mura.workspace import create_workspace, load_override, track_data
 
     dest = create_workspace(Path(args.repo), Path(args.dest), load_override(args.override), args.override or "override")
     out = dest / "data" / "raw" / "synthetic"
     if args.synth and not (out / "MURA-v1.1").exists():
         seed, sizes = _synth_settings(dest / "params.yaml")  # the workspace's merged params
         write_synthetic(out, seed=seed, sizes=sizes)
+    if args.synth and not out.with_suffix(".dvc").exists():
+        track_data(dest, out.relative_to(dest))  # `dvc push` carries the raw data too; a clone pulls it
     print(dest)
+
+
+def cmd_team(args: argparse.Namespace) -> None:
+    """Start or stop the team stack on this machine (PostgreSQL, S3, MLflow tracking server)."""
+    import getpass
+
+    from mura.deploy.team import TeamStack, write_env_file
+
+    stack = TeamStack(args.state)
+    if args.action == "down":
+        stack.down(purge=args.purge)
+        print(f"team stack stopped{' and its data deleted' if args.purge else f' (data kept in {stack.state})'}")
+        return
+    user = args.user or getpass.getuser()
+    env = stack.up(user)
+    write_env_file(args.env_file, env)
+    print(f"MLflow tracking server: {stack.tracking_uri} (user {user}; MLflow UI in the browser, same address)")
+    print(f"S3 (SeaweedFS): {stack.s3_endpoint}, buckets mlflow (artifacts) and mura-dvc (DVC remote team)")
+    print(f"PostgreSQL: 127.0.0.1:{stack.ports.postgres}")
+    print(f"Settings written to {args.env_file}: `set -a; . {args.env_file}; set +a`")
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
@@ -165,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--override", default=None, help="YAML file merged over params.yaml, e.g. params.demo.yaml")
     ws.add_argument("--synth", action="store_true", help="write the synthetic datasets into DEST/data/raw/synthetic if absent")
     ws.set_defaults(func=cmd_workspace)
+
+    team = sub.add_parser(
+        "team",
+        help="start/stop the team stack on this machine (make team-up / team-down)",
+        description="PostgreSQL, SeaweedFS S3 and the MLflow tracking server (basic auth) on 127.0.0.1, "
+        "without containers; `up` writes the connection settings to --env-file.",
+    )
+    team.add_argument("action", choices=["up", "down"])
+    team.add_argument("--state", default=".team", help="folder for the servers' data, configuration, secrets and logs")
+    team.add_argument("--env-file", default=".team.env", help="where `up` writes the settings (mode 0600)")
+    team.add_argument("--user", default=None, help="MLflow user created for you (default: your login name)")
+    team.add_argument("--purge", action="store_true", help="with down: delete the servers' data too")
+    team.set_defaults(func=cmd_team)
 
     model_help = "model URI (models:/mura-ensemble@champion, models:/mura-ensemble/1) or a local model folder"
     tracking_help = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"

@@ -17,3 +17,7 @@ class ConfigError(MuraError):
 
 class DataError(MuraError):
     """An input file or folder does not have the expected layout or content."""
+
+
+class TrackingError(MuraError):
+    """The MLflow tracking server is unreachable or refused the request (message names the URI, never a secret)."""

@@ -4,6 +4,8 @@ A workspace is a folder holding a copy of the pipeline (``dvc.yaml``,
 ``stages/``, ``src/mura``), its own ``params.yaml`` (the repository's merged
 with an override such as ``params.demo.yaml``) and its own DVC project, so the
 demo can run at a small image size without ever editing the real defaults.
+It gets the repository's DVC remotes (``team``: README "Team setup"), so
+``dvc push -r team`` works in it without further set-up.
 """
 
 from __future__ import annotations
@@ -62,7 +64,33 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
     (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
     if not (dest / ".dvc").exists():
         subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True)
+    copy_remotes(repo / ".dvc" / "config", dest / ".dvc" / "config")
     return dest
+
+
+def copy_remotes(source: Path, dest: Path) -> None:
+    """Copy the ``remote "…"`` sections (and the default remote) of one DVC config into another."""
+    from configobj import ConfigObj
+
+    if not source.exists():
+        return
+    src, out = ConfigObj(str(source)), ConfigObj(str(dest))
+    changed = False
+    for section in src.sections:
+        if section.startswith("remote ") and out.get(section) != src[section]:
+            out[section] = dict(src[section])
+            changed = True
+    remote = src.get("core", {}).get("remote")
+    if remote and out.get("core", {}).get("remote") != remote:
+        out.setdefault("core", {})["remote"] = remote
+        changed = True
+    if changed:
+        out.write()
+
+
+def track_data(dest: Path, folder: str | Path) -> None:
+    """``dvc add`` a raw dataset folder, so a clone pulls the data its ``ingest`` stage reads."""
+    subprocess.run(["dvc", "add", "-q", str(folder)], cwd=dest, check=True)
 
 
 def load_override(path: str | Path | None) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def ui_url(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
     if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: run scripts/ensure-chromium.sh (make test does)")
+        pytest.fail("Chromium is missing: run scripts/ensure-system.sh (make test does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

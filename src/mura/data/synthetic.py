@@ -398,6 +398,8 @@ def write_synthetic(out_dir: Path, seed: int, sizes: SynthParams) -> dict[str, P
     paths = {"mura": write_mura(out_dir, seed=seed, patients=sizes.patients)}
     if sizes.fracture_images > 0:
         paths["fracture"] = write_fracture(out_dir, seed=seed, images=sizes.fracture_images)
-    else:  # an empty folder: the configured dataset folder exists (a DVC dependency) and holds no dataset
+    else:  # an empty folder: the configured dataset folder exists (a DVC dependency) and holds no dataset;
+        # its dotfile (ignored by ingest) keeps it in DVC, which stores no empty folder, so a clone pulls it
         (out_dir / FRACTURE_DIR).mkdir(parents=True, exist_ok=True)
+        (out_dir / FRACTURE_DIR / ".keep").write_text("left out: `mura synth --fracture-images 0`\n")
     return paths

@@ -243,10 +243,29 @@ class ProgressLog(keras.callbacks.Callback):
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Log every epoch's metrics (and learning rate) to the active MLflow run."""
+    """Log every epoch's metrics (and learning rate) to the active MLflow run.
+
+    A tracking server that stops answering never stops the training: the first
+    failure is logged as a warning, later epochs are not tried, and
+    :attr:`unlogged_from` tells the stage which epochs to log afterwards.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unlogged_from: int | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         import mlflow
 
+        if self.unlogged_from is not None:
+            return
         values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))}
-        mlflow.log_metrics(values, step=epoch + 1)
+        try:
+            mlflow.log_metrics(values, step=epoch + 1)
+        except Exception as exc:
+            self.unlogged_from = epoch
+            logger.warning(
+                "MLflow did not take epoch %d's metrics (%s); training goes on, they are logged with the model",
+                epoch + 1,
+                type(exc).__name__,
+            )

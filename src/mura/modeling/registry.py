@@ -7,6 +7,8 @@ an interrupted and resumed training continues the same MLflow run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -23,9 +25,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["log_trained_variant", "registered_name", "variant_run"]
+__all__ = [
+    "clear_pending",
+    "log_history",
+    "log_trained_variant",
+    "mark_pending",
+    "pending_log",
+    "registered_name",
+    "training_key",
+    "variant_run",
+]
 
 RUN_ID_FILE = "mlflow_run_id"
+PENDING_FILE = "pending_log.json"
 
 
 def registered_name(variant: str) -> str:
@@ -39,32 +51,38 @@ def variant_run(
 ) -> Iterator[Any]:
     """Start (or, after an interruption, continue) the variant's MLflow run and log its params once.
 
+    The run is continued when the work folder holds a resume backup or a trained model
+    whose logging failed (:func:`pending_log`). A tracking server that is down or refuses
+    the credentials raises :class:`~mura.errors.TrackingError` here, before any training.
+
     Args:
         spec: the variant's params (logged as MLflow params).
         class_weights: the class weights (logged as params).
         fingerprint: dataset fingerprint (tag).
         synthetic: trained on synthetic data (tag).
-        work_dir: the variant's work folder (holds the run id while training is unfinished).
+        work_dir: the variant's work folder (holds the run id while training or logging is unfinished).
 
     Yields:
         The active ``mlflow.ActiveRun``.
     """
     import mlflow
 
-    from mura.tracking import flatten_params, git_commit, setup_mlflow
+    from mura.tracking import flatten_params, server_errors, setup_mlflow, source_tags
 
     setup_mlflow()
     run_id_file = work_dir / RUN_ID_FILE
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() and (work_dir / "backup").exists() else None
+    unfinished = (work_dir / "backup").exists() or (work_dir / PENDING_FILE).exists()
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() and unfinished else None
     tags = {
         "variant": spec.name,
         "arch": spec.model.arch,
         "dataset_fingerprint": fingerprint,
-        "git_commit": git_commit(),
+        **source_tags(),
         "synthetic_data": str(synthetic).lower(),
         "mura.stage": "train",
     }
-    with mlflow.start_run(run_id=run_id, run_name=spec.name, tags=tags) as run:
+    with server_errors(f"starting the MLflow run of train@{spec.name}"):
+        run = mlflow.start_run(run_id=run_id, run_name=spec.name, tags=tags)
         work_dir.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(run.info.run_id)
         if run_id is None:
@@ -80,8 +98,61 @@ def variant_run(
                     "class_weight.1": class_weights["1"],
                 }
             )
+    try:
         yield run
+    except BaseException:
+        try:  # mark it failed if the server is there; never hide the error that got us here
+            mlflow.end_run("FAILED")
+        except Exception:
+            logger.warning("%s: could not mark the MLflow run as failed (tracking server unreachable)", spec.name)
+        raise
+    with server_errors(f"closing the MLflow run of train@{spec.name}"):
+        mlflow.end_run()
     run_id_file.unlink(missing_ok=True)
+
+
+def training_key(spec: VariantSpec, class_weights: dict[str, float], fingerprint: str, pixels: Path) -> str:
+    """What identifies one training's result: the variant's params, class weights and input data."""
+    from mura.tracking import flatten_params
+
+    stat = pixels.stat()
+    doc = {
+        "spec": {k: str(v) for k, v in flatten_params("", spec).items()},
+        "class_weights": class_weights,
+        "fingerprint": fingerprint,
+        "pixels": [stat.st_size, stat.st_mtime_ns],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def pending_log(work_dir: Path, key: str) -> dict[str, Any] | None:
+    """The record of a trained model whose logging failed, if it is this training's (same ``key``)."""
+    path = work_dir / PENDING_FILE
+    if not path.exists():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc if doc.get("key") == key else None
+
+
+def mark_pending(work_dir: Path, key: str, unlogged_from_epoch: int | None) -> None:
+    """Remember that this training finished but its logging did not (a rerun logs it without retraining)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / PENDING_FILE).write_text(json.dumps({"key": key, "unlogged_from_epoch": unlogged_from_epoch}) + "\n")
+
+
+def clear_pending(work_dir: Path) -> None:
+    (work_dir / PENDING_FILE).unlink(missing_ok=True)
+
+
+def log_history(history: Any, from_epoch: int) -> None:
+    """Log the per-epoch metrics of ``history`` rows from epoch ``from_epoch`` on (those the epoch logger missed)."""
+    import mlflow
+
+    for _, row in history.iterrows():
+        epoch = int(row["epoch"])
+        if epoch >= from_epoch:
+            values = {k: float(v) for k, v in row.items() if k != "epoch"}
+            mlflow.log_metrics(values, step=epoch + 1)
 
 
 def log_trained_variant(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mura.config import AugmentParams, DatasetName, ModelSpec, Params, TrainParams
-from mura.errors import DataError
+from mura.errors import DataError, TrackingError
 from mura.modeling.callbacks import (
     AtomicBestCheckpoint,
     EpochSetter,
@@ -358,9 +358,17 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
     Raises:
         DataError: missing or inconsistent inputs.
     """
-    from mura.modeling.registry import log_trained_variant, variant_run
+    from mura.modeling.registry import (
+        clear_pending,
+        log_history,
+        log_trained_variant,
+        mark_pending,
+        pending_log,
+        training_key,
+        variant_run,
+    )
     from mura.stage import write_json
-    from mura.tracking import dataset_fingerprint
+    from mura.tracking import dataset_fingerprint, server_errors
 
     for path in (paths.images, paths.split, paths.pixels, paths.class_weights):
         if not Path(path).is_file():
@@ -377,15 +385,42 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
     class_weights = json.loads(Path(paths.class_weights).read_text())
     synthetic = bool(images["synthetic"].any())
     fingerprint = dataset_fingerprint(paths.images, paths.split)
+    key = training_key(spec, class_weights, fingerprint, Path(paths.pixels))
+    reports = Path(paths.reports)
+    pending = pending_log(paths.work, key)
+    if pending is not None and not all(p.exists() for p in (paths.model, reports / "history.csv", reports / "metrics.json")):
+        pending = None
     with variant_run(spec, class_weights, fingerprint, synthetic, paths.work) as run:
-        result = fit_variant(spec, pixels, data, class_weights, paths.model, paths.work, callbacks=[MlflowEpochLogger()])
-        reports = Path(paths.reports)
-        reports.mkdir(parents=True, exist_ok=True)
-        result.history.to_csv(reports / "history.csv", index=False, lineterminator="\n")
-        title = f"{spec.name} ({spec.model.arch}){' — SYNTHETIC DATA' if synthetic else ''}"
-        plot_history(result.history, title, reports / "history.png")
-        metrics = {**result.metrics, "synthetic_data": synthetic}
-        write_json(reports / "metrics.json", metrics)
+        if pending is not None:  # trained before, its logging failed: log it now, no retraining
+            logger.info("%s: trained already (%s); logging and registering it without retraining", spec.name, paths.model)
+            model = keras.saving.load_model(paths.model)
+            history = pd.read_csv(reports / "history.csv")
+            metrics: dict[str, Any] = json.loads((reports / "metrics.json").read_text())
+            best = {k: v for k, v in metrics.items() if k != "synthetic_data"}
+            unlogged_from: int | None = pending["unlogged_from_epoch"]
+        else:
+            clear_pending(paths.work)
+            epoch_logger = MlflowEpochLogger()
+            result = fit_variant(spec, pixels, data, class_weights, paths.model, paths.work, callbacks=[epoch_logger])
+            model, history, best = result.model, result.history, result.metrics
+            reports.mkdir(parents=True, exist_ok=True)
+            history.to_csv(reports / "history.csv", index=False, lineterminator="\n")
+            title = f"{spec.name} ({spec.model.arch}){' — SYNTHETIC DATA' if synthetic else ''}"
+            plot_history(history, title, reports / "history.png")
+            metrics = {**best, "synthetic_data": synthetic}
+            write_json(reports / "metrics.json", metrics)
+            unlogged_from = epoch_logger.unlogged_from
         example = np.asarray(pixels[data.valid_rows[:2]])[..., None]
-        log_trained_variant(run, spec, result.model, result.metrics, reports, example, synthetic)
+        try:
+            with server_errors(f"logging train@{spec.name}"):
+                if unlogged_from is not None:
+                    log_history(history, unlogged_from)
+                log_trained_variant(run, spec, model, best, reports, example, synthetic)
+        except TrackingError as exc:
+            mark_pending(paths.work, key, unlogged_from)
+            raise TrackingError(
+                f"{exc}; the trained model is saved in {paths.model}: rerun `dvc repro` once the server answers,"
+                " it logs and registers the model without retraining"
+            ) from None
+        clear_pending(paths.work)
     return metrics

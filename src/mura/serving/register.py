@@ -25,7 +25,7 @@ from mura.errors import DataError
 from mura.evaluation.ensemble import ENSEMBLE
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
-from mura.tracking import dataset_fingerprint, git_commit, setup_mlflow
+from mura.tracking import dataset_fingerprint, git_commit, server_errors, setup_mlflow, source_tags
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def run_register(
     from mura.serving.service import output_example
 
     paths = model_paths(variants, inputs.models_dir)
+    setup_mlflow()  # a tracking server that is down or refuses us fails here, before minutes of export
     thresholds = json.loads(inputs.thresholds.read_text())
     metrics = json.loads(inputs.metrics.read_text())
     kappa = validation_kappa(metrics)
@@ -195,10 +196,10 @@ def run_register(
         if precision_check.get("bf16"):
             tags["bf16_max_abs_dp"] = f"{precision_check['bf16']['max_abs_dp']:.3g}"
             tags["bf16_min_agreement"] = f"{min(precision_check['bf16']['agreement'].values()):.4f}"
-        setup_mlflow()
         package = Path(mura.__file__).parent
         name = params.model_name
-        with mlflow.start_run(run_name="ensemble", tags={**tags, "mura.stage": "register"}) as run:
+        run_tags = {**tags, **source_tags(), "mura.stage": "register"}
+        with server_errors(f"logging {name}"), mlflow.start_run(run_name="ensemble", tags=run_tags) as run:
             config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
             config.save(config_path)
             mlflow.log_params(
@@ -229,26 +230,27 @@ def run_register(
                 pip_requirements=_requirements(),
             )
             run_id = run.info.run_id
-    client = mlflow.MlflowClient()
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(
-        name,
-        version,
-        description=(
-            f"Average of {len(paths)} variants; val study kappa {kappa:.3f}"
-            + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
-        ),
-    )
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-        champion_kappa: float | None = float(current.tags.get("val_kappa", "nan"))
-    except Exception:  # no champion yet
-        champion_kappa = None
-    promoted = should_promote(kappa, champion_kappa, params.force_champion)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
+    with server_errors(f"registering {name}"):
+        client = mlflow.MlflowClient()
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.update_model_version(
+            name,
+            version,
+            description=(
+                f"Average of {len(paths)} variants; val study kappa {kappa:.3f}"
+                + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
+            ),
+        )
+        try:
+            current = client.get_model_version_by_alias(name, CHAMPION)
+            champion_kappa: float | None = float(current.tags.get("val_kappa", "nan"))
+        except Exception:  # no champion yet
+            champion_kappa = None
+        promoted = should_promote(kappa, champion_kappa, params.force_champion)
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, version)
     logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
     return {
         "model_name": name,

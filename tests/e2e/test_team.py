@@ -1,0 +1,299 @@
+"""The team deployment against real servers: PostgreSQL, SeaweedFS S3 and the MLflow tracking server (basic auth).
+
+One stack (``mura.deploy.team.TeamStack``, what ``make team-up`` starts) serves the
+whole module. A tiny two-variant pipeline runs against it as user alice; its data
+and models go to the DVC remote ``team``; a fresh clone pulls them; the model is
+served from a folder holding only ``.team.env``; bob logs a run beside alice's;
+and each server fails once on purpose.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mura.config import SynthParams
+from mura.data.synthetic import write_synthetic
+from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamStack, free_port, read_env_file, write_env_file
+from mura.workspace import create_workspace, track_data
+from tests.conftest import png_bytes
+
+pytestmark = pytest.mark.slow
+
+TINY = {"arch": "simple_cnn", "dense_units": 8, "dropout": 0.2}
+OVERRIDE = {
+    "data": {"image_size": 32},
+    "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "pretrained": "none", "workers": 1},
+    "evaluate": {"bootstrap_resamples": 10},
+    "register": {"runtime": "keras"},  # the OpenVINO export is tested elsewhere; here the stores matter
+    "models": {
+        "densenet169_a": None,
+        "densenet169_b": None,
+        "resnet101_a": None,
+        "resnet101_b": None,
+        "tiny_a": dict(TINY),
+        "tiny_b": dict(TINY, oversample_abnormal=True),
+    },
+}
+
+
+def _env(extra: dict[str, str], **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "AWS_", "MLFLOW_S3"))}
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", **extra, **more)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], ok: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    cmd = [shutil.which(cmd[0], path=env["PATH"]) or cmd[0], *cmd[1:]]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    team = TeamStack(tmp_path_factory.mktemp("team") / "state")
+    started = time.monotonic()
+    try:
+        team.up("alice")
+        team.add_user("bob")
+        team.startup_s = time.monotonic() - started  # type: ignore[attr-defined]
+        yield team
+    finally:
+        team.down(purge=True)
+
+
+@pytest.fixture(scope="module")
+def alice(stack: TeamStack) -> dict[str, str]:
+    return stack.client_env("alice")
+
+
+@pytest.fixture(scope="module")
+def workspace(repo_root: Path, stack: TeamStack, alice: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = create_workspace(repo_root, tmp_path_factory.mktemp("alice") / "ws", OVERRIDE)
+    write_synthetic(ws / "data/raw/synthetic", seed=3, sizes=SynthParams(patients=24, fracture_images=0))
+    track_data(ws, "data/raw/synthetic")
+    _run(["dvc", "repro"], ws, _env(alice, MURA_GIT_COMMIT="commit-alice"))
+    return ws
+
+
+def _pg(stack: TeamStack, sql: str, database: str = "mlflow") -> list[tuple[Any, ...]]:
+    import psycopg2
+
+    with psycopg2.connect(
+        host="127.0.0.1", port=stack.ports.postgres, user="mura", password=stack.secrets.pg_password, dbname=database
+    ) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def _keys(stack: TeamStack, bucket: str, prefix: str = "") -> dict[str, str]:
+    client = stack.s3_client()
+    out: dict[str, str] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            out[item["Key"][len(prefix) :]] = item["ETag"]
+    return out
+
+
+def test_stack_starts_in_seconds_and_is_closed_to_strangers(stack: TeamStack) -> None:
+    assert stack.startup_s < 60  # type: ignore[attr-defined]
+    # MLflow's API without credentials: 401; the bucket without keys: 403.
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert err.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{stack.s3_endpoint}/{ARTIFACT_BUCKET}/", timeout=10)
+    assert err.value.code == 403
+    # The filer behind S3 refuses anonymous reads too (security.toml's JWT keys).
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.ports.weed_filer}/buckets/{ARTIFACT_BUCKET}/", timeout=10)
+    assert err.value.code == 401
+
+
+def test_runs_params_and_metrics_are_rows_in_postgresql(stack: TeamStack, workspace: Path) -> None:
+    runs = _pg(stack, "SELECT run_uuid, name, status FROM runs")
+    names = {name for _, name, _ in runs}
+    assert {"tiny_a", "tiny_b", "ensemble"} <= names
+    assert all(status == "FINISHED" for _, _, status in runs)
+    params = dict(_pg(stack, "SELECT p.key, p.value FROM params p JOIN runs r ON r.run_uuid = p.run_uuid WHERE r.name = 'tiny_a'"))
+    assert params["model.arch"] == "simple_cnn" and params["data.image_size"] == "32"
+    steps = _pg(stack, "SELECT m.step FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid WHERE r.name = 'tiny_a' AND m.key = 'val_auc'")
+    assert sorted(s for (s,) in steps) == [1, 2]
+    # Where the experiment keeps its artifacts: the server's proxied store, not the client's disk.
+    (location,) = _pg(stack, "SELECT artifact_location FROM experiments WHERE name = 'mura'")[0]
+    assert location.startswith("mlflow-artifacts:")
+    assert not (workspace / "mlartifacts").exists() and not (workspace / "mlflow.db").exists()
+
+
+def test_models_are_objects_in_the_bucket_and_in_the_registry(stack: TeamStack, alice: dict[str, str], workspace: Path) -> None:
+    import mlflow
+
+    keys = _keys(stack, ARTIFACT_BUCKET)
+    assert sum(k.endswith(".keras") for k in keys) >= 2 + 2  # each variant's model, and the ensemble's copies
+    ensemble_mlmodel = [k for k in keys if k.endswith("MLmodel") and any(o.endswith("python_model.pkl") or "pyfunc" in o for o in keys)]
+    assert ensemble_mlmodel
+    client = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
+    os.environ.update(alice)
+    try:
+        version = client.get_model_version_by_alias("mura-ensemble", "champion")
+        assert version.version == "1" and version.tags["git_commit"] == "commit-alice"
+        assert {"mura-tiny_a", "mura-tiny_b", "mura-ensemble"} <= {m.name for m in client.search_registered_models()}
+        source = client.get_model_version_download_uri("mura-ensemble", "1")
+        assert source.startswith("mlflow-artifacts:")
+    finally:
+        for key in alice:
+            os.environ.pop(key, None)
+
+
+def test_dvc_push_survives_s3_going_down_and_matches_an_uninterrupted_push(
+    stack: TeamStack, alice: dict[str, str], workspace: Path, tmp_path: Path
+) -> None:
+    env = _env(alice)
+    stack.stop_s3()
+    try:
+        failed = _run(["dvc", "push", "-r", "team"], workspace, env, ok=False, timeout=300)
+    finally:
+        stack.start_s3()
+    assert failed.returncode != 0
+    # DVC's own message, naming the endpoint it could not reach; no traceback, no key.
+    assert f"Could not connect to the endpoint URL: \"{stack.s3_endpoint}" in failed.stderr, failed.stderr[-2000:]
+    assert "Traceback" not in failed.stderr and stack.secrets.s3_secret_key not in failed.stdout + failed.stderr
+    _run(["dvc", "push", "-r", "team"], workspace, env)
+    # The same workspace pushed without trouble to another prefix: the same objects, byte for byte.
+    _run(["dvc", "remote", "add", "-f", "reference", f"s3://{DVC_BUCKET}/reference/"], workspace, env)
+    _run(["dvc", "push", "-r", "reference"], workspace, env)
+    team = {k: v for k, v in _keys(stack, DVC_BUCKET).items() if not k.startswith("reference/")}
+    assert team and team == _keys(stack, DVC_BUCKET, "reference/")
+
+
+def _clone(ws: Path, dest: Path) -> Path:
+    """What `git clone` of the workspace would hold: everything but DVC's cache, its cached outputs and MLflow files."""
+    from dvc.repo import Repo
+
+    with Repo(str(ws)) as repo:
+        cached = {Path(out.fs_path).resolve() for stage in repo.index.stages for out in stage.outs if out.use_cache}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = {"cache", "tmp"} if Path(folder).name == ".dvc" else set()
+        return skip | {n for n in names if (Path(folder) / n).resolve() in cached or n in ("mlflow.db", "mlartifacts")}
+
+    shutil.copytree(ws, dest, ignore=ignore)
+    return dest
+
+
+def test_fresh_clone_pulls_everything_and_reruns_nothing(
+    stack: TeamStack, alice: dict[str, str], workspace: Path, tmp_path: Path
+) -> None:
+    env = _env(alice)
+    _run(["dvc", "push", "-r", "team"], workspace, env)
+    clone = _clone(workspace, tmp_path / "clone")
+    assert not (clone / "data/raw/synthetic").exists() and not (clone / "models/tiny_a.keras").exists()
+    _run(["dvc", "pull", "-r", "team"], clone, env)
+    assert (clone / "data/raw/synthetic/MURA-v1.1").is_dir()
+    assert (clone / "models/tiny_a.keras").read_bytes() == (workspace / "models/tiny_a.keras").read_bytes()
+    status = _run(["dvc", "status"], clone, env).stdout
+    assert "up to date" in status.lower(), status
+    repro = _run(["dvc", "repro"], clone, env)
+    assert "Running stage" not in repro.stdout and "up to date" in repro.stdout.lower(), repro.stdout[-2000:]
+
+
+def _wait(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def _invoke(url: str, image: bytes) -> dict[str, Any]:
+    body = json.dumps({"dataframe_records": [{"image": base64.b64encode(image).decode(), "study_id": "s1"}]}).encode()
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+@pytest.fixture(scope="module")
+def empty_folder(stack: TeamStack, workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("newcomer")
+    write_env_file(folder / ".team.env", stack.client_env("alice"))
+    return folder
+
+
+def _spawn(cmd: list[str], folder: Path, name: str) -> subprocess.Popen[bytes]:
+    env = _env(read_env_file(folder / ".team.env"))
+    cmd = [shutil.which(cmd[0], path=env["PATH"]) or cmd[0], *cmd[1:]]
+    with open(folder / f"{name}.log", "wb") as log:
+        return subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def test_serve_from_an_empty_folder_with_only_team_env_and_survive_a_postgres_restart(
+    stack: TeamStack, empty_folder: Path
+) -> None:
+    assert [p.name for p in empty_folder.iterdir()] == [".team.env"]
+    image = png_bytes(np.random.default_rng(1).integers(0, 256, (48, 40)).astype(np.uint8))
+    port, ui_port = free_port(), free_port()
+    serve = _spawn(
+        ["mlflow", "models", "serve", "-m", "models:/mura-ensemble/1", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        empty_folder,
+        "serve",
+    )
+    ui = _spawn(["mura", "serve-ui", "--model", "models:/mura-ensemble@champion", "--port", str(ui_port)], empty_folder, "ui")
+    try:
+        url, ui_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+        _wait(f"{url}/ping")
+        _wait(f"{ui_url}/healthz")
+        first = _invoke(url, image)["predictions"][0]
+        assert 0.0 <= first["probability"] <= 1.0
+        with urllib.request.urlopen(f"{ui_url}/api/info", timeout=10) as response:
+            info = json.loads(response.read())
+        assert info["synthetic_data"] is True and info["variants"] == ["tiny_a", "tiny_b"]
+        # PostgreSQL restarts under a running model server: it keeps answering (the model is loaded) ...
+        stack.stop_postgres()
+        assert _invoke(url, image)["predictions"][0]["probability"] == pytest.approx(first["probability"])
+        stack.start_postgres()
+        # ... and the tracking server recovers without a restart (its connection pool reconnects).
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
+        os.environ.update(read_env_file(empty_folder / ".team.env"))
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert client.get_experiment_by_name("mura") is not None
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
+        finally:
+            for key in read_env_file(empty_folder / ".team.env"):
+                os.environ.pop(key, None)
+    finally:
+        _stop(serve)
+        _stop(ui)
