@@ -64,6 +64,7 @@ test-fast: $(STAMP)  ## unit tests only
 
 data: $(STAMP)  ## write the synthetic datasets at the params.yaml size into data/raw/synthetic
 	mura synth data/raw/synthetic
+	dvc add -q data/raw/synthetic   # tracked, so `dvc push -r team` carries it and a clone pulls it
 
 repro: $(STAMP)  ## dvc repro in the repository (real or synthetic data per params.yaml)
 	dvc repro

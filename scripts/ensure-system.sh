@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing: Chromium for the browser
-# tests (Playwright cannot download its own browsers here) and PostgreSQL for the team-stack tests.
+# tests (Playwright cannot download its own browsers here), PostgreSQL for the team-stack tests and
+# podman (with runc: crun fails on this kind of machine) for the container checks.
 # Needs root or passwordless sudo; idempotent, and a no-op when everything is there.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+command -v podman >/dev/null 2>&1 || missing+=(podman runc)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi

@@ -26,7 +26,8 @@ import pytest
 
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
-from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamStack, free_port, read_env_file, write_env_file
+from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamError, TeamStack, free_port, read_env_file, write_env_file
+from mura.tracking import dataset_fingerprint
 from mura.workspace import create_workspace, track_data
 from tests.conftest import png_bytes
 
@@ -51,7 +52,9 @@ OVERRIDE = {
 
 def _env(extra: dict[str, str], **more: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "AWS_", "MLFLOW_S3"))}
-    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", **extra, **more)
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env.update(extra)
+    env.update(more)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -87,16 +90,20 @@ def workspace(repo_root: Path, stack: TeamStack, alice: dict[str, str], tmp_path
     ws = create_workspace(repo_root, tmp_path_factory.mktemp("alice") / "ws", OVERRIDE)
     write_synthetic(ws / "data/raw/synthetic", seed=3, sizes=SynthParams(patients=24, fracture_images=0))
     track_data(ws, "data/raw/synthetic")
-    _run(["dvc", "repro"], ws, _env(alice, MURA_GIT_COMMIT="commit-alice"))
+    proc = _run(["dvc", "repro"], ws, _env(alice, MURA_GIT_COMMIT="commit-alice"))
+    (ws.parent / "repro.log").write_text(proc.stdout + proc.stderr)
     return ws
 
 
 def _pg(stack: TeamStack, sql: str, database: str = "mlflow") -> list[tuple[Any, ...]]:
     import psycopg2
 
-    with psycopg2.connect(
-        host="127.0.0.1", port=stack.ports.postgres, user="mura", password=stack.secrets.pg_password, dbname=database
-    ) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host="127.0.0.1", port=stack.ports.postgres, user="mura", password=stack.secrets.pg_password, dbname=database
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute(sql)
         return list(cur.fetchall())
 
@@ -130,9 +137,10 @@ def test_runs_params_and_metrics_are_rows_in_postgresql(stack: TeamStack, worksp
     names = {name for _, name, _ in runs}
     assert {"tiny_a", "tiny_b", "ensemble"} <= names
     assert all(status == "FINISHED" for _, _, status in runs)
-    params = dict(_pg(stack, "SELECT p.key, p.value FROM params p JOIN runs r ON r.run_uuid = p.run_uuid WHERE r.name = 'tiny_a'"))
+    join = "JOIN runs r ON r.run_uuid = x.run_uuid WHERE r.name = 'tiny_a'"
+    params = dict(_pg(stack, f"SELECT x.key, x.value FROM params x {join}"))
     assert params["model.arch"] == "simple_cnn" and params["data.image_size"] == "32"
-    steps = _pg(stack, "SELECT m.step FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid WHERE r.name = 'tiny_a' AND m.key = 'val_auc'")
+    steps = _pg(stack, f"SELECT x.step FROM metrics x {join} AND x.key = 'val_auc'")
     assert sorted(s for (s,) in steps) == [1, 2]
     # Where the experiment keeps its artifacts: the server's proxied store, not the client's disk.
     (location,) = _pg(stack, "SELECT artifact_location FROM experiments WHERE name = 'mura'")[0]
@@ -145,15 +153,19 @@ def test_models_are_objects_in_the_bucket_and_in_the_registry(stack: TeamStack, 
 
     keys = _keys(stack, ARTIFACT_BUCKET)
     assert sum(k.endswith(".keras") for k in keys) >= 2 + 2  # each variant's model, and the ensemble's copies
-    ensemble_mlmodel = [k for k in keys if k.endswith("MLmodel") and any(o.endswith("python_model.pkl") or "pyfunc" in o for o in keys)]
-    assert ensemble_mlmodel
-    client = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
+    client = stack.s3_client()
+    mlmodels = [client.get_object(Bucket=ARTIFACT_BUCKET, Key=k)["Body"].read().decode() for k in keys if k.endswith("/MLmodel")]
+    # The mura-ensemble pyfunc: its MLmodel, configuration and the variants it carries, all in the bucket.
+    assert any("python_function" in text and "ensemble_config.json" in text for text in mlmodels)
+    assert any(k.endswith("/artifacts/tiny_a.keras") and "/models/" in k for k in keys)
+    assert any(k.endswith("/ensemble_config.json") for k in keys)  # the mura-ensemble pyfunc's configuration
+    registry = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
     os.environ.update(alice)
     try:
-        version = client.get_model_version_by_alias("mura-ensemble", "champion")
+        version = registry.get_model_version_by_alias("mura-ensemble", "champion")
         assert version.version == "1" and version.tags["git_commit"] == "commit-alice"
-        assert {"mura-tiny_a", "mura-tiny_b", "mura-ensemble"} <= {m.name for m in client.search_registered_models()}
-        source = client.get_model_version_download_uri("mura-ensemble", "1")
+        assert {"mura-tiny_a", "mura-tiny_b", "mura-ensemble"} <= {m.name for m in registry.search_registered_models()}
+        source = registry.get_model_version_download_uri("mura-ensemble", "1")
         assert source.startswith("mlflow-artifacts:")
     finally:
         for key in alice:
@@ -171,7 +183,7 @@ def test_dvc_push_survives_s3_going_down_and_matches_an_uninterrupted_push(
         stack.start_s3()
     assert failed.returncode != 0
     # DVC's own message, naming the endpoint it could not reach; no traceback, no key.
-    assert f"Could not connect to the endpoint URL: \"{stack.s3_endpoint}" in failed.stderr, failed.stderr[-2000:]
+    assert f'Could not connect to the endpoint URL: "{stack.s3_endpoint}' in failed.stderr, failed.stderr[-2000:]
     assert "Traceback" not in failed.stderr and stack.secrets.s3_secret_key not in failed.stdout + failed.stderr
     _run(["dvc", "push", "-r", "team"], workspace, env)
     # The same workspace pushed without trouble to another prefix: the same objects, byte for byte.
@@ -257,11 +269,8 @@ def test_serve_from_an_empty_folder_with_only_team_env_and_survive_a_postgres_re
     assert [p.name for p in empty_folder.iterdir()] == [".team.env"]
     image = png_bytes(np.random.default_rng(1).integers(0, 256, (48, 40)).astype(np.uint8))
     port, ui_port = free_port(), free_port()
-    serve = _spawn(
-        ["mlflow", "models", "serve", "-m", "models:/mura-ensemble/1", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        empty_folder,
-        "serve",
-    )
+    model = ["-m", "models:/mura-ensemble/1", "--env-manager", "local"]
+    serve = _spawn(["mlflow", "models", "serve", *model, "-h", "127.0.0.1", "-p", str(port)], empty_folder, "serve")
     ui = _spawn(["mura", "serve-ui", "--model", "models:/mura-ensemble@champion", "--port", str(ui_port)], empty_folder, "ui")
     try:
         url, ui_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
@@ -297,3 +306,183 @@ def test_serve_from_an_empty_folder_with_only_team_env_and_survive_a_postgres_re
     finally:
         _stop(serve)
         _stop(ui)
+
+
+@pytest.fixture(scope="module")
+def clone(stack: TeamStack, alice: dict[str, str], workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _run(["dvc", "push", "-r", "team"], workspace, _env(alice))
+    folder = _clone(workspace, tmp_path_factory.mktemp("bob") / "ws")
+    _run(["dvc", "pull", "-r", "team"], folder, _env(alice))
+    return folder
+
+
+def test_two_users_runs_side_by_side_in_one_experiment(stack: TeamStack, workspace: Path, clone: Path) -> None:
+    import mlflow
+
+    bob = stack.client_env("bob")
+    _run(["dvc", "repro", "-f", "-s", "train@tiny_a"], clone, _env(bob, MURA_GIT_COMMIT="commit-bob"))
+    os.environ.update(bob)
+    try:
+        mlflow.set_tracking_uri(stack.tracking_uri)
+        runs = mlflow.search_runs(experiment_names=["mura"], filter_string="tags.variant = 'tiny_a'")
+    finally:
+        for key in bob:
+            os.environ.pop(key, None)
+    pairs = set(zip(runs["tags.mlflow.user"], runs["tags.mlflow.source.git.commit"], strict=True))
+    assert {("alice", "commit-alice"), ("bob", "commit-bob")} <= pairs
+
+
+def _stage(ws: Path, env: dict[str, str], variant: str = "tiny_a") -> list[str]:
+    return [
+        "python", "stages/train.py", "--model", variant, "--params", "params.yaml", "--images", "data/interim/images.csv",
+        "--pixels", "data/interim/pixels.npy", "--split", "data/processed/split.csv",
+        "--class-weights", "reports/class_weights.json", "--models-dir", "models", "--reports-dir", "reports/train",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fault_ws(repo_root: Path, stack: TeamStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace whose training lasts long enough to pull the tracking server out from under it."""
+    override = dict(OVERRIDE, train=dict(OVERRIDE["train"], epochs=8, early_stopping_patience=8))
+    ws = create_workspace(repo_root, tmp_path_factory.mktemp("faults") / "ws", override)
+    write_synthetic(ws / "data/raw/synthetic", seed=4, sizes=SynthParams(patients=40, fracture_images=0))
+    _run(["dvc", "repro", "class_weights"], ws, _env({}))
+    return ws
+
+
+def test_tracking_server_down_at_start_fails_in_seconds_with_one_line(stack: TeamStack, fault_ws: Path) -> None:
+    stack.stop_mlflow()
+    try:
+        started = time.monotonic()
+        proc = _run(_stage(fault_ws, {}), fault_ws, _env(stack.client_env("alice")), ok=False)
+        elapsed = time.monotonic() - started
+    finally:
+        stack.start_mlflow()
+    assert proc.returncode == 2 and elapsed < 60, (elapsed, proc.stderr[-2000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: MLflow tracking server {stack.tracking_uri} is unreachable"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and " epoch " not in proc.stderr  # failed before any training
+    assert not (fault_ws / "models/tiny_a.keras").exists()
+
+
+def test_tracking_server_killed_during_training_loses_nothing_and_a_rerun_logs_without_retraining(
+    stack: TeamStack, fault_ws: Path
+) -> None:
+    import signal
+
+    import mlflow
+
+    alice = stack.client_env("alice")
+    env = _env(alice)
+    log = fault_ws / "train.log"
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen(
+            [shutil.which("python", path=env["PATH"]) or "python", *_stage(fault_ws, env)[1:]],
+            cwd=fault_ws, env=env, stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while "tiny_a epoch 1 " not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stack.stop_mlflow(signal.SIGKILL)  # a crash, mid-training
+        killed_at = log.read_text().count(" epoch ")
+        code = proc.wait(timeout=600)
+    finally:
+        stack.start_mlflow()
+    output = log.read_text()
+    assert 1 <= killed_at < 8, output[-3000:]
+    assert code == 2 and output.count("tiny_a epoch ") == 8, output[-3000:]  # training went on to its end
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"error: MLflow tracking server {stack.tracking_uri} is unreachable") and "without retraining" in last
+    assert (fault_ws / "models/tiny_a.keras").stat().st_size > 0 and (fault_ws / "reports/train/tiny_a/metrics.json").exists()
+    model_bytes = (fault_ws / "models/tiny_a.keras").read_bytes()
+
+    rerun = _run(["dvc", "repro", "-s", "train@tiny_a"], fault_ws, env)
+    assert "without retraining" in rerun.stderr and " epoch " not in rerun.stderr, rerun.stderr[-3000:]
+    assert (fault_ws / "models/tiny_a.keras").read_bytes() == model_bytes
+    os.environ.update(alice)
+    try:
+        client = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
+        experiment = client.get_experiment_by_name("mura")
+        fingerprint = dataset_fingerprint(fault_ws / "data/interim/images.csv", fault_ws / "data/processed/split.csv")
+        runs = client.search_runs([experiment.experiment_id], f"tags.dataset_fingerprint = '{fingerprint}'")
+        assert len(runs) == 1  # the rerun continued the interrupted run
+        newest = runs[0]
+        assert newest.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(newest.info.run_id, "val_loss")]
+        assert sorted(steps) == list(range(1, 9))  # every epoch, those the dead server missed included
+        assert "best_val_auc" in newest.data.metrics
+    finally:
+        for key in alice:
+            os.environ.pop(key, None)
+
+
+def test_make_team_up_writes_a_private_env_file_that_works(stack: TeamStack, tmp_path: Path) -> None:
+    # `make team-up` runs this; on a running stack it starts nothing and only adds the user.
+    env_file = tmp_path / ".team.env"
+    args = ["mura", "team", "up", "--state", str(stack.state), "--env-file", str(env_file), "--user", "carol"]
+    out = _run(args, tmp_path, _env({})).stdout
+    assert stack.tracking_uri in out and (env_file.stat().st_mode & 0o777) == 0o600
+    settings = read_env_file(env_file)
+    assert settings["MLFLOW_TRACKING_USERNAME"] == "carol" and settings["AWS_ENDPOINT_URL"] == stack.s3_endpoint
+    request = urllib.request.Request(f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1")
+    token = base64.b64encode(f"carol:{settings['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_wrong_credentials_are_one_line_naming_the_service(stack: TeamStack, workspace: Path, tmp_path: Path) -> None:
+    wrong = "not-the-password-0123456789"
+    # MLflow refuses a training before it starts ...
+    env = _env(stack.client_env("alice"), MLFLOW_TRACKING_PASSWORD=wrong)
+    proc = _run(_stage(workspace, env, "tiny_b"), workspace, env, ok=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last == (
+        f"error: MLflow tracking server {stack.tracking_uri} refused the credentials of user 'alice' (HTTP 401) "
+        "while opening experiment 'mura'"
+    ), proc.stderr[-2000:]
+    # ... and a model load (CLI, web UI, API) ...
+    image = tmp_path / "view.png"
+    image.write_bytes(png_bytes(np.zeros((40, 40), np.uint8)))
+    proc = _run(["mura", "predict", str(image), "--model", "models:/mura-ensemble@champion"], tmp_path, env, ok=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: MLflow tracking server {stack.tracking_uri} refused the credentials of user 'alice' (HTTP 401) while loading"
+    ), proc.stderr[-2000:]
+    for output in (proc.stdout, proc.stderr):
+        assert wrong not in output and "Traceback" not in output
+    # ... S3 refuses DVC with DVC's own message ...
+    env = _env(stack.client_env("alice"), AWS_SECRET_ACCESS_KEY=wrong)
+    proc = _run(["dvc", "push", "-r", "team"], workspace, env, ok=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and wrong not in proc.stderr
+    refused = ("SignatureDoesNotMatch", "Forbidden", "AccessDenied", "403")
+    assert any(word in proc.stderr for word in refused), proc.stderr[-2000:]
+    # ... and PostgreSQL refusing the tracking server is named as such.
+    (tmp_path / "impostor").mkdir()
+    shutil.copy2(stack.state / "secrets.json", tmp_path / "impostor/secrets.json")
+    impostor = TeamStack(tmp_path / "impostor")
+    impostor.secrets.pg_password = wrong
+    impostor.ports.mlflow = free_port()
+    with pytest.raises(TeamError, match=r"^PostgreSQL .* refused the tracking server's credentials"):
+        impostor.start_mlflow(timeout=60)
+
+
+def test_secrets_never_reach_logs_params_or_reports(stack: TeamStack, workspace: Path) -> None:
+    secret_values = [
+        stack.secrets.pg_password,
+        stack.secrets.s3_secret_key,
+        stack.secrets.admin_password,
+        *stack.secrets.users.values(),
+    ]
+    texts = [(workspace.parent / "repro.log").read_text()]
+    for path in [*workspace.rglob("*.json"), *workspace.rglob("*.md"), *workspace.rglob("*.csv"), *workspace.rglob("*.yaml")]:
+        if ".dvc" not in path.parts and "data" not in path.parts:
+            texts.append(path.read_text(errors="replace"))
+    texts.append((workspace / ".dvc/config").read_text())
+    texts += [str(row) for row in _pg(stack, "SELECT key, value FROM params")]
+    texts += [str(row) for row in _pg(stack, "SELECT key, value FROM tags")]
+    texts += [str(row) for row in _pg(stack, "SELECT key, value FROM model_version_tags")]
+    for log in (stack.state / "logs").iterdir():
+        texts.append(log.read_text(errors="replace"))
+    for secret in secret_values:
+        assert not any(secret in text for text in texts)

@@ -481,26 +481,35 @@ class TeamStack:
             "--workers",
             "1",
         ]
+        log = self.state / "logs" / "mlflow.log"
+        offset = log.stat().st_size if log.exists() else 0
         proc = self._spawn("mlflow", cmd, self._mlflow_env(), folder)
-        _wait_tcp(self.ports.mlflow, timeout, proc, "MLflow tracking server")
-        self._wait_http_ready(timeout, proc)
+        self._wait_mlflow(proc, log, offset, timeout)
 
-    def _wait_http_ready(self, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    def _wait_mlflow(self, proc: subprocess.Popen[bytes], log: Path, offset: int, timeout: float) -> None:
+        """Wait for ``/health``; a server that exits, or that PostgreSQL refuses, is one line."""
         import requests
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise TeamError(
-                    f"MLflow tracking server exited with code {proc.returncode}: see {self.state / 'logs/mlflow.log'}"
-                )
+            with open(log, "rb") as handle:
+                handle.seek(offset)
+                refused = b"password authentication failed" in handle.read()
+            if refused or proc.poll() is not None:
+                self._stop_pid("mlflow", timeout=10)
+                if refused:
+                    raise TeamError(
+                        f"PostgreSQL on {HOST}:{self.ports.postgres} refused the tracking server's credentials (user mura)"
+                    )
+                raise TeamError(f"MLflow tracking server exited with code {proc.returncode}: see {log}")
             try:
                 if requests.get(f"{self.tracking_uri}/health", timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.3)
-        raise TeamError(f"MLflow tracking server on {self.tracking_uri} not healthy within {timeout:.0f} s")
+        self._stop_pid("mlflow", timeout=10)
+        raise TeamError(f"MLflow tracking server on {self.tracking_uri} not healthy within {timeout:.0f} s: see {log}")
 
     def stop_mlflow(self, sig: int = signal.SIGTERM) -> None:
         self._stop_pid("mlflow", sig)

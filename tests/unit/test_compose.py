@@ -1,0 +1,65 @@
+"""docker/compose.yaml (the team stack in containers) resolves, publishes only loopback ports and holds no secret."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
+EXAMPLE = COMPOSE.parent / ".env.example"
+
+
+def _podman_compose() -> str:
+    found = shutil.which("podman-compose", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if not found or not shutil.which("podman"):
+        pytest.fail("podman-compose and podman are needed: make install, scripts/ensure-system.sh (make test does both)")
+    return found
+
+
+def _config(env_file: Path | str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_podman_compose(), "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, Any]:
+    proc = _config(EXAMPLE)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc: dict[str, Any] = yaml.safe_load(proc.stdout)
+    return doc
+
+
+def test_services_healthchecks_and_loopback_ports(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert set(services) == {"postgres", "seaweedfs", "buckets", "mlflow", "model-server", "webui"}
+    for name, service in services.items():
+        if name != "buckets":  # a one-shot job
+            assert "healthcheck" in service, name
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert "models:/mura-ensemble@champion" in services["model-server"]["command"]
+    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The model server logs in with the admin password from .env unless a service user is given.
+    assert services["model-server"]["environment"]["MLFLOW_TRACKING_PASSWORD"] == "change-me-admin-12+"
+
+
+def test_every_secret_comes_from_the_env_file() -> None:
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    example = {line.split("=", 1)[0] for line in EXAMPLE.read_text().splitlines() if line and not line.startswith("#")}
+    assert required and required <= example
+    missing = _config(os.devnull)
+    assert missing.returncode != 0 and "required variable POSTGRES_PASSWORD is missing" in missing.stderr
+    assert "change-me" not in text  # no value in the compose file itself
