@@ -13,7 +13,7 @@ PORT ?= 5000
 UI_PORT ?= 8000
 DEMO_STORE = sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: help install demo test test-fast lint format data repro bench serve ui mlflow-ui clean-demo team-up team-down
+.PHONY: help install demo test test-fast lint format data repro bench serve ui mlflow-ui clean-demo team-up team-down image image-gpu kfp
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
@@ -51,13 +51,14 @@ test: lint  ## lint, then the whole test suite (installs Chromium and PostgreSQL
 	pytest -q
 
 lint: $(STAMP)  ## ruff check, ruff format --check and mypy on src/
-	ruff check src stages tests bench
-	ruff format --check src stages tests bench
+	ruff check src stages tests bench pipelines
+	ruff format --check src stages tests bench pipelines
 	mypy src
+	hadolint docker/Dockerfile
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
-	ruff check --fix src stages tests bench
-	ruff format src stages tests bench
+	ruff check --fix src stages tests bench pipelines
+	ruff format src stages tests bench pipelines
 
 test-fast: $(STAMP)  ## unit tests only
 	pytest -q -m "not slow"
@@ -74,6 +75,20 @@ bench: $(STAMP)  ## benchmarks; figures are appended to bench/RESULTS.md
 	python bench/train_throughput.py
 	python bench/serve_latency.py
 	python bench/web_load.py
+
+IMAGE ?= localhost/mura
+ENGINE ?= podman
+
+image:  ## build the CPU image localhost/mura:cpu with podman (docker/Dockerfile; ENGINE=docker works too)
+	docker/setup-podman.sh && docker/make-base.sh
+	$(ENGINE) build -f docker/Dockerfile --target cpu -t $(IMAGE):cpu .
+
+image-gpu:  ## build the GPU image localhost/mura:gpu (TensorFlow's CUDA build)
+	docker/setup-podman.sh && docker/make-base.sh
+	$(ENGINE) build -f docker/Dockerfile --target gpu -t $(IMAGE):gpu .
+
+kfp: $(STAMP)  ## compile the Kubeflow pipeline (pipelines/kubeflow.py) to pipelines/mura.yaml
+	python pipelines/kubeflow.py --output pipelines/mura.yaml
 
 team-up: $(STAMP)  ## start PostgreSQL + S3 + MLflow server (auth) on 127.0.0.1; settings in .team.env
 	mura team up --state .team --env-file .team.env

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Image build step: a venv at /opt/venv with exactly the pinned dependencies of pyproject.toml
+# (the base list plus one extra: cpu or gpu). Used by docker/Dockerfile's builder stages.
+set -eu
+extra="$1"
+# A CA bundle mounted at /etc/xdg/pip (docker/setup-podman.sh, behind an intercepting proxy) is used if present.
+if [ -f /etc/xdg/pip/ca.crt ]; then export SSL_CERT_FILE=/etc/xdg/pip/ca.crt; fi
+python3 -m venv /opt/venv
+/opt/venv/bin/pip install --no-cache-dir -q 'uv==0.13.9'
+/opt/venv/bin/python - "$extra" <<'PY'
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+pins = project["dependencies"] + project["optional-dependencies"][sys.argv[1]]
+open("/tmp/requirements.txt", "w").write("\n".join(pins) + "\n")
+PY
+/opt/venv/bin/uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python -r /tmp/requirements.txt
+/opt/venv/bin/pip uninstall -y -q uv
+rm /tmp/requirements.txt
+# TensorFlow's C++ headers (~290 MB) are for building extensions, never used at run time.
+rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include
