@@ -110,3 +110,10 @@ def test_a_new_variant_is_a_new_parallel_training_without_editing_the_pipeline(t
 def test_only_rejects_unknown_stages(tmp_path: Path, bad: str) -> None:
     with pytest.raises(SystemExit, match="no such DVC stage: nope"):
         _compile(tmp_path, "--only", bad)
+
+
+def test_committed_compiled_pipeline_is_current(tmp_path: Path) -> None:
+    # `make kfp` output is in git for users who only upload it: it must match pipelines/kubeflow.py and dvc.yaml.
+    out = tmp_path / "mura.yaml"
+    _module().main(["--output", str(out)])
+    assert out.read_text() == (REPO / "pipelines" / "mura.yaml").read_text(), "run `make kfp`"
