@@ -91,6 +91,11 @@ def setup_mlflow(experiment: str | None = None) -> str:
     """
     import mlflow
 
+    # Under `mlflow run` (MLproject), MLFLOW_RUN_ID names the launcher's run; left set, every run a
+    # stage starts would resume that one run (and clash on params). Our runs become its children.
+    launcher = os.environ.pop("MLFLOW_RUN_ID", None)
+    if launcher:
+        os.environ["MURA_PARENT_RUN_ID"] = launcher
     uri = tracking_uri()
     server = is_server(uri)
     if server:
@@ -132,7 +137,10 @@ def server_errors(doing: str, uri: str | None = None) -> Iterator[None]:
 def source_tags() -> dict[str, str]:
     """Run tags naming the code: ``git_commit`` and MLflow's own ``mlflow.source.git.commit`` (shown in its UI)."""
     commit = git_commit()
-    return {"git_commit": commit, "mlflow.source.git.commit": commit}
+    tags = {"git_commit": commit, "mlflow.source.git.commit": commit}
+    if os.environ.get("MURA_PARENT_RUN_ID"):  # launched by `mlflow run`: shown nested under its run
+        tags["mlflow.parentRunId"] = os.environ["MURA_PARENT_RUN_ID"]
+    return tags
 
 
 def dataset_fingerprint(*files: str | Path) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mura.tracking import is_server, redact, server_errors, tracking_failure
@@ -44,3 +46,23 @@ def test_server_errors_only_rewrites_server_failures(monkeypatch: pytest.MonkeyP
         raise ConnectionError("Connection refused")
     with pytest.raises(ConnectionError), server_errors("x", "sqlite:///m.db"):  # a local store's error stays itself
         raise ConnectionError("Connection refused")
+
+
+def test_runs_started_under_mlflow_run_are_children_not_the_launchers_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from mura.tracking import setup_mlflow, source_tags
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("MURA_PARENT_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    launcher = mlflow.MlflowClient().create_run(mlflow.create_experiment("launcher")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)  # what `mlflow run` gives its command
+    setup_mlflow()
+    with mlflow.start_run(tags=source_tags()) as run:
+        mlflow.log_param("a", 1)
+    assert run.info.run_id != launcher
+    assert mlflow.get_run(run.info.run_id).data.tags["mlflow.parentRunId"] == launcher
