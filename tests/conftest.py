@@ -6,6 +6,10 @@ import dataclasses
 import io
 import json
 import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
+IMAGE = "localhost/mura:cpu"
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -135,3 +140,37 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
     return {"ws": ws, "uri": uri, "first": result, "second": second}
+
+
+@pytest.fixture(scope="session")
+def image(repo_root: Path) -> str:
+    if not shutil.which("podman"):
+        pytest.fail("podman is missing: scripts/ensure-system.sh installs it (make test does)")
+    for script in ("docker/setup-podman.sh", "docker/make-base.sh"):
+        proc = subprocess.run([str(repo_root / script)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    started = time.monotonic()
+    build = subprocess.run(
+        ["podman", "build", "-f", "docker/Dockerfile", "--target", "cpu", "-t", IMAGE, "."],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-2000:]
+    print(f"image built in {time.monotonic() - started:.0f} s")
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def docker_api(image: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """podman's Docker-compatible API on a socket of ours (what kfp.local's Docker runner talks to)."""
+    sock = tmp_path_factory.mktemp("podman") / "docker.sock"
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sock.exists(), "podman system service did not create its socket"
+    yield f"unix://{sock}"
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)

@@ -41,9 +41,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def cmd_workspace(args: argparse.Namespace) -> None:
     """Create/refresh a pipeline workspace and (optionally) its synthetic data."""
     from mura.data.synthetic import write_synthetic
-    from mura.workspace import create_workspace, load_override, track_data
+    from mura.workspace import create_workspace, load_override, load_override_text, track_data
 
-    dest = create_workspace(Path(args.repo), Path(args.dest), load_override(args.override), args.override or "override")
+    if args.override_yaml is not None:
+        override = load_override_text(args.override_yaml)
+        label = "--override-yaml"
+    else:
+        override, label = load_override(args.override), args.override or "override"
+    dest = create_workspace(Path(args.repo), Path(args.dest), override, label)
     out = dest / "data" / "raw" / "synthetic"
     if args.synth and not (out / "MURA-v1.1").exists():
         seed, sizes = _synth_settings(dest / "params.yaml")  # the workspace's merged params
@@ -51,6 +56,10 @@ def cmd_workspace(args: argparse.Namespace) -> None:
     if args.synth and not out.with_suffix(".dvc").exists():
         track_data(dest, out.relative_to(dest))  # `dvc push` carries the raw data too; a clone pulls it
     print(dest)
+    if args.repro:  # one command for container entry points (docker/mlproject): no shell needed
+        import subprocess
+
+        raise SystemExit(subprocess.run(["dvc", "repro"], cwd=dest, check=False).returncode)
 
 
 def cmd_team(args: argparse.Namespace) -> None:
@@ -185,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("dest")
     ws.add_argument("--repo", default=".", help="repository root to copy from")
     ws.add_argument("--override", default=None, help="YAML file merged over params.yaml, e.g. params.demo.yaml")
+    ws.add_argument("--override-yaml", default=None, metavar="TEXT", help="the override as YAML text instead of a file")
     ws.add_argument("--synth", action="store_true", help="write the synthetic datasets into DEST/data/raw/synthetic if absent")
+    ws.add_argument("--repro", action="store_true", help="then run `dvc repro` in DEST (its exit code is the command's)")
     ws.set_defaults(func=cmd_workspace)
 
     team = sub.add_parser(

@@ -93,6 +93,14 @@ def track_data(dest: Path, folder: str | Path) -> None:
     subprocess.run(["dvc", "add", "-q", str(folder)], cwd=dest, check=True)
 
 
+def load_override_text(text: str) -> dict[str, Any]:
+    """Parse an override given as YAML text (``mura workspace --override-yaml``)."""
+    doc = yaml.safe_load(text) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError("--override-yaml must be a YAML mapping")
+    return doc
+
+
 def load_override(path: str | Path | None) -> dict[str, Any]:
     """Read an override YAML file (empty mapping when ``path`` is None)."""
     if path is None:

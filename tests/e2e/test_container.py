@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,11 +24,10 @@ from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.deploy.team import free_port
 from mura.workspace import create_workspace
-from tests.conftest import png_bytes
+from tests.conftest import IMAGE, png_bytes
 
 pytestmark = pytest.mark.slow
 
-IMAGE = "localhost/mura:cpu"
 UID = 4321  # not the invoking user's: proves files on the mount belong to whoever runs the container
 OVERRIDE = {
     "data": {"image_size": 32},
@@ -58,26 +56,6 @@ def _podman(*args: str, timeout: int = 900, ok: bool = True) -> subprocess.Compl
     if ok:
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
-
-
-@pytest.fixture(scope="session")
-def image(repo_root: Path) -> str:
-    if not shutil.which("podman"):
-        pytest.fail("podman is missing: scripts/ensure-system.sh installs it (make test does)")
-    for script in ("docker/setup-podman.sh", "docker/make-base.sh"):
-        proc = subprocess.run([str(repo_root / script)], capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    started = time.monotonic()
-    build = subprocess.run(
-        ["podman", "build", "-f", "docker/Dockerfile", "--target", "cpu", "-t", IMAGE, "."],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-2000:]
-    print(f"image built in {time.monotonic() - started:.0f} s")
-    return IMAGE
 
 
 def test_image_runs_as_a_non_root_user_with_no_data_or_secrets(image: str) -> None:
@@ -163,20 +141,6 @@ def test_mlflow_models_serve_from_the_image(image: str, registered: dict[str, An
         assert all(b["HostIp"] == "127.0.0.1" for bindings in ports.values() for b in bindings)
     finally:
         _podman("stop", "-t", "5", name, ok=False)
-
-
-@pytest.fixture(scope="module")
-def docker_api(image: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """podman's Docker-compatible API on a socket of ours (what kfp.local's Docker runner talks to)."""
-    sock = tmp_path_factory.mktemp("podman") / "docker.sock"
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert sock.exists(), "podman system service did not create its socket"
-    yield f"unix://{sock}"
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
 
 
 def _load_pipeline_module(repo_root: Path) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
@@ -486,3 +487,35 @@ def test_secrets_never_reach_logs_params_or_reports(stack: TeamStack, workspace:
         texts.append(log.read_text(errors="replace"))
     for secret in secret_values:
         assert not any(secret in text for text in texts)
+
+
+def test_mlflow_run_of_the_container_project_logs_and_registers_on_the_server(
+    stack: TeamStack, image: str, docker_api: str, repo_root: Path, tmp_path: Path
+) -> None:
+    """`mlflow run docker/mlproject -e main`: the whole pipeline in the image, runs and model on the server."""
+    import mlflow
+
+    user = "dave"
+    stack.add_user(user)
+    settings = stack.client_env(user)
+    env_file = tmp_path / "container.env"  # credentials reach the container without appearing in MLflow's log
+    write_env_file(env_file, {k: v for k, v in settings.items() if k != "MLFLOW_TRACKING_URI"})
+    override = yaml.safe_dump(
+        dict(OVERRIDE, models={**OVERRIDE["models"], "tiny_b": None}, train=dict(OVERRIDE["train"], epochs=1))
+    )
+    proc = _run(
+        ["mlflow", "run", str(repo_root / "docker/mlproject"), "-e", "main", "-A", "network=host",
+         "-A", f"env-file={env_file}", "-P", f"override={override}"],
+        tmp_path, _env(settings, DOCKER_HOST=docker_api),
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "succeeded" in log and settings["MLFLOW_TRACKING_PASSWORD"] not in log
+    assert stack.secrets.s3_secret_key not in log
+    launcher = [line for line in log.splitlines() if "=== Run (ID '" in line][-1].split("'")[1]
+    os.environ.update(settings)
+    try:
+        runs = mlflow.search_runs(experiment_names=["mura"], filter_string=f"tags.mlflow.parentRunId = '{launcher}'")
+    finally:
+        for key in settings:
+            os.environ.pop(key, None)
+    assert set(runs["tags.mlflow.runName"]) == {"tiny_a", "ensemble"} and set(runs["tags.mlflow.user"]) == {user}
