@@ -9,7 +9,6 @@ A pre-screening suggestion for a radiologist, never a diagnosis.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,14 +109,10 @@ class Predictor:
         """
         import mlflow
 
-        from mura.tracking import FAIL_FAST, is_server, server_errors
+        from mura.tracking import server_errors, use_tracking_uri
         from mura.tracking import tracking_uri as default_uri
 
-        store = tracking_uri or default_uri()
-        if is_server(store):
-            for key, value in FAIL_FAST.items():
-                os.environ.setdefault(key, value)
-        mlflow.set_tracking_uri(store)
+        store = use_tracking_uri(tracking_uri or default_uri())
         with server_errors(f"loading {uri}", store):
             model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent})
         return cls(model.unwrap_python_model().service, str(uri))

@@ -60,6 +60,17 @@ FAIL_FAST = {
 }
 
 
+def use_tracking_uri(uri: str) -> str:
+    """Point MLflow at ``uri``; for a server, with the fail-fast HTTP retries (unless the user set them)."""
+    import mlflow
+
+    if is_server(uri):
+        for key, value in FAIL_FAST.items():
+            os.environ.setdefault(key, value)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def tracking_failure(exc: BaseException, uri: str, doing: str) -> TrackingError:
     """One line saying what failed with the tracking server ``uri`` while ``doing``; never a secret."""
     text = str(exc)
@@ -96,12 +107,8 @@ def setup_mlflow(experiment: str | None = None) -> str:
     launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     if launcher:
         os.environ["MURA_PARENT_RUN_ID"] = launcher
-    uri = tracking_uri()
+    uri = use_tracking_uri(tracking_uri())
     server = is_server(uri)
-    if server:
-        for key, value in FAIL_FAST.items():
-            os.environ.setdefault(key, value)
-    mlflow.set_tracking_uri(uri)
     name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     try:
         found = mlflow.get_experiment_by_name(name)

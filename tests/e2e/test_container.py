@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.deploy.team import free_port
 from mura.workspace import create_workspace
-from tests.conftest import IMAGE, png_bytes
+from tests.conftest import IMAGE, NO_SEED_VARIANTS, load_pipeline_module, png_bytes, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +32,7 @@ OVERRIDE = {
     "data": {"image_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "pretrained": "none", "workers": 1},
     "models": {
-        "densenet169_a": None,
-        "densenet169_b": None,
-        "resnet101_a": None,
-        "resnet101_b": None,
+        **NO_SEED_VARIANTS,
         "tiny_a": {"arch": "simple_cnn", "dense_units": 8, "dropout": 0.2},
     },
 }
@@ -104,18 +100,6 @@ def test_stages_in_the_container_match_the_host(image: str, repo_root: Path, tmp
     assert written and all(p.stat().st_uid == UID for p in written)
 
 
-def _wait(url: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
 def test_mlflow_models_serve_from_the_image(image: str, registered: dict[str, Any]) -> None:
     ws = registered["ws"]
     port = free_port()
@@ -128,7 +112,7 @@ def test_mlflow_models_serve_from_the_image(image: str, registered: dict[str, An
         "mlflow", "models", "serve", "-m", "models:/mura-ensemble/1", "--env-manager", "local", "-h", "0.0.0.0", "-p", "5000",
     )  # fmt: skip
     try:
-        _wait(f"http://127.0.0.1:{port}/ping")
+        wait_http(f"http://127.0.0.1:{port}/ping", timeout=240)
         image_b64 = __import__("base64").b64encode(png_bytes(np.zeros((40, 30), np.uint8))).decode()
         body = json.dumps({"dataframe_records": [{"image": image_b64, "study_id": "s1"}]}).encode()
         request = urllib.request.Request(
@@ -141,16 +125,6 @@ def test_mlflow_models_serve_from_the_image(image: str, registered: dict[str, An
         assert all(b["HostIp"] == "127.0.0.1" for bindings in ports.values() for b in bindings)
     finally:
         _podman("stop", "-t", "5", name, ok=False)
-
-
-def _load_pipeline_module(repo_root: Path) -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("kubeflow_pipeline", repo_root / "pipelines" / "kubeflow.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run_container_keeping_its_exit_code(
@@ -181,7 +155,7 @@ def test_kfp_local_runs_the_data_stages_in_the_image(
     import yaml
     from kfp import local
 
-    kubeflow = _load_pipeline_module(repo_root)
+    kubeflow = load_pipeline_module()
     settings = kubeflow.ClusterSettings(image=IMAGE, only=("ingest", "split", "class_weights"))
     pipeline = kubeflow.build_pipeline(settings)
     monkeypatch.setenv("DOCKER_HOST", docker_api)

@@ -30,7 +30,7 @@ from mura.data.synthetic import write_synthetic
 from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamError, TeamStack, free_port, read_env_file, write_env_file
 from mura.tracking import dataset_fingerprint
 from mura.workspace import create_workspace, track_data
-from tests.conftest import png_bytes
+from tests.conftest import NO_SEED_VARIANTS, png_bytes, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +41,7 @@ OVERRIDE = {
     "evaluate": {"bootstrap_resamples": 10},
     "register": {"runtime": "keras"},  # the OpenVINO export is tested elsewhere; here the stores matter
     "models": {
-        "densenet169_a": None,
-        "densenet169_b": None,
-        "resnet101_a": None,
-        "resnet101_b": None,
+        **NO_SEED_VARIANTS,
         "tiny_a": dict(TINY),
         "tiny_b": dict(TINY, oversample_abnormal=True),
     },
@@ -225,18 +222,6 @@ def test_fresh_clone_pulls_everything_and_reruns_nothing(
     assert "Running stage" not in repro.stdout and "up to date" in repro.stdout.lower(), repro.stdout[-2000:]
 
 
-def _wait(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
 def _invoke(url: str, image: bytes) -> dict[str, Any]:
     body = json.dumps({"dataframe_records": [{"image": base64.b64encode(image).decode(), "study_id": "s1"}]}).encode()
     request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
@@ -275,8 +260,8 @@ def test_serve_from_an_empty_folder_with_only_team_env_and_survive_a_postgres_re
     ui = _spawn(["mura", "serve-ui", "--model", "models:/mura-ensemble@champion", "--port", str(ui_port)], empty_folder, "ui")
     try:
         url, ui_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
-        _wait(f"{url}/ping")
-        _wait(f"{ui_url}/healthz")
+        wait_http(f"{url}/ping")
+        wait_http(f"{ui_url}/healthz")
         first = _invoke(url, image)["predictions"][0]
         assert 0.0 <= first["probability"] <= 1.0
         with urllib.request.urlopen(f"{ui_url}/api/info", timeout=10) as response:

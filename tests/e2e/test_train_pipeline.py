@@ -24,6 +24,7 @@ import yaml
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.workspace import create_workspace
+from tests.conftest import NO_SEED_VARIANTS
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +34,7 @@ OVERRIDE = {
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "pretrained": "none", "workers": 1},
     "evaluate": {"bootstrap_resamples": 20},
     "models": {
-        "densenet169_a": None,
-        "densenet169_b": None,
-        "resnet101_a": None,
-        "resnet101_b": None,
+        **NO_SEED_VARIANTS,
         "tiny_a": dict(TINY),
         "tiny_b": dict(TINY, oversample_abnormal=True),
     },

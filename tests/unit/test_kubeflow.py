@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -10,21 +9,14 @@ import pytest
 import yaml
 
 from mura.workspace import create_workspace
+from tests.conftest import load_pipeline_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _module() -> Any:
-    spec = importlib.util.spec_from_file_location("kubeflow_pipeline", REPO / "pipelines" / "kubeflow.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _compile(tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / "mura.yaml"
-    _module().main(["--output", str(out), *args])
+    load_pipeline_module().main(["--output", str(out), *args])
     docs = list(yaml.safe_load_all(out.read_text()))
     return {"pipeline": docs[0], "platform": docs[1] if len(docs) > 1 else {}}
 
@@ -101,7 +93,7 @@ def test_secret_goes_to_the_tracking_steps_only(tmp_path: Path) -> None:
 
 def test_a_new_variant_is_a_new_parallel_training_without_editing_the_pipeline(tmp_path: Path) -> None:
     ws = create_workspace(REPO, tmp_path / "ws", {"models": {"tiny_c": {"arch": "simple_cnn"}}})
-    stages = _module().dvc_stages(ws)
+    stages = load_pipeline_module().dvc_stages(ws)
     trains = [s for s in stages if s.trains]
     assert len(trains) == 5 and {"train@tiny_c"} <= {s.name for s in trains}
 
@@ -115,5 +107,5 @@ def test_only_rejects_unknown_stages(tmp_path: Path, bad: str) -> None:
 def test_committed_compiled_pipeline_is_current(tmp_path: Path) -> None:
     # `make kfp` output is in git for users who only upload it: it must match pipelines/kubeflow.py and dvc.yaml.
     out = tmp_path / "mura.yaml"
-    _module().main(["--output", str(out)])
+    load_pipeline_module().main(["--output", str(out)])
     assert out.read_text() == (REPO / "pipelines" / "mura.yaml").read_text(), "run `make kfp`"
