@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,14 +30,15 @@ __all__ = [
     "clear_pending",
     "log_history",
     "log_trained_variant",
-    "mark_pending",
-    "pending_log",
+    "restore_pending",
+    "stash_pending",
     "registered_name",
     "training_key",
     "variant_run",
 ]
 
 RUN_ID_FILE = "mlflow_run_id"
+PENDING_DIR = "pending"  # in the work folder: a finished model whose logging failed, and its record
 PENDING_FILE = "pending_log.json"
 
 
@@ -52,7 +54,7 @@ def variant_run(
     """Start (or, after an interruption, continue) the variant's MLflow run and log its params once.
 
     The run is continued when the work folder holds a resume backup or a trained model
-    whose logging failed (:func:`pending_log`). A tracking server that is down or refuses
+    whose logging failed (:func:`stash_pending`). A tracking server that is down or refuses
     the credentials raises :class:`~mura.errors.TrackingError` here, before any training.
 
     Args:
@@ -71,7 +73,7 @@ def variant_run(
 
     setup_mlflow()
     run_id_file = work_dir / RUN_ID_FILE
-    unfinished = (work_dir / "backup").exists() or (work_dir / PENDING_FILE).exists()
+    unfinished = (work_dir / "backup").exists() or (work_dir / PENDING_DIR / PENDING_FILE).exists()
     run_id = run_id_file.read_text().strip() if run_id_file.exists() and unfinished else None
     tags = {
         "variant": spec.name,
@@ -125,23 +127,41 @@ def training_key(spec: VariantSpec, class_weights: dict[str, float], fingerprint
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def pending_log(work_dir: Path, key: str) -> dict[str, Any] | None:
-    """The record of a trained model whose logging failed, if it is this training's (same ``key``)."""
-    path = work_dir / PENDING_FILE
-    if not path.exists():
+def restore_pending(work_dir: Path, key: str, files: dict[str, Path]) -> dict[str, Any] | None:
+    """Put back this training's finished model and reports kept by :func:`stash_pending`, if any.
+
+    Args:
+        work_dir: the variant's work folder.
+        key: :func:`training_key` of the training now asked for (another training's files are ignored).
+        files: stashed name -> where the stage writes it.
+
+    Returns:
+        The record (``unlogged_from_epoch``) when the files were restored, else None.
+    """
+    folder = work_dir / PENDING_DIR
+    marker = folder / PENDING_FILE
+    if not marker.exists():
         return None
-    doc: dict[str, Any] = json.loads(path.read_text())
-    return doc if doc.get("key") == key else None
+    doc: dict[str, Any] = json.loads(marker.read_text())
+    if doc.get("key") != key or not all((folder / name).exists() for name in files):
+        return None
+    for name, dest in files.items():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder / name, dest)
+    return doc
 
 
-def mark_pending(work_dir: Path, key: str, unlogged_from_epoch: int | None) -> None:
-    """Remember that this training finished but its logging did not (a rerun logs it without retraining)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / PENDING_FILE).write_text(json.dumps({"key": key, "unlogged_from_epoch": unlogged_from_epoch}) + "\n")
+def stash_pending(work_dir: Path, key: str, unlogged_from_epoch: int | None, files: dict[str, Path]) -> None:
+    """Keep a finished training whose logging failed (DVC deletes a stage's outputs before rerunning it)."""
+    folder = work_dir / PENDING_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, src in files.items():
+        shutil.copy2(src, folder / name)
+    (folder / PENDING_FILE).write_text(json.dumps({"key": key, "unlogged_from_epoch": unlogged_from_epoch}) + "\n")
 
 
 def clear_pending(work_dir: Path) -> None:
-    (work_dir / PENDING_FILE).unlink(missing_ok=True)
+    shutil.rmtree(work_dir / PENDING_DIR, ignore_errors=True)
 
 
 def log_history(history: Any, from_epoch: int) -> None:

@@ -365,8 +365,8 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
         clear_pending,
         log_history,
         log_trained_variant,
-        mark_pending,
-        pending_log,
+        restore_pending,
+        stash_pending,
         training_key,
         variant_run,
     )
@@ -392,15 +392,8 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
     reports = Path(paths.reports)
     # A finished training whose logging failed is kept (with its reports) in the work folder:
     # DVC deletes a stage's outputs before rerunning it, so they cannot wait in place.
-    stash = paths.work / "pending"
-    stashed = {stash / "model.keras": Path(paths.model), **{stash / name: reports / name for name in REPORT_FILES}}
-    pending = pending_log(paths.work, key)
-    if pending is not None and all(src.exists() for src in stashed):
-        for src, dest in stashed.items():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-    else:
-        pending = None
+    kept = {"model.keras": Path(paths.model), **{name: reports / name for name in REPORT_FILES}}
+    pending = restore_pending(paths.work, key, kept)
     with variant_run(spec, class_weights, fingerprint, synthetic, paths.work) as run:
         if pending is not None:  # trained before, its logging failed: log it now, no retraining
             logger.info("%s: trained already (%s); logging and registering it without retraining", spec.name, paths.model)
@@ -411,7 +404,6 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
             unlogged_from: int | None = pending["unlogged_from_epoch"]
         else:
             clear_pending(paths.work)
-            shutil.rmtree(stash, ignore_errors=True)
             epoch_logger = MlflowEpochLogger()
             result = fit_variant(spec, pixels, data, class_weights, paths.model, paths.work, callbacks=[epoch_logger])
             model, history, best = result.model, result.history, result.metrics
@@ -429,14 +421,10 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
                     log_history(history, unlogged_from)
                 log_trained_variant(run, spec, model, best, reports, example, synthetic)
         except TrackingError as exc:
-            stash.mkdir(parents=True, exist_ok=True)
-            for dest, src in stashed.items():
-                shutil.copy2(src, dest)
-            mark_pending(paths.work, key, unlogged_from)
+            stash_pending(paths.work, key, unlogged_from, kept)
             raise TrackingError(
                 f"{exc}; the trained model is saved in {paths.model}: rerun `dvc repro` once the server answers,"
                 " it logs and registers the model without retraining"
             ) from None
         clear_pending(paths.work)
-        shutil.rmtree(stash, ignore_errors=True)
     return metrics
