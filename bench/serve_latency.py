@@ -2,7 +2,9 @@
 
 Measured in the same run, on the same random-init variants (the compute is the same as trained ones):
 (a) the Keras/TensorFlow path of the served model (the baseline), (b) OpenVINO float32, (c) OpenVINO bf16
-(when the CPU has it): load time, first request, warm p50, max |Δp| against Keras; the first request of
+(when the CPU has it), (d) OpenVINO int8 (NNCF post-training quantization, calibrated on random images:
+the timing does not depend on them), (e) as served with all three allowed (the fastest, timed at load):
+load time, first request, warm p50, max |Δp| against Keras; the first request of
 every batch size up to the serving batch against a warm one; `mlflow models serve` cold start (process
 start → first answer) and HTTP p50 against in-process; `mura predict` on one study, end to end.
 Appends to bench/RESULTS.md.
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch", type=int, default=8, help="serving batch (register.serve_batch_size)")
+    parser.add_argument("--calibration", type=int, default=32, help="int8 calibration images")
     args = parser.parse_args()
     import dataclasses
 
@@ -86,7 +89,7 @@ def main() -> None:
     from mura.config import ModelSpec
     from mura.modeling.models import build_model
     from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
-    from mura.serving.export import export_optimized
+    from mura.serving.export import export_optimized, quantize_int8
     from mura.serving.runtime import OPTIMIZED_ARTIFACT, cpu_has_bf16
     from mura.serving.service import EnsembleService
 
@@ -99,6 +102,10 @@ def main() -> None:
     start = time.perf_counter()
     optimized = export_optimized({n: Path(p) for n, p in paths.items()}, tmp / OPTIMIZED_ARTIFACT)
     export_s = time.perf_counter() - start
+    start = time.perf_counter()
+    rng = np.random.default_rng(1)
+    quantize_int8(optimized, rng.integers(0, 256, (args.calibration, args.size, args.size)).astype(np.uint8))
+    quantize_s = time.perf_counter() - start
     views = _study()
     frame = pd.DataFrame({"image": [base64.b64encode(v).decode() for v in views], "study_id": ["s"] * 3})
     base = ServingConfig(
@@ -113,13 +120,14 @@ def main() -> None:
         synthetic_data=True,
         runtime="keras",
     )
-    served = dataclasses.replace(base, runtime="optimized", optimized_precision="bf16" if cpu_has_bf16() else "f32")
+    served = dataclasses.replace(base, runtime="optimized", allowed_precisions=("f32", "bf16", "int8"))
     # label: (config, MURA_PRECISION)
     setups = {"Keras/TensorFlow (baseline)": (dataclasses.replace(base, runtime="keras"), "")}
     setups["OpenVINO float32"] = (served, "f32")
     if cpu_has_bf16():
         setups["OpenVINO bf16 (forced)"] = (served, "bf16")
-        setups["OpenVINO, bf16 allowed: the faster precision, timed at load (as served)"] = (served, "")
+    setups["OpenVINO int8 (forced)"] = (served, "int8")
+    setups["OpenVINO, f32/bf16/int8 allowed: the fastest, timed at load (as served)"] = (served, "")
     rows, reference, results = [], None, {}
     for label, (config, forced) in setups.items():
         os.environ["MURA_PRECISION"] = forced
@@ -232,7 +240,8 @@ def main() -> None:
     append(
         f"serving, 3-view study, 4 variants at {args.size}² (random init), Keras vs optimized runtime",
         [
-            f"Export to OpenVINO (register): {export_s:.1f} s. Served precision below: {fast_label}.",
+            f"Export to OpenVINO (register): {export_s:.1f} s; int8 quantization on {args.calibration} images: "
+            f"{quantize_s:.1f} s. Served precision below: {fast_label}.",
             "",
             "| path (in-process `predict_frame`) | load | first request | p50 warm | p90 | max abs dp vs Keras |",
             "|---|---|---|---|---|---|",

@@ -156,7 +156,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         # A second, worse version must not take the champion alias; its bf16 limit is impossible
         # (|dp| <= 0), so the guard must fall back to float32.
         (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
-        strict = dataclasses.replace(params.register, bf16_max_abs_dp=0.0)
+        strict = dataclasses.replace(params.register, reduced_max_abs_dp=0.0)
         second = run_register(list(params.models), strict, size, resize, inputs)
     finally:
         os.chdir(cwd)

@@ -117,6 +117,16 @@ class Predictor:
             model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent})
         return cls(model.unwrap_python_model().service, str(uri))
 
+    def prepare_heatmaps(self) -> None:
+        """Make the heatmap path ready now (servers call it at start, so the first study with heatmaps is not slower).
+
+        On the optimized runtime, Grad-CAM reads the float32 model's feature maps; when a reduced
+        precision serves the probabilities, that model is compiled here instead of at the first use.
+        """
+        prepare = getattr(self.service.runner, "prepare_heatmaps", None)
+        if prepare is not None:
+            prepare()
+
     @property
     def thread_safe(self) -> bool:
         """Whether several studies may be predicted at once (the optimized runtime), or one at a time (Keras)."""

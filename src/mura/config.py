@@ -43,6 +43,7 @@ ResizePolicy = Literal["stretch", "pad"]
 DuplicatePolicy = Literal["keep", "drop_later_split"]
 DatasetName = Literal["mura", "fracture"]
 ServingRuntime = Literal["auto", "optimized", "keras"]  # see mura.serving.runtime
+Precision = Literal["f32", "bf16", "int8"]  # inference precisions of the optimized runtime
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,10 @@ class RegisterParams:
     max_pixels: int = 40_000_000  # per uploaded image at serving time
     serve_batch_size: int = 8
     runtime: ServingRuntime = "auto"  # what serves (MURA_RUNTIME overrides at serve time)
-    bf16_max_abs_dp: float = 0.01  # bf16 serves only if |Δp| vs Keras stays within this on valid ...
-    bf16_min_agreement: float = 0.995  # ... and this share of valid study labels agree at every operating point
+    int8: bool = True  # also export an int8 model (NNCF post-training quantization on training images)
+    int8_calibration_images: int = 300  # training images NNCF calibrates on (NNCF's default subset size)
+    reduced_max_abs_dp: float = 0.01  # bf16/int8 serve only if |Δp| vs Keras stays within this on valid ...
+    reduced_min_agreement: float = 0.995  # ... and this share of valid study labels agree at every operating point
 
 
 @dataclass(frozen=True)

@@ -27,21 +27,26 @@ def _load(registered: dict[str, Any], version: int, runtime: str) -> Predictor:
 
 @pytest.fixture(scope="module")
 def runtimes(registered: dict[str, Any]) -> dict[str, Predictor]:
-    # Version 2 was registered with an impossible bf16 limit: it serves float32.
+    # Version 2 was registered with an impossible reduced-precision limit: it serves float32.
     return {"keras": _load(registered, 2, "keras"), "optimized": _load(registered, 2, "optimized")}
 
 
 def test_register_exports_and_records_the_precision_check(registered: dict[str, Any]) -> None:
     client = mlflow.MlflowClient(tracking_uri=registered["uri"])
     first, second = (client.get_model_version("mura-ensemble", str(v)) for v in (1, 2))
-    assert first.tags["runtime"] == "auto" and first.tags["optimized_precision"] in ("bf16", "f32")
-    assert second.tags["optimized_precision"] == "f32"
+    assert first.tags["runtime"] == "auto" and first.tags["optimized_precision"] in ("bf16", "f32", "int8")
+    assert first.tags["allowed_precisions"].startswith("f32") and "int8_max_abs_dp" in first.tags
+    assert second.tags["optimized_precision"] == "f32" and second.tags["allowed_precisions"] == "f32"
     assert registered["second"]["optimized_precision"] == "f32"
     config = _load(registered, 2, "optimized").config
     check = config.precision_check
-    assert config.optimized_precision == "f32" and check["precision"] == "f32"
+    assert config.optimized_precision == "f32" and check["precision"] == "f32" and config.allowed_precisions == ("f32",)
     assert check["f32"]["max_abs_dp"] <= 1e-4 and check["f32"]["images"] == 10 and check["f32"]["studies"] == 5
-    assert check["reason"].startswith("bf16 rejected") or check["bf16"] is None
+    # int8 was exported (register.int8), run on valid, measured and rejected by the impossible limit.
+    assert check["int8"]["images"] == 10 and check["int8"]["max_abs_dp"] > 0
+    assert check["verdicts"]["int8"].startswith("int8 rejected: max |dp|")
+    assert check["verdicts"]["bf16"].startswith(("bf16 rejected", "bf16: not available"))
+    assert float(second.tags["int8_max_abs_dp"]) == pytest.approx(check["int8"]["max_abs_dp"], rel=1e-2)
 
 
 def test_runtime_parity_probabilities_and_heatmaps(runtimes: dict[str, Predictor]) -> None:
@@ -57,14 +62,36 @@ def test_runtime_parity_probabilities_and_heatmaps(runtimes: dict[str, Predictor
             np.testing.assert_allclose(b.heatmaps[name], a.heatmaps[name], atol=1e-3, err_msg=name)
 
 
-def test_bf16_when_chosen_stays_within_its_limit(registered: dict[str, Any]) -> None:
+def test_a_reduced_precision_serves_only_when_allowed_and_stays_within_its_limit(registered: dict[str, Any]) -> None:
     predictor = _load(registered, 1, "optimized")
     reference = _load(registered, 1, "keras")
-    if predictor.config.optimized_precision != "bf16":
-        pytest.skip(f"version 1 serves float32 on this CPU: {predictor.config.precision_check['reason']}")
+    config = predictor.config
+    check = config.precision_check
+    passed = [p for p in ("bf16", "int8") if check["verdicts"][p].startswith(f"{p} allowed")]
+    assert set(config.allowed_precisions) == {"f32", *passed}
+    assert predictor.service.runner.precision in config.allowed_precisions
+    if predictor.service.runner.precision == "f32":
+        pytest.skip(f"version 1 serves float32 on this CPU: {check['reason']}")
     views = [np.random.default_rng(10 + k).integers(0, 256, (32, 32)).astype(np.uint8) for k in range(4)]
     delta = abs(predictor.predict_study(views).probability - reference.predict_study(views).probability)
-    assert delta <= predictor.config.precision_check["limits"]["max_abs_dp"]
+    assert delta <= check["limits"]["max_abs_dp"]
+
+
+def test_int8_serves_probabilities_and_float32_the_heatmaps(registered: dict[str, Any], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Forced int8 (exported even where rejected): heatmaps still equal Keras' Grad-CAM within 1e-3."""
+    monkeypatch.setenv("MURA_PRECISION", "int8")
+    fast = _load(registered, 2, "optimized")
+    assert fast.service.runner.precision == "int8"
+    monkeypatch.delenv("MURA_PRECISION")
+    keras_predictor = _load(registered, 2, "keras")
+    views = [np.random.default_rng(20 + k).integers(0, 256, (40, 40)).astype(np.uint8) for k in range(2)]
+    fast_plain = fast.predict_study(views)
+    fast_maps, reference = fast.predict_study(views, heatmaps=True), keras_predictor.predict_study(views, heatmaps=True)
+    assert abs(fast_plain.probability - reference.probability) < 0.05
+    assert abs(fast_maps.probability - reference.probability) <= 1e-4  # with heatmaps the float32 pass answers
+    for a, b in zip(reference.views, fast_maps.views, strict=True):
+        for name in a.heatmaps:
+            np.testing.assert_allclose(b.heatmaps[name], a.heatmaps[name], atol=1e-3, err_msg=name)
 
 
 NO_TENSORFLOW = """

@@ -1,4 +1,4 @@
-"""The reduced-precision guard: pure comparison and decision (the export itself runs in tests/e2e/test_runtime.py)."""
+"""The reduced-precision guard (pure comparison and verdict), and the exported runner in each precision."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.serving.export import choose_precision, compare_runtimes
+from mura.serving.export import compare_runtimes, judge_precision
 
 ROWS = pd.DataFrame({"study_id": ["a", "a", "b", "c"], "label": [1, 1, 0, 0]})
 REFERENCE = np.array([[0.9, 0.7], [0.6, 0.5], [0.2, 0.4], [0.49, 0.52]])
@@ -29,52 +29,104 @@ def test_a_small_shift_that_flips_one_study() -> None:
 
 
 @pytest.mark.parametrize(
-    "bf16,expected",
+    "comparison,allowed",
     [
-        ({"max_abs_dp": 0.003, "agreement": {"default": 1.0, "high_sensitivity": 0.996}}, "bf16"),
-        ({"max_abs_dp": 0.02, "agreement": {"default": 1.0}}, "f32"),  # |dp| too large
-        ({"max_abs_dp": 0.003, "agreement": {"default": 1.0, "high_sensitivity": 0.99}}, "f32"),  # a label flipped too often
-        (None, "f32"),  # no native bf16
+        ({"max_abs_dp": 0.003, "agreement": {"default": 1.0, "high_sensitivity": 0.996}}, True),
+        ({"max_abs_dp": 0.02, "agreement": {"default": 1.0}}, False),  # |dp| too large
+        ({"max_abs_dp": 0.003, "agreement": {"default": 1.0, "high_sensitivity": 0.99}}, False),  # a label flipped too often
+        (None, False),  # could not run here (no native bf16, or no int8 export)
     ],
 )
-def test_choose_precision(bf16: dict | None, expected: str) -> None:
-    precision, reason = choose_precision(bf16, 0.01, 0.995)
-    assert precision == expected and reason
-    if bf16 is not None and expected == "f32":
-        assert reason.startswith("bf16 rejected")
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_judge_precision(precision: str, comparison: dict | None, allowed: bool) -> None:
+    ok, reason = judge_precision(precision, comparison, 0.01, 0.995)
+    assert ok is allowed
+    if comparison is None:
+        assert reason.startswith(f"{precision}: not available")
+    else:
+        assert reason.startswith(f"{precision} {'allowed' if allowed else 'rejected'}: max |dp|")
 
 
-def test_export_runner_parity_and_the_remembered_precision(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Two tiny variants exported: OpenVINO float32 equals Keras; a bf16-allowed load picks and remembers a precision."""
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two tiny variants exported to float32 and quantized to int8 on 16 calibration images."""
     import keras
 
     from mura.config import ModelSpec
-    from mura.modeling.inference import VariantRunner
     from mura.modeling.models import build_model
-    from mura.serving.export import export_optimized
-    from mura.serving.runtime import MODEL_XML, OpenVinoRunner, cpu_has_bf16
+    from mura.serving.export import export_optimized, quantize_int8
 
+    tmp = tmp_path_factory.mktemp("export")
     paths = {}
     for k, name in enumerate(("a", "b")):
         keras.utils.set_random_seed(k)
-        paths[name] = tmp_path / f"{name}.keras"
+        paths[name] = tmp / f"{name}.keras"
         build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=k).save(paths[name])
-    out = export_optimized(paths, tmp_path / "optimized")
-    pixels = np.random.default_rng(0).integers(0, 256, (5, 32, 32)).astype(np.uint8)
-    reference = VariantRunner.from_paths(paths).predict(pixels)
+    out = export_optimized(paths, tmp / "optimized")
+    rng = np.random.default_rng(1)
+    quantize_int8(out, rng.integers(0, 256, (16, 32, 32)).astype(np.uint8))
+    return {"paths": paths, "dir": out, "pixels": np.random.default_rng(0).integers(0, 256, (5, 32, 32)).astype(np.uint8)}
+
+
+def test_float32_runner_equals_keras(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mura.modeling.inference import VariantRunner
+    from mura.serving.runtime import OpenVinoRunner
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    f32 = OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="f32")
+    pixels = exported["pixels"]
+    reference = VariantRunner.from_paths(exported["paths"]).predict(pixels)
+    f32 = OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2)  # only float32 allowed: int8 is not used
+    assert f32.precision == "f32"
     np.testing.assert_allclose(f32.predict(pixels), reference, atol=1e-5)
     probabilities, maps = f32.predict_with_features(pixels)
     assert probabilities.shape == (5, 2) and [m.shape[0] for m in maps] == [5, 5]
-    allowed = OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="bf16")
+    assert not (tmp_path / "cache").exists()  # one candidate: nothing timed, nothing remembered
+
+
+def test_int8_runs_close_to_float32_and_its_heatmaps_come_from_float32(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mura.serving.runtime import OpenVinoRunner
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pixels = exported["pixels"]
+    f32 = OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2)
+    int8 = OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2, force="int8")
+    assert int8.precision == "int8"
+    delta = np.abs(int8.predict(pixels) - f32.predict(pixels))
+    assert 0 < delta.max() < 0.05  # quantized (not the float graph), and close to it on a random tiny model
+    # Grad-CAM reads the float32 feature maps: exact heatmaps whatever serves the probabilities.
+    f32_probs, f32_maps = f32.predict_with_features(pixels)
+    int8_probs, int8_maps = int8.predict_with_features(pixels)
+    np.testing.assert_array_equal(int8_probs, f32_probs)
+    for a, b in zip(f32_maps, int8_maps, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mura.errors import ConfigError
+    from mura.serving.runtime import OpenVinoRunner, available_precisions, cpu_has_bf16
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    allowed = ("f32", "bf16", "int8")
+    expected = ["f32", "bf16", "int8"] if cpu_has_bf16() else ["f32", "int8"]
+    assert available_precisions(exported["dir"], allowed) == expected
+    first = OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2, allowed=allowed)
     cache = tmp_path / "cache" / "mura" / "precision.json"
-    if not cpu_has_bf16():
-        assert allowed.precision == "f32" and not cache.exists()
-        return
     remembered = json.loads(cache.read_text())
-    assert list(remembered.values()) == [allowed.precision]
-    again = OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="bf16")
-    assert again.precision == allowed.precision
-    monkeypatch.setenv("MURA_PRECISION", "bf16")
-    assert OpenVinoRunner(out / MODEL_XML, ["a", "b"], batch_size=2, precision="f32").precision == "bf16"
+    assert list(remembered.values()) == [first.precision] and first.precision in expected
+    assert list(remembered)[0].endswith("/".join(expected))  # the key names the candidates
+    again = OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2, allowed=allowed)
+    assert again.precision == first.precision
+    monkeypatch.setenv("MURA_PRECISION", "int8")
+    assert OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2).precision == "int8"
+    monkeypatch.setenv("MURA_PRECISION", "fp4")
+    with pytest.raises(ConfigError, match="MURA_PRECISION='fp4'"):
+        OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2)
+    (exported["dir"] / "model_int8.xml").rename(tmp_path / "moved.xml")
+    try:
+        monkeypatch.setenv("MURA_PRECISION", "int8")
+        with pytest.raises(ConfigError, match="no int8 export"):
+            OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2)
+        monkeypatch.delenv("MURA_PRECISION")
+        assert available_precisions(exported["dir"], allowed) == expected[:-1]  # an export without int8 serves without it
+    finally:
+        (tmp_path / "moved.xml").rename(exported["dir"] / "model_int8.xml")

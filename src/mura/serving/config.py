@@ -8,7 +8,9 @@ Versions:
     1: written before the schema was versioned (no ``schema_version`` key; the
        variant weights were under ``weights``). Still loads.
     2: typed and versioned; the variant weights under ``variant_weights``. Loads (Keras runtime).
-    3: this version: the optimized runtime (``runtime``, ``optimized_precision``, ``precision_check``).
+    3: the optimized runtime (``runtime``, ``optimized_precision``, ``precision_check``); bf16 allowed
+       when ``optimized_precision`` is ``bf16``. Loads.
+    4: this version: ``allowed_precisions`` (float32, and bf16/int8 when register proved them harmless).
 A model whose config has a newer version than this code reads fails with one
 line naming the version it needs.
 """
@@ -19,14 +21,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from mura.config import ResizePolicy, ServingRuntime, build_dataclass
+from mura.config import Precision, ResizePolicy, ServingRuntime, build_dataclass
 from mura.errors import ConfigError
 
 __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
 
 
@@ -64,10 +66,12 @@ class ServingConfig:
         git_commit: code version that trained it.
         mura_version: package version that registered it.
         runtime: ``auto`` | ``optimized`` | ``keras`` (see :mod:`mura.serving.runtime`).
-        optimized_precision: inference precision of the optimized runtime, ``bf16`` only when
-            ``precision_check`` proved it harmless.
+        optimized_precision: the precision the optimized runtime served on the machine that
+            registered it (informative: each server times the allowed ones on its own CPU).
+        allowed_precisions: precisions the optimized runtime may serve: ``f32`` always, ``bf16`` and
+            ``int8`` only when ``precision_check`` proved them harmless.
         precision_check: the register-time comparison of the optimized runtime with Keras on the
-            validation split (max |Δp|, study-label agreement per operating point, verdict).
+            validation split (max |Δp|, study-label agreement per operating point, verdicts).
         schema_version: version of this schema.
     """
 
@@ -86,7 +90,8 @@ class ServingConfig:
     git_commit: str = "unknown"
     mura_version: str = "unknown"
     runtime: ServingRuntime = "keras"
-    optimized_precision: Literal["bf16", "f32"] = "f32"
+    optimized_precision: Precision = "f32"
+    allowed_precisions: tuple[Precision, ...] = ("f32",)
     precision_check: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -137,6 +142,8 @@ class ServingConfig:
         doc = dict(doc)
         if version == 1:
             doc["variant_weights"] = doc.pop("weights")
+        if version <= 3:
+            doc["allowed_precisions"] = ["f32", "bf16"] if doc.get("optimized_precision") == "bf16" else ["f32"]
         doc["schema_version"] = SCHEMA_VERSION
         parts = doc.get("validation_per_body_part") or {}
         doc["validation_per_body_part"] = {k: {**v, "n": int(v.get("n") or 0)} for k, v in parts.items()}

@@ -1,7 +1,7 @@
 """Register-time export of the variants to the optimized runtime, and the reduced-precision guard.
 
-Imports Keras (it reads the trained ``.keras`` files); serving reads the result
-without Keras (:mod:`mura.serving.runtime`).
+Imports Keras (it reads the trained ``.keras`` files) and NNCF (int8
+quantization); serving reads the result without either (:mod:`mura.serving.runtime`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import pandas as pd
 
 from mura.evaluation.ensemble import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights
-from mura.serving.runtime import HEADS_FILE, MODEL_XML, OpenVinoRunner, cpu_has_bf16
+from mura.serving.runtime import HEADS_FILE, INT8_XML, MODEL_XML, OpenVinoRunner, available_precisions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["choose_precision", "compare_runtimes", "export_optimized"]
+__all__ = ["check_precision", "compare_runtimes", "export_optimized", "judge_precision", "quantize_int8"]
 
 
 def export_optimized(model_paths: dict[str, Path], out_dir: Path) -> Path:
@@ -77,17 +77,49 @@ def compare_runtimes(
     return {"max_abs_dp": max_dp, "studies": int(len(studies)), "images": int(len(rows)), "agreement": agreement}
 
 
-def choose_precision(bf16: dict[str, Any] | None, max_abs_dp: float, min_agreement: float) -> tuple[str, str]:
-    """``("bf16", why)`` when the bf16 comparison passes both limits, else ``("f32", why)`` (pure)."""
-    if bf16 is None:
-        return "f32", "this CPU has no native bf16: float32"
-    worst = min(bf16["agreement"].values(), default=1.0)
-    if bf16["max_abs_dp"] <= max_abs_dp and worst >= min_agreement:
-        return "bf16", f"bf16 max |dp| {bf16['max_abs_dp']:.2g} <= {max_abs_dp}, study labels agree {worst:.2%}"
-    return "f32", (
-        f"bf16 rejected: max |dp| {bf16['max_abs_dp']:.2g} (limit {max_abs_dp}), study-label agreement {worst:.2%} "
-        f"(limit {min_agreement:.2%}): float32"
+def quantize_int8(optimized_dir: Path, calibration: np.ndarray) -> Path:
+    """Quantize the exported float32 IR to int8 with NNCF post-training quantization.
+
+    Args:
+        optimized_dir: the folder :func:`export_optimized` wrote.
+        calibration: (N, S, S) uint8 training images NNCF collects activation statistics on.
+
+    Returns:
+        The int8 IR (``model_int8.xml``, next to the float32 one).
+    """
+    import nncf
+    import openvino as ov
+
+    if len(calibration) == 0:
+        raise ValueError("int8 quantization needs at least one calibration image")
+    start = time.perf_counter()
+    model = ov.Core().read_model(str(optimized_dir / MODEL_XML))
+    batches = nncf.Dataset([np.ascontiguousarray(image[None, ..., None], dtype=np.uint8) for image in calibration])
+    quantized = nncf.quantize(model, batches, subset_size=len(calibration))
+    ov.save_model(quantized, str(optimized_dir / INT8_XML))
+    logger.info("quantized to int8 on %d training images in %.1f s", len(calibration), time.perf_counter() - start)
+    return optimized_dir / INT8_XML
+
+
+def judge_precision(name: str, comparison: dict[str, Any] | None, max_abs_dp: float, min_agreement: float) -> tuple[bool, str]:
+    """Whether a reduced precision's comparison with Keras passes both limits, and why (pure).
+
+    Args:
+        name: ``bf16`` or ``int8``.
+        comparison: :func:`compare_runtimes` of that precision, or None when it could not run here.
+        max_abs_dp: largest |Δp| accepted (every variant and the ensemble).
+        min_agreement: smallest study-label agreement accepted, at every operating point.
+    """
+    if comparison is None:
+        return False, f"{name}: not available here (no native bf16, or not exported)"
+    worst = min(comparison["agreement"].values(), default=1.0)
+    figures = (
+        f"max |dp| {comparison['max_abs_dp']:.2g} (limit {max_abs_dp}), "
+        f"study labels agree {worst:.2%} (limit {min_agreement:.2%})"
     )
+    if comparison["max_abs_dp"] <= max_abs_dp and worst >= min_agreement:
+        return True, f"{name} allowed: {figures}"
+    return False, f"{name} rejected: {figures}"
 
 
 def check_precision(
@@ -101,7 +133,11 @@ def check_precision(
     max_abs_dp: float,
     min_agreement: float,
 ) -> dict[str, Any]:
-    """Run the optimized model in float32 and (if the CPU has it) bf16 on the validation images.
+    """Run the optimized model in every precision this machine can on the validation images, against Keras.
+
+    Float32 is always allowed (it is the exported Keras graph); bf16 (native bf16 CPUs) and int8
+    (when exported) are allowed only within the limits. The served precision on this machine is
+    then timed among the allowed ones, as a server would.
 
     Args:
         optimized_dir: the exported model.
@@ -111,21 +147,30 @@ def check_precision(
         weights: variant weights.
         thresholds: operating points.
         batch_size: the serving batch.
-        max_abs_dp: largest bf16 |Δp| accepted.
-        min_agreement: smallest bf16 study-label agreement accepted, at every operating point.
+        max_abs_dp: largest reduced-precision |Δp| accepted.
+        min_agreement: smallest reduced-precision study-label agreement accepted, at every operating point.
 
     Returns:
-        ``f32`` and ``bf16`` comparisons, the chosen ``precision`` and ``reason``.
+        ``f32``, ``bf16`` and ``int8`` comparisons (None where not run), ``verdicts`` (precision →
+        reason), ``allowed`` precisions, the ``precision`` served here, ``limits``.
     """
     reference = predictions[[prob_column(v) for v in variants]].to_numpy(np.float64)
-    out: dict[str, Any] = {}
-    for precision in ("f32", "bf16"):
-        if precision == "bf16" and not cpu_has_bf16():
-            out["bf16"] = None
-            continue
-        runner = OpenVinoRunner(optimized_dir / MODEL_XML, variants, batch_size, precision, warm_up=False, pick_faster=False)
+    runnable = available_precisions(optimized_dir, ("bf16", "int8"))
+    out: dict[str, Any] = {"bf16": None, "int8": None}
+    verdicts: dict[str, str] = {}
+    allowed = ["f32"]
+    for precision in runnable:
+        runner = OpenVinoRunner(optimized_dir, variants, batch_size, warm_up=False, force=precision)
         out[precision] = compare_runtimes(reference, runner.predict(pixels), predictions, weights, thresholds)
-    out["precision"], out["reason"] = choose_precision(out["bf16"], max_abs_dp, min_agreement)
-    out["limits"] = {"max_abs_dp": max_abs_dp, "min_agreement": min_agreement}
+        if precision != "f32":
+            ok, verdicts[precision] = judge_precision(precision, out[precision], max_abs_dp, min_agreement)
+            allowed += [precision] if ok else []
+    for precision in ("bf16", "int8"):
+        if precision not in runnable:
+            verdicts[precision] = judge_precision(precision, None, max_abs_dp, min_agreement)[1]
+    served = OpenVinoRunner(optimized_dir, variants, batch_size, allowed, warm_up=False, force="").precision
+    limits = {"max_abs_dp": max_abs_dp, "min_agreement": min_agreement}
+    out.update(verdicts=verdicts, allowed=allowed, precision=served, limits=limits)
+    out["reason"] = "; ".join(verdicts.values()) + f"; fastest allowed here: {served}"
     logger.info("optimized runtime: float32 max |dp| %.2g vs Keras; %s", out["f32"]["max_abs_dp"], out["reason"])
     return out

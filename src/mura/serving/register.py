@@ -115,8 +115,9 @@ def run_register(
     """The ``register`` stage: log ``mura-ensemble`` (the variants + its config), register it, maybe alias it ``champion``.
 
     With ``register.runtime`` other than ``keras``, the variants are also exported to
-    the optimized runtime and checked against Keras on the validation split; bf16
-    is chosen only when that check passes (see :func:`mura.serving.export.check_precision`).
+    the optimized runtime (float32 and, with ``register.int8``, int8) and checked against
+    Keras on the validation split; bf16 and int8 are allowed only when that check passes
+    (see :func:`mura.serving.export.check_precision`).
 
     Args:
         variants: the variant names (keys of ``models:``), in ensemble order.
@@ -156,8 +157,9 @@ def run_register(
         optimized = None
         precision_check: dict[str, Any] = {}
         if params.runtime != "keras":
+            split = pd.read_csv(inputs.split, usecols=["image_id", "split"])
             optimized, precision_check = _export_and_check(
-                paths, params, thresholds, inputs.predictions, images, pixels, tmp_dir / OPTIMIZED_ARTIFACT
+                paths, params, thresholds, inputs.predictions, images, split, pixels, tmp_dir / OPTIMIZED_ARTIFACT
             )
         config = ServingConfig(
             variants=tuple(paths),
@@ -176,6 +178,7 @@ def run_register(
             mura_version=mura.__version__,
             runtime=params.runtime if optimized is not None else "keras",
             optimized_precision=precision_check.get("precision", "f32"),
+            allowed_precisions=tuple(precision_check.get("allowed", ["f32"])),
             precision_check=precision_check,
         )
         # One view: MLflow checks the example by loading and calling the model, and a
@@ -193,9 +196,12 @@ def run_register(
             "runtime": config.runtime,
             "optimized_precision": config.optimized_precision if optimized is not None else "none",
         }
-        if precision_check.get("bf16"):
-            tags["bf16_max_abs_dp"] = f"{precision_check['bf16']['max_abs_dp']:.3g}"
-            tags["bf16_min_agreement"] = f"{min(precision_check['bf16']['agreement'].values()):.4f}"
+        if optimized is not None:
+            tags["allowed_precisions"] = ",".join(config.allowed_precisions)
+        for reduced in ("bf16", "int8"):
+            if precision_check.get(reduced):
+                tags[f"{reduced}_max_abs_dp"] = f"{precision_check[reduced]['max_abs_dp']:.3g}"
+                tags[f"{reduced}_min_agreement"] = f"{min(precision_check[reduced]['agreement'].values()):.4f}"
         package = Path(mura.__file__).parent
         name = params.model_name
         run_tags = {**tags, **source_tags(), "mura.stage": "register"}
@@ -270,21 +276,23 @@ def _export_and_check(
     thresholds: dict[str, Any],
     predictions_dir: Path | None,
     images: pd.DataFrame,
+    split: pd.DataFrame,
     pixels: np.ndarray,
     out_dir: Path,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export to the optimized runtime and compare it with Keras on the validation images."""
-    from mura.serving.export import check_precision, export_optimized
+    """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid."""
+    from mura.serving.export import check_precision, export_optimized, quantize_int8
 
     if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():
         raise DataError("register.runtime needs reports/predictions/valid.csv (the Keras reference): rerun `dvc repro ensemble`")
     export_optimized(paths, out_dir)
-    valid = pd.read_csv(predictions_dir / "valid.csv")
     row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
-    rows = row_of.loc[valid["image_id"]].to_numpy()
-    order = np.argsort(rows, kind="stable")  # read the memmap in ascending order
-    valid_pixels = np.empty((len(rows), *pixels.shape[1:]), np.uint8)
-    valid_pixels[order] = pixels[rows[order]]
+    if params.int8:
+        train_ids = split.loc[split["split"] == "train", "image_id"]
+        picked = train_ids.sample(min(params.int8_calibration_images, len(train_ids)), random_state=0)
+        quantize_int8(out_dir, _rows(pixels, row_of.loc[picked].to_numpy()))
+    valid = pd.read_csv(predictions_dir / "valid.csv")
+    valid_pixels = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
     weights = [float(thresholds["variant_weights"][v]) for v in paths]
     check = check_precision(
         out_dir,
@@ -294,10 +302,18 @@ def _export_and_check(
         weights,
         thresholds["thresholds"],
         params.serve_batch_size,
-        params.bf16_max_abs_dp,
-        params.bf16_min_agreement,
+        params.reduced_max_abs_dp,
+        params.reduced_min_agreement,
     )
     return out_dir, check
+
+
+def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cache rows in the given order, read from the memmap in ascending order."""
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), *pixels.shape[1:]), np.uint8)
+    out[order] = pixels[rows[order]]
+    return out
 
 
 def _requirements() -> list[str]:

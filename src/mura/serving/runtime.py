@@ -12,14 +12,21 @@ by ``$MURA_RUNTIME``:
 * ``keras``: the Keras models (use it on GPU hosts).
 
 The optimized path never imports Keras or TensorFlow: processes and images that
-serve with it start in about a second instead of ten. Reduced precision (bf16)
-is allowed only when ``register`` proved it harmless on the validation split
-and the CPU has native bf16; even then it serves only if it is faster on this
-CPU (timed at the first load on a CPU and remembered in
-``~/.cache/mura/precision.json``, keyed by CPU model, OpenVINO version and
-model: on a CPU with AVX512-BF16 but no AMX, OpenVINO's bf16 was measured
-slower than float32). ``$MURA_PRECISION`` (``f32`` or ``bf16``) forces one, for
-benchmarks and operators.
+serve with it start in about a second instead of ten.
+
+Precisions. ``register`` exports the float32 IR and, with ``register.int8``, an
+int8 IR quantized by NNCF on training images (``model_int8.xml``). A reduced
+precision (bf16, int8) is *allowed* only when ``register`` proved it harmless on
+the validation split (``ServingConfig.allowed_precisions``); bf16 also needs a
+CPU with native bf16. Among the allowed ones the runner serves the fastest on
+this CPU, timed at the first load and remembered in
+``~/.cache/mura/precision.json`` (keyed by CPU model, OpenVINO version, model
+and candidates): on a CPU with AVX512-BF16 but no AMX, OpenVINO's bf16 was
+measured slower than float32, int8 (VNNI) 3× faster. Grad-CAM always comes from
+the float32 model, so heatmaps stay exact whatever serves the probabilities
+(an int8 model's feature maps moved normalized heatmaps by up to 0.2).
+``$MURA_PRECISION`` (``f32``, ``bf16`` or ``int8``) forces one, for benchmarks
+and operators.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mura.config import ServingRuntime
+from mura.config import Precision, ServingRuntime
 from mura.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -47,15 +54,20 @@ __all__ = [
     "MODEL_XML",
     "OPTIMIZED_ARTIFACT",
     "RUNTIMES",
+    "INT8_XML",
+    "PRECISIONS",
     "OpenVinoRunner",
+    "available_precisions",
     "cpu_has_bf16",
     "describe",
     "resolve_runtime",
 ]
 
 RUNTIMES: tuple[ServingRuntime, ...] = typing.get_args(ServingRuntime)
-OPTIMIZED_ARTIFACT = "optimized"  # artifact key: a folder holding MODEL_XML (+ .bin) and HEADS_FILE
-MODEL_XML = "model.xml"
+PRECISIONS: tuple[Precision, ...] = typing.get_args(Precision)
+OPTIMIZED_ARTIFACT = "optimized"  # artifact key: a folder holding MODEL_XML (+ .bin), maybe INT8_XML, and HEADS_FILE
+MODEL_XML = "model.xml"  # float32 IR: probabilities + each variant's last feature maps
+INT8_XML = "model_int8.xml"  # the same graph quantized to int8 (register.int8)
 HEADS_FILE = "heads.npz"
 WARM_UP_BUDGET_S = 1.5  # at load, warm further batch sizes while this many seconds suffice
 
@@ -93,23 +105,35 @@ def cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def available_precisions(optimized_dir: Path, allowed: Sequence[str]) -> list[str]:
+    """The allowed precisions this CPU and this export can run: float32 first, then bf16 (native bf16), int8 (its IR)."""
+    out = ["f32"]
+    if "bf16" in allowed and cpu_has_bf16():
+        out.append("bf16")
+    if "int8" in allowed and (Path(optimized_dir) / INT8_XML).is_file():
+        out.append("int8")
+    return out
+
+
 class OpenVinoRunner:
     """The exported variants on OpenVINO's CPU plugin.
 
     Args:
-        xml: the IR file (``model.xml`` next to ``model.bin``).
+        optimized_dir: the ``optimized`` artifact (``model.xml``, maybe ``model_int8.xml``).
         names: variant names, in the order of the model's probability columns.
         batch_size: largest batch run at once (bigger inputs are split).
-        precision: ``bf16`` (allowed: used when this CPU has it and, with ``pick_faster``, when it is
-            faster than float32 here, timed at load) or ``f32``.
+        allowed: precisions proven harmless for this model (``ServingConfig.allowed_precisions``);
+            float32 always is. The fastest of those this CPU runs is served (with ``pick_faster``).
         warm_up: run one image through at load (OpenVINO's first-inference set-up), then each
             further batch size up to ``batch_size`` while that fits in ``WARM_UP_BUDGET_S``: a new
             input shape costs a one-off set-up that matters for small images (measured at 64²: 1.8×
             a warm request; at 320² ≤ 1.5×, where warming every size would cost seconds).
-        pick_faster: with ``precision="bf16"``, time both precisions at load and keep the faster.
+        pick_faster: time every available allowed precision at load and keep the fastest; without
+            it, the most reduced one (int8, then bf16) serves.
         streams: 1 (one request uses every core: the lowest latency, the default) or the number of
             requests a server runs at once, each on its own stream (``mura serve-ui``; measured at 64²
             on 2 cores: 13.3 against 10.6 studies/s).
+        force: serve this precision (``""``: none forced); default ``$MURA_PRECISION``.
 
     Thread-safe: each thread gets its own infer request, and OpenVINO releases the
     GIL while it computes, so concurrent requests overlap.
@@ -119,59 +143,82 @@ class OpenVinoRunner:
 
     def __init__(
         self,
-        xml: Path,
+        optimized_dir: Path,
         names: list[str],
         batch_size: int = 8,
-        precision: str = "f32",
+        allowed: Sequence[str] = ("f32",),
         warm_up: bool = True,
         pick_faster: bool = True,
         streams: int = 1,
+        force: str | None = None,
     ) -> None:
         import openvino as ov
 
-        forced = os.environ.get("MURA_PRECISION")
-        if forced not in (None, "", "f32", "bf16"):
-            raise ConfigError(f"MURA_PRECISION={forced!r}: expected f32 or bf16")
-        if precision == "bf16" and not cpu_has_bf16():
-            logger.info("this CPU has no native bf16: serving in float32")
-            precision = "f32"
-        core = ov.Core()
-        model = core.read_model(str(xml))
+        self.optimized_dir = Path(optimized_dir)
+        forced = (os.environ.get("MURA_PRECISION") if force is None else force) or None
+        if forced is not None and forced not in PRECISIONS:
+            raise ConfigError(f"MURA_PRECISION={forced!r}: expected one of {', '.join(PRECISIONS)}")
+        if forced == "int8" and not (self.optimized_dir / INT8_XML).is_file():
+            raise ConfigError("MURA_PRECISION=int8 but this model has no int8 export (register.int8 was off)")
+        if forced == "bf16" and not cpu_has_bf16():
+            logger.info("MURA_PRECISION=bf16 but this CPU has no native bf16: serving in float32")
+            forced = "f32"
+        self._core = ov.Core()
+        self._streams = streams
+        self._lock = threading.Lock()
         self.names = list(names)
-        self.image_size = int(model.inputs[0].get_partial_shape()[1].get_length())
         self.batch_size = int(batch_size)
         self._local = threading.local()
-        candidates = [forced] if forced else (["bf16", "f32"] if precision == "bf16" and pick_faster else [precision])
-        cache_key = _precision_cache_key(xml, ov.__version__) if len(candidates) > 1 else ""
-        known = _read_precision_cache().get(cache_key)
+        available = available_precisions(self.optimized_dir, allowed)
+        candidates = [forced] if forced else (available if pick_faster else available[-1:])
+        cache_key = _precision_cache_key(self.optimized_dir / MODEL_XML, ov.__version__, candidates)
+        known = _read_precision_cache().get(cache_key) if len(candidates) > 1 else None
         if known in candidates:  # measured on this CPU for this model before: no need to time again
             candidates = [known]
-        one = np.zeros((1, self.image_size, self.image_size, 1), np.uint8)
         compiled, timings = {}, {}
         for candidate in candidates:
-            settings = {"INFERENCE_PRECISION_HINT": candidate, **_scheduling(streams)}
-            compiled[candidate] = core.compile_model(model, "CPU", settings)
+            compiled[candidate] = self._compile(candidate)
             if warm_up or len(candidates) > 1:
+                size = compiled[candidate].inputs[0].get_partial_shape()[1].get_length()
+                one = np.zeros((1, size, size, 1), np.uint8)
                 request = compiled[candidate].create_infer_request()
                 request.infer([one])  # the first inference sets OpenVINO up
                 start = time.perf_counter()
                 request.infer([one])
                 timings[candidate] = time.perf_counter() - start
-        self.precision = min(timings, key=timings.__getitem__) if len(candidates) > 1 else candidates[0]
+        self.precision: str = min(timings, key=timings.__getitem__) if len(candidates) > 1 else candidates[0]
         self.compiled = compiled[self.precision]
+        self.image_size = int(self.compiled.inputs[0].get_partial_shape()[1].get_length())
+        # Grad-CAM reads float32 feature maps (exact heatmaps); compiled when first needed, or by prepare_heatmaps().
+        self._features_compiled = self.compiled if self.precision == "f32" else compiled.get("f32")
         if len(candidates) > 1:
             shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
-            logger.info("bf16 allowed; one image takes %s on this CPU: serving %s", shown, self.precision)
+            logger.info("allowed %s; one image takes %s on this CPU: serving %s", "/".join(candidates), shown, self.precision)
             _write_precision_cache(cache_key, self.precision)
         self.n_outputs = len(self.compiled.outputs)
         if self.n_outputs not in (1, 1 + len(self.names)):
-            raise ValueError(f"{xml} has {self.n_outputs} outputs; expected 1 or {1 + len(self.names)}")
+            raise ValueError(f"{optimized_dir} has {self.n_outputs} outputs; expected 1 or {1 + len(self.names)}")
         if warm_up:
-            self._warm_up(timings.get(self.precision, 0.0))
+            self._warm_up(timings.get(self.precision, 0.0), skip_one=self.precision in timings)
 
-    def _warm_up(self, one_image_s: float) -> None:
+    def _compile(self, precision: str) -> Any:
+        """Compile the IR of ``precision`` (int8 has its own IR; its float ops run in float32)."""
+        xml = self.optimized_dir / (INT8_XML if precision == "int8" else MODEL_XML)
+        hint = "f32" if precision == "int8" else precision
+        settings = {"INFERENCE_PRECISION_HINT": hint, **_scheduling(self._streams)}
+        return self._core.compile_model(self._core.read_model(str(xml)), "CPU", settings)
+
+    def prepare_heatmaps(self) -> None:
+        """Compile and warm the float32 model Grad-CAM uses, if it is not the served one (servers call it at load)."""
+        with self._lock:
+            if self._features_compiled is None:
+                self._features_compiled = self._compile("f32")
+                one = np.zeros((1, self.image_size, self.image_size, 1), np.uint8)
+                self._features_compiled.create_infer_request().infer([one])
+
+    def _warm_up(self, one_image_s: float, skip_one: bool) -> None:
         spent = 0.0
-        for n in range(1, self.batch_size + 1):
+        for n in range(2 if skip_one else 1, self.batch_size + 1):  # one image already ran while timing
             if n > 1 and spent + n * one_image_s > WARM_UP_BUDGET_S:
                 break
             start = time.perf_counter()
@@ -180,12 +227,21 @@ class OpenVinoRunner:
             one_image_s = max(one_image_s, (time.perf_counter() - start) / n)
 
     def _infer(self, pixels: np.ndarray, n_outputs: int = 1) -> list[np.ndarray]:
-        """Run one batch; copy out the first ``n_outputs`` outputs (the feature maps only when asked)."""
-        request = getattr(self._local, "request", None)
+        """Run one batch; copy out the first ``n_outputs`` outputs (the feature maps only when asked).
+
+        With feature maps the float32 model runs (probabilities and heatmaps from one exact pass).
+        """
+        features = n_outputs > 1
+        if features and self._features_compiled is None:
+            self.prepare_heatmaps()
+        compiled: Any = self._features_compiled if features else self.compiled
+        key = "features_request" if features and compiled is not self.compiled else "request"
+        request = getattr(self._local, key, None)
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            request = compiled.create_infer_request()
+            setattr(self._local, key, request)
         result = request.infer([np.ascontiguousarray(pixels[..., None], dtype=np.uint8)])
-        return [np.array(result[self.compiled.outputs[i]]) for i in range(n_outputs)]
+        return [np.array(result[compiled.outputs[i]]) for i in range(n_outputs)]
 
     def _check(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.asarray(pixels)
@@ -233,8 +289,8 @@ def _precision_cache_file() -> Path:
     return Path(base) / "mura" / "precision.json"
 
 
-def _precision_cache_key(xml: Path, openvino_version: str) -> str:
-    """The CPU model, the OpenVINO version and the model's IR: what decides which precision is faster."""
+def _precision_cache_key(xml: Path, openvino_version: str, candidates: Sequence[str]) -> str:
+    """The CPU model, the OpenVINO version, the model's IR and the candidates: what decides which is fastest."""
     cpu = "cpu"
     try:
         cpu = next(
@@ -245,7 +301,7 @@ def _precision_cache_key(xml: Path, openvino_version: str) -> str:
     except (OSError, StopIteration):
         pass
     digest = hashlib.sha256(Path(xml).read_bytes()).hexdigest()[:16]
-    return f"{cpu}|{os.cpu_count()}|{openvino_version}|{digest}"
+    return f"{cpu}|{os.cpu_count()}|{openvino_version}|{digest}|{'/'.join(candidates)}"
 
 
 def _read_precision_cache() -> dict[str, str]:

@@ -103,7 +103,7 @@ class EnsembleService:
     def __init__(
         self, model_paths: dict[str, str], config: ServingConfig, optimized_dir: str | Path | None = None, streams: int = 1
     ) -> None:
-        from mura.serving.runtime import HEADS_FILE, MODEL_XML, OpenVinoRunner, describe, resolve_runtime
+        from mura.serving.runtime import HEADS_FILE, OpenVinoRunner, describe, resolve_runtime
 
         self.config = config
         optimized = Path(optimized_dir) if optimized_dir is not None else None
@@ -115,9 +115,7 @@ class EnsembleService:
             from mura.modeling.gradcam import HeadWeights
 
             names = list(config.variants)
-            self.runner = OpenVinoRunner(
-                optimized / MODEL_XML, names, config.serve_batch_size, config.optimized_precision, streams=streams
-            )
+            self.runner = OpenVinoRunner(optimized, names, config.serve_batch_size, config.allowed_precisions, streams=streams)
             self.heads = HeadWeights.load_all(optimized / HEADS_FILE)
         else:
             from mura.modeling.inference import VariantRunner

@@ -97,6 +97,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     wanted = settings.concurrency or os.cpu_count() or 1
     if predictor is None and settings.forward_url is None:
         predictor = Predictor.load(settings.model_uri, settings.tracking_uri, concurrent=wanted)
+        predictor.prepare_heatmaps()  # the page asks for heatmaps by default
     forwarder = ForwardingPredictor(settings.forward_url) if settings.forward_url else None
     # The optimized runtime is thread-safe and releases the GIL: analyse several studies at once
     # (one per core by default). Keras/TensorFlow serving keeps one study at a time.
