@@ -173,7 +173,7 @@ def main() -> None:
             python_model=str(package / "serving" / "pyfunc.py"),
             code_paths=[str(package)],
             artifacts={CONFIG_ARTIFACT: str(tmp / f"{CONFIG_ARTIFACT}.json"), OPTIMIZED_ARTIFACT: str(optimized), **paths},
-            model_config={"streams": 1},
+            model_config={"streams": 1, "warm_up": True},
             registered_model_name="mura-ensemble",
         )
     env = dict(

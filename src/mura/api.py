@@ -98,7 +98,7 @@ class Predictor:
         self.uri = uri
 
     @classmethod
-    def load(cls, uri: str, tracking_uri: str | None = None, concurrent: int = 1) -> Predictor:
+    def load(cls, uri: str, tracking_uri: str | None = None, concurrent: int = 1, warm_up: bool = True) -> Predictor:
         """Load ``models:/mura-ensemble@champion``, ``models:/mura-ensemble/1`` or a local model folder.
 
         Args:
@@ -106,6 +106,8 @@ class Predictor:
             tracking_uri: MLflow tracking store (default ``$MLFLOW_TRACKING_URI`` or ./mlflow.db).
             concurrent: studies that will be predicted at once (servers); the optimized runtime then
                 gives each its own stream of cores instead of every core to each.
+            warm_up: run each batch size through at load so no first request is slow (servers);
+                a one-shot command (``mura predict``) skips it and starts sooner.
         """
         import mlflow
 
@@ -114,7 +116,7 @@ class Predictor:
 
         store = use_tracking_uri(tracking_uri or default_uri())
         with server_errors(f"loading {uri}", store):
-            model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent})
+            model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent, "warm_up": warm_up})
         return cls(model.unwrap_python_model().service, str(uri))
 
     def prepare_heatmaps(self) -> None:

@@ -115,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from mura.modeling.gradcam import overlay, png_bytes
 
     files = _study_files(args.inputs)
-    predictor = Predictor.load(args.model, args.tracking_uri)
+    predictor = Predictor.load(args.model, args.tracking_uri, warm_up=False)  # one study: no batch sizes to warm
     try:
         result = predictor.predict_study(files, body_part=args.body_part, heatmaps=bool(args.heatmaps))
     except ValueError as exc:

@@ -19,7 +19,7 @@ class MuraEnsemble(PythonModel):
     def load_context(self, context: Any) -> None:
         from mura.serving.service import EnsembleService
 
-        # model_config (mlflow.pyfunc.load_model(..., model_config=...)) may set "streams" (see EnsembleService).
+        # model_config (mlflow.pyfunc.load_model(..., model_config=...)) may set "streams" and "warm_up" (EnsembleService).
         self.service = EnsembleService.from_artifacts(dict(context.artifacts), dict(context.model_config or {}))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:

@@ -230,8 +230,9 @@ def run_register(
                 signature=signature,
                 input_example=example,
                 # Load-time settings a server may change (mlflow.pyfunc.load_model(..., model_config=...)):
-                # "streams", the studies the optimized runtime runs at once (mura serve-ui sets one per core).
-                model_config={"streams": 1},
+                # "streams", the studies the optimized runtime runs at once (mura serve-ui sets one per core);
+                # "warm_up", run each batch size through at load (mura predict, one-shot, turns it off).
+                model_config={"streams": 1, "warm_up": True},
                 registered_model_name=name,
                 pip_requirements=_requirements(),
             )

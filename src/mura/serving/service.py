@@ -98,10 +98,16 @@ class EnsembleService:
         config: the served model's configuration.
         optimized_dir: the ``optimized`` artifact (OpenVINO IR and heads), when the model has one.
         streams: requests the optimized runtime runs at once (1: every core on one request).
+        warm_up: run the batch sizes through at load (servers); a one-shot CLI skips it.
     """
 
     def __init__(
-        self, model_paths: dict[str, str], config: ServingConfig, optimized_dir: str | Path | None = None, streams: int = 1
+        self,
+        model_paths: dict[str, str],
+        config: ServingConfig,
+        optimized_dir: str | Path | None = None,
+        streams: int = 1,
+        warm_up: bool = True,
     ) -> None:
         from mura.serving.runtime import HEADS_FILE, OpenVinoRunner, describe, resolve_runtime
 
@@ -115,7 +121,9 @@ class EnsembleService:
             from mura.modeling.gradcam import HeadWeights
 
             names = list(config.variants)
-            self.runner = OpenVinoRunner(optimized, names, config.serve_batch_size, config.allowed_precisions, streams=streams)
+            self.runner = OpenVinoRunner(
+                optimized, names, config.serve_batch_size, config.allowed_precisions, warm_up=warm_up, streams=streams
+            )
             self.heads = HeadWeights.load_all(optimized / HEADS_FILE)
         else:
             from mura.modeling.inference import VariantRunner
@@ -133,8 +141,10 @@ class EnsembleService:
         from mura.serving.runtime import OPTIMIZED_ARTIFACT
 
         config = ServingConfig.load(artifacts[CONFIG_ARTIFACT])
-        streams = int((model_config or {}).get("streams", 1))
-        return cls({name: artifacts[name] for name in config.variants}, config, artifacts.get(OPTIMIZED_ARTIFACT), streams)
+        settings = model_config or {}
+        paths = {name: artifacts[name] for name in config.variants}
+        warm_up = bool(settings.get("warm_up", True))
+        return cls(paths, config, artifacts.get(OPTIMIZED_ARTIFACT), int(settings.get("streams", 1)), warm_up)
 
     def decode(self, rows: list[tuple[bytes, str]]) -> tuple[np.ndarray, list[str]]:
         """Model pixels and scope warnings (``"; "``-joined, empty when none) for each row.
