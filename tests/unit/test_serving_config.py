@@ -64,6 +64,15 @@ def test_version_1_still_loads() -> None:
     assert loaded.validation_for("XR_WRIST") == loaded.validation_per_body_part["all"]
 
 
+@pytest.mark.parametrize("precision,allowed", [("bf16", ("f32", "bf16")), ("f32", ("f32",))])
+def test_version_3_keeps_its_precision_choice(precision: str, allowed: tuple[str, ...]) -> None:
+    """Schema 3 had one field: bf16 allowed or not. Schema 4 lists the allowed precisions (int8 never, for v3)."""
+    v3 = {**json.loads(json.dumps(CONFIG.to_dict())), "schema_version": 3, "optimized_precision": precision}
+    del v3["allowed_precisions"]
+    loaded = ServingConfig.from_dict(v3)
+    assert loaded.allowed_precisions == allowed and loaded.schema_version == SCHEMA_VERSION
+
+
 def test_a_newer_schema_fails_with_one_line() -> None:
     with pytest.raises(ConfigError, match=f"schema version {SCHEMA_VERSION + 1}; .* reads versions 1-{SCHEMA_VERSION}"):
         ServingConfig.from_dict({**json.loads(json.dumps(CONFIG.to_dict())), "schema_version": SCHEMA_VERSION + 1})
