@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -94,7 +95,8 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     package = Path(mura.__file__).parent
-    with mlflow.start_run():
+    experiment = mlflow.create_experiment("web-load", artifact_location=(store / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
         mlflow.pyfunc.log_model(
             name="model",
             python_model=str(package / "serving" / "pyfunc.py"),
@@ -130,6 +132,7 @@ def main() -> None:
             "at once (`mura serve-ui --concurrency`). Heatmaps are computed for every request, as the page shows them.",
         ],
     )
+    shutil.rmtree(store, ignore_errors=True)
 
 
 def _load(runtime: str, uri: str, model: str, clients: int, seconds: float) -> str:
