@@ -171,8 +171,10 @@ class OpenVinoRunner:
         self._local = threading.local()
         available = available_precisions(self.optimized_dir, allowed)
         candidates = [forced] if forced else (available if pick_faster else available[-1:])
-        cache_key = _precision_cache_key(self.optimized_dir / MODEL_XML, ov.__version__, candidates)
-        known = _read_precision_cache().get(cache_key) if len(candidates) > 1 else None
+        # Only a choice needs the cache (hashing the IR is skipped when one precision is possible).
+        choice = len(candidates) > 1
+        cache_key = _precision_cache_key(self.optimized_dir / MODEL_XML, ov.__version__, candidates) if choice else ""
+        known = _read_precision_cache().get(cache_key) if cache_key else None
         if known in candidates:  # measured on this CPU for this model before: no need to time again
             candidates = [known]
         compiled, timings = {}, {}
