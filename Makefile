@@ -43,8 +43,8 @@ serve: $(STAMP)  ## serve the demo's registered ensemble: mlflow models serve on
 ui: $(STAMP)  ## web interface on the demo's champion model, http://127.0.0.1:$(UI_PORT)
 	MLFLOW_TRACKING_URI=$(DEMO_STORE) mura serve-ui --model models:/mura-ensemble@champion --port $(UI_PORT)
 
-mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store, http://127.0.0.1:5001
-	cd $(DEMO) && mlflow ui --backend-store-uri $(DEMO_STORE) -h 127.0.0.1 -p 5001
+mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store; prints the runs table's address (port 5001)
+	cd $(DEMO) && mura mlflow-ui --tracking-uri $(DEMO_STORE) --port 5001
 
 test: lint  ## lint, then the whole test suite (installs Chromium and PostgreSQL from Debian if missing)
 	scripts/ensure-system.sh

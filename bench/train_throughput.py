@@ -1,18 +1,31 @@
-"""Training throughput of the project's own training step: feeding from the uint8 cache
-(``CacheBatches``), one-pass affine augmentation and the model, per architecture.
+"""Training throughput of the project's own training step, against Keras's default set-up, in one run.
 
-Compile time (first epoch) and steady-state images/s are measured separately and printed
-as they come. Runs on any Keras backend: on a GPU machine without TensorFlow use
-``KERAS_BACKEND=jax python bench/train_throughput.py --size 320 --batch 64 --precision mixed_bfloat16``.
-Appends to bench/RESULTS.md with the device name.
+Each set-up runs in its own process (the allocator and TensorFlow's generator "memory patch"
+are process-wide, so they cannot be compared in one process):
+
+- ``keras-default`` (the baseline): the ``PyDataset`` given to ``model.fit`` as it is (Keras wraps
+  it in ``tf.data.Dataset.from_generator``, whose kernel fixes glibc's trim threshold), glibc's malloc.
+- ``jemalloc``: the same feed with Debian's jemalloc preloaded (``LD_PRELOAD``; skipped when absent).
+- ``project``: what ``stages/train.py`` does: :func:`mura.modeling.feed.fit_input` (``tf.data`` over
+  the cache), glibc's malloc.
+- ``project+jemalloc``: both.
+
+Per set-up: first epoch (compile + steps), steady images/s, and during the steady epochs the
+share of CPU time spent in the kernel and the page faults per second. Runs on any Keras
+backend (on a GPU machine without TensorFlow: ``KERAS_BACKEND=jax python bench/train_throughput.py
+--size 320 --batch 64 --precision mixed_bfloat16 --setups project``). Appends to bench/RESULTS.md.
 
 Usage: python bench/train_throughput.py [--archs densenet169,resnet101] [--size 64] [--batch 16]
-       [--precision float32] [--steps 12]
+       [--precision float32] [--steps 24] [--epochs 1] [--setups keras-default,jemalloc,project,project+jemalloc]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +34,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append, machine  # noqa: E402
+
+SETUPS = {  # name -> (jemalloc, tf.data feed)
+    "keras-default": (False, False),
+    "jemalloc": (True, False),
+    "project": (False, True),
+    "project+jemalloc": (True, True),
+}
+JEMALLOC = next(iter(sorted(Path("/usr/lib").glob("*-linux-gnu/libjemalloc.so.2"))), None)
 
 
 def device_name() -> str:
@@ -48,16 +69,17 @@ def device_name() -> str:
     return f"{machine()} ({backend})"
 
 
-def measure(arch: str, size: int, batch: int, precision: str, steps: int, build_optimizer: bool = True) -> tuple[float, float]:
-    """(first-epoch seconds including compilation, steady images/s) for one architecture.
+def _cpu() -> tuple[float, float, int]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime, usage.ru_minflt
 
-    ``build_optimizer=False`` reproduces Keras's lazy optimizer build (the baseline:
-    on TensorFlow the first step is then traced twice).
-    """
+
+def measure(arch: str, size: int, batch: int, precision: str, steps: int, epochs: int, tf_data: bool) -> dict[str, float]:
+    """First epoch and steady-state figures of one architecture in this process."""
     import keras
 
     from mura.config import AugmentParams, ModelSpec
-    from mura.modeling.feed import CacheBatches
+    from mura.modeling.feed import CacheBatches, fit_input
     from mura.modeling.models import build_model
     from mura.modeling.train import compile_model
 
@@ -68,46 +90,100 @@ def measure(arch: str, size: int, batch: int, precision: str, steps: int, build_
     pixels = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
     labels = rng.integers(0, 2, n)
     batches = CacheBatches(pixels, np.arange(n), labels, batch, shuffle=True, seed=0, sample_weights=np.ones(n), workers=2)
+    data = fit_input(batches) if tf_data else batches
     model = build_model(ModelSpec(arch), size, "none", AugmentParams(), seed=0)
-    compile_model(model, 1e-4, build_optimizer=build_optimizer)
+    compile_model(model, 1e-4)
     t0 = time.perf_counter()
-    model.fit(batches, epochs=1, verbose=0)
+    model.fit(data, epochs=1, verbose=0)
     first = time.perf_counter() - t0
-    how = "optimizer built up front" if build_optimizer else "lazy optimizer (Keras default)"
-    print(f"{arch}: first epoch (compile + {steps} steps, {how}) {first:.1f} s", flush=True)
+    user0, sys0, faults0 = _cpu()
     t0 = time.perf_counter()
-    model.fit(batches, epochs=2, initial_epoch=1, verbose=0)
-    rate = n / (time.perf_counter() - t0)
-    print(f"{arch}: {rate:.1f} images/s", flush=True)
-    return first, rate
+    model.fit(data, epochs=1 + epochs, initial_epoch=1, verbose=0)
+    wall = time.perf_counter() - t0
+    user1, sys1, faults1 = _cpu()
+    cpu = (user1 - user0) + (sys1 - sys0)
+    return {
+        "first_epoch_s": first,
+        "images_per_s": epochs * n / wall,
+        "kernel_share": (sys1 - sys0) / cpu if cpu else 0.0,
+        "cores_busy": cpu / wall,
+        "faults_per_s": (faults1 - faults0) / wall,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    """One set-up, one architecture: print its figures as one JSON line."""
+    tf_data = SETUPS[args.child][1]
+    figures = measure(args.archs, args.size, args.batch, args.precision, args.steps, args.epochs, tf_data)
+    allocator = "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
+    print("RESULT " + json.dumps({**figures, "allocator": allocator, "device": device_name()}), flush=True)
+
+
+def run_setup(setup: str, arch: str, args: argparse.Namespace) -> dict[str, float]:
+    """Run one set-up in a fresh process (glibc's malloc unless the set-up preloads jemalloc)."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    if SETUPS[setup][0]:
+        env["LD_PRELOAD"] = str(JEMALLOC)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = [sys.executable, __file__, "--child", setup, "--archs", arch]
+    command += ["--size", str(args.size), "--batch", str(args.batch), "--precision", args.precision]
+    command += ["--steps", str(args.steps), "--epochs", str(args.epochs)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"{setup}/{arch} failed:\n{out.stderr[-3000:]}")
+    figures: dict[str, float] = json.loads(lines[-1][len("RESULT ") :])
+    print(f"{arch} {setup}: {json.dumps(figures)}", flush=True)
+    return figures
 
 
 def main() -> None:
-    """Measure each architecture and record."""
+    """Measure each architecture under each set-up and record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default="densenet169,resnet101")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--precision", default="float32")
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--no-baseline", action="store_true", help="skip the lazy-optimizer compile baseline")
+    parser.add_argument("--steps", type=int, default=24, help="training steps per epoch")
+    parser.add_argument("--epochs", type=int, default=1, help="steady epochs measured after the first")
+    parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
+    parser.add_argument("--child", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    setups = args.setups.split(",")
+    if JEMALLOC is None and any(SETUPS[s][0] for s in setups if s in SETUPS):
+        print("jemalloc is not installed (Debian: libjemalloc2): its set-ups are skipped", flush=True)
+        setups = [s for s in setups if s not in SETUPS or not SETUPS[s][0]]
+    unknown = sorted(set(setups) - set(SETUPS))
+    if unknown:
+        parser.error(f"unknown set-up(s) {unknown}; choose from {list(SETUPS)}")
     rows = [
-        "| architecture | image size | batch | precision | first epoch, lazy optimizer (baseline) "
-        "| first epoch, optimizer built up front | images/s |",
-        "|---|---|---|---|---|---|---|",
+        "| architecture | image size | batch | set-up | allocator | first epoch | images/s | vs keras-default "
+        "| kernel share of CPU | cores busy | page faults/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    device = None
     for arch in args.archs.split(","):
-        lazy = None if args.no_baseline else measure(arch, args.size, args.batch, args.precision, args.steps, False)[0]
-        first, rate = measure(arch, args.size, args.batch, args.precision, args.steps)
-        shown = "—" if lazy is None else f"{lazy:.1f} s"
-        rows.append(f"| {arch} | {args.size}² | {args.batch} | {args.precision} | {shown} | {first:.1f} s | {rate:.1f} |")
+        base = None
+        for setup in setups:
+            f = run_setup(setup, arch, args)
+            device = device or str(f["device"])
+            base = f["images_per_s"] if setup == "keras-default" else base
+            ratio = f"{f['images_per_s'] / base:.2f}×" if base else "—"
+            rows.append(
+                f"| {arch} | {args.size}² | {args.batch} | {setup} | {f['allocator']} | {f['first_epoch_s']:.1f} s "
+                f"| {f['images_per_s']:.1f} | {ratio} | {f['kernel_share']:.0%} | {f['cores_busy']:.2f} "
+                f"| {f['faults_per_s']:,.0f} |"
+            )
     rows += [
         "",
-        "Project training step: uint8 cache → CacheBatches → RandomAffine (one resampling) → backbone + head, "
-        "class-weighted BCE, Adam. Random init (same compute as ImageNet weights).",
+        f"{args.steps} steps per epoch, {args.precision}; figures after the first epoch over {args.epochs} epoch(s). "
+        "Each set-up in its own process. Project training step: uint8 cache → RandomAffine → backbone + head, "
+        "class-weighted BCE, Adam; random init (same compute as ImageNet weights).",
     ]
-    append("training throughput", rows, device=device_name())
+    append("training throughput: Keras's default set-up vs the project's", rows, device=device)
 
 
 if __name__ == "__main__":

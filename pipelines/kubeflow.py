@@ -111,11 +111,12 @@ def task_name(stage: str) -> str:
 def _component(name: str, image: str, script: str) -> Callable[..., Any]:
     """A container component named ``name`` running ``script`` (sh) in the pipeline workspace."""
 
-    def component(workspace: str) -> dsl.ContainerSpec:
+    def component(workspace: str, pipeline_run: str) -> dsl.ContainerSpec:
+        # $0 workspace, $1 the KFP run's id: the stage's MLflow run is tagged with it (mura.pipeline_run)
         return dsl.ContainerSpec(
             image=image,
             command=["sh", "-ec"],
-            args=[f'cd "$0/{RUN_DIR}" && {script}', workspace],
+            args=[f'export MURA_PIPELINE_RUN_ID="kfp-$1" && cd "$0/{RUN_DIR}" && {script}', workspace, pipeline_run],
         )
 
     component.__name__ = name.replace("-", "_")
@@ -175,7 +176,7 @@ def build_pipeline(settings: ClusterSettings, stages: list[Stage] | None = None)
         prepared.set_display_name(PREPARE).set_caching_options(False)
         tasks: dict[str, Any] = {}
         for stage in order:
-            task = ops[stage.name](workspace=dsl.WORKSPACE_PATH_PLACEHOLDER)
+            task = ops[stage.name](workspace=dsl.WORKSPACE_PATH_PLACEHOLDER, pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
             task.set_display_name(stage.name).set_caching_options(False)
             upstream = [tasks[u] for u in stage.upstream] or [prepared]
             task.after(*upstream)

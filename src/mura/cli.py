@@ -165,6 +165,58 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
     serve(settings, host=args.host, port=args.port)
 
 
+def cmd_mlflow_ui(args: argparse.Namespace) -> None:
+    """Start the MLflow UI on a local store (or point at a tracking server's) and print the runs table's address."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+    import webbrowser
+
+    from mura.errors import MuraError
+    from mura.tracking import find_experiment_id, is_server, redact, runs_url, tracking_uri
+
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    uri = tracking_uri()
+    experiment = find_experiment_id(args.experiment)
+    if is_server(uri):  # a tracking server is its own UI
+        url = runs_url(redact(uri), experiment)
+        print(f"MLflow UI (the tracking server): {url}")
+        if args.open:
+            webbrowser.open(url)
+        return
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "-h", args.host, "-p", str(args.port)]
+    server = subprocess.Popen(command, env=env)
+    base = f"http://{args.host}:{args.port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise MuraError(f"`mlflow ui` exited with code {server.returncode} (is port {args.port} free?)")
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise MuraError(f"`mlflow ui` did not answer on {base} within 60 s") from None
+                time.sleep(0.3)
+        url = runs_url(base, experiment)
+        print(f"MLflow UI, runs of experiment {args.experiment or 'mura'}: {url}", flush=True)
+        if experiment is None:
+            print("(no run logged in this store yet: run `dvc repro` or `make demo` first)", flush=True)
+        if args.open:
+            webbrowser.open(url)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -246,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=0, help="studies analysed at once on the optimized runtime (default: one per core)"
     )
     ui.set_defaults(func=cmd_serve_ui)
+
+    mui = sub.add_parser(
+        "mlflow-ui",
+        help="open the MLflow UI on the runs table (make mlflow-ui)",
+        description="Start `mlflow ui` on the local tracking store (telemetry off) and print the address of the "
+        "experiment's runs table in model-training mode; with a tracking server, print its address only.",
+    )
+    mui.add_argument("--tracking-uri", default=None, help=tracking_help)
+    mui.add_argument("--experiment", default=None, help="experiment name (default $MLFLOW_EXPERIMENT_NAME or mura)")
+    mui.add_argument("--host", default="127.0.0.1")
+    mui.add_argument("--port", type=int, default=5001)
+    mui.add_argument("--open", action="store_true", help="also open the address in the default browser")
+    mui.set_defaults(func=cmd_mlflow_ui)
     return parser
 
 

@@ -123,6 +123,7 @@ class ModelSpec:
     oversample_abnormal: bool = False
     dense_units: int = 512
     dropout: float = 0.5
+    learning_rate: float | None = None  # this variant's own rate; None: train.learning_rate
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,16 @@ import dataclasses
 import hashlib
 import logging
 import os
+import socket
 import subprocess
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
 
 from mura.errors import MuraError, TrackingError
 
@@ -141,13 +145,120 @@ def server_errors(doing: str, uri: str | None = None) -> Iterator[None]:
         raise tracking_failure(exc, uri, doing) from None
 
 
+# Set by DVC in every stage's environment during `dvc exp run` (workspace or queued).
+DVC_EXP_NAME = "DVC_EXP_NAME"
+DVC_EXP_BASELINE_REV = "DVC_EXP_BASELINE_REV"
+PIPELINE_RUN_ENV = "MURA_PIPELINE_RUN_ID"
+PIPELINE_RUN_TAG = "mura.pipeline_run"
+DVC_EXP_TAG = "dvc.exp_name"
+DVC_BASELINE_TAG = "dvc.exp_baseline_rev"
+
+
 def source_tags() -> dict[str, str]:
-    """Run tags naming the code: ``git_commit`` and MLflow's own ``mlflow.source.git.commit`` (shown in its UI)."""
+    """Run tags naming the code, the pipeline run and the DVC experiment a stage's run belongs to.
+
+    ``git_commit`` and MLflow's own ``mlflow.source.git.commit`` (shown in its UI);
+    ``mura.pipeline_run`` (:func:`pipeline_run_id`), shared by the stage runs of one
+    ``dvc repro``, ``dvc exp run`` or Kubeflow run; during ``dvc exp run`` also the
+    experiment's name and baseline revision (``dvc.exp_name``, ``dvc.exp_baseline_rev``).
+    """
     commit = git_commit()
     tags = {"git_commit": commit, "mlflow.source.git.commit": commit}
     if os.environ.get("MURA_PARENT_RUN_ID"):  # launched by `mlflow run`: shown nested under its run
         tags["mlflow.parentRunId"] = os.environ["MURA_PARENT_RUN_ID"]
+    pipeline = pipeline_run_id()
+    if pipeline:
+        tags[PIPELINE_RUN_TAG] = pipeline
+    if os.environ.get(DVC_EXP_NAME):
+        tags[DVC_EXP_TAG] = os.environ[DVC_EXP_NAME]
+    if os.environ.get(DVC_EXP_BASELINE_REV):
+        tags[DVC_BASELINE_TAG] = os.environ[DVC_EXP_BASELINE_REV]
     return tags
+
+
+def _process(pid: int) -> tuple[int, str, str] | None:
+    """(parent pid, start time in clock ticks, command line) of a Linux process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return int(fields[1]), fields[19], cmdline
+
+
+def _dvc_ancestor() -> str | None:
+    """``<pid>-<start ticks>`` of the ``dvc`` process that started this stage (Linux), else None."""
+    pid = os.getppid()
+    for _ in range(8):
+        found = _process(pid)
+        if found is None or pid <= 1:
+            return None
+        parent, started, cmdline = found
+        words = cmdline.split()
+        if any(Path(word).name == "dvc" for word in words[:3]):  # dvc, python dvc, python -m dvc
+            return f"{pid}-{started}"
+        pid = parent
+    return None
+
+
+def pipeline_run_id() -> str | None:
+    """An id shared by the stage runs of one pipeline run, so the MLflow UI can group them.
+
+    ``$MURA_PIPELINE_RUN_ID`` when set (the Kubeflow pipeline sets it to its run id); during
+    ``dvc exp run`` the experiment's name; under ``dvc repro`` a hash of the ``dvc`` process
+    (its pid and start time: one value per ``dvc repro``); None for a stage started by hand.
+    """
+    if os.environ.get(PIPELINE_RUN_ENV):
+        return os.environ[PIPELINE_RUN_ENV]
+    if os.environ.get(DVC_EXP_NAME):
+        return f"dvc-exp-{os.environ[DVC_EXP_NAME]}"
+    ancestor = _dvc_ancestor()
+    if ancestor is None:
+        return None
+    return "dvc-repro-" + hashlib.sha256(f"{socket.gethostname()}:{ancestor}".encode()).hexdigest()[:12]
+
+
+# How each split is used, in MLflow's dataset-input vocabulary (the runs table's Dataset column).
+SPLIT_CONTEXTS = {"train": "training", "valid": "validation", "test": "test"}
+DATASET_COLUMNS = ["image_id", "dataset", "body_part", "patient_id", "study_id", "label"]
+
+
+def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequence[str]) -> list[tuple[Any, str]]:
+    """MLflow datasets, one per split, with the context each is used in (``training``, ...).
+
+    Name: the datasets and the split (``synthetic-mura+fracture/train`` for phantoms, so
+    synthetic data is never mistaken for a clinical set); digest: the first 32 hex digits
+    of :func:`dataset_fingerprint` (MLflow stores at most 36 characters; the whole
+    fingerprint is the runs' ``dataset_fingerprint`` tag); source: the DVC-tracked
+    ``images.csv``; schema and row count from the split's rows.
+    """
+    from mlflow.data import from_pandas
+
+    images = pd.read_csv(images_csv)
+    split = pd.read_csv(split_csv, usecols=["image_id", "split"])
+    rows = images.merge(split, on="image_id", how="inner")
+    digest = dataset_fingerprint(images_csv, split_csv)[:32]
+    synthetic = "synthetic" in images and bool(images["synthetic"].any())
+    names = "+".join(sorted(rows["dataset"].astype(str).unique())) or "empty"
+    prefix = "synthetic-" if synthetic else ""
+    source = Path(images_csv).resolve().as_uri()
+    out = []
+    for name in splits:
+        part = rows.loc[rows["split"] == name, [c for c in DATASET_COLUMNS if c in rows]].reset_index(drop=True)
+        with warnings.catch_warnings():  # MLflow registers two equal resolvers for file: URIs and says so
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = from_pandas(part, source=source, name=f"{prefix}{names}/{name}", digest=digest, targets="label")
+        out.append((dataset, SPLIT_CONTEXTS.get(name, name)))
+    return out
+
+
+def log_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequence[str]) -> None:
+    """Log each of ``splits`` as a dataset input of the active MLflow run (:func:`split_datasets`)."""
+    import mlflow
+
+    for dataset, context in split_datasets(images_csv, split_csv, splits):
+        mlflow.log_input(dataset, context=context)
 
 
 def dataset_fingerprint(*files: str | Path) -> str:
@@ -181,3 +292,30 @@ def flatten_params(prefix: str, value: Any) -> dict[str, Any]:
     if isinstance(value, (list, tuple)):
         return {prefix: ",".join(map(str, value))}
     return {prefix: value}
+
+
+# MLflow 3's UI opens an experiment on its GenAI pages unless told otherwise; the workflow switch
+# reads this query parameter (and remembers it in the browser), so our links open the runs table.
+UI_WORKFLOW_QUERY = "workflowType=machine_learning"
+
+
+def runs_url(base_url: str, experiment_id: str | None) -> str:
+    """The MLflow UI address of an experiment's runs table, in model-training mode (pure).
+
+    Without an experiment id (no run logged yet), the UI's experiment list.
+    """
+    base = base_url.rstrip("/")
+    if experiment_id is None:
+        return f"{base}/#/experiments?{UI_WORKFLOW_QUERY}"
+    return f"{base}/#/experiments/{experiment_id}/runs?{UI_WORKFLOW_QUERY}"
+
+
+def find_experiment_id(name: str | None = None) -> str | None:
+    """Id of the experiment ``name`` (default: ``$MLFLOW_EXPERIMENT_NAME`` or ``mura``) in the current store, or None."""
+    import mlflow
+
+    use_tracking_uri(tracking_uri())
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    with server_errors(f"looking up experiment {name!r}"):
+        found = mlflow.get_experiment_by_name(name)
+    return None if found is None else str(found.experiment_id)

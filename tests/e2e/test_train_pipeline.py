@@ -15,7 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -25,6 +27,7 @@ from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.workspace import create_workspace
 from tests.conftest import NO_SEED_VARIANTS
+from tests.e2e.test_browser import ARTIFACTS, browser  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +112,147 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
     registered = json.loads((workspace / "reports/register.json").read_text())
     assert registered["model_name"] == "mura-ensemble" and registered["version"] == 1 and registered["champion"]
     assert "metrics.json" in _dvc(workspace, "metrics", "show")
+
+
+def _mura_runs(workspace: Path) -> dict[str, Any]:
+    import mlflow
+
+    mlflow.set_tracking_uri(_env(workspace)["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["mura"], output_format="list", order_by=["attributes.start_time ASC"])
+    return {run.info.run_name: run for run in runs}  # the latest run of each name
+
+
+def test_runs_record_their_datasets_pipeline_run_and_headline_metrics(workspace: Path) -> None:
+    from mura.tracking import dataset_fingerprint
+
+    runs = _mura_runs(workspace)
+    digest = dataset_fingerprint(workspace / "data/interim/images.csv", workspace / "data/processed/split.csv")[:32]
+
+    def inputs(name: str) -> dict[str, str]:
+        found = {}
+        for item in runs[name].inputs.dataset_inputs:
+            assert item.dataset.digest == digest and item.dataset.source_type == "local"
+            context = {tag.key: tag.value for tag in item.tags}["mlflow.data.context"]
+            found[item.dataset.name] = context
+        return found
+
+    for variant in ("tiny_a", "tiny_b"):
+        assert inputs(variant) == {"synthetic-mura/train": "training", "synthetic-mura/valid": "validation"}
+    assert inputs("ensemble") == {
+        "synthetic-mura/train": "training",
+        "synthetic-mura/valid": "validation",
+        "synthetic-mura/test": "test",
+    }
+    # One `dvc repro`: one pipeline run id on every stage's run.
+    pipeline = {runs[name].data.tags.get("mura.pipeline_run") for name in ("tiny_a", "tiny_b", "ensemble")}
+    assert len(pipeline) == 1 and next(iter(pipeline)).startswith("dvc-repro-")
+    # The ensemble's headline figures are top-level metrics, equal to reports/metrics.json.
+    metrics = json.loads((workspace / "reports/metrics.json").read_text())
+    study = metrics["test"]["ensemble"]["study"]["default"]
+    logged = runs["ensemble"].data.metrics
+    assert logged["test_study_kappa"] == pytest.approx(study["kappa"], abs=1e-12)
+    assert logged["test_study_accuracy"] == pytest.approx(study["accuracy"], abs=1e-12)
+    assert "valid_image_kappa" in logged and "test_study_kappa_high_sensitivity" in logged
+
+
+def test_dvc_experiment_runs_are_tagged_and_match_dvc_exp_show(workspace: Path, tmp_path: Path) -> None:
+    """`dvc exp run -S ...` in a git checkout: the MLflow runs carry the experiment's name and
+    baseline revision, and report the metrics `dvc exp show` reports for that experiment."""
+    import shutil
+
+    ws = tmp_path / "exp"
+    shutil.copytree(workspace, ws, symlinks=True)
+    env = dict(_env(ws), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x")
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(list(cmd), cwd=ws, env=env, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        return proc.stdout
+
+    run("git", "init", "-q")
+    run("dvc", "config", "core.no_scm", "false")
+    (ws / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "baseline")
+    baseline = run("git", "rev-parse", "HEAD").strip()
+    run("dvc", "exp", "run", "-n", "lr-up", "-S", "train.epochs=1", "-S", "models.tiny_a.learning_rate=0.002")
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    tagged = mlflow.search_runs(
+        experiment_names=["mura"], filter_string="tags.`dvc.exp_name` = 'lr-up'", output_format="list"
+    )
+    by_name = {r.info.run_name: r for r in tagged}
+    assert set(by_name) == {"tiny_a", "tiny_b", "ensemble"}
+    assert {r.data.tags["dvc.exp_baseline_rev"] for r in tagged} == {baseline}
+    assert {r.data.tags["mura.pipeline_run"] for r in tagged} == {"dvc-exp-lr-up"}
+    assert by_name["tiny_a"].data.params["train.learning_rate"] == "0.002"
+    assert by_name["tiny_b"].data.params["train.learning_rate"] == "0.001"  # the shared rate
+    assert by_name["tiny_a"].data.params["train.epochs"] == "1"
+
+    def find(node: Any) -> dict[str, Any] | None:  # the experiment's entry, wherever `exp show` nests it
+        if isinstance(node, dict):
+            if node.get("name") == "lr-up" and "data" in node:
+                return node
+            node = list(node.values())
+        if isinstance(node, list):
+            for item in node:
+                hit = find(item)
+                if hit is not None:
+                    return hit
+        return None
+
+    shown = find(json.loads(run("dvc", "exp", "show", "--json")))
+    assert shown is not None
+    files = shown["data"]["metrics"]
+    for variant in ("tiny_a", "tiny_b"):
+        dvc_auc = files[f"reports/train/{variant}/metrics.json"]["data"]["val_auc"]
+        assert by_name[variant].data.metrics["best_val_auc"] == pytest.approx(dvc_auc, abs=1e-9)
+    dvc_kappa = files["reports/metrics.json"]["data"]["test"]["ensemble"]["study"]["default"]["kappa"]
+    assert by_name["ensemble"].data.metrics["test_study_kappa"] == pytest.approx(dvc_kappa, abs=1e-12)
+
+
+def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path, browser: Any) -> None:  # noqa: F811
+    """`mura mlflow-ui` (what `make mlflow-ui` runs) prints an address whose first screen, in a fresh
+    browser profile, is the runs table of our experiment with the Dataset column filled."""
+    import socket
+    import threading
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = _env(workspace)["MLFLOW_TRACKING_URI"]
+    cmd = [sys.executable, "-m", "mura.cli", "mlflow-ui", "--tracking-uri", uri, "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, cwd=workspace, env=_env(workspace), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any("http://" in line for line in lines):
+            assert proc.poll() is None, "mura mlflow-ui exited"
+            time.sleep(0.3)
+        url = next(line for line in lines if "http://" in line).split()[-1]
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and url.endswith("/runs?workflowType=machine_learning")
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})  # a fresh profile: empty storage
+        page = context.new_page()
+        page.goto(url)
+        for name in ("tiny_a", "tiny_b", "ensemble"):
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("synthetic-mura/train").first.wait_for(timeout=30_000)
+        text = page.inner_text("body")
+        assert "Detect issues in your traces" not in text  # not the GenAI overview
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "mlflow-runs.png"))
+        telemetry = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/3.0/mlflow/ui-telemetry").read())
+        assert telemetry["disable_ui_telemetry"] is True
+        context.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_pipeline_is_reproducible(workspace: Path, repo_root: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.evaluation.evaluate import curves, evaluation_table, headline_metrics
+from mura.evaluation.evaluate import curves, evaluation_table, headline_metrics, run_metrics
 
 # Two studies of patient a (wrist, abnormal: views .9 and .7; wrist, normal: .6 and .2),
 # one study of patient b (elbow, normal: .1), on the valid split, one variant "m".
@@ -90,6 +90,22 @@ def test_headline_metrics_nesting_and_nan_as_none(table: pd.DataFrame) -> None:
     assert set(metrics["valid"]["m"]) == {"image", "study"}
     one_class = headline_metrics(table.assign(roc_auc=np.nan))
     assert one_class["valid"]["m"]["image"]["default"]["roc_auc"] is None
+
+
+def test_run_metrics_flat_names_per_split_level_and_point(table: pd.DataFrame) -> None:
+    flat = run_metrics(headline_metrics(table), model="m")
+    # Study level at 0.5 is all right (accuracy 1, kappa 1); image level precision 2/3 (see PREDICTIONS).
+    assert flat["valid_study_accuracy"] == 1.0 and flat["valid_study_kappa"] == 1.0
+    assert flat["valid_image_precision"] == pytest.approx(2 / 3)
+    # The other operating point carries its name; nothing but the six metrics (no counts, no threshold).
+    assert "valid_study_kappa_high_sensitivity" in flat
+    assert not any(k.endswith(("_n", "_tp", "_threshold")) for k in flat)
+    assert {k.split("_", 2)[2].removesuffix("_high_sensitivity") for k in flat} == {
+        "accuracy", "precision", "recall", "f1", "roc_auc", "kappa"
+    }
+    undefined = run_metrics(headline_metrics(table.assign(roc_auc=np.nan)), model="m")
+    assert not any("roc_auc" in k for k in undefined)
+    assert run_metrics(headline_metrics(table), model="absent") == {}
 
 
 def test_curves_long_format() -> None:

@@ -61,3 +61,56 @@ def test_drop_remainder_serves_only_full_batches() -> None:
     assert seen == set(range(7))
     small = CacheBatches(pixels[:2], np.arange(2), np.zeros(2), batch_size=3, drop_remainder=True)
     assert len(small) == 1 and len(small[0][0]) == 2  # fewer rows than a batch: keep them
+
+
+def test_fit_input_serves_the_same_batches_in_each_epochs_order() -> None:
+    """On TensorFlow the tf.data pipeline yields exactly ``batches[i]``, following ``set_epoch``."""
+    import keras
+
+    from mura.modeling.feed import fit_input
+
+    assert keras.backend.backend() == "tensorflow"
+    pixels = np.arange(9, dtype=np.uint8)[:, None, None] * np.ones((1, 3, 3), np.uint8)
+    batches = CacheBatches(
+        pixels, np.arange(9), np.arange(9) % 2, batch_size=4, shuffle=True, seed=3, sample_weights=np.ones(9), drop_remainder=True
+    )
+    data = fit_input(batches)
+    assert data is not batches and data.element_spec[0].shape.as_list() == [4, 3, 3, 1]  # static: one trace
+    for epoch in (0, 1, 0):
+        batches.set_epoch(epoch)
+        got = [tuple(np.asarray(a) for a in item) for item in data]
+        want = [batches[i] for i in range(len(batches))]
+        assert len(got) == len(want) == 2
+        for g, w in zip(got, want, strict=True):
+            assert all(np.array_equal(a, b) for a, b in zip(g, w, strict=True))
+    last = CacheBatches(pixels, np.arange(9), np.zeros(9), batch_size=4)  # validation: a last, smaller batch
+    sizes = [int(x.shape[0]) for x, _ in fit_input(last)]
+    assert sizes == [4, 4, 1] and fit_input(last).element_spec[0].shape.as_list() == [None, 3, 3, 1]
+
+
+def _fit_log(feed: str) -> str:
+    """stderr of a tiny ``fit`` in a fresh process, fed the ``PyDataset`` itself or through :func:`fit_input`."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import numpy as np, keras
+from mura.modeling.feed import CacheBatches, fit_input
+b = CacheBatches(np.zeros((8, 4, 4), np.uint8), np.arange(8), np.zeros(8), batch_size=4)
+m = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")])
+m.compile("sgd", "binary_crossentropy")
+m.fit({"fit_input(b)" if feed == "tf.data" else "b"}, epochs=1, verbose=0)
+print("fitted")
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True)
+    assert "fitted" in out.stdout
+    return out.stderr
+
+
+def test_training_feed_does_not_trip_tensorflows_malloc_patch() -> None:
+    """Keras's PyDataset path makes TensorFlow fix glibc's trim threshold for the whole process
+    (page faults on every large buffer, the kernel time of issue 17); the project's feed must not."""
+    assert "Memory patch applied" in _fit_log("pydataset")  # the check sees the patch where it happens
+    assert "Memory patch applied" not in _fit_log("tf.data")

@@ -84,6 +84,22 @@ def test_every_executor_runs_our_image_and_every_training_gets_a_gpu(tmp_path: P
     assert "python stages/register.py" in str(executors)
 
 
+def test_every_stage_step_tags_its_runs_with_the_kfp_run_id(tmp_path: Path) -> None:
+    """Each stage's MLflow run gets mura.pipeline_run = kfp-<run uuid>, one value per pipeline run."""
+    pipeline = _compile(tmp_path)["pipeline"]
+    tasks = pipeline["root"]["dag"]["tasks"]
+    executors = pipeline["deploymentSpec"]["executors"]
+    components = pipeline["components"]
+    stages = [t for t in tasks.values() if t["taskInfo"]["name"] != "prepare"]
+    assert stages
+    for task in stages:
+        given = task["inputs"]["parameters"]["pipeline_run"]["runtimeValue"]["constant"]
+        assert given == "{{$.pipeline_job_uuid}}"
+        container = executors[components[task["componentRef"]["name"]]["executorLabel"]]["container"]
+        assert container["args"][0].startswith('export MURA_PIPELINE_RUN_ID="kfp-$1" && ')
+        assert container["args"][2] == "{{$.inputs.parameters['pipeline_run']}}"
+
+
 def test_secret_goes_to_the_tracking_steps_only(tmp_path: Path) -> None:
     platform = _compile(tmp_path, "--secret", "mura-team")["platform"]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

@@ -50,6 +50,19 @@ def test_select_rows_errors(labels: list[int], splits: list[str], rows: int, mes
         select_rows(images, split, ("mura",), rows)
 
 
+def test_a_variants_own_learning_rate_replaces_the_shared_one(repo_root: Path) -> None:
+    import yaml
+
+    from mura.config import parse_params
+
+    doc = yaml.safe_load((repo_root / "params.yaml").read_text())
+    doc["models"]["resnet101_a"]["learning_rate"] = 0.002
+    params = parse_params(doc)
+    assert VariantSpec.from_params(params, "resnet101_a").train.learning_rate == 0.002
+    assert VariantSpec.from_params(params, "resnet101_b").train.learning_rate == doc["train"]["learning_rate"]
+    assert VariantSpec.from_params(params, "resnet101_b").model.learning_rate is None
+
+
 def test_precision_auto_is_float32_on_cpu() -> None:
     assert resolve_precision("auto") == "float32"
     assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"

@@ -99,6 +99,26 @@ def headline_metrics(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def run_metrics(headline: dict[str, Any], model: str = "ensemble", default_point: str = "default") -> dict[str, float]:
+    """One model's figures of :func:`headline_metrics` as flat MLflow metric names (pure).
+
+    ``{split}_{level}_{metric}`` at the default operating point (``test_study_kappa``,
+    ``valid_image_auc``, ...) and ``{split}_{level}_{metric}_{point}`` at the others, so the
+    MLflow runs table and charts compare runs on the same numbers as ``reports/metrics.json``.
+    Missing and undefined (None/NaN) values are left out.
+    """
+    out: dict[str, float] = {}
+    for split, models in headline.items():
+        for level, points in (models.get(model) or {}).items():
+            for point, values in points.items():
+                suffix = "" if point == default_point else f"_{point}"
+                for metric in METRICS:
+                    value = values.get(metric)
+                    if isinstance(value, (int, float)) and not np.isnan(value):
+                        out[f"{split}_{level}_{metric}{suffix}"] = float(value)
+    return out
+
+
 def curves(frame: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ROC and precision-recall curve points per model (long format for DVC plots)."""
     roc_rows, pr_rows = [], []

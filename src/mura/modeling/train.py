@@ -8,6 +8,7 @@ registered model in :mod:`mura.modeling.registry`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -31,7 +32,7 @@ from mura.modeling.callbacks import (
     backed_up_epoch,
     save_model_atomic,
 )
-from mura.modeling.feed import CacheBatches, sample_weights, training_indices
+from mura.modeling.feed import CacheBatches, fit_input, sample_weights, training_indices
 from mura.modeling.models import build_model, set_backbone_trainable
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,19 @@ class VariantSpec:
 
     @classmethod
     def from_params(cls, params: Params, variant: str) -> VariantSpec:
-        """Select one variant's params (``ConfigError`` for an unknown variant)."""
+        """Select one variant's params (``ConfigError`` for an unknown variant).
+
+        A variant's own ``learning_rate`` replaces ``train.learning_rate`` in its ``train``
+        (so the run's logged ``train.learning_rate`` is the rate it trained with).
+        """
+        model = params.model(variant)
+        train = params.train
+        if model.learning_rate is not None:
+            train = dataclasses.replace(train, learning_rate=model.learning_rate)
         return cls(
             variant,
-            params.model(variant),
-            params.train,
+            model,
+            train,
             params.augment,
             params.data.image_size,
             params.data.train_datasets,
@@ -290,7 +299,14 @@ def fit_variant(
         if pretrained or not backbone_trainable:
             set_backbone_trainable(model, backbone_trainable, freeze_batchnorm=freeze_bn)
         compile_model(model, train.learning_rate)
-        model.fit(train_batches, validation_data=valid_batches, epochs=end, initial_epoch=start, callbacks=standard, verbose=2)
+        model.fit(
+            fit_input(train_batches),
+            validation_data=fit_input(valid_batches),
+            epochs=end,
+            initial_epoch=start,
+            callbacks=standard,
+            verbose=2,
+        )
         start = end
     if model_path.exists():  # the best epoch, written by AtomicBestCheckpoint
         model = keras.saving.load_model(model_path)
@@ -371,7 +387,7 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
         variant_run,
     )
     from mura.stage import write_json
-    from mura.tracking import dataset_fingerprint, server_errors
+    from mura.tracking import dataset_fingerprint, log_datasets, server_errors
 
     for path in (paths.images, paths.split, paths.pixels, paths.class_weights):
         if not Path(path).is_file():
@@ -395,6 +411,8 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
     kept = {"model.keras": Path(paths.model), **{name: reports / name for name in REPORT_FILES}}
     pending = restore_pending(paths.work, key, kept)
     with variant_run(spec, class_weights, fingerprint, synthetic, paths.work) as run:
+        with server_errors(f"logging the datasets of train@{spec.name}"):
+            log_datasets(paths.images, paths.split, ("train", "valid"))
         if pending is not None:  # trained before, its logging failed: log it now, no retraining
             logger.info("%s: trained already (%s); logging and registering it without retraining", spec.name, paths.model)
             model = keras.saving.load_model(paths.model)

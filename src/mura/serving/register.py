@@ -23,9 +23,10 @@ import mura
 from mura.config import RegisterParams, ResizePolicy
 from mura.errors import DataError
 from mura.evaluation.ensemble import ENSEMBLE
+from mura.evaluation.evaluate import run_metrics
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
-from mura.tracking import dataset_fingerprint, git_commit, server_errors, setup_mlflow, source_tags
+from mura.tracking import dataset_fingerprint, git_commit, log_datasets, server_errors, setup_mlflow, source_tags
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,10 @@ def run_register(
                     "resize": resize,
                 }
             )
-            mlflow.log_metrics({"val_kappa_study": kappa})
+            # The headline figures as top-level metrics (the runs table and charts compare them), and
+            # the data the ensemble was made, tuned and tested on as dataset inputs (the Dataset column).
+            mlflow.log_metrics({"val_kappa_study": kappa, **run_metrics(metrics)})
+            log_datasets(inputs.images, inputs.split, ("train", "valid", "test"))
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(package / "serving" / "pyfunc.py"),
