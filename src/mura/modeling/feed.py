@@ -138,8 +138,8 @@ def fit_input(batches: CacheBatches, prefetch: int = 2) -> Any:
     """What to give ``model.fit`` for ``batches``: a ``tf.data`` pipeline on TensorFlow, else the batches.
 
     The pipeline maps batch numbers to ``batches[i]`` through ``tf.numpy_function`` (no
-    generator op, see the module docstring), ``batches.workers`` at a time, and prefetches
-    ``prefetch`` batches. The shuffle order is read when a batch is made, so
+    generator op, see the module docstring) on a private one-thread pool, and prefetches
+    ``prefetch`` batches (gathering a batch from the memory-mapped cache takes milliseconds). The shuffle order is read when a batch is made, so
     :meth:`CacheBatches.set_epoch` (the trainer's ``EpochSetter`` callback) still chooses
     each epoch's order. Other backends take the ``PyDataset`` as it is.
     """
@@ -161,5 +161,12 @@ def fit_input(batches: CacheBatches, prefetch: int = 2) -> Any:
             array.set_shape(shape)
         return tuple(arrays)
 
-    parallel = max(1, int(batches.workers))
-    return tf.data.Dataset.range(len(batches)).map(make, num_parallel_calls=parallel, deterministic=True).prefetch(prefetch)
+    # tf.data's own thread pool and autotuner, as Keras sets them for a PyDataset: by default tf.data
+    # runs its map on TensorFlow's inter-op pool, and a map step waiting for the Python lock holds
+    # one of the pool's threads (of two on a 2-core CPU) while the training step needs it (measured
+    # at 320²: one core busy, half the images/s).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    dataset = tf.data.Dataset.range(len(batches)).map(make, num_parallel_calls=1, deterministic=True)
+    return dataset.prefetch(prefetch).with_options(options)
