@@ -233,7 +233,7 @@ def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequen
     fingerprint is the runs' ``dataset_fingerprint`` tag); source: the DVC-tracked
     ``images.csv``; schema and row count from the split's rows.
     """
-    from mlflow.data import from_pandas
+    from mlflow.data.pandas_dataset import from_pandas
 
     images = pd.read_csv(images_csv)
     split = pd.read_csv(split_csv, usecols=["image_id", "split"])
@@ -248,6 +248,7 @@ def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequen
         part = rows.loc[rows["split"] == name, [c for c in DATASET_COLUMNS if c in rows]].reset_index(drop=True)
         with warnings.catch_warnings():  # MLflow registers two equal resolvers for file: URIs and says so
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # a record, not an input
             dataset = from_pandas(part, source=source, name=f"{prefix}{names}/{name}", digest=digest, targets="label")
         out.append((dataset, SPLIT_CONTEXTS.get(name, name)))
     return out

@@ -179,9 +179,7 @@ def test_dvc_experiment_runs_are_tagged_and_match_dvc_exp_show(workspace: Path, 
     import mlflow
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    tagged = mlflow.search_runs(
-        experiment_names=["mura"], filter_string="tags.`dvc.exp_name` = 'lr-up'", output_format="list"
-    )
+    tagged = mlflow.search_runs(experiment_names=["mura"], filter_string="tags.`dvc.exp_name` = 'lr-up'", output_format="list")
     by_name = {r.info.run_name: r for r in tagged}
     assert set(by_name) == {"tiny_a", "tiny_b", "ensemble"}
     assert {r.data.tags["dvc.exp_baseline_rev"] for r in tagged} == {baseline}
@@ -224,7 +222,12 @@ def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path, browse
     uri = _env(workspace)["MLFLOW_TRACKING_URI"]
     cmd = [sys.executable, "-m", "mura.cli", "mlflow-ui", "--tracking-uri", uri, "--port", str(port)]
     proc = subprocess.Popen(
-        cmd, cwd=workspace, env=_env(workspace), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cmd,
+        cwd=workspace,
+        env=_env(workspace),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
         start_new_session=True,
     )
     lines: list[str] = []

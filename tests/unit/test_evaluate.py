@@ -101,7 +101,12 @@ def test_run_metrics_flat_names_per_split_level_and_point(table: pd.DataFrame) -
     assert "valid_study_kappa_high_sensitivity" in flat
     assert not any(k.endswith(("_n", "_tp", "_threshold")) for k in flat)
     assert {k.split("_", 2)[2].removesuffix("_high_sensitivity") for k in flat} == {
-        "accuracy", "precision", "recall", "f1", "roc_auc", "kappa"
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "kappa",
     }
     undefined = run_metrics(headline_metrics(table.assign(roc_auc=np.nan)), model="m")
     assert not any("roc_auc" in k for k in undefined)

@@ -139,9 +139,10 @@ def fit_input(batches: CacheBatches, prefetch: int = 2) -> Any:
 
     The pipeline maps batch numbers to ``batches[i]`` through ``tf.numpy_function`` (no
     generator op, see the module docstring) on a private one-thread pool, and prefetches
-    ``prefetch`` batches (gathering a batch from the memory-mapped cache takes milliseconds). The shuffle order is read when a batch is made, so
-    :meth:`CacheBatches.set_epoch` (the trainer's ``EpochSetter`` callback) still chooses
-    each epoch's order. Other backends take the ``PyDataset`` as it is.
+    ``prefetch`` batches (gathering a batch from the memory-mapped cache takes milliseconds).
+    The shuffle order is read when a batch is made, so :meth:`CacheBatches.set_epoch` (the
+    trainer's ``EpochSetter`` callback) still chooses each epoch's order. Other backends take
+    the ``PyDataset`` as it is.
     """
     if keras.backend.backend() != "tensorflow":
         return batches
