@@ -240,7 +240,7 @@ def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequen
     rows = images.merge(split, on="image_id", how="inner")
     digest = dataset_fingerprint(images_csv, split_csv)[:32]
     synthetic = "synthetic" in images and bool(images["synthetic"].any())
-    names = "+".join(sorted(rows["dataset"].astype(str).unique())) or "empty"
+    names = "+".join(sorted(rows["dataset"].astype(str).unique())) if "dataset" in rows else "images"
     prefix = "synthetic-" if synthetic else ""
     source = Path(images_csv).resolve().as_uri()
     out = []
@@ -249,7 +249,8 @@ def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequen
         with warnings.catch_warnings():  # MLflow registers two equal resolvers for file: URIs and says so
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # a record, not an input
-            dataset = from_pandas(part, source=source, name=f"{prefix}{names}/{name}", digest=digest, targets="label")
+            targets = "label" if "label" in part else None
+            dataset = from_pandas(part, source=source, name=f"{prefix}{names}/{name}", digest=digest, targets=targets)
         out.append((dataset, SPLIT_CONTEXTS.get(name, name)))
     return out
 
