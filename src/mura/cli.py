@@ -169,11 +169,9 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
     """Start the MLflow UI on a local store (or point at a tracking server's) and print the runs table's address."""
     import os
     import subprocess
-    import time
-    import urllib.request
     import webbrowser
 
-    from mura.errors import MuraError
+    from mura.deploy.team import wait_tcp
     from mura.tracking import find_experiment_id, is_server, redact, runs_url, tracking_uri
 
     if args.tracking_uri:
@@ -191,17 +189,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
     server = subprocess.Popen(command, env=env)
     base = f"http://{args.host}:{args.port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                raise MuraError(f"`mlflow ui` exited with code {server.returncode} (is port {args.port} free?)")
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise MuraError(f"`mlflow ui` did not answer on {base} within 60 s") from None
-                time.sleep(0.3)
+        wait_tcp(args.port, 60, server, "`mlflow ui`")
         url = runs_url(base, experiment)
         print(f"MLflow UI, runs of experiment {args.experiment or 'mura'}: {url}", flush=True)
         if experiment is None:

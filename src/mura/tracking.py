@@ -224,7 +224,9 @@ SPLIT_CONTEXTS = {"train": "training", "valid": "validation", "test": "test"}
 DATASET_COLUMNS = ["image_id", "dataset", "body_part", "patient_id", "study_id", "label"]
 
 
-def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequence[str]) -> list[tuple[Any, str]]:
+def split_datasets(
+    images_csv: str | Path, split_csv: str | Path, splits: Sequence[str], fingerprint: str | None = None
+) -> list[tuple[Any, str]]:
     """MLflow datasets, one per split, with the context each is used in (``training``, ...).
 
     Name: the datasets and the split (``synthetic-mura+fracture/train`` for phantoms, so
@@ -238,7 +240,7 @@ def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequen
     images = pd.read_csv(images_csv)
     split = pd.read_csv(split_csv, usecols=["image_id", "split"])
     rows = images.merge(split, on="image_id", how="inner")
-    digest = dataset_fingerprint(images_csv, split_csv)[:32]
+    digest = (fingerprint or dataset_fingerprint(images_csv, split_csv))[:32]
     synthetic = "synthetic" in images and bool(images["synthetic"].any())
     names = "+".join(sorted(rows["dataset"].astype(str).unique())) if "dataset" in rows else "images"
     prefix = "synthetic-" if synthetic else ""
@@ -255,11 +257,14 @@ def split_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequen
     return out
 
 
-def log_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequence[str]) -> None:
-    """Log each of ``splits`` as a dataset input of the active MLflow run (:func:`split_datasets`)."""
+def log_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequence[str], fingerprint: str | None = None) -> None:
+    """Log each of ``splits`` as a dataset input of the active MLflow run (:func:`split_datasets`).
+
+    ``fingerprint``: :func:`dataset_fingerprint` of the two files when the caller has it already.
+    """
     import mlflow
 
-    for dataset, context in split_datasets(images_csv, split_csv, splits):
+    for dataset, context in split_datasets(images_csv, split_csv, splits, fingerprint):
         mlflow.log_input(dataset, context=context)
 
 

@@ -81,7 +81,8 @@ def free_port(preferred: int | None = None, twin: bool = False, taken: set[int] 
     raise TeamError("no free loopback port found")
 
 
-def _wait_tcp(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None, what: str = "") -> None:
+def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None, what: str = "") -> None:
+    """Wait until something listens on 127.0.0.1:``port``; one-line error if ``proc`` exits first or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -395,7 +396,7 @@ class TeamStack:
             f"-s3.localSocket={conf / 's3.sock'}",
         ]
         proc = self._spawn("seaweedfs", cmd, dict(os.environ), conf)
-        _wait_tcp(p.s3, 60, proc, "SeaweedFS S3")
+        wait_tcp(p.s3, 60, proc, "SeaweedFS S3")
         self._ensure_buckets()
 
     def s3_client(self) -> Any:

@@ -412,7 +412,7 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
     pending = restore_pending(paths.work, key, kept)
     with variant_run(spec, class_weights, fingerprint, synthetic, paths.work) as run:
         with server_errors(f"logging the datasets of train@{spec.name}"):
-            log_datasets(paths.images, paths.split, ("train", "valid"))
+            log_datasets(paths.images, paths.split, ("train", "valid"), fingerprint)
         if pending is not None:  # trained before, its logging failed: log it now, no retraining
             logger.info("%s: trained already (%s); logging and registering it without retraining", spec.name, paths.model)
             model = keras.saving.load_model(paths.model)

@@ -221,7 +221,7 @@ def run_register(
             # The headline figures as top-level metrics (the runs table and charts compare them), and
             # the data the ensemble was made, tuned and tested on as dataset inputs (the Dataset column).
             mlflow.log_metrics({"val_kappa_study": kappa, **run_metrics(metrics)})
-            log_datasets(inputs.images, inputs.split, ("train", "valid", "test"))
+            log_datasets(inputs.images, inputs.split, ("train", "valid", "test"), fingerprint)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(package / "serving" / "pyfunc.py"),
