@@ -148,6 +148,27 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print("Pre-screening aid, not a diagnosis: a radiologist must review.")
 
 
+def cmd_dicom_node(args: argparse.Namespace) -> None:
+    """Run the DICOM node until SIGTERM or Ctrl-C."""
+    from mura.integrations.dicom_node import DicomNode, NodeSettings
+
+    settings = NodeSettings(
+        model_uri=args.model,
+        spool=Path(args.spool),
+        destinations=tuple(args.destination or ()),
+        stow_urls=tuple(args.stow_url or ()),
+        ae_title=args.ae_title,
+        host=args.host,
+        port=args.port,
+        allow=tuple(args.allow or ()),
+        idle_seconds=args.idle_seconds,
+        retry_seconds=args.retry_seconds,
+        retry_max_seconds=args.retry_max_seconds,
+        tracking_uri=args.tracking_uri,
+    )
+    DicomNode(settings).serve_forever()
+
+
 def cmd_serve_ui(args: argparse.Namespace) -> None:
     """Start the web interface."""
     import os
@@ -267,6 +288,36 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.add_argument("--heatmaps", metavar="DIR", default=None, help="write Grad-CAM overlays (per model and ensemble) here")
     predict.set_defaults(func=cmd_predict)
+
+    node = sub.add_parser(
+        "dicom-node",
+        help="DICOM node: PACS forwards radiograph studies, results return into the same study",
+        description=(
+            "Receive radiograph studies by C-STORE, score each complete study with the registered model and send "
+            "a TID 1500 structured report and heatmap secondary captures back into the study (C-STORE or STOW-RS). "
+            "A pre-screening aid, never a diagnosis. Binds 127.0.0.1 unless --host is given."
+        ),
+    )
+    node.add_argument("--model", default="models:/mura-ensemble@champion", help=model_help)
+    node.add_argument("--tracking-uri", default=None, help=tracking_help)
+    node.add_argument("--ae-title", default="MURA", help="this node's AE title (default MURA)")
+    node.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    node.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112)")
+    node.add_argument(
+        "--destination",
+        action="append",
+        metavar="AE@HOST:PORT",
+        help="a PACS that receives the results by C-STORE (repeat for several)",
+    )
+    node.add_argument("--stow-url", action="append", metavar="URL", help="a DICOMweb base URL that receives them by STOW-RS")
+    node.add_argument("--spool", required=True, help="folder for received instances and undelivered results (keep it)")
+    node.add_argument("--allow", action="append", metavar="AE", help="calling AE titles allowed to send (default: any)")
+    node.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="a study is complete after this long without a new instance"
+    )
+    node.add_argument("--retry-seconds", type=float, default=2.0, help="first retry delay of a failed delivery (doubles)")
+    node.add_argument("--retry-max-seconds", type=float, default=300.0, help="longest retry delay")
+    node.set_defaults(func=cmd_dicom_node)
 
     ui = sub.add_parser(
         "serve-ui",

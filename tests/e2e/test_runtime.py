@@ -78,7 +78,7 @@ def test_a_reduced_precision_serves_only_when_allowed_and_stays_within_its_limit
 
 
 def test_int8_serves_probabilities_and_float32_the_heatmaps(registered: dict[str, Any], monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Forced int8 (exported even where rejected): heatmaps still equal Keras' Grad-CAM within 1e-3."""
+    """Forced int8 (exported even where rejected): heatmaps from the float32 pass equal Keras' Grad-CAM within 1e-3."""
     monkeypatch.setenv("MURA_PRECISION", "int8")
     fast = _load(registered, 2, "optimized")
     assert fast.service.runner.precision == "int8"
@@ -88,7 +88,8 @@ def test_int8_serves_probabilities_and_float32_the_heatmaps(registered: dict[str
     fast_plain = fast.predict_study(views)
     fast_maps, reference = fast.predict_study(views, heatmaps=True), keras_predictor.predict_study(views, heatmaps=True)
     assert abs(fast_plain.probability - reference.probability) < 0.05
-    assert abs(fast_maps.probability - reference.probability) <= 1e-4  # with heatmaps the float32 pass answers
+    # The served precision answers with or without heatmaps: every entry point gives one number.
+    assert fast_maps.probability == pytest.approx(fast_plain.probability, abs=1e-6)
     for a, b in zip(reference.views, fast_maps.views, strict=True):
         for name in a.heatmaps:
             np.testing.assert_allclose(b.heatmaps[name], a.heatmaps[name], atol=1e-3, err_msg=name)

@@ -200,7 +200,9 @@ class EnsembleService:
         """Per-image results and Grad-CAM maps (each variant's and the ensemble's mean), each (N, S, S) in [0, 1].
 
         On the optimized runtime one inference gives both (the exported model returns the feature
-        maps); on Keras the feature models run next to the classifiers.
+        maps); on Keras the feature models run next to the classifiers. The probabilities are
+        always the served precision's, so every entry point answers alike: when a reduced
+        precision serves, it gives the probabilities and the float32 pass only the maps.
         """
         from mura.modeling.gradcam import cam_from_features, feature_model, gradcam
 
@@ -208,6 +210,8 @@ class EnsembleService:
         maps: dict[str, np.ndarray] = {}
         if self.runtime == "optimized":
             per_variant, features = self.runner.predict_with_features(pixels)
+            if self.runner.precision != "f32":
+                per_variant = self.runner.predict(pixels)
             for name, feature_maps in zip(names, features, strict=True):
                 maps[name] = cam_from_features(feature_maps, self.heads[name], self.config.image_size)
         else:

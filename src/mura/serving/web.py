@@ -86,13 +86,13 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
 
     Args:
         settings: UI settings.
-        predictor: an already loaded :class:`mura.api.Predictor` (tests); loaded
+        predictor: an already loaded :class:`mura.serving.predictor.Predictor` (tests); loaded
             from ``settings.model_uri`` when None and not forwarding.
     """
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    from mura.api import Predictor
+    from mura.serving.predictor import Predictor
 
     wanted = settings.concurrency or os.cpu_count() or 1
     if predictor is None and settings.forward_url is None:

@@ -1,0 +1,1 @@
+"""Integrations with hospital systems: the DICOM node (PACS in, DICOM results out)."""

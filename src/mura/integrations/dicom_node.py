@@ -1,0 +1,378 @@
+"""``mura dicom-node``: a DICOM node PACS forwards radiograph studies to; results go back into the study.
+
+Receives (pynetdicom): C-ECHO, and C-STORE of projection radiographs (CR, DX for
+presentation and for processing, secondary capture) in every transfer syntax the
+web path decodes. Other SOP classes are answered with status 0x0122 (SOP class not
+supported); only calling AE titles in ``--allow`` may associate (when given).
+Instances are grouped by StudyInstanceUID: a study is complete ``idle_seconds``
+after its last instance arrived, whichever association brought it.
+
+Each complete study is scored by the registered champion through the same
+:class:`mura.serving.predictor.Predictor` as ``mura predict`` and the web UI, and
+answered with a TID 1500 SR and one heatmap Secondary Capture per view
+(:mod:`mura.integrations.dicom_results`), sent to every destination by C-STORE or
+STOW-RS, retried with back-off until delivered. The spool
+(:mod:`mura.integrations.dicom_spool`) keeps all of it across crashes. Logs name
+studies by keyed hashes, never by UIDs or patient data.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    UID,
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from mura.data.imaging import ImageDecodeError
+from mura.integrations.dicom_delivery import (
+    CStoreDestination,
+    DeliveryError,
+    StowDestination,
+    parse_destination,
+)
+from mura.integrations.dicom_results import MANUFACTURER, ModelIdentity, heatmap_capture, structured_report
+from mura.integrations.dicom_spool import ResultSet, Spool
+from mura.serving.predictor import Predictor
+
+__all__ = ["RADIOGRAPH_SOP_CLASSES", "DicomNode", "NodeSettings"]
+
+logger = logging.getLogger(__name__)
+
+RADIOGRAPH_SOP_CLASSES = frozenset(
+    {
+        ComputedRadiographyImageStorage,
+        DigitalXRayImageStorageForPresentation,
+        DigitalXRayImageStorageForProcessing,
+        SecondaryCaptureImageStorage,
+        MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+        MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    }
+)
+# The transfer syntaxes pydicom's plugins decode (mura.data.dicom): the node accepts exactly these.
+TRANSFER_SYNTAXES = [
+    UID(u)
+    for u in (
+        "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+        "1.2.840.10008.1.2",  # Implicit VR Little Endian
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+        "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old units)
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+        "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+        "1.2.840.10008.1.2.4.51",  # JPEG Extended
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    )
+]
+SUCCESS = 0x0000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+CANNOT_UNDERSTAND = 0xC210
+OUT_OF_RESOURCES = 0xA700
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What ``mura dicom-node`` is given (see ``mura dicom-node --help``).
+
+    Attributes:
+        model_uri: the registered model (``models:/mura-ensemble@champion``).
+        spool: folder for received instances and undelivered results.
+        destinations: ``AE@host:port`` of each PACS that receives the results (C-STORE).
+        stow_urls: DICOMweb base URLs that receive them by STOW-RS.
+        ae_title: this node's AE title.
+        host, port: where it listens.
+        allow: calling AE titles allowed to associate (empty: any).
+        idle_seconds: a study is complete after this long without a new instance.
+        retry_seconds: first delay before retrying a failed delivery (doubles up to ``retry_max_seconds``).
+        tracking_uri: MLflow tracking store holding the model.
+    """
+
+    model_uri: str = "models:/mura-ensemble@champion"
+    spool: Path = Path("dicom-spool")
+    destinations: tuple[str, ...] = ()
+    stow_urls: tuple[str, ...] = ()
+    ae_title: str = "MURA"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allow: tuple[str, ...] = ()
+    idle_seconds: float = 10.0
+    retry_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.destinations and not self.stow_urls:
+            raise ValueError("give at least one --destination AE@host:port or --stow-url")
+        if not 0 < len(self.ae_title) <= 16:
+            raise ValueError(f"AE title {self.ae_title!r}: 1 to 16 characters")
+        if self.idle_seconds < 0 or self.retry_seconds <= 0:
+            raise ValueError("--idle-seconds must be >= 0 and the retry delay > 0")
+
+
+@dataclass
+class _Retry:
+    attempts: int = 0
+    due: float = 0.0
+
+
+@dataclass
+class _State:
+    """What the worker and the association threads share (under ``lock``)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_seen: dict[str, float] = field(default_factory=dict)  # study key -> monotonic time
+    retries: dict[tuple[str, int], _Retry] = field(default_factory=dict)
+
+
+class DicomNode:
+    """The running node: an association server and one worker that scores and delivers.
+
+    Args:
+        settings: the node's settings.
+        predictor: an already loaded predictor (tests); loaded from ``settings.model_uri`` when None.
+    """
+
+    def __init__(self, settings: NodeSettings, predictor: Predictor | None = None) -> None:
+        self.settings = settings
+        self.predictor = predictor or Predictor.load(settings.model_uri, settings.tracking_uri)
+        self.predictor.prepare_heatmaps()
+        self.spool = Spool(settings.spool)
+        self.destinations: list[CStoreDestination | StowDestination] = [
+            parse_destination(d, settings.ae_title) for d in settings.destinations
+        ] + [StowDestination(url) for url in settings.stow_urls]
+        config = self.predictor.config
+        self.model = ModelIdentity(
+            name=_model_name(self.predictor.uri),
+            version=self.predictor.version,
+            operating_point=config.operating_point,
+            threshold=float(config.thresholds[config.operating_point]),
+            synthetic_data=config.synthetic_data,
+            device_uid=generate_uid(entropy_srcs=["mura-dicom-node", settings.ae_title]),
+            station=settings.ae_title,
+        )
+        self._state = _State()
+        self._stop = threading.Event()
+        self._server: Any = None
+        self._worker: threading.Thread | None = None
+        now = time.monotonic()
+        for study in self.spool.waiting():  # received before a restart: complete after a new idle period
+            self._state.last_seen[study] = now
+
+    # --- receiving -------------------------------------------------------------------------
+    def _application_entity(self) -> AE:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.require_calling_aet = list(self.settings.allow)
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.maximum_associations = 16
+        return ae
+
+    def _on_echo(self, event: Any) -> int:
+        return SUCCESS
+
+    def _on_store(self, event: Any) -> int:
+        calling = event.assoc.requestor.ae_title
+        sop_class = UID(str(event.request.AffectedSOPClassUID))
+        if sop_class not in RADIOGRAPH_SOP_CLASSES:
+            logger.info("refused an instance from %s: %s is not a radiograph storage class", calling, sop_class.name)
+            return SOP_CLASS_NOT_SUPPORTED
+        try:
+            ds = event.dataset
+            study_uid, instance_uid = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+            ours = str(ds.get("Manufacturer", "")) == MANUFACTURER
+        except Exception:  # pydicom raises many kinds for a malformed dataset
+            logger.warning("refused an instance from %s: the dataset cannot be parsed", calling)
+            return CANNOT_UNDERSTAND
+        if ours:  # one of our own results routed back to us: nothing to score
+            return SUCCESS
+        try:
+            study, new = self.spool.receive(study_uid, instance_uid, event.encoded_dataset(include_meta=True))
+        except OSError:
+            logger.exception("cannot write to the spool %s", self.spool.root)
+            return OUT_OF_RESOURCES
+        if new:
+            with self._state.lock:
+                self._state.last_seen[study] = time.monotonic()
+        logger.info("received an instance of study %s from %s%s", study, calling, "" if new else " (already held)")
+        return SUCCESS
+
+    # --- scoring ---------------------------------------------------------------------------
+    def _complete_studies(self) -> list[str]:
+        now = time.monotonic()
+        with self._state.lock:
+            return [s for s, seen in self._state.last_seen.items() if now - seen >= self.settings.idle_seconds]
+
+    def process(self, study: str) -> None:
+        """Score one complete study (unless this set of instances was answered before a crash) and spool the results."""
+        files = self.spool.instances(study)
+        with self._state.lock:
+            self._state.last_seen.pop(study, None)
+        if not files:
+            return
+        name = self.spool.result_name(study, self.model.version)
+        if not self.spool.has_result(name):
+            objects = self._answer(study, files, name)
+            if objects:
+                self.spool.store_result(name, objects, len(self.destinations))
+        self.spool.finish(study, files)
+
+    def _answer(self, study: str, files: Sequence[Path], name: str) -> list[tuple[str, bytes]]:
+        started = time.perf_counter()
+        sources: list[Dataset] = []
+        decoded = []
+        for k, path in enumerate(files, 1):
+            data = path.read_bytes()
+            try:
+                ds = dcmread(io.BytesIO(data))
+                view = self.predictor.decode_view(data, k - 1)
+            except ImageDecodeError as exc:
+                logger.warning("study %s: instance %d of %d (%s) skipped: %s", study, k, len(files), path.stem, exc.detail)
+                continue
+            except Exception:  # pydicom raises many kinds for a malformed file
+                logger.warning("study %s: instance %d of %d (%s) skipped: not readable", study, k, len(files), path.stem)
+                continue
+            sources.append(ds)
+            decoded.append(view)
+        if not decoded:
+            logger.warning("study %s: no instance could be scored; no result sent", study)
+            return []
+        order = sorted(range(len(sources)), key=lambda i: (int(sources[i].get("SeriesNumber") or 0), int(sources[i].get("InstanceNumber") or 0)))
+        sources = [sources[i] for i in order]
+        result = self.predictor.predict_decoded([decoded[i] for i in order], heatmaps=True)
+
+        def uid(*parts: str) -> str:  # the same result set always gets the same UIDs
+            return str(generate_uid(entropy_srcs=[name, *parts]))
+
+        objects = [("sr.dcm", _encode(structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))))]
+        sc_series = uid("sc-series")
+        for k, (source, view) in enumerate(zip(sources, result.views, strict=True), 1):
+            capture = heatmap_capture(source, view, result, self.model, sc_series, uid("sc", str(k)), k)
+            objects.append((f"sc-{k:03d}.dcm", _encode(capture)))
+        logger.info(
+            "study %s: %d views, probability %.3f, %s at %s (%.2f s)",
+            study,
+            len(sources),
+            result.probability,
+            result.label,
+            result.operating_point,
+            time.perf_counter() - started,
+        )
+        return objects
+
+    # --- delivering ------------------------------------------------------------------------
+    def deliver_due(self) -> None:
+        """Send every result set whose destinations are due (first try now, retries with back-off)."""
+        now = time.monotonic()
+        for result in self.spool.undelivered():
+            for index in result.pending:
+                retry = self._state.retries.setdefault((result.name, index), _Retry())
+                if retry.due > now:
+                    continue
+                self._deliver(result, index, retry)
+
+    def _deliver(self, result: ResultSet, index: int, retry: _Retry) -> None:
+        destination = self.destinations[index] if index < len(self.destinations) else None
+        if destination is None:  # the destination list shrank across a restart: nobody to send to
+            self.spool.delivered(result, index)
+            return
+        try:
+            destination.send(result.files)
+        except DeliveryError as exc:
+            retry.attempts += 1
+            delay = min(self.settings.retry_seconds * 2 ** (retry.attempts - 1), self.settings.retry_max_seconds)
+            retry.due = time.monotonic() + delay
+            logger.warning("result %s not delivered (attempt %d): %s; next try in %.0f s", result.name, retry.attempts, exc, delay)
+            return
+        self.spool.delivered(result, index)
+        self._state.retries.pop((result.name, index), None)
+        logger.info("result %s delivered to %s", result.name, destination)
+
+    # --- running ---------------------------------------------------------------------------
+    def step(self) -> None:
+        """One pass of the worker: score the complete studies, then deliver what is due."""
+        for study in self._complete_studies():
+            try:
+                self.process(study)
+            except Exception:  # one bad study must not stop the node; it stays spooled for a retry
+                logger.exception("study %s: scoring failed; kept in the spool", study)
+                with self._state.lock:
+                    self._state.last_seen[study] = time.monotonic()
+        self.deliver_due()
+
+    def _work(self) -> None:
+        while not self._stop.wait(0.2):
+            self.step()
+
+    def start(self) -> None:
+        """Listen and start the worker (returns at once)."""
+        ae = self._application_entity()
+        handlers = [(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store)]
+        self._server = ae.start_server((self.settings.host, self.settings.port), block=False, evt_handlers=handlers)
+        self._worker = threading.Thread(target=self._work, name="mura-dicom-worker", daemon=True)
+        self._worker.start()
+        targets = ", ".join(str(d) for d in self.destinations)
+        logger.info(
+            "DICOM node %s listening on %s:%d (%s); model %s v%s; results to %s",
+            self.settings.ae_title,
+            self.settings.host,
+            self.settings.port,
+            "calling AEs: " + ", ".join(self.settings.allow) if self.settings.allow else "any calling AE",
+            self.model.name,
+            self.model.version,
+            targets,
+        )
+
+    def stop(self) -> None:
+        """Stop listening and let the worker finish its pass; the spool keeps the rest."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+        if self._worker is not None:
+            self._worker.join(timeout=60)
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or Ctrl-C."""
+        self.start()
+        stopped = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stopped.set())
+        stopped.wait()
+        logger.info("stopping the DICOM node")
+        self.stop()
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _model_name(uri: str) -> str:
+    """``models:/mura-ensemble@champion`` → ``mura-ensemble`` (a local folder: its name)."""
+    if uri.startswith("models:/"):
+        return uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    return Path(uri).name or "mura-ensemble"

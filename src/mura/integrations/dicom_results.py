@@ -1,0 +1,263 @@
+"""The DICOM objects the node returns into the source study (highdicom).
+
+- A Comprehensive 3D SR following TID 1500 ("Imaging Measurement Report"): the device
+  as observer, one measurement group with the algorithm's identification
+  (``mura-ensemble`` and its registered version, the operating point and threshold
+  as parameters), a qualitative evaluation (abnormal / normal at the registered
+  operating point), the study probability and each view's probability as numeric
+  measurements (each view's referencing its source image), the decision threshold,
+  the scope warnings and the "pre-screening aid, not a diagnosis" statement as
+  text, and VerificationFlag UNVERIFIED.
+- One Secondary Capture per view: the ensemble's Grad-CAM map blended over the
+  image, with a burned-in legend (probability, model version, "AI result — not
+  for diagnosis"), so any viewer shows it.
+
+Both keep the source's patient and study modules (same StudyInstanceUID) with a
+new series and new UIDs. Pure functions of their inputs: the node decides the
+UIDs and where the objects go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from mura.evaluation.ensemble import ENSEMBLE
+from mura.modeling.gradcam import overlay
+from mura.serving.predictor import StudyResult, ViewResult
+
+__all__ = [
+    "DISCLAIMER",
+    "MANUFACTURER",
+    "ModelIdentity",
+    "heatmap_capture",
+    "legend_lines",
+    "structured_report",
+]
+
+MANUFACTURER = "mura open-source project"
+DISCLAIMER = "AI pre-screening aid, not a diagnosis: a radiologist must read the images."
+SYNTHETIC_NOTE = "SYNTHETIC TRAINING DATA: this model was trained on synthetic phantoms and has no clinical validity."
+SR_SERIES_DESCRIPTION = "AI result (mura): pre-screening report"
+SC_SERIES_DESCRIPTION = "AI result (mura): heatmaps, not for diagnosis"
+MAX_SIDE = 1024  # heatmap images are at most this many pixels on their long side
+
+# Our own codes for what no standard terminology names; declared in the SR's
+# CodingSchemeIdentificationSequence as DICOM asks of a private scheme.
+SCHEME = "99MURA"
+PROBABILITY = Code("P-ABN", SCHEME, "Probability of abnormality")
+VIEW_PROBABILITY = Code("P-ABN-VIEW", SCHEME, "Probability of abnormality of one view")
+THRESHOLD = Code("THRESHOLD", SCHEME, "Decision threshold")
+ABNORMAL = Code("263654008", "SCT", "Abnormal")
+NORMAL = Code("17621005", "SCT", "Normal")
+FINDING_TYPE = Code("928000", "SCT", "Disorder of musculoskeletal system")
+PROCEDURE = Code("363680008", "SCT", "Radiographic imaging procedure")
+COMMENT = Code("121106", "DCM", "Comment")
+NO_UNITS = Code("1", "UCUM", "no units")
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the results say about the model that produced them.
+
+    Attributes:
+        name: registered model name (``mura-ensemble``).
+        version: its registered version.
+        operating_point: the registered operating point's name.
+        threshold: the study threshold at that point.
+        synthetic_data: trained on synthetic phantoms (every object then says so).
+        device_uid: a stable UID of this node (the SR's device observer).
+        station: this node's AE title.
+    """
+
+    name: str
+    version: str
+    operating_point: str
+    threshold: float
+    synthetic_data: bool
+    device_uid: str
+    station: str = "MURA"
+
+    @property
+    def algorithm(self) -> hd.sr.AlgorithmIdentification:
+        parameters = [f"operating point {self.operating_point}", f"threshold {self.threshold:.4f}"]
+        return hd.sr.AlgorithmIdentification(name=self.name, version=self.version, parameters=parameters)
+
+
+def _text(value: str) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=COMMENT, value=value[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+
+
+def _statements(result: StudyResult, model: ModelIdentity) -> list[str]:
+    out = [DISCLAIMER]
+    if model.synthetic_data:
+        out.append(SYNTHETIC_NOTE)
+    out.extend(
+        f"Label at operating point {point} (threshold {result.thresholds[point]:.4f}): {label}"
+        for point, label in result.labels.items()
+    )
+    out.extend(f"Scope warning: {w}" for w in result.warnings)
+    return out
+
+
+def structured_report(
+    sources: Sequence[Dataset],
+    result: StudyResult,
+    model: ModelIdentity,
+    series_uid: str,
+    sop_uid: str,
+    series_number: int = 9901,
+) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 report of one study.
+
+    Args:
+        sources: the scored images, in the order of ``result.views``.
+        result: the study's answer (the served probabilities).
+        model: the model's identity and operating point.
+        series_uid: the new series' UID; ``sop_uid``: the report's.
+        series_number: the new series' number.
+    """
+    if len(sources) != len(result.views):
+        raise ValueError(f"{len(sources)} source images for {len(result.views)} scored views")
+    label = result.labels[model.operating_point]
+    measurements = [
+        hd.sr.Measurement(name=PROBABILITY, value=round(result.probability, 6), unit=NO_UNITS, algorithm_id=model.algorithm),
+        hd.sr.Measurement(name=THRESHOLD, value=round(model.threshold, 6), unit=NO_UNITS, algorithm_id=model.algorithm),
+    ]
+    for source, view in zip(sources, result.views, strict=True):
+        image = hd.sr.SourceImageForMeasurement.from_source_image(source)
+        measurements.append(
+            hd.sr.Measurement(
+                name=VIEW_PROBABILITY,
+                value=round(view.probability, 6),
+                unit=NO_UNITS,
+                algorithm_id=model.algorithm,
+                referenced_images=[image],
+            )
+        )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="study assessment"),
+        finding_type=FINDING_TYPE,
+        algorithm_id=model.algorithm,
+        measurements=measurements,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=codes.DCM.Finding, value=ABNORMAL if label == "abnormal" else NORMAL)
+        ],
+    )
+    group[0].ContentSequence.extend(_text(s) for s in _statements(result, model))
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=model.device_uid,
+            name=model.station,
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{model.name} v{model.version}",
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=PROCEDURE,
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=list(sources),
+        content=report[0],
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description=SR_SERIES_DESCRIPTION,
+    )
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = SCHEME
+    scheme.CodingSchemeName = "mura project codes"
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    return sr
+
+
+def legend_lines(view: ViewResult, result: StudyResult, model: ModelIdentity) -> list[str]:
+    """The legend burned into a heatmap image (pure; the synthetic warning first when it applies)."""
+    label = result.labels[model.operating_point]
+    lines = ["AI RESULT - NOT FOR DIAGNOSIS"]
+    if model.synthetic_data:
+        lines.append("SYNTHETIC TRAINING DATA - NO CLINICAL VALIDITY")
+    lines += [
+        f"P(abnormal) this view {view.probability:.2f}   study {result.probability:.2f}",
+        f"study: {label} at {model.operating_point} (threshold {model.threshold:.2f})",
+        f"{model.name} v{model.version}   Grad-CAM heatmap",
+    ]
+    return lines
+
+
+def _burn_legend(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """A black band above the image with the legend in white (the image itself is not covered)."""
+    width = rgb.shape[1]
+    size = max(10, min(28, width // 36))
+    font = ImageFont.load_default(size=size)
+    band = int(len(lines) * size * 1.35 + size)
+    canvas = Image.new("RGB", (width, rgb.shape[0] + band))
+    canvas.paste(Image.fromarray(rgb), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        draw.text((size // 2, size // 2 + int(k * size * 1.35)), line, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+def heatmap_capture(
+    source: Dataset,
+    view: ViewResult,
+    result: StudyResult,
+    model: ModelIdentity,
+    series_uid: str,
+    sop_uid: str,
+    instance_number: int,
+    series_number: int = 9902,
+) -> hd.sc.SCImage:
+    """One view's Secondary Capture: the ensemble heatmap over the image, legend burned in.
+
+    Raises:
+        ValueError: the view was scored without heatmaps.
+    """
+    if ENSEMBLE not in view.heatmaps:
+        raise ValueError(f"{view.name} has no heatmap")
+    gray = view.gray
+    scale = MAX_SIDE / max(gray.shape)
+    if scale < 1:
+        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+        gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
+    pixels = _burn_legend(overlay(gray, view.heatmaps[ENSEMBLE]), legend_lines(view, result, model))
+    orientation = tuple(str(v) for v in source.get("PatientOrientation", []) or [])
+    side = str(source.get("Laterality", "") or source.get("ImageLaterality", "") or "")
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=pixels,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_uid,
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        patient_orientation=orientation if len(orientation) == 2 else ("", ""),
+        laterality=side if side in ("R", "L") else None,
+        series_description=SC_SERIES_DESCRIPTION,
+    )
+    if side not in ("R", "L"):
+        sc.Laterality = ""  # type 2C: present and empty when the source does not say
+    sc.BurnedInAnnotation = "YES"
+    sc.ImageType = ["DERIVED", "SECONDARY"]
+    sc.DerivationDescription = "Grad-CAM heatmap of the mura ensemble blended over the source image"
+    return sc

@@ -1,0 +1,240 @@
+"""The one scoring path: ``Predictor.load(uri).predict_study(views)`` (re-exported as :mod:`mura.api`).
+
+Uses the registered ``mura-ensemble`` (or a local pyfunc folder) through the
+same :class:`mura.serving.service.EnsembleService` as ``mlflow models serve``, so the
+API, the CLI, the web UI, the DICOM node and the served model preprocess and predict alike.
+A pre-screening suggestion for a radiologist, never a diagnosis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mura.data.imaging import ImageDecodeError, resize_gray
+from mura.data.sources import normalize_body_part
+from mura.data.uploads import DecodedUpload, decode_upload
+from mura.evaluation.ensemble import prob_column
+from mura.serving.config import ServingConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Predictor", "StudyResult", "ViewResult", "ViewInput"]
+
+ViewInput = str | Path | bytes | np.ndarray
+
+
+@dataclass(frozen=True)
+class ViewResult:
+    """One view: its ensemble and per-variant probabilities and optional heatmaps."""
+
+    name: str
+    probability: float
+    variants: dict[str, float]
+    kind: str
+    gray: np.ndarray  # full-resolution 8-bit image (for display)
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # "ensemble" and each variant, [0, 1], S x S
+    warnings: tuple[str, ...] = ()  # why the answer may not apply to this view (from its DICOM tags)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A study's pre-screening suggestion."""
+
+    probability: float
+    labels: dict[str, str]  # operating point -> "abnormal" | "normal"
+    thresholds: dict[str, float]
+    operating_point: str
+    variants: dict[str, float]  # study mean per variant
+    views: list[ViewResult]
+    body_part: str | None
+    synthetic_data: bool
+
+    @property
+    def warnings(self) -> list[str]:
+        """Each view's scope warnings, prefixed with the view's name (empty when every view is in scope)."""
+        return [f"{v.name}: {w}" for v in self.views for w in v.warnings]
+
+    @property
+    def label(self) -> str:
+        """The label at the model's registered operating point."""
+        return self.labels[self.operating_point]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no pixels)."""
+        return {
+            "probability": self.probability,
+            "label": self.label,
+            "labels": self.labels,
+            "thresholds": self.thresholds,
+            "operating_point": self.operating_point,
+            "variants": self.variants,
+            "body_part": self.body_part,
+            "synthetic_data": self.synthetic_data,
+            "warnings": self.warnings,
+            "views": [
+                {
+                    "name": v.name,
+                    "probability": v.probability,
+                    "variants": v.variants,
+                    "kind": v.kind,
+                    "warnings": list(v.warnings),
+                }
+                for v in self.views
+            ],
+        }
+
+
+class Predictor:
+    """Loaded ensemble for study-level predictions with optional Grad-CAM heatmaps."""
+
+    def __init__(self, service: Any, uri: str, version: str = "local") -> None:
+        self.service = service
+        self.uri = uri
+        self.version = version  # the registered version the URI resolved to ("local" for a folder)
+
+    @classmethod
+    def load(cls, uri: str, tracking_uri: str | None = None, concurrent: int = 1, warm_up: bool = True) -> Predictor:
+        """Load ``models:/mura-ensemble@champion``, ``models:/mura-ensemble/1`` or a local model folder.
+
+        Args:
+            uri: model URI or path.
+            tracking_uri: MLflow tracking store (default ``$MLFLOW_TRACKING_URI`` or ./mlflow.db).
+            concurrent: studies that will be predicted at once (servers); the optimized runtime then
+                gives each its own stream of cores instead of every core to each.
+            warm_up: run each batch size through at load so no first request is slow (servers);
+                a one-shot command (``mura predict``) skips it and starts sooner.
+        """
+        import mlflow
+
+        from mura.tracking import server_errors, use_tracking_uri
+        from mura.tracking import tracking_uri as default_uri
+
+        store = use_tracking_uri(tracking_uri or default_uri())
+        with server_errors(f"loading {uri}", store):
+            model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent, "warm_up": warm_up})
+            version = _registered_version(str(uri))
+        return cls(model.unwrap_python_model().service, str(uri), version)
+
+    def prepare_heatmaps(self) -> None:
+        """Make the heatmap path ready now (servers call it at start, so the first study with heatmaps is not slower).
+
+        On the optimized runtime, Grad-CAM reads the float32 model's feature maps; when a reduced
+        precision serves the probabilities, that model is compiled here instead of at the first use.
+        """
+        prepare = getattr(self.service.runner, "prepare_heatmaps", None)
+        if prepare is not None:
+            prepare()
+
+    @property
+    def thread_safe(self) -> bool:
+        """Whether several studies may be predicted at once (the optimized runtime), or one at a time (Keras)."""
+        return bool(getattr(self.service.runner, "thread_safe", False))
+
+    @property
+    def config(self) -> ServingConfig:
+        """The registered configuration (variants, thresholds, preprocessing, metrics)."""
+        config: ServingConfig = self.service.config
+        return config
+
+    def decode_view(self, view: ViewInput, index: int) -> tuple[str, DecodedUpload]:
+        """One view's name and model pixels (``index`` names it when it has no file name).
+
+        Raises:
+            ImageDecodeError: an unreadable view.
+        """
+        config = self.config
+        if isinstance(view, np.ndarray):
+            gray = view if view.dtype == np.uint8 else np.clip(view, 0, 255).astype(np.uint8)
+            if gray.ndim != 2:
+                raise ValueError(f"view {index}: arrays must be 2-D grayscale, got shape {view.shape}")
+            return f"view{index + 1}", DecodedUpload(resize_gray(gray, config.image_size, config.resize), gray, "array", None)
+        name = Path(view).name if isinstance(view, (str, Path)) else f"view{index + 1}"
+        data = Path(view).read_bytes() if isinstance(view, (str, Path)) else bytes(view)
+        return name, decode_upload(data, config.image_size, config.resize, config.max_pixels)
+
+    def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None, heatmaps: bool = False) -> StudyResult:
+        """Predict one study from its views (file paths, encoded bytes, or 2-D uint8 arrays).
+
+        Args:
+            views: 1 or more views of the same study (PNG, JPEG or DICOM; type detected by content).
+            body_part: optional (``WRIST`` or ``XR_WRIST``); taken from the DICOM ``BodyPartExamined``
+                tag when absent; normalized to MURA's ``XR_<PART>`` names.
+            heatmaps: also compute Grad-CAM maps per variant and their mean.
+
+        Returns:
+            The study result.
+
+        Raises:
+            ValueError: no views, or an unreadable view (the message names it).
+        """
+        if not views:
+            raise ValueError("a study needs at least one view")
+        decoded = []
+        for i, view in enumerate(views):
+            try:
+                decoded.append(self.decode_view(view, i))
+            except ImageDecodeError as exc:
+                raise ValueError(f"view {i + 1}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
+        return self.predict_decoded(decoded, body_part, heatmaps)
+
+    def predict_decoded(
+        self, decoded: Sequence[tuple[str, DecodedUpload]], body_part: str | None = None, heatmaps: bool = False
+    ) -> StudyResult:
+        """Predict one study from views already decoded by :meth:`decode_view` (see :meth:`predict_study`)."""
+        if not decoded:
+            raise ValueError("a study needs at least one view")
+        pixels = np.stack([upload.pixels for _, upload in decoded])
+        study_ids = ["study"] * len(pixels)
+        if heatmaps:
+            frame, maps = self.service.predict_with_heatmaps(pixels, study_ids)
+        else:
+            frame, maps = self.service.predict_pixels(pixels, study_ids), {}
+        names = list(self.config.variants)
+        view_results = [
+            ViewResult(
+                name=name,
+                probability=float(frame["probability"].iloc[i]),
+                variants={n: float(frame[prob_column(n)].iloc[i]) for n in names},
+                kind=upload.kind,
+                gray=upload.gray,
+                heatmaps={k: v[i] for k, v in maps.items()},
+                warnings=upload.warnings,
+            )
+            for i, (name, upload) in enumerate(decoded)
+        ]
+        probability = float(frame["study_probability"].iloc[0])
+        thresholds = {k: float(v) for k, v in self.config.thresholds.items()}
+        part = normalize_body_part(body_part or next((u.body_part for _, u in decoded if u.body_part), None))
+        return StudyResult(
+            probability=probability,
+            labels={k: "abnormal" if probability >= t else "normal" for k, t in thresholds.items()},
+            thresholds=thresholds,
+            operating_point=self.config.operating_point,
+            variants={n: float(frame[prob_column(n)].mean()) for n in names},
+            views=view_results,
+            body_part=part,
+            synthetic_data=self.config.synthetic_data,
+        )
+
+    def heatmaps(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Grad-CAM per variant and the ensemble's (mean of the variants' maps), each (N, S, S) in [0, 1]."""
+        maps: dict[str, np.ndarray] = self.service.predict_with_heatmaps(pixels, ["study"] * len(pixels))[1]
+        return maps
+
+
+def _registered_version(uri: str) -> str:
+    """The registry version a ``models:/name/N`` or ``models:/name@alias`` URI names ("local" otherwise)."""
+    from mlflow import MlflowClient
+
+    if not uri.startswith("models:/"):
+        return "local"
+    name, _, rest = uri.removeprefix("models:/").partition("@")
+    if rest:
+        return str(MlflowClient().get_model_version_by_alias(name, rest).version)
+    return uri.rstrip("/").rsplit("/", 1)[-1]
