@@ -38,6 +38,24 @@ def cmd_synth(args: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
+def cmd_synth_dicom(args: argparse.Namespace) -> None:
+    """Write synthetic radiograph studies as DICOM files (to send to the DICOM node)."""
+    from mura.data.dicom_phantoms import write_phantom_study
+
+    for k in range(args.studies):
+        study = write_phantom_study(
+            Path(args.out) / f"study{k + 1}",
+            views=args.views,
+            body_part=args.body_part.upper().removeprefix("XR_"),
+            abnormal=k % 2 == 1,
+            seed=args.seed + k,
+            modality=args.modality,
+            syntaxes=tuple(args.syntax or ["explicit"]),
+            size=args.size,
+        )
+        print(f"{study.files[0].parent}  ({len(study.files)} views, {'abnormal' if study.abnormal else 'normal'} phantom)")
+
+
 def cmd_workspace(args: argparse.Namespace) -> None:
     """Create/refresh a pipeline workspace and (optionally) its synthetic data."""
     from mura.data.synthetic import write_synthetic
@@ -288,6 +306,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.add_argument("--heatmaps", metavar="DIR", default=None, help="write Grad-CAM overlays (per model and ensemble) here")
     predict.set_defaults(func=cmd_predict)
+
+    sdicom = sub.add_parser(
+        "synth-dicom",
+        help="write synthetic radiograph studies as DICOM (DX/CR) files, e.g. to send to the DICOM node",
+        description="Synthetic phantoms (NOT patient data) written as DICOM studies, one folder per study.",
+    )
+    sdicom.add_argument("out", help="output folder")
+    sdicom.add_argument("--studies", type=int, default=2)
+    sdicom.add_argument("--views", type=int, default=3)
+    sdicom.add_argument("--body-part", default="WRIST", help="DICOM BodyPartExamined (WRIST, HAND, ELBOW, ...)")
+    sdicom.add_argument("--modality", choices=("DX", "CR"), default="DX")
+    sdicom.add_argument(
+        "--syntax",
+        action="append",
+        choices=("explicit", "deflated", "rle", "j2k"),
+        default=None,
+        help="transfer syntax (repeat: the views cycle through them; default explicit)",
+    )
+    sdicom.add_argument("--size", type=int, default=None, help="long side in pixels (default: as rendered)")
+    sdicom.add_argument("--seed", type=int, default=0)
+    sdicom.set_defaults(func=cmd_synth_dicom)
 
     node = sub.add_parser(
         "dicom-node",

@@ -167,7 +167,12 @@ def test_a_study_from_storescu_comes_back_as_sr_and_heatmaps_in_the_same_study(
     assert "not a diagnosis" in texts and "SYNTHETIC TRAINING DATA" in texts
     tree = subprocess.run(["dsrdump", str(sr_path)], capture_output=True, text=True, check=True).stdout
     assert "Imaging Measurement Report" in tree and PROBABILITY in tree and "mura-ensemble" in tree
-    evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+    evidence = {
+        i.ReferencedSOPInstanceUID
+        for s in sr.CurrentRequestedProcedureEvidenceSequence
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    }
     assert evidence == {pydicom.dcmread(p).SOPInstanceUID for p in study.files}
     # Nothing identifying in the node's log: no UID, no patient data.
     logged = caplog.text
@@ -206,8 +211,12 @@ def test_refusals_unknown_ae_ct_and_a_corrupt_instance(node, pacs: Orthanc, tmp_
     ct = phantom_dataset(np.full((SIDE, SIDE), 90, np.uint8), study.study_uid, first.SeriesInstanceUID, 9, modality="CT")
     ct_path = tmp_path / "ct.dcm"
     ct.save_as(ct_path, enforce_file_format=True)
-    answered = subprocess.run([STORESCU, "-v", "-aet", "STORESCU", "-aec", "MURA", "127.0.0.1", str(node.settings.port), str(ct_path)], capture_output=True, text=True)
-    assert answered.returncode != 0 and "0x0122" in (answered.stdout + answered.stderr)
+    answered = subprocess.run(
+        [STORESCU, "-v", "-aet", "STORESCU", "-aec", "MURA", "127.0.0.1", str(node.settings.port), str(ct_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert answered.returncode != 0 and "Refused: SOPClassNotSupported" in answered.stderr  # status 0x0122
     # A corrupt instance (its pixel data cut short) in the study: skipped, the rest scored.
     broken = pydicom.dcmread(files[1])
     broken.PixelData = broken.PixelData[: len(broken.PixelData) // 3]
@@ -259,8 +268,18 @@ def test_kill_9_after_acknowledging_loses_and_repeats_nothing(registered: dict[s
     spool = tmp_path / "spool"
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered["uri"]}
     cmd = [
-        sys.executable, "-m", "mura.cli", "dicom-node", "--port", str(port), "--spool", str(spool),
-        "--destination", pacs.address, "--idle-seconds", "3",
+        sys.executable,
+        "-m",
+        "mura.cli",
+        "dicom-node",
+        "--port",
+        str(port),
+        "--spool",
+        str(spool),
+        "--destination",
+        pacs.address,
+        "--idle-seconds",
+        "3",
     ]
 
     def start() -> subprocess.Popen[bytes]:
@@ -283,3 +302,37 @@ def test_kill_9_after_acknowledging_loses_and_repeats_nothing(registered: dict[s
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_orthanc_explorer_shows_the_study_with_our_series(node, pacs: Orthanc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What a PACS user sees: the study with the originals, our report series and our heatmap series (screenshot)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.test_browser import ARGS, ARTIFACTS, CHROMIUM
+
+    study = write_phantom_study(tmp_path / "study", 3, "WRIST", True, seed=8, size=256)
+    for path in study.files:
+        pacs.upload(path.read_bytes())
+    _storescu(node.settings.port, list(study.files))
+    _wait_results(pacs, study.study_uid, 4)
+    study_id = pacs.study_id(study.study_uid)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(
+                viewport={"width": 1100, "height": 800}, http_credentials={"username": pacs.user, "password": pacs.password}
+            )
+            page.goto(f"{pacs.url}/app/explorer.html#study?uuid={study_id}")
+            page.get_by_text("AI result (mura): pre-screening report").first.wait_for(timeout=30_000)
+            page.get_by_text("AI result (mura): heatmaps, not for diagnosis").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "orthanc-study.png"), full_page=True)
+            # One heatmap as Orthanc renders it (its instance preview): the overlay and the burned-in legend.
+            capture = next(
+                i for i in _wait_results(pacs, study.study_uid, 4) if i["sop_class"] == pydicom.uid.SecondaryCaptureImageStorage
+            )
+            page.goto(f"{pacs.url}/instances/{capture['id']}/preview")
+            page.wait_for_load_state()
+            page.screenshot(path=str(ARTIFACTS / "orthanc-heatmap.png"))
+        finally:
+            browser.close()

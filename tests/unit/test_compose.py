@@ -43,13 +43,15 @@ def resolved() -> dict[str, Any]:
 
 def test_services_healthchecks_and_loopback_ports(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
-    assert set(services) == {"postgres", "seaweedfs", "buckets", "mlflow", "model-server", "webui"}
+    assert set(services) == {"postgres", "seaweedfs", "buckets", "mlflow", "model-server", "webui", "dicom-node"}
     for name, service in services.items():
         if name != "buckets":  # a one-shot job
             assert "healthcheck" in service, name
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), (name, port)
     assert "models:/mura-ensemble@champion" in services["model-server"]["command"]
+    node = services["dicom-node"]["command"]
+    assert node[:2] == ["mura", "dicom-node"] and node[node.index("--destination") + 1] == "PACS@pacs.example.org:104"
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     # The model server logs in with the admin password from .env unless a service user is given.
     assert services["model-server"]["environment"]["MLFLOW_TRACKING_PASSWORD"] == "change-me-admin-12+"

@@ -44,6 +44,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from mura.data.imaging import ImageDecodeError
+from mura.data.uploads import DecodedUpload
 from mura.integrations.dicom_delivery import (
     CStoreDestination,
     DeliveryError,
@@ -187,7 +188,8 @@ class DicomNode:
         ae.require_calling_aet = list(self.settings.allow)
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+            if context.abstract_syntax is not None:
+                ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.maximum_associations = 16
         return ae
 
@@ -243,7 +245,7 @@ class DicomNode:
     def _answer(self, study: str, files: Sequence[Path], name: str) -> list[tuple[str, bytes]]:
         started = time.perf_counter()
         sources: list[Dataset] = []
-        decoded = []
+        decoded: list[tuple[str, DecodedUpload]] = []
         for k, path in enumerate(files, 1):
             data = path.read_bytes()
             try:
@@ -260,7 +262,10 @@ class DicomNode:
         if not decoded:
             logger.warning("study %s: no instance could be scored; no result sent", study)
             return []
-        order = sorted(range(len(sources)), key=lambda i: (int(sources[i].get("SeriesNumber") or 0), int(sources[i].get("InstanceNumber") or 0)))
+        order = sorted(
+            range(len(sources)),
+            key=lambda i: (int(sources[i].get("SeriesNumber") or 0), int(sources[i].get("InstanceNumber") or 0)),
+        )
         sources = [sources[i] for i in order]
         result = self.predictor.predict_decoded([decoded[i] for i in order], heatmaps=True)
 
@@ -269,8 +274,8 @@ class DicomNode:
 
         objects = [("sr.dcm", _encode(structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))))]
         sc_series = uid("sc-series")
-        for k, (source, view) in enumerate(zip(sources, result.views, strict=True), 1):
-            capture = heatmap_capture(source, view, result, self.model, sc_series, uid("sc", str(k)), k)
+        for k, (source, scored) in enumerate(zip(sources, result.views, strict=True), 1):
+            capture = heatmap_capture(source, scored, result, self.model, sc_series, uid("sc", str(k)), k)
             objects.append((f"sc-{k:03d}.dcm", _encode(capture)))
         logger.info(
             "study %s: %d views, probability %.3f, %s at %s (%.2f s)",
@@ -305,7 +310,9 @@ class DicomNode:
             retry.attempts += 1
             delay = min(self.settings.retry_seconds * 2 ** (retry.attempts - 1), self.settings.retry_max_seconds)
             retry.due = time.monotonic() + delay
-            logger.warning("result %s not delivered (attempt %d): %s; next try in %.0f s", result.name, retry.attempts, exc, delay)
+            logger.warning(
+                "result %s not delivered (attempt %d): %s; next try in %.0f s", result.name, retry.attempts, exc, delay
+            )
             return
         self.spool.delivered(result, index)
         self._state.retries.pop((result.name, index), None)
@@ -330,7 +337,7 @@ class DicomNode:
     def start(self) -> None:
         """Listen and start the worker (returns at once)."""
         ae = self._application_entity()
-        handlers = [(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store)]
+        handlers: list[Any] = [(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store)]
         self._server = ae.start_server((self.settings.host, self.settings.port), block=False, evt_handlers=handlers)
         self._worker = threading.Thread(target=self._work, name="mura-dicom-worker", daemon=True)
         self._worker.start()

@@ -202,13 +202,23 @@ def legend_lines(view: ViewResult, result: StudyResult, model: ModelIdentity) ->
 
 
 def _burn_legend(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """A black band above the image with the legend in white (the image itself is not covered)."""
-    width = rgb.shape[1]
-    size = max(10, min(28, width // 36))
+    """A black band above the image with the legend in white; the image itself is never covered.
+
+    The font shrinks until the longest line fits the image's width; an image too narrow even
+    for the smallest font is centred on a wider canvas, so no line is ever cut.
+    """
+    height, width = rgb.shape[:2]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    size = max(9, min(28, width // 24))
     font = ImageFont.load_default(size=size)
+    while size > 9 and max(probe.textlength(line, font=font) for line in lines) > width - size:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    text_width = int(max(probe.textlength(line, font=font) for line in lines)) + size
+    canvas_width = max(width, text_width)
     band = int(len(lines) * size * 1.35 + size)
-    canvas = Image.new("RGB", (width, rgb.shape[0] + band))
-    canvas.paste(Image.fromarray(rgb), (0, band))
+    canvas = Image.new("RGB", (canvas_width, height + band))
+    canvas.paste(Image.fromarray(rgb), ((canvas_width - width) // 2, band))
     draw = ImageDraw.Draw(canvas)
     for k, line in enumerate(lines):
         draw.text((size // 2, size // 2 + int(k * size * 1.35)), line, fill=(255, 255, 255), font=font)
