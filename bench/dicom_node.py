@@ -17,6 +17,7 @@ Usage: python bench/dicom_node.py [--size 320] [--seconds 300] [--senders 4] [--
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -73,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mura-dicom-bench-"))
     (work / "model").mkdir()
+    logging.basicConfig(level=logging.INFO)
     uri, model = (args.tracking_uri, args.model) if args.model else _register_random(args.size, work / "model")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     # Enough studies for the senders at up to 60 studies/min, each with its own UIDs.
@@ -156,9 +158,15 @@ def main() -> None:
                 time.sleep(0.5)
             elapsed = time.perf_counter() - t_load
             rss.append((elapsed, _rss_mb(node.pid)))
+        except BaseException:
+            print((work / "node.log").read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             node.terminate()
-            node.wait(timeout=60)
+            try:
+                node.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                node.kill()
     answered = len(sent_studies) - len(pending)
     per_min = answered / elapsed * 60
     half = len(rss) // 2

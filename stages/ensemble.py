@@ -1,9 +1,9 @@
-"""Stage ``ensemble``: predict valid and test with every variant, average, choose operating points.
+"""Stage ``ensemble``: predict valid and test with every variant and average them.
 
 Inputs: images.csv, split.csv, pixels.npy, ``models/<variant>.keras`` for each variant in ``models:``.
 Outputs: ``reports/predictions/{valid,test}.csv`` (per image: every variant's and the ensemble's
-probability), ``reports/thresholds.json`` (0.5 and the high-sensitivity threshold, chosen on valid).
-Params: ``models`` (the variant names), ``ensemble``.
+probability, uncalibrated: the ``calibrate`` stage follows).
+Params: ``models`` (the variant names), ``ensemble.variant_weights``, ``ensemble.batch_size``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--predictions", type=Path, default=Path("reports/predictions"))
-    parser.add_argument("--thresholds", type=Path, default=Path("reports/thresholds.json"))
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
@@ -38,7 +37,6 @@ def main() -> None:
         args.pixels,
         args.models_dir,
         args.predictions,
-        args.thresholds,
     )
 
 

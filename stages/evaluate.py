@@ -37,6 +37,7 @@ def main() -> None:
         args.images,
         args.split,
         args.reports,
+        params.calibrate.bins,
     )
 
 

@@ -30,6 +30,14 @@ def main() -> None:
     parser.add_argument("--pixels", type=Path, default=Path("data/interim/pixels.npy"))
     parser.add_argument("--per-body-part", type=Path, default=Path("reports/per_body_part.csv"))
     parser.add_argument("--predictions", type=Path, default=Path("reports/predictions"))
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        nargs="*",
+        default=[Path("reports/plots/reliability.png"), Path("reports/plots/reliability_per_body_part.png")],
+        help="evaluation figures logged with the registered model",
+    )
+    parser.add_argument("--model-card", type=Path, default=Path("reports/model_card.md"))
     parser.add_argument("--out", type=Path, default=Path("reports/register.json"))
     args = parser.parse_args()
     params = load_params(args.params)
@@ -45,8 +53,13 @@ def main() -> None:
         pixels=args.pixels,
         per_body_part=args.per_body_part,
         predictions=args.predictions,
+        figures=tuple(args.figures),
+        model_card=args.model_card,
     )
-    result = run_register(list(params.models), params.register, params.data.image_size, params.data.resize, inputs)
+    architectures = {name: spec.arch for name, spec in params.models.items()}
+    result = run_register(
+        list(params.models), params.register, params.data.image_size, params.data.resize, inputs, architectures
+    )
     write_json(args.out, result)
 
 

@@ -131,8 +131,24 @@ class EnsembleParams:
     """``ensemble:`` section."""
 
     variant_weights: dict[str, float] = field(default_factory=dict)  # missing or empty: equal weights
-    target_recall: float = 0.90
+    target_recall: float = 0.90  # the high-sensitivity operating point (chosen by `calibrate` on valid studies)
+    target_specificity: float = 0.90  # the high-specificity operating point (idem)
     batch_size: int = 32
+
+
+CalibrationMethod = Literal["temperature", "isotonic", "none"]
+
+
+@dataclass(frozen=True)
+class CalibrateParams:
+    """``calibrate:`` section: the post-hoc calibration of the ensemble's study probability."""
+
+    method: CalibrationMethod = "temperature"
+    bins: int = 15  # equal-width (and equal-mass) bins of ECE and the reliability diagrams
+
+    def __post_init__(self) -> None:
+        if self.bins < 2:
+            raise ConfigError(f"calibrate.bins must be at least 2, got {self.bins}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +188,7 @@ class Params:
     augment: AugmentParams = field(default_factory=AugmentParams)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     ensemble: EnsembleParams = field(default_factory=EnsembleParams)
+    calibrate: CalibrateParams = field(default_factory=CalibrateParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
 

@@ -141,7 +141,7 @@ def node(predictor, pacs: Orthanc, node_port: int, tmp_path_factory: pytest.Temp
 def test_a_study_from_storescu_comes_back_as_sr_and_heatmaps_in_the_same_study(
     node, pacs: Orthanc, predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
-    caplog.set_level(logging.INFO, logger="mura")
+    caplog.set_level(logging.INFO)  # every logger: ours, pynetdicom's, highdicom's
     study = write_phantom_study(tmp_path / "study", 3, "WRIST", True, seed=1, syntaxes=("explicit", "rle", "j2k"), size=SIDE)
     for path in study.files:  # the PACS holds the originals, as in a department
         pacs.upload(path.read_bytes())
@@ -178,6 +178,7 @@ def test_a_study_from_storescu_comes_back_as_sr_and_heatmaps_in_the_same_study(
     logged = caplog.text
     assert "received an instance of study" in logged
     assert study.study_uid not in logged and "PHANTOM" not in logged
+    assert not any(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID in logged for p in study.files)
 
 
 def test_orthanc_forwards_a_study_to_the_node(node, pacs: Orthanc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -97,16 +97,24 @@ def test_run_metrics_flat_names_per_split_level_and_point(table: pd.DataFrame) -
     # Study level at 0.5 is all right (accuracy 1, kappa 1); image level precision 2/3 (see PREDICTIONS).
     assert flat["valid_study_accuracy"] == 1.0 and flat["valid_study_kappa"] == 1.0
     assert flat["valid_image_precision"] == pytest.approx(2 / 3)
-    # The other operating point carries its name; nothing but the six metrics (no counts, no threshold).
-    assert "valid_study_kappa_high_sensitivity" in flat
+    # The other operating point carries its name; nothing but the metrics (no counts, no threshold);
+    # calibration, which no threshold changes, is logged once (without a point's name).
+    assert "valid_study_kappa_high_sensitivity" in flat and "valid_study_ece" in flat
     assert not any(k.endswith(("_n", "_tp", "_threshold")) for k in flat)
+    assert not any(k.startswith(("valid_study_ece_high", "valid_study_brier_high")) for k in flat)
     assert {k.split("_", 2)[2].removesuffix("_high_sensitivity") for k in flat} == {
         "accuracy",
         "precision",
         "recall",
+        "specificity",
         "f1",
         "roc_auc",
         "kappa",
+        "ece",
+        "ece_adaptive",
+        "mce",
+        "brier",
+        "log_loss",
     }
     undefined = run_metrics(headline_metrics(table.assign(roc_auc=np.nan)), model="m")
     assert not any("roc_auc" in k for k in undefined)

@@ -15,6 +15,7 @@ EXPECTED = {
     "accuracy": 0.75,
     "precision": 2 / 3,
     "recall": 2 / 3,
+    "specificity": 4 / 5,
     "f1": 2 / 3,
     "kappa": 0.21875 / 0.46875,
     "roc_auc": 14 / 15,

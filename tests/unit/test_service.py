@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from mura.modeling.calibration import Calibrator
 from mura.serving.service import DEFAULT_STUDY, output_example, parse_rows, study_results
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
@@ -38,11 +39,22 @@ def test_bad_requests_name_the_row(frame: pd.DataFrame, message: str) -> None:
 
 
 def test_study_results_mean_and_label() -> None:
-    rows = pd.DataFrame({"row": [0, 1, 2], "study_id": ["a", "a", "b"], "probability": [0.9, 0.3, 0.59]})
+    rows = pd.DataFrame({"row": [0, 1, 2], "study_id": ["a", "a", "b"], "probability_raw": [0.9, 0.3, 0.59]})
     out = study_results(rows, 0.6)
     np.testing.assert_allclose(out["study_probability"], [0.6, 0.6, 0.59])
     assert out["study_label"].tolist() == ["abnormal", "abnormal", "normal"]  # >= threshold is abnormal
     assert (out["threshold"] == 0.6).all()
+
+
+def test_study_results_calibrate_the_mean_of_raw_views() -> None:
+    rows = pd.DataFrame({"row": [0, 1], "study_id": ["a", "a"], "probability_raw": [0.9, 0.5]})
+    calibrator = Calibrator("temperature", temperature=2.0)
+    out = study_results(rows, 0.6, calibrator)
+    np.testing.assert_allclose(out["study_probability_raw"], [0.7, 0.7])
+    np.testing.assert_allclose(out["study_probability"], calibrator.apply(np.array([0.7, 0.7])))
+    # 0.7 raw is 0.604 calibrated (T = 2): abnormal at 0.6, and the label reads the calibrated value.
+    assert out["study_label"].tolist() == ["abnormal", "abnormal"]
+    assert study_results(rows, 0.65, calibrator)["study_label"].tolist() == ["normal", "normal"]
 
 
 def test_output_example_has_one_column_per_variant() -> None:
@@ -51,9 +63,11 @@ def test_output_example_has_one_column_per_variant() -> None:
         "row",
         "study_id",
         "probability",
+        "probability_raw",
         "p_x",
         "p_y",
         "study_probability",
+        "study_probability_raw",
         "threshold",
         "study_label",
         "warnings",

@@ -1,15 +1,14 @@
-"""Ensembling, study-level aggregation and operating points (pure functions), and the ``ensemble`` stage.
+"""Ensembling, study-level aggregation and the recall target (pure functions), and the ``ensemble`` stage.
 
 The seed averages the four models' probabilities; a study's probability is
 the mean of its views' probabilities (the MURA protocol). Operating points
-are chosen on ``valid`` and applied unchanged to ``test``.
+are chosen on ``valid`` by the ``calibrate`` stage and applied unchanged to ``test``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,6 @@ __all__ = [
     "ENSEMBLE",
     "aggregate_studies",
     "average_probabilities",
-    "choose_thresholds",
     "ensemble_weights",
     "prob_column",
     "run_ensemble",
@@ -120,16 +118,6 @@ def threshold_for_recall(y_true: np.ndarray, y_prob: np.ndarray, target_recall: 
     return float(positives[max(needed, 1) - 1])
 
 
-def choose_thresholds(valid: pd.DataFrame, target_recall: float) -> dict[str, float]:
-    """Operating points on the valid split's studies: the seed's 0.5 and one reaching ``target_recall``."""
-    column = prob_column(ENSEMBLE)
-    studies = aggregate_studies(valid, [column])
-    return {
-        "default": 0.5,
-        "high_sensitivity": threshold_for_recall(studies["label"].to_numpy(), studies[column].to_numpy(), target_recall),
-    }
-
-
 def run_ensemble(
     variants: Sequence[str],
     params: EnsembleParams,
@@ -138,9 +126,10 @@ def run_ensemble(
     pixels_path: Path,
     models_dir: Path,
     predictions_dir: Path,
-    thresholds_json: Path,
-) -> dict[str, Any]:
-    """The ``ensemble`` stage: predictions of every variant and their average on valid and test, and thresholds.
+) -> dict[str, float]:
+    """The ``ensemble`` stage: predictions of every variant and their (raw) average on valid and test.
+
+    The calibrator and the operating points are the next stage's (:mod:`mura.evaluation.calibrate`).
 
     Args:
         variants: the variant names (keys of ``models:``), in ensemble order.
@@ -150,17 +139,16 @@ def run_ensemble(
         pixels_path: the pixel cache.
         models_dir: folder holding ``<variant>.keras``.
         predictions_dir: where ``valid.csv`` and ``test.csv`` are written.
-        thresholds_json: where the operating points are written.
 
     Returns:
-        What ``thresholds.json`` holds: ``thresholds``, ``variant_weights`` and how they were chosen.
+        The variant weights used.
 
     Raises:
         DataError: missing models, inconsistent inputs or an empty valid split.
     """
     from mura.errors import DataError
     from mura.evaluation.predict import model_paths, predict_images
-    from mura.stage import write_csv, write_json
+    from mura.stage import write_csv
 
     paths = model_paths(variants, models_dir)
     weights = ensemble_weights(list(paths), params.variant_weights)
@@ -169,13 +157,5 @@ def run_ensemble(
     for split, frame in frames.items():
         write_csv(predictions_dir / f"{split}.csv", frame)
     if frames["valid"].empty:
-        raise DataError("the valid split is empty: cannot choose operating points")
-    result = {
-        "thresholds": choose_thresholds(frames["valid"], params.target_recall),
-        "chosen_on": "valid",
-        "level": "study",
-        "target_recall": params.target_recall,
-        "variant_weights": dict(zip(paths, weights, strict=True)),
-    }
-    write_json(thresholds_json, result)
-    return result
+        raise DataError("the valid split is empty: nothing to calibrate or choose operating points on")
+    return dict(zip(paths, weights, strict=True))

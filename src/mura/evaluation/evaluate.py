@@ -1,5 +1,9 @@
 """The ``evaluate`` stage: metric tables for every model × level × group with patient-bootstrap CIs.
 
+The ensemble is judged on its *calibrated* probability (the ``calibrate`` stage's map, applied
+to each view and to each study's mean, as served); its calibration metrics are reported before
+(``<metric>_uncalibrated``) and after calibration.
+
 :func:`evaluation_table`, :func:`headline_metrics` and :func:`curves` are pure
 (DataFrames in, values out); :func:`run_evaluation` reads the stage's inputs
 and writes its metrics, plots and report.
@@ -18,9 +22,52 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mura.config import EvaluateParams
 from mura.evaluation.ensemble import ENSEMBLE, aggregate_studies, prob_column
-from mura.evaluation.metrics import METRICS, binary_metrics, bootstrap_ci, fast_metrics
+from mura.evaluation.metrics import (
+    CALIBRATION_BINS,
+    CALIBRATION_METRICS,
+    METRICS,
+    binary_metrics,
+    bootstrap_ci,
+    calibration_metrics,
+    fast_metrics,
+    reliability_curve,
+)
+from mura.modeling.calibration import Calibrator
 
-__all__ = ["curves", "evaluation_table", "headline_metrics", "run_evaluation"]
+__all__ = ["curves", "evaluation_table", "headline_metrics", "reliability_points", "run_evaluation"]
+
+UNCALIBRATED = "_uncalibrated"  # suffix of the ensemble's metrics before calibration
+RAW_ENSEMBLE = prob_column(ENSEMBLE) + UNCALIBRATED
+
+
+def calibrate_frame(frame: pd.DataFrame, calibrator: Calibrator) -> pd.DataFrame:
+    """Keep the ensemble's raw probability as ``p_ensemble_uncalibrated`` and calibrate ``p_ensemble`` (pure)."""
+    column = prob_column(ENSEMBLE)
+    if column not in frame.columns:
+        return frame
+    raw = frame[RAW_ENSEMBLE] if RAW_ENSEMBLE in frame.columns else frame[column]
+    return frame.assign(**{RAW_ENSEMBLE: raw, column: calibrator.apply(raw.to_numpy(dtype=np.float64))})
+
+
+def _calibration_row(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    patients: np.ndarray,
+    bins: int,
+    n_resamples: int,
+    seed: int,
+    ci_level: float,
+    suffix: str = "",
+) -> dict[str, float]:
+    def metric(rows: np.ndarray) -> dict[str, float]:
+        return calibration_metrics(labels[rows], probs[rows], bins)
+
+    values = calibration_metrics(labels, probs, bins)
+    ci = bootstrap_ci(patients, metric, CALIBRATION_METRICS, n_resamples, seed, ci_level)
+    row: dict[str, float] = {f"{k}{suffix}": v for k, v in values.items()}
+    for name, (low, high) in ci.items():
+        row[f"{name}{suffix}_ci_low"], row[f"{name}{suffix}_ci_high"] = low, high
+    return row
 
 
 def evaluation_table(
@@ -30,6 +77,8 @@ def evaluation_table(
     n_resamples: int,
     seed: int,
     ci_level: float = 0.95,
+    calibrator: Calibrator | None = None,
+    bins: int = CALIBRATION_BINS,
 ) -> pd.DataFrame:
     """Metrics for each split × model × level (image, study) × group × operating point.
 
@@ -42,15 +91,22 @@ def evaluation_table(
         n_resamples: bootstrap replicates for the CIs.
         seed: bootstrap seed.
         ci_level: confidence level of the intervals.
+        calibrator: the ensemble's calibration map (None: the identity).
+        bins: bins of the calibration metrics.
 
     Returns:
-        One row per combination with the metrics of :func:`mura.evaluation.metrics.binary_metrics`
-        and ``<metric>_ci_low`` / ``<metric>_ci_high``.
+        One row per combination with the metrics of :func:`mura.evaluation.metrics.binary_metrics`,
+        the :data:`~mura.evaluation.metrics.CALIBRATION_METRICS` (the same on every operating
+        point's row), ``<metric>_ci_low`` / ``<metric>_ci_high``, and for the ensemble the
+        calibration metrics before calibration as ``<metric>_uncalibrated``.
     """
     rows: list[dict[str, Any]] = []
     columns = [prob_column(m) for m in models]
+    calibrator = calibrator or Calibrator()
     for split, split_images in images.groupby("split", sort=True):
-        levels = {"image": split_images, "study": aggregate_studies(split_images, columns)}
+        # The map is applied to each view and to each study's mean of raw view probabilities, as served.
+        raw_studies = aggregate_studies(split_images, columns)
+        levels = {"image": calibrate_frame(split_images, calibrator), "study": calibrate_frame(raw_studies, calibrator)}
         for level, frame in levels.items():
             groups: list[tuple[str, pd.DataFrame]] = [("all", frame)]
             groups += [(f"dataset:{d}", f) for d, f in frame.groupby("dataset", sort=True)]
@@ -59,6 +115,10 @@ def evaluation_table(
                 labels, patients = sub["label"].to_numpy(), sub["patient_id"].to_numpy()
                 for model, column in zip(models, columns, strict=True):
                     probs = sub[column].to_numpy(dtype=np.float64)
+                    calibration = _calibration_row(labels, probs, patients, bins, n_resamples, seed, ci_level)
+                    if model == ENSEMBLE and RAW_ENSEMBLE in sub.columns:
+                        raw = sub[RAW_ENSEMBLE].to_numpy(dtype=np.float64)
+                        calibration |= _calibration_row(labels, raw, patients, bins, n_resamples, seed, ci_level, UNCALIBRATED)
                     for point, threshold in thresholds.items():
 
                         def metric(
@@ -76,6 +136,7 @@ def evaluation_table(
                             "operating_point": point,
                             "threshold": threshold,
                             **values,
+                            **calibration,
                         }
                         for name, (low, high) in ci.items():
                             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
@@ -90,7 +151,8 @@ def headline_metrics(table: pd.DataFrame) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     overall = table[table["group"] == "all"]
-    keep = (*METRICS, "tn", "fp", "fn", "tp", "n", "threshold")
+    calibration = [*CALIBRATION_METRICS, *(f"{m}{UNCALIBRATED}" for m in CALIBRATION_METRICS)]
+    keep = [k for k in (*METRICS, *calibration, "tn", "fp", "fn", "tp", "n", "threshold") if k in table.columns]
     for row in overall.itertuples(index=False):
         values = {
             k: (None if isinstance(getattr(row, k), float) and np.isnan(getattr(row, k)) else getattr(row, k)) for k in keep
@@ -112,7 +174,9 @@ def run_metrics(headline: dict[str, Any], model: str = "ensemble", default_point
         for level, points in (models.get(model) or {}).items():
             for point, values in points.items():
                 suffix = "" if point == default_point else f"_{point}"
-                for metric in METRICS:
+                # Calibration does not depend on the operating point: logged once, with the default's figures.
+                calibration = [*CALIBRATION_METRICS, *(f"{m}{UNCALIBRATED}" for m in CALIBRATION_METRICS)]
+                for metric in (*METRICS, *(calibration if point == default_point else ())):
                     value = values.get(metric)
                     if isinstance(value, (int, float)) and not np.isnan(value):
                         out[f"{split}_{level}_{metric}{suffix}"] = float(value)
@@ -134,6 +198,31 @@ def curves(frame: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd
     return pd.DataFrame(roc_rows), pd.DataFrame(pr_rows)
 
 
+def reliability_points(studies: pd.DataFrame, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
+    """Reliability-diagram points of the ensemble, before and after calibration, overall and per body part (pure).
+
+    Args:
+        studies: study rows with ``label``, ``body_part``, ``p_ensemble`` (calibrated) and
+            ``p_ensemble_uncalibrated`` (see :func:`calibrate_frame`).
+        bins: equal-width bins.
+
+    Returns:
+        Long format: ``group, probability (calibrated | uncalibrated), mean_predicted, fraction_abnormal``.
+    """
+    rows = []
+    groups = [("all", studies), *((str(b), f) for b, f in studies.groupby("body_part", sort=True))]
+    for group, frame in groups:
+        for kind, column in (("uncalibrated", RAW_ENSEMBLE), ("calibrated", prob_column(ENSEMBLE))):
+            if column not in frame.columns or frame.empty:
+                continue
+            mean_prob, fraction = reliability_curve(frame["label"].to_numpy(), frame[column].to_numpy(), bins)
+            rows += [
+                {"group": group, "probability": kind, "mean_predicted": float(m), "fraction_abnormal": float(f)}
+                for m, f in zip(mean_prob, fraction, strict=True)
+            ]
+    return pd.DataFrame(rows, columns=["group", "probability", "mean_predicted", "fraction_abnormal"])
+
+
 def run_evaluation(
     variants: Sequence[str],
     params: EvaluateParams,
@@ -143,10 +232,12 @@ def run_evaluation(
     images_csv: Path,
     split_csv: Path,
     reports: Path,
+    bins: int = CALIBRATION_BINS,
 ) -> dict[str, Any]:
     """The ``evaluate`` stage: tables, DVC metrics and plots, figures and the Markdown report.
 
-    Writes ``metrics.json``, ``per_body_part.csv``, ``plots/{roc,pr}.csv`` and the figures,
+    Writes ``metrics.json``, ``per_body_part.csv``, ``plots/{roc,pr}.csv``, the reliability
+    points (``plots/reliability_{calibrated,uncalibrated,per_body_part}.csv``) and the figures,
     and ``README.md`` under ``reports``.
 
     Args:
@@ -158,25 +249,36 @@ def run_evaluation(
         images_csv: images.csv (for the synthetic flag and the fingerprint).
         split_csv: split.csv (for the fingerprint).
         reports: output folder.
+        bins: bins of the calibration metrics and reliability diagrams (``calibrate.bins``).
 
     Returns:
         The headline metrics written to ``metrics.json``.
     """
-    from mura.evaluation.report import plot_figures, render_report
+    from mura.evaluation.report import plot_figures, plot_reliability, render_report
     from mura.stage import write_csv, write_json
     from mura.tracking import dataset_fingerprint, git_commit
 
     predictions = pd.concat([pd.read_csv(predictions_dir / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
-    thresholds = json.loads(thresholds_json.read_text())["thresholds"]
+    chosen = json.loads(thresholds_json.read_text())
+    thresholds = chosen["thresholds"]
+    calibrator = Calibrator.from_dict(chosen.get("calibration"))
     models = [*variants, ENSEMBLE]
-    table = evaluation_table(predictions, models, thresholds, params.bootstrap_resamples, seed, params.ci_level)
+    table = evaluation_table(predictions, models, thresholds, params.bootstrap_resamples, seed, params.ci_level, calibrator, bins)
     metrics = headline_metrics(table)
     write_json(reports / "metrics.json", metrics)
     write_csv(reports / "per_body_part.csv", table.round(6))
-    test_studies = aggregate_studies(predictions[predictions["split"] == "test"], [prob_column(m) for m in models])
+    test_studies = calibrate_frame(
+        aggregate_studies(predictions[predictions["split"] == "test"], [prob_column(m) for m in models]), calibrator
+    )
     roc, pr = curves(test_studies, models)
     write_csv(reports / "plots" / "roc.csv", roc.round(6))
     write_csv(reports / "plots" / "pr.csv", pr.round(6))
+    reliability = reliability_points(test_studies, bins)
+    write_csv(reports / "plots" / "reliability_per_body_part.csv", reliability.round(6))
+    overall = reliability[reliability["group"] == "all"]
+    for kind in ("calibrated", "uncalibrated"):  # DVC plots: one file per curve, the same x and y
+        points = overall[overall["probability"] == kind][["mean_predicted", "fraction_abnormal"]]
+        write_csv(reports / "plots" / f"reliability_{kind}.csv", points.round(6))
     synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
     provenance = {
         "synthetic": synthetic,
@@ -185,5 +287,6 @@ def run_evaluation(
         "git_commit": git_commit(),
     }
     plot_figures(roc, pr, table, reports / "plots", synthetic)
-    (reports / "README.md").write_text(render_report(table, models, thresholds, provenance))
+    plot_reliability(reliability, reports / "plots", synthetic)
+    (reports / "README.md").write_text(render_report(table, models, thresholds, provenance, calibrator))
     return metrics

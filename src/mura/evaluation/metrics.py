@@ -1,4 +1,4 @@
-"""Classification metrics with scikit-learn, and patient-level bootstrap CIs (pure functions)."""
+"""Classification and calibration metrics, and patient-level bootstrap CIs (pure functions)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "kappa")
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "kappa")
+# Calibration of the probability itself (no threshold): expected calibration error over 15 equal-width
+# bins and over 15 equal-mass bins, maximum calibration error, Brier score and log loss.
+CALIBRATION_METRICS = ("ece", "ece_adaptive", "mce", "brier", "log_loss")
+CALIBRATION_BINS = 15
 
 
 def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, precision, recall, F1, ROC AUC, Cohen's kappa and the confusion counts.
+    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC AUC, Cohen's kappa and the confusion counts.
 
     Args:
         y_true: 0/1 labels.
@@ -45,6 +49,7 @@ def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision": float(precision_score(y_true, y_pred, zero_division=0)),
         "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "specificity": float(recall_score(y_true, y_pred, pos_label=0, zero_division=0)),
         "f1": float(f1_score(y_true, y_pred, zero_division=0)),
         "roc_auc": float(roc_auc_score(y_true, y_prob)) if both else float("nan"),
         "kappa": float(0.0 if np.isnan(kappa) else kappa),
@@ -90,7 +95,60 @@ def fast_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> di
         auc = (ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
     else:
         auc = float("nan")
-    return {"accuracy": observed, "precision": precision, "recall": recall, "f1": f1, "roc_auc": float(auc), "kappa": kappa}
+    specificity = tn / (tn + fp) if tn + fp else 0.0
+    return {
+        "accuracy": observed,
+        "precision": precision,
+        "recall": recall,
+        "specificity": specificity,
+        "f1": f1,
+        "roc_auc": float(auc),
+        "kappa": kappa,
+    }
+
+
+def calibration_metrics(y_true: np.ndarray, y_prob: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, float]:
+    """How far the probabilities are from observed frequencies (the :data:`CALIBRATION_METRICS`).
+
+    ``ece``: the mean over ``bins`` equal-width bins of |fraction abnormal − mean probability|,
+    weighted by the bin's share of rows; ``ece_adaptive``: the same over equal-mass bins (each
+    holding ~n/bins rows, sorted by probability); ``mce``: the largest gap of an equal-width bin;
+    ``brier``: mean squared error of the probability; ``log_loss``: mean negative log-likelihood
+    (probabilities clipped to [1e-7, 1 − 1e-7]). Brier and log loss equal scikit-learn's
+    ``brier_score_loss`` and ``log_loss`` (tests check it); this numpy form runs in bootstrap loops.
+
+    Args:
+        y_true: 0/1 labels.
+        y_prob: probabilities.
+        bins: number of bins of both ECE variants.
+    """
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(y_prob, dtype=np.float64).ravel()
+    if y.size == 0:
+        return {name: float("nan") for name in CALIBRATION_METRICS}
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    gaps = np.abs(np.bincount(index, weights=y, minlength=bins) - np.bincount(index, weights=p, minlength=bins))
+    filled = counts > 0
+    order = np.argsort(p, kind="stable")
+    adaptive = sum(abs(float(y[c].sum() - p[c].sum())) for c in np.array_split(order, min(bins, y.size)))
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return {
+        "ece": float(gaps.sum() / y.size),
+        "ece_adaptive": float(adaptive / y.size),
+        "mce": float((gaps[filled] / counts[filled]).max()),
+        "brier": float(np.mean((p - y) ** 2)),
+        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q))),
+    }
+
+
+def reliability_curve(y_true: np.ndarray, y_prob: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Mean probability and fraction abnormal per non-empty equal-width bin (scikit-learn's ``calibration_curve``)."""
+    from sklearn.calibration import calibration_curve
+
+    fraction, mean_prob = calibration_curve(np.asarray(y_true).astype(int), np.asarray(y_prob, dtype=np.float64), n_bins=bins)
+    return mean_prob, fraction
 
 
 def bootstrap_ci(

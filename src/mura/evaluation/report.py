@@ -9,6 +9,10 @@ from typing import Any
 import pandas as pd
 
 from mura.evaluation.ensemble import ENSEMBLE
+from mura.evaluation.metrics import CALIBRATION_METRICS
+from mura.modeling.calibration import Calibrator
+
+UNCALIBRATED = "_uncalibrated"
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -24,7 +28,13 @@ def _ci(row: pd.Series, name: str) -> str:
     return f"{row[name]:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, float], provenance: dict[str, Any]) -> str:
+def render_report(
+    table: pd.DataFrame,
+    models: list[str],
+    thresholds: dict[str, float],
+    provenance: dict[str, Any],
+    calibrator: Calibrator | None = None,
+) -> str:
     """Markdown report: per-model table (seed Tables 1–4), ensemble table (Table 5), per body part (Figure 13).
 
     Args:
@@ -32,6 +42,7 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
         models: variants then ``ensemble``.
         thresholds: operating points.
         provenance: ``synthetic`` (bool), ``fingerprint``, ``git_commit``, ``ci_level``.
+        calibrator: the ensemble's calibration map (its section says which, and what it did).
     """
     synthetic = bool(provenance.get("synthetic"))
     lines = ["# Evaluation report", ""]
@@ -45,7 +56,9 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
         f"Data: {'synthetic phantoms' if synthetic else 'real datasets'}; "
         f"fingerprint `{provenance.get('fingerprint', '?')[:16]}`; "
         f"code `{provenance.get('git_commit', '?')[:12]}`.",
-        "Operating points (chosen on valid, study level): " + ", ".join(f"{k} = {v:.3f}" for k, v in thresholds.items()) + ".",
+        "Operating points (chosen on valid, study level, on the ensemble's calibrated probability): "
+        + ", ".join(f"{k} = {v:.3f}" for k, v in thresholds.items())
+        + ".",
         f"Study probability = mean of its views' probabilities (MURA protocol). {provenance.get('ci_level', 0.95):.0%} CIs: "
         "bootstrap over patients.",
         "",
@@ -81,6 +94,8 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
             f"{_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | {_fmt(r.f1)} | {_fmt(r.kappa)} |"
         )
     lines.append("")
+    lines += _operating_points_section(ens)
+    lines += _calibration_section(table, calibrator or Calibrator())
     parts = table[
         (table["split"] == "test")
         & (table["model"] == ENSEMBLE)
@@ -102,11 +117,98 @@ def render_report(table: pd.DataFrame, models: list[str], thresholds: dict[str, 
         )
     lines += [
         "",
-        "Figures: `reports/plots/roc.png`, `reports/plots/pr.png`, `reports/plots/confusion.png`;",
+        "Figures: `reports/plots/roc.png`, `reports/plots/pr.png`, `reports/plots/confusion.png`,",
+        "`reports/plots/reliability.png`, `reports/plots/reliability_per_body_part.png`;",
         "full table with confidence intervals: `reports/per_body_part.csv`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _operating_points_section(ens: pd.DataFrame) -> list[str]:
+    lines = [
+        "## Ensemble sensitivity and specificity at each operating point, test split",
+        "",
+        "| Level | Operating point | Threshold | Sensitivity | Specificity |",
+        "|---|---|---|---|---|",
+    ]
+    for _, r in ens.iterrows():
+        lines.append(f"| {r.level} | {r.operating_point} | {r.threshold:.3f} | {_ci(r, 'recall')} | {_ci(r, 'specificity')} |")
+    return [*lines, ""]
+
+
+def _calibration_section(table: pd.DataFrame, calibrator: Calibrator) -> list[str]:
+    """Before/after calibration per level and body part, and a plain statement of where it got worse."""
+    how = {
+        "temperature": f"temperature scaling, T = {calibrator.temperature:.3f}",
+        "isotonic": f"isotonic regression ({len(calibrator.knots_x)} knots)",
+        "none": "none (the raw ensemble probability is served)",
+    }[calibrator.method]
+    rows = table[
+        (table["split"] == "test")
+        & (table["model"] == ENSEMBLE)
+        & (table["operating_point"] == "default")
+        & ~table["group"].str.startswith("dataset:")
+    ]
+    lines = [
+        "## Calibration of the ensemble's probability, test split",
+        "",
+        f"Calibrator: {how}; fitted on the valid split's studies (never on test). ECE: 15 equal-width bins;",
+        "adaptive ECE: 15 equal-mass bins; MCE: the largest bin gap. Lower is better for all five.",
+        "",
+        "| Level | Group | ECE before → after | Adaptive ECE before → after | MCE before → after "
+        "| Brier before → after | Log loss before → after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    worse = []
+    for _, r in rows.sort_values(["level", "group"], key=lambda c: c.eq("all") if c.name == "group" else c).iterrows():
+        cells = [
+            f"{_ci(r, m + UNCALIBRATED)} → {_ci(r, m)}" if f"{m}{UNCALIBRATED}" in r else _ci(r, m) for m in CALIBRATION_METRICS
+        ]
+        lines.append(f"| {r.level} | {'All' if r.group == 'all' else r.group} | " + " | ".join(cells) + " |")
+        for m in ("ece", "brier"):
+            before, after = r.get(m + UNCALIBRATED), r.get(m)
+            if before is not None and after is not None and not pd.isna(before) and after > before + 1e-12:
+                worse.append(f"{m} at {r.level} level, {r.group}: {before:.3f} → {after:.3f}")
+    lines.append("")
+    if worse:
+        lines += ["Calibration made these **worse** on test (reported, not hidden): " + "; ".join(worse) + ".", ""]
+    else:
+        lines += ["Calibration did not make ECE or Brier worse on any row above.", ""]
+    return lines
+
+
+def plot_reliability(points: pd.DataFrame, out_dir: Path, synthetic: bool) -> None:
+    """Reliability diagrams of the ensemble, before and after calibration: overall, and one panel per body part."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = " — SYNTHETIC DATA" if synthetic else ""
+    groups = [g for g in points["group"].unique() if g != "all"]
+    for name, shown in (("reliability", ["all"]), ("reliability_per_body_part", groups or ["all"])):
+        cols = min(len(shown), 4)
+        rows = math.ceil(len(shown) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), squeeze=False)
+        for ax in axes.ravel()[len(shown) :]:
+            ax.axis("off")
+        for ax, group in zip(axes.ravel(), shown, strict=False):
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect")
+            for kind, style in (("uncalibrated", "--"), ("calibrated", "-")):
+                curve = points[(points["group"] == group) & (points["probability"] == kind)]
+                ax.plot(curve["mean_predicted"], curve["fraction_abnormal"], style, marker="o", markersize=3, label=kind)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_title("all test studies" if group == "all" else group, fontsize=8)
+            ax.set_xlabel("mean predicted probability", fontsize=7)
+            ax.set_ylabel("fraction abnormal", fontsize=7)
+            ax.legend(fontsize=6)
+        fig.suptitle(f"Reliability of the ensemble's study probability{suffix}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png", dpi=90)
+        plt.close(fig)
 
 
 def plot_figures(roc: pd.DataFrame, pr: pd.DataFrame, table: pd.DataFrame, out_dir: Path, synthetic: bool) -> None:

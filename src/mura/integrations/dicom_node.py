@@ -58,6 +58,8 @@ from mura.serving.predictor import Predictor
 __all__ = ["RADIOGRAPH_SOP_CLASSES", "DicomNode", "NodeSettings"]
 
 logger = logging.getLogger(__name__)
+# highdicom logs every source's UIDs at INFO, pynetdicom its PDUs: neither may reach the node's log.
+QUIET_LOGGERS = ("highdicom", "pynetdicom")
 
 RADIOGRAPH_SOP_CLASSES = frozenset(
     {
@@ -158,6 +160,8 @@ class DicomNode:
 
     def __init__(self, settings: NodeSettings, predictor: Predictor | None = None) -> None:
         self.settings = settings
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.predictor = predictor or Predictor.load(settings.model_uri, settings.tracking_uri)
         self.predictor.prepare_heatmaps()
         self.spool = Spool(settings.spool)
@@ -229,21 +233,24 @@ class DicomNode:
             return [s for s, seen in self._state.last_seen.items() if now - seen >= self.settings.idle_seconds]
 
     def process(self, study: str) -> None:
-        """Score one complete study (unless this set of instances was answered before a crash) and spool the results."""
+        """Answer one complete study: the report first (sent at once), then the heatmap images.
+
+        Each is its own result set in the spool, so after a crash only what is missing is made
+        again (same instances, same result names and UIDs).
+        """
         files = self.spool.instances(study)
         with self._state.lock:
             self._state.last_seen.pop(study, None)
         if not files:
             return
         name = self.spool.result_name(study, self.model.version)
-        if not self.spool.has_result(name):
-            objects = self._answer(study, files, name)
-            if objects:
-                self.spool.store_result(name, objects, len(self.destinations))
+        report, heatmaps = f"{name}-report", f"{name}-heatmaps"
+        if not (self.spool.has_result(report) and self.spool.has_result(heatmaps)):
+            self._answer(study, files, name, report, heatmaps)
         self.spool.finish(study, files)
 
-    def _answer(self, study: str, files: Sequence[Path], name: str) -> list[tuple[str, bytes]]:
-        started = time.perf_counter()
+    def _decode(self, study: str, files: Sequence[Path]) -> tuple[list[Dataset], list[tuple[str, DecodedUpload]]]:
+        """The readable instances (sorted by series and instance number) and their model pixels."""
         sources: list[Dataset] = []
         decoded: list[tuple[str, DecodedUpload]] = []
         for k, path in enumerate(files, 1):
@@ -259,34 +266,45 @@ class DicomNode:
                 continue
             sources.append(ds)
             decoded.append(view)
-        if not decoded:
-            logger.warning("study %s: no instance could be scored; no result sent", study)
-            return []
         order = sorted(
             range(len(sources)),
             key=lambda i: (int(sources[i].get("SeriesNumber") or 0), int(sources[i].get("InstanceNumber") or 0)),
         )
-        sources = [sources[i] for i in order]
-        result = self.predictor.predict_decoded([decoded[i] for i in order], heatmaps=True)
+        return [sources[i] for i in order], [decoded[i] for i in order]
+
+    def _answer(self, study: str, files: Sequence[Path], name: str, report: str, heatmaps: str) -> None:
+        started = time.perf_counter()
+        sources, decoded = self._decode(study, files)
+        if not decoded:
+            logger.warning("study %s: no instance could be scored; no result sent", study)
+            return
+        result = self.predictor.predict_decoded(decoded)  # the served precision: the numbers of `mura predict`
 
         def uid(*parts: str) -> str:  # the same result set always gets the same UIDs
             return str(generate_uid(entropy_srcs=[name, *parts]))
 
-        objects = [("sr.dcm", _encode(structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))))]
-        sc_series = uid("sc-series")
-        for k, (source, scored) in enumerate(zip(sources, result.views, strict=True), 1):
-            capture = heatmap_capture(source, scored, result, self.model, sc_series, uid("sc", str(k)), k)
-            objects.append((f"sc-{k:03d}.dcm", _encode(capture)))
-        logger.info(
-            "study %s: %d views, probability %.3f, %s at %s (%.2f s)",
-            study,
-            len(sources),
-            result.probability,
-            result.label,
-            result.operating_point,
-            time.perf_counter() - started,
-        )
-        return objects
+        if not self.spool.has_result(report):
+            sr = structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))
+            self.spool.store_result(report, [("sr.dcm", _encode(sr))], len(self.destinations))
+            logger.info(
+                "study %s: %d views, probability %.3f, %s at %s (report in %.2f s)",
+                study,
+                len(sources),
+                result.probability,
+                result.label,
+                result.operating_point,
+                time.perf_counter() - started,
+            )
+            self.deliver_due()  # the answer goes out before the heatmaps are drawn
+        if not self.spool.has_result(heatmaps):
+            drawn = self.predictor.with_heatmaps(result, decoded)
+            series = uid("sc-series")
+            objects = [
+                (f"sc-{k:03d}.dcm", _encode(heatmap_capture(source, view, drawn, self.model, series, uid("sc", str(k)), k)))
+                for k, (source, view) in enumerate(zip(sources, drawn.views, strict=True), 1)
+            ]
+            self.spool.store_result(heatmaps, objects, len(self.destinations))
+            logger.info("study %s: heatmaps in %.2f s", study, time.perf_counter() - started)
 
     # --- delivering ------------------------------------------------------------------------
     def deliver_due(self) -> None:
@@ -322,8 +340,11 @@ class DicomNode:
     def step(self) -> None:
         """One pass of the worker: score the complete studies, then deliver what is due."""
         for study in self._complete_studies():
+            if self._stop.is_set():  # stopping: the rest stays spooled for the next start
+                return
             try:
                 self.process(study)
+                self.deliver_due()  # each study's results leave as soon as they exist
             except Exception:  # one bad study must not stop the node; it stays spooled for a retry
                 logger.exception("study %s: scoring failed; kept in the spool", study)
                 with self._state.lock:

@@ -6,6 +6,7 @@
   as parameters), a qualitative evaluation (abnormal / normal at the registered
   operating point), the study probability and each view's probability as numeric
   measurements (each view's referencing its source image), the decision threshold,
+  the uncalibrated study probability (for audit),
   the scope warnings and the "pre-screening aid, not a diagnosis" statement as
   text, and VerificationFlag UNVERIFIED.
 - One Secondary Capture per view: the ensemble's Grad-CAM map blended over the
@@ -54,6 +55,7 @@ MAX_SIDE = 1024  # heatmap images are at most this many pixels on their long sid
 SCHEME = "99MURA"
 PROBABILITY = Code("P-ABN", SCHEME, "Probability of abnormality")
 VIEW_PROBABILITY = Code("P-ABN-VIEW", SCHEME, "Probability of abnormality of one view")
+RAW_PROBABILITY = Code("P-ABN-RAW", SCHEME, "Uncalibrated probability of abnormality")
 THRESHOLD = Code("THRESHOLD", SCHEME, "Decision threshold")
 ABNORMAL = Code("263654008", "SCT", "Abnormal")
 NORMAL = Code("17621005", "SCT", "Normal")
@@ -131,6 +133,9 @@ def structured_report(
         hd.sr.Measurement(name=PROBABILITY, value=round(result.probability, 6), unit=NO_UNITS, algorithm_id=model.algorithm),
         hd.sr.Measurement(name=THRESHOLD, value=round(model.threshold, 6), unit=NO_UNITS, algorithm_id=model.algorithm),
     ]
+    if result.probability_raw is not None:  # the ensemble's average before calibration, for audit
+        raw = round(result.probability_raw, 6)
+        measurements.append(hd.sr.Measurement(name=RAW_PROBABILITY, value=raw, unit=NO_UNITS, algorithm_id=model.algorithm))
     for source, view in zip(sources, result.views, strict=True):
         image = hd.sr.SourceImageForMeasurement.from_source_image(source)
         measurements.append(

@@ -10,7 +10,9 @@ Versions:
     2: typed and versioned; the variant weights under ``variant_weights``. Loads (Keras runtime).
     3: the optimized runtime (``runtime``, ``optimized_precision``, ``precision_check``); bf16 allowed
        when ``optimized_precision`` is ``bf16``. Loads.
-    4: this version: ``allowed_precisions`` (float32, and bf16/int8 when register proved them harmless).
+    4: ``allowed_precisions`` (float32, and bf16/int8 when register proved them harmless). Loads
+       (uncalibrated: the identity map).
+    5: this version: ``calibration``, the map every entry point applies to the ensemble's probability.
 A model whose config has a newer version than this code reads fails with one
 line naming the version it needs.
 """
@@ -25,10 +27,11 @@ from typing import Any
 
 from mura.config import Precision, ResizePolicy, ServingRuntime, build_dataclass
 from mura.errors import ConfigError
+from mura.modeling.calibration import Calibrator
 
 __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
 
 
@@ -53,7 +56,7 @@ class ServingConfig:
     Attributes:
         variants: variant names, in the order of the combined model's outputs.
         variant_weights: weight of each variant in the average.
-        thresholds: operating point → study threshold (chosen on valid).
+        thresholds: operating point → study threshold (chosen on valid, on the calibrated probability).
         operating_point: the served operating point (a key of ``thresholds``).
         image_size: model input side.
         resize: resize policy of the training cache.
@@ -72,6 +75,7 @@ class ServingConfig:
             ``int8`` only when ``precision_check`` proved them harmless.
         precision_check: the register-time comparison of the optimized runtime with Keras on the
             validation split (max |Δp|, study-label agreement per operating point, verdicts).
+        calibration: the map from the ensemble's raw probability to the served one (``calibrate`` stage).
         schema_version: version of this schema.
     """
 
@@ -93,6 +97,7 @@ class ServingConfig:
     optimized_precision: Precision = "f32"
     allowed_precisions: tuple[Precision, ...] = ("f32",)
     precision_check: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibrator = field(default_factory=Calibrator)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mura.evaluation.ensemble import aggregate_studies, average_probabilities, prob_column
+from mura.modeling.calibration import Calibrator
 from mura.modeling.gradcam import HeadWeights
 from mura.serving.runtime import HEADS_FILE, INT8_XML, MODEL_XML, OpenVinoRunner, available_precisions
 
@@ -84,6 +85,7 @@ def compare_runtimes(
     rows: pd.DataFrame,
     weights: Sequence[float],
     thresholds: dict[str, float],
+    calibrator: Calibrator | None = None,
 ) -> dict[str, Any]:
     """How far a runtime's probabilities are from the Keras reference (pure).
 
@@ -92,7 +94,9 @@ def compare_runtimes(
         candidate: the runtime's (N, V).
         rows: ``study_id`` and ``label`` of the N images.
         weights: variant weights of the average.
-        thresholds: operating point → study threshold.
+        thresholds: operating point → study threshold (on the calibrated probability).
+        calibrator: the served calibration map, applied to both study probabilities before the
+            thresholds (None: the identity).
 
     Returns:
         ``max_abs_dp`` over variants and the ensemble, ``studies``, and per operating point the
@@ -103,6 +107,8 @@ def compare_runtimes(
     max_dp = float(max(np.abs(reference - candidate).max(initial=0.0), np.abs(ref_ens - new_ens).max(initial=0.0)))
     frame = rows[["study_id", "label"]].assign(ref=ref_ens, new=new_ens)
     studies = aggregate_studies(frame, ["ref", "new"])
+    if calibrator is not None:
+        studies = studies.assign(ref=calibrator.apply(studies["ref"].to_numpy()), new=calibrator.apply(studies["new"].to_numpy()))
     agreement = {
         point: float(np.mean((studies["ref"] >= t) == (studies["new"] >= t))) if len(studies) else 1.0
         for point, t in thresholds.items()
@@ -165,6 +171,7 @@ def check_precision(
     batch_size: int,
     max_abs_dp: float,
     min_agreement: float,
+    calibrator: Calibrator | None = None,
 ) -> dict[str, Any]:
     """Run the optimized model in every precision this machine can on the validation images, against Keras.
 
@@ -182,6 +189,7 @@ def check_precision(
         batch_size: the serving batch.
         max_abs_dp: largest reduced-precision |Δp| accepted.
         min_agreement: smallest reduced-precision study-label agreement accepted, at every operating point.
+        calibrator: the served calibration map (the thresholds are on the calibrated probability).
 
     Returns:
         ``f32``, ``bf16`` and ``int8`` comparisons (None where not run), ``verdicts`` (precision →
@@ -194,7 +202,7 @@ def check_precision(
     allowed = ["f32"]
     for precision in runnable:
         runner = OpenVinoRunner(optimized_dir, variants, batch_size, warm_up=False, force=precision)
-        out[precision] = compare_runtimes(reference, runner.predict(pixels), predictions, weights, thresholds)
+        out[precision] = compare_runtimes(reference, runner.predict(pixels), predictions, weights, thresholds, calibrator)
         if precision != "f32":
             ok, verdicts[precision] = judge_precision(precision, out[precision], max_abs_dp, min_agreement)
             allowed += [precision] if ok else []

@@ -8,6 +8,7 @@ A pre-screening suggestion for a radiologist, never a diagnosis.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class ViewResult:
     gray: np.ndarray  # full-resolution 8-bit image (for display)
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # "ensemble" and each variant, [0, 1], S x S
     warnings: tuple[str, ...] = ()  # why the answer may not apply to this view (from its DICOM tags)
+    probability_raw: float | None = None  # the uncalibrated ensemble average (audit); None: same as probability
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class StudyResult:
     views: list[ViewResult]
     body_part: str | None
     synthetic_data: bool
+    probability_raw: float | None = None  # the uncalibrated study probability (audit); None: same as probability
 
     @property
     def warnings(self) -> list[str]:
@@ -69,6 +72,7 @@ class StudyResult:
         """JSON-friendly summary (no pixels)."""
         return {
             "probability": self.probability,
+            "probability_raw": self.probability_raw,
             "label": self.label,
             "labels": self.labels,
             "thresholds": self.thresholds,
@@ -81,6 +85,7 @@ class StudyResult:
                 {
                     "name": v.name,
                     "probability": v.probability,
+                    "probability_raw": v.probability_raw,
                     "variants": v.variants,
                     "kind": v.kind,
                     "warnings": list(v.warnings),
@@ -135,6 +140,14 @@ class Predictor:
     def thread_safe(self) -> bool:
         """Whether several studies may be predicted at once (the optimized runtime), or one at a time (Keras)."""
         return bool(getattr(self.service.runner, "thread_safe", False))
+
+    @property
+    def model_card(self) -> dict[str, Any] | None:
+        """The registered model card (its lineage names the version this URI resolved to); None for older models."""
+        card: dict[str, Any] | None = getattr(self.service, "model_card", None)
+        if card is None:
+            return None
+        return {**card, "lineage": {**card.get("lineage", {}), "version": self.version}}
 
     @property
     def config(self) -> ServingConfig:
@@ -205,6 +218,7 @@ class Predictor:
                 gray=upload.gray,
                 heatmaps={k: v[i] for k, v in maps.items()},
                 warnings=upload.warnings,
+                probability_raw=float(frame["probability_raw"].iloc[i]),
             )
             for i, (name, upload) in enumerate(decoded)
         ]
@@ -220,12 +234,23 @@ class Predictor:
             views=view_results,
             body_part=part,
             synthetic_data=self.config.synthetic_data,
+            probability_raw=float(frame["study_probability_raw"].iloc[0]),
         )
 
     def heatmaps(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Grad-CAM per variant and the ensemble's (mean of the variants' maps), each (N, S, S) in [0, 1]."""
-        maps: dict[str, np.ndarray] = self.service.predict_with_heatmaps(pixels, ["study"] * len(pixels))[1]
+        maps: dict[str, np.ndarray] = self.service.heatmaps(pixels)[1]
         return maps
+
+    def with_heatmaps(self, result: StudyResult, decoded: Sequence[tuple[str, DecodedUpload]]) -> StudyResult:
+        """``result`` (of :meth:`predict_decoded` on ``decoded``, without heatmaps) with its views' heatmaps added.
+
+        Runs only the heatmap pass: a caller that answers first and draws later (the DICOM node
+        sends its report, then the heatmap images) pays no second probability pass.
+        """
+        maps = self.heatmaps(np.stack([upload.pixels for _, upload in decoded]))
+        views = [dataclasses.replace(view, heatmaps={k: v[i] for k, v in maps.items()}) for i, view in enumerate(result.views)]
+        return dataclasses.replace(result, views=views)
 
 
 def _registered_version(uri: str) -> str:

@@ -24,7 +24,9 @@ from mura.config import RegisterParams, ResizePolicy
 from mura.errors import DataError
 from mura.evaluation.ensemble import ENSEMBLE
 from mura.evaluation.evaluate import run_metrics
+from mura.modeling.calibration import Calibrator
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
+from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
 from mura.tracking import dataset_fingerprint, git_commit, log_datasets, server_errors, setup_mlflow, source_tags
 
@@ -98,6 +100,8 @@ class RegisterInputs:
         pixels: the cache (the model's input example; the validation images of the precision check).
         per_body_part: the evaluation table (validation metrics shown in the UI).
         predictions: the ``ensemble`` stage's predictions (Keras reference of the precision check).
+        figures: ``evaluate`` figures logged with the model (the reliability diagrams).
+        model_card: where the model card's Markdown is written (its JSON beside it); None: not written.
     """
 
     models_dir: Path
@@ -108,10 +112,17 @@ class RegisterInputs:
     pixels: Path
     per_body_part: Path | None = None
     predictions: Path | None = None
+    figures: tuple[Path, ...] = ()
+    model_card: Path | None = None
 
 
 def run_register(
-    variants: list[str], params: RegisterParams, image_size: int, resize: ResizePolicy, inputs: RegisterInputs
+    variants: list[str],
+    params: RegisterParams,
+    image_size: int,
+    resize: ResizePolicy,
+    inputs: RegisterInputs,
+    architectures: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``register`` stage: log ``mura-ensemble`` (the variants + its config), register it, maybe alias it ``champion``.
 
@@ -126,6 +137,7 @@ def run_register(
         image_size: ``data.image_size`` (the variants' input side).
         resize: ``data.resize`` (served uploads are resized as the cache was).
         inputs: the files it reads.
+        architectures: variant → architecture, for the model card.
 
     Returns:
         What ``reports/register.json`` records: name, version, champion flag, val kappa, run id,
@@ -150,8 +162,9 @@ def run_register(
     synthetic = bool(images["synthetic"].any())
     fingerprint = dataset_fingerprint(inputs.images, inputs.split)
     commit = git_commit()
-    table = inputs.per_body_part
-    validation = validation_by_body_part(pd.read_csv(table)) if table is not None and table.exists() else {}
+    table_path = inputs.per_body_part
+    table = pd.read_csv(table_path) if table_path is not None and table_path.exists() else pd.DataFrame()
+    validation = validation_by_body_part(table) if not table.empty else {}
     pixels = np.load(inputs.pixels, mmap_mode="r")
     with tempfile.TemporaryDirectory(prefix="mura-register-") as tmp:  # the export and the config, logged then removed
         tmp_dir = Path(tmp)
@@ -166,6 +179,7 @@ def run_register(
             variants=tuple(paths),
             variant_weights=thresholds["variant_weights"],
             thresholds=thresholds["thresholds"],
+            calibration=Calibrator.from_dict(thresholds.get("calibration")),
             operating_point=params.operating_point,
             image_size=image_size,
             resize=resize,
@@ -205,6 +219,10 @@ def run_register(
                 tags[f"{reduced}_min_agreement"] = f"{min(precision_check[reduced]['agreement'].values()):.4f}"
         package = Path(mura.__file__).parent
         name = params.model_name
+        card_images = pd.read_csv(inputs.images).merge(pd.read_csv(inputs.split), on="image_id", how="left")
+        card = build_model_card(config, name, card_images, table, architectures)
+        card_path = tmp_dir / f"{CARD_ARTIFACT}.json"
+        card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
         run_tags = {**tags, **source_tags(), "mura.stage": "register"}
         with server_errors(f"logging {name}"), mlflow.start_run(run_name="ensemble", tags=run_tags) as run:
             config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
@@ -227,6 +245,7 @@ def run_register(
                 python_model=str(package / "serving" / "pyfunc.py"),
                 artifacts={
                     CONFIG_ARTIFACT: str(config_path),
+                    CARD_ARTIFACT: str(card_path),
                     **{v: str(p.resolve()) for v, p in paths.items()},
                     **({OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}),
                 },
@@ -241,6 +260,9 @@ def run_register(
                 pip_requirements=_requirements(),
             )
             run_id = run.info.run_id
+            for figure in inputs.figures:
+                if figure.exists():
+                    mlflow.log_artifact(str(figure), artifact_path="evaluation")
     with server_errors(f"registering {name}"):
         client = mlflow.MlflowClient()
         version = str(info.registered_model_version)
@@ -262,6 +284,15 @@ def run_register(
         promoted = should_promote(kappa, champion_kappa, params.force_champion)
         if promoted:
             client.set_registered_model_alias(name, CHAMPION, version)
+        # The card with its registered version and run: in the workspace, and with the version in MLflow.
+        card["lineage"] |= {"version": version, "run_id": run_id, "champion_when_registered": promoted}
+        markdown = render_model_card(card)
+        client.log_text(run_id, markdown, "model_card/model_card.md")
+        client.log_dict(run_id, card, "model_card/model_card.json")
+        if inputs.model_card is not None:
+            inputs.model_card.parent.mkdir(parents=True, exist_ok=True)
+            inputs.model_card.write_text(markdown)
+            inputs.model_card.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
     return {
         "model_name": name,
@@ -309,6 +340,7 @@ def _export_and_check(
         params.serve_batch_size,
         params.reduced_max_abs_dp,
         params.reduced_min_agreement,
+        Calibrator.from_dict(thresholds.get("calibration")),
     )
     return out_dir, check
 

@@ -7,8 +7,10 @@ classes; the four Keras variants and ``ensemble_config.json`` (a
 Request (``POST /invocations``, ``dataframe_records`` or ``dataframe_split``):
 rows with ``image`` (base64 of PNG, JPEG or DICOM bytes) and optional
 ``study_id``; rows without a study id form one study. Response: one row per
-image with its ensemble and per-variant probabilities, and its study's mean
-probability and label at the registered threshold. Bad input raises an
+image with its ensemble and per-variant probabilities, and its study's
+probability and label at the registered threshold. The ensemble's
+probabilities are calibrated (the registered map, ``calibrate`` stage); the
+raw averages stay in ``probability_raw`` and ``study_probability_raw`` for audit. Bad input raises an
 ``MlflowException`` with ``INVALID_PARAMETER_VALUE`` naming the row, which the
 scoring server turns into a 400 with a one-line JSON error; nothing about the
 image (pixels, DICOM tags) is logged.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from mura.evaluation.ensemble import ENSEMBLE, average_probabilities, prob_column
+from mura.modeling.calibration import Calibrator
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
+from mura.serving.model_card import CARD_ARTIFACT
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +80,25 @@ def parse_rows(frame: pd.DataFrame) -> list[tuple[bytes, str]]:
     return rows
 
 
-def study_results(per_image: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Add each study's mean probability and label (``abnormal`` when ``>= threshold``).
+def study_results(per_image: pd.DataFrame, threshold: float, calibrator: Calibrator | None = None) -> pd.DataFrame:
+    """Add each study's probability and label (``abnormal`` when ``>= threshold``).
+
+    The study's raw probability is the mean of its views' raw ensemble probabilities (the MURA
+    protocol); the served one is the calibration map applied to it.
 
     Args:
-        per_image: rows with ``study_id`` and ``probability`` (the ensemble's).
-        threshold: the served study threshold.
+        per_image: rows with ``study_id`` and ``probability_raw`` (the ensemble's raw average).
+        threshold: the served study threshold (on the calibrated probability).
+        calibrator: the registered map (None: the identity).
 
     Returns:
-        The rows with ``study_probability``, ``threshold`` and ``study_label`` added.
+        The rows with ``study_probability``, ``study_probability_raw``, ``threshold`` and ``study_label`` added.
     """
-    study_prob = per_image.groupby("study_id", sort=False)["probability"].transform("mean")
-    out = per_image.assign(study_probability=study_prob, threshold=threshold)
+    calibrator = calibrator or Calibrator()
+    raw = per_image.groupby("study_id", sort=False)["probability_raw"].transform("mean")
+    out = per_image.assign(
+        study_probability=calibrator.apply(raw.to_numpy(np.float64)), study_probability_raw=raw, threshold=threshold
+    )
     out["study_label"] = np.where(out["study_probability"] >= threshold, "abnormal", "normal")
     return out
 
@@ -100,6 +112,7 @@ class EnsembleService:
         optimized_dir: the ``optimized`` artifact (OpenVINO IR and heads), when the model has one.
         streams: requests the optimized runtime runs at once (1: every core on one request).
         warm_up: run the batch sizes through at load (servers); a one-shot CLI skips it.
+        model_card: the registered model card (``model_card`` artifact), when the model has one.
     """
 
     def __init__(
@@ -109,10 +122,12 @@ class EnsembleService:
         optimized_dir: str | Path | None = None,
         streams: int = 1,
         warm_up: bool = True,
+        model_card: dict[str, Any] | None = None,
     ) -> None:
         from mura.serving.runtime import HEADS_FILE, OpenVinoRunner, describe, resolve_runtime
 
         self.config = config
+        self.model_card = model_card  # the card register wrote (None for a model registered before cards)
         optimized = Path(optimized_dir) if optimized_dir is not None else None
         self.runtime = resolve_runtime(config.runtime, optimized)
         self.heads: dict[str, Any] = {}
@@ -159,7 +174,8 @@ class EnsembleService:
         settings = model_config or {}
         paths = {name: artifacts[name] for name in config.variants}
         warm_up = bool(settings.get("warm_up", True))
-        return cls(paths, config, artifacts.get(OPTIMIZED_ARTIFACT), int(settings.get("streams", 1)), warm_up)
+        card = json.loads(Path(artifacts[CARD_ARTIFACT]).read_text()) if CARD_ARTIFACT in artifacts else None
+        return cls(paths, config, artifacts.get(OPTIMIZED_ARTIFACT), int(settings.get("streams", 1)), warm_up, card)
 
     def decode(self, rows: list[tuple[bytes, str]]) -> tuple[np.ndarray, list[str]]:
         """Model pixels and scope warnings (``"; "``-joined, empty when none) for each row.
@@ -187,10 +203,17 @@ class EnsembleService:
 
     def _frame(self, per_variant: np.ndarray, study_ids: list[str], warnings: list[str] | None) -> pd.DataFrame:
         ensemble = average_probabilities(per_variant, self.config.weights_in_order)
-        frame = pd.DataFrame({"row": np.arange(len(per_variant)), "study_id": study_ids, "probability": ensemble})
+        frame = pd.DataFrame(
+            {
+                "row": np.arange(len(per_variant)),
+                "study_id": study_ids,
+                "probability": self.config.calibration.apply(ensemble),
+                "probability_raw": ensemble,
+            }
+        )
         for k, name in enumerate(self.config.variants):
             frame[prob_column(name)] = per_variant[:, k]
-        out = study_results(frame, self.config.threshold)
+        out = study_results(frame, self.config.threshold, self.config.calibration)
         out["warnings"] = warnings if warnings is not None else [""] * len(out)
         return out
 
@@ -204,14 +227,23 @@ class EnsembleService:
         always the served precision's, so every entry point answers alike: when a reduced
         precision serves, it gives the probabilities and the float32 pass only the maps.
         """
+        per_variant, maps = self.heatmaps(pixels)
+        if self.runtime == "optimized" and self.runner.precision != "f32":
+            per_variant = self.runner.predict(pixels)
+        return self._frame(per_variant, study_ids, warnings), maps
+
+    def heatmaps(self, pixels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Grad-CAM maps (each variant's and the ensemble's mean) and the float32 pass' per-variant probabilities.
+
+        The probabilities are the float32 model's: a caller that also answers with them must use
+        :meth:`predict_with_heatmaps`, which answers with the served precision.
+        """
         from mura.modeling.gradcam import cam_from_features, feature_model, gradcam
 
         names = list(self.config.variants)
         maps: dict[str, np.ndarray] = {}
         if self.runtime == "optimized":
             per_variant, features = self.runner.predict_with_features(pixels)
-            if self.runner.precision != "f32":
-                per_variant = self.runner.predict(pixels)
             for name, feature_maps in zip(names, features, strict=True):
                 maps[name] = cam_from_features(feature_maps, self.heads[name], self.config.image_size)
         else:
@@ -221,7 +253,7 @@ class EnsembleService:
                     self._features[name] = feature_model(model)
                 maps[name] = gradcam(model, pixels, self._features[name])
         maps[ENSEMBLE] = np.mean(np.stack([maps[n] for n in names]), axis=0)
-        return self._frame(per_variant, study_ids, warnings), maps
+        return per_variant, maps
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc ``predict``: request frame in, per-image result frame out."""
@@ -237,8 +269,10 @@ def output_example(variants: list[str]) -> pd.DataFrame:
             "row": [0],
             "study_id": ["example-study"],
             "probability": [0.5],
+            "probability_raw": [0.5],
             **{prob_column(v): [0.5] for v in variants},
             "study_probability": [0.5],
+            "study_probability_raw": [0.5],
             "threshold": [0.5],
             "study_label": ["abnormal"],
             "warnings": [""],

@@ -142,6 +142,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             "git_commit": config.git_commit if config else None,
             "body_parts": list(BODY_PARTS),
             "heatmaps": forwarder is None,
+            "model_card": predictor.model_card if predictor is not None else None,
             "token_required": bool(settings.token),
         }
 
@@ -218,6 +219,7 @@ def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
     return {
         "verdict": result.label,
         "probability": result.probability,
+        "probability_raw": result.probability_raw,
         "operating_point": result.operating_point,
         "threshold": result.thresholds[result.operating_point],
         "labels": result.labels,
@@ -246,6 +248,7 @@ def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
     return {
         "verdict": rows[0]["study_label"],
         "probability": rows[0]["study_probability"],
+        "probability_raw": rows[0].get("study_probability_raw"),
         "operating_point": "registered",
         "threshold": rows[0]["threshold"],
         "variants": {v: float(np.mean([r[prob_column(v)] for r in rows])) for v in variants},

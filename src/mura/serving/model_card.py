@@ -1,0 +1,273 @@
+"""The model card that travels with every registered ``mura-ensemble`` version.
+
+In the spirit of "Model Cards for Model Reporting" (Mitchell et al. 2019) and MONAI bundle
+metadata: intended use and users, out-of-scope uses, training data, the model, its evaluation
+(headline figures with CIs, per body part, calibration, operating points), limitations and
+lineage. :func:`build_model_card` is pure and reads every number from the pipeline's own
+outputs (``metrics.json``, ``per_body_part.csv``, ``thresholds.json``, images.csv/split.csv, the
+served config); :func:`render_model_card` turns it into Markdown. ``register`` writes both to
+``reports/model_card.{md,json}``, logs them with the registered version, and ships the JSON
+inside the model, where the web UI's "About this model" and the DICOM results read it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from mura.data.dicom import RADIOGRAPH_MODALITIES
+from mura.data.sources import BODY_PARTS
+from mura.evaluation.ensemble import ENSEMBLE
+from mura.serving.config import ServingConfig
+
+__all__ = ["CARD_ARTIFACT", "build_model_card", "render_model_card"]
+
+CARD_ARTIFACT = "model_card"  # the pyfunc artifact key (and file stem) of the card's JSON
+HEADLINE = ("accuracy", "recall", "specificity", "roc_auc", "kappa")
+CALIBRATION = ("ece", "ece_adaptive", "brier", "log_loss")
+
+
+def _number(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def _with_ci(row: pd.Series, name: str) -> dict[str, float | None]:
+    return {
+        "value": _number(row.get(name)),
+        "ci_low": _number(row.get(f"{name}_ci_low")),
+        "ci_high": _number(row.get(f"{name}_ci_high")),
+    }
+
+
+def _data_section(images: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {"images": int(len(images)), "synthetic": bool(images.get("synthetic", pd.Series([False])).any())}
+    if "dataset" in images:
+        out["datasets"] = sorted(map(str, images["dataset"].unique()))
+    if {"split", "body_part"} <= set(images.columns):
+        counts = images.groupby(["split", "body_part"]).size()
+        out["images_per_split_and_body_part"] = {
+            str(split): {str(part): int(n) for part, n in counts.loc[split].items()}
+            for split in counts.index.get_level_values(0).unique()
+        }
+    if {"split", "study_id"} <= set(images.columns):
+        out["studies_per_split"] = {str(k): int(v) for k, v in images.groupby("split")["study_id"].nunique().items()}
+    if {"split", "patient_id"} <= set(images.columns):
+        out["patients_per_split"] = {str(k): int(v) for k, v in images.groupby("split")["patient_id"].nunique().items()}
+    return out
+
+
+def _evaluation_section(table: pd.DataFrame) -> dict[str, Any]:
+    if table.empty:
+        return {}
+    test = table[(table["split"] == "test") & (table["model"] == ENSEMBLE) & (table["level"] == "study")]
+    out: dict[str, Any] = {"split": "test", "level": "study", "operating_points": {}, "per_body_part": {}, "calibration": {}}
+    for _, row in test[test["group"] == "all"].iterrows():
+        out["operating_points"][str(row["operating_point"])] = {
+            "threshold": _number(row["threshold"]),
+            "n": int(row["n"]),
+            **{m: _with_ci(row, m) for m in HEADLINE if m in row},
+        }
+    default = test[test["operating_point"] == "default"]
+    for _, row in default[~default["group"].str.startswith("dataset:")].iterrows():
+        group = str(row["group"])
+        if group != "all":
+            out["per_body_part"][group] = {"n": int(row["n"]), **{m: _number(row.get(m)) for m in HEADLINE}}
+        out["calibration"][group] = {
+            m: {"before": _number(row.get(f"{m}_uncalibrated")), "after": _number(row.get(m))} for m in CALIBRATION if m in row
+        }
+    return out
+
+
+def build_model_card(
+    config: ServingConfig,
+    model_name: str,
+    images: pd.DataFrame,
+    table: pd.DataFrame,
+    architectures: dict[str, str] | None = None,
+    lineage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card as a JSON-ready dict (pure).
+
+    Args:
+        config: the served configuration (variants, weights, calibrator, operating points,
+            precisions, synthetic flag, dataset fingerprint, commit).
+        model_name: the registered model's name.
+        images: images.csv merged with split.csv (counts per split and body part).
+        table: the ``evaluate`` stage's ``per_body_part.csv``.
+        architectures: variant → architecture (``models.<variant>.arch``), when known.
+        lineage: run id, registered version and anything else that locates the model.
+    """
+    parts = ", ".join(p.removeprefix("XR_").lower() for p in BODY_PARTS)
+    calibration = config.calibration
+    return {
+        "schema": "mura-model-card/1",
+        "model_name": model_name,
+        "synthetic_data": config.synthetic_data,
+        "intended_use": {
+            "purpose": "Pre-screening suggestion of whether an upper-extremity radiograph study is abnormal, "
+            "with heatmaps, to help a radiologist prioritise and read; a complement to the radiologist, never a replacement.",
+            "users": ["radiologists and reporting radiographers", "emergency and orthopaedic clinicians, as a second look"],
+            "inputs": f"one or more views of one study of {parts} (radiographs: {', '.join(sorted(RADIOGRAPH_MODALITIES))}); "
+            "PNG, JPEG or DICOM",
+        },
+        "out_of_scope": [
+            "diagnosis without a radiologist's reading, or any use that acts on the suggestion alone",
+            "modalities other than radiographs (CT, MR, ultrasound, …): answered with a scope warning",
+            f"body parts other than the seven upper-extremity regions ({parts}): answered with a scope warning",
+            "children's radiographs, unless the training data included them (MURA's did not label age)",
+            "localisation: the heatmaps are a visual aid, not a detection of where a finding is",
+        ]
+        + (["ANY clinical use: this version was trained on synthetic phantoms"] if config.synthetic_data else []),
+        "training_data": {**_data_section(images), "dataset_fingerprint": config.dataset_fingerprint},
+        "model": {
+            "variants": {v: (architectures or {}).get(v, "unknown") for v in config.variants},
+            "ensemble": {"average": "weighted mean of the variants' probabilities", "variant_weights": config.variant_weights},
+            "study_probability": "mean of the views' ensemble probabilities, then calibrated",
+            "calibration": calibration.to_dict() | {"fitted_on": "validation studies"},
+            "image_size": config.image_size,
+            "runtimes": {"runtime": config.runtime, "allowed_precisions": list(config.allowed_precisions)},
+        },
+        "operating_points": {
+            "served": config.operating_point,
+            "thresholds": config.thresholds,
+            "chosen_on": "validation studies, on the calibrated probability",
+        },
+        "evaluation": _evaluation_section(table),
+        "limitations": [
+            "Evaluated on the test split of the same datasets it was trained on; performance on another "
+            "hospital's equipment and population is unknown until measured there (watch the drift reports).",
+            "Labels are study-level normal/abnormal from radiology reports (MURA), not a reference standard per finding.",
+            "Calibrated on the validation split: the probabilities are frequencies for a population like it, not for others.",
+            "Grad-CAM heatmaps show what drove the score, not where a lesion is.",
+        ],
+        "lineage": {
+            "git_commit": config.git_commit,
+            "mura_version": config.mura_version,
+            "config_schema_version": config.schema_version,
+            "dataset_fingerprint": config.dataset_fingerprint,
+            **(lineage or {}),
+        },
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        low, high, v = value.get("ci_low"), value.get("ci_high"), value.get("value")
+        if v is None:
+            return "–"
+        return f"{v:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_model_card(card: dict[str, Any]) -> str:
+    """The card as Markdown (``reports/model_card.md``)."""
+    lines = [
+        f"# Model card: {card['model_name']}"
+        + (f" version {card['lineage']['version']}" if card["lineage"].get("version") else ""),
+        "",
+    ]
+    if card["synthetic_data"]:
+        lines += [
+            "> **SYNTHETIC TRAINING DATA.** This version was trained and evaluated on procedurally generated",
+            "> phantoms. It has no clinical validity; every figure below is about phantoms.",
+            "",
+        ]
+    use = card["intended_use"]
+    lines += [
+        "## Intended use",
+        "",
+        use["purpose"],
+        "",
+        "Users: " + "; ".join(use["users"]) + ".",
+        "",
+        "Inputs: " + use["inputs"] + ".",
+        "",
+    ]
+    lines += ["## Out of scope", "", *(f"- {item}" for item in card["out_of_scope"]), ""]
+    data = card["training_data"]
+    lines += [
+        "## Training data",
+        "",
+        f"- images: {data['images']} ({'synthetic phantoms' if data['synthetic'] else 'real datasets'}); "
+        f"datasets: {', '.join(data.get('datasets', ['?']))}",
+        f"- dataset fingerprint: `{data['dataset_fingerprint']}`",
+    ]
+    for key in ("studies_per_split", "patients_per_split"):
+        if key in data:
+            lines.append(f"- {key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
+    per_part = data.get("images_per_split_and_body_part", {})
+    if per_part:
+        parts = sorted({p for split in per_part.values() for p in split})
+        lines += ["", "| Images | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts)]
+        lines += [f"| {split} | " + " | ".join(str(counts.get(p, 0)) for p in parts) + " |" for split, counts in per_part.items()]
+    model = card["model"]
+    cal = model["calibration"]
+    how = {
+        "temperature": f"temperature scaling (T = {cal['temperature']:.3f})",
+        "isotonic": f"isotonic regression ({len(cal['knots_x'])} knots)",
+        "none": "none",
+    }[cal["method"]]
+    lines += [
+        "",
+        "## Model",
+        "",
+        "- variants: " + ", ".join(f"{v} ({a})" for v, a in model["variants"].items()),
+        f"- ensemble: {model['ensemble']['average']}; weights {model['ensemble']['variant_weights']}",
+        f"- study probability: {model['study_probability']}; calibrator: {how}, fitted on validation studies",
+        f"- input: {model['image_size']}² grayscale; runtime {model['runtimes']['runtime']}, "
+        f"precisions allowed {', '.join(model['runtimes']['allowed_precisions'])}",
+        "",
+    ]
+    points = card["operating_points"]
+    lines += [
+        "## Operating points",
+        "",
+        f"Served: **{points['served']}**. Chosen on {points['chosen_on']}.",
+        "",
+        "| Operating point | Threshold |",
+        "|---|---|",
+        *(f"| {k} | {v:.3f} |" for k, v in points["thresholds"].items()),
+        "",
+    ]
+    ev = card["evaluation"]
+    if ev:
+        lines += [
+            "## Evaluation (test split, study level, 95 % patient-bootstrap CIs)",
+            "",
+            "| Operating point | Threshold | Studies | Accuracy | Sensitivity | Specificity | AUC | Kappa |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for point, row in ev["operating_points"].items():
+            lines.append(
+                f"| {point} | {_fmt(row['threshold'])} | {row['n']} | " + " | ".join(_fmt(row.get(m)) for m in HEADLINE) + " |"
+            )
+        if ev["per_body_part"]:
+            lines += [
+                "",
+                "| Body part (default point) | Studies | Accuracy | Sensitivity | Specificity | AUC | Kappa |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {part} | {row['n']} | " + " | ".join(_fmt(row.get(m)) for m in HEADLINE) + " |"
+                for part, row in ev["per_body_part"].items()
+            ]
+        if ev["calibration"]:
+            lines += [
+                "",
+                "| Calibration (before → after) | " + " | ".join(CALIBRATION) + " |",
+                "|---|" + "---|" * len(CALIBRATION),
+            ]
+            for group, values in ev["calibration"].items():
+                lines.append(
+                    f"| {group} | "
+                    + " | ".join(f"{_fmt(values[m]['before'])} → {_fmt(values[m]['after'])}" for m in CALIBRATION if m in values)
+                    + " |"
+                )
+        lines.append("")
+    lines += ["## Limitations", "", *(f"- {item}" for item in card["limitations"]), ""]
+    lines += ["## Lineage", "", *(f"- {k.replace('_', ' ')}: `{v}`" for k, v in card["lineage"].items()), ""]
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The model card reads every number from the pipeline's outputs: change one, the card follows."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mura.modeling.calibration import Calibrator
+from mura.serving.config import ServingConfig
+from mura.serving.model_card import build_model_card, render_model_card
+
+
+def _config(synthetic: bool = True) -> ServingConfig:
+    return ServingConfig(
+        variants=("dn_a", "rn_a"),
+        variant_weights={"dn_a": 1.0, "rn_a": 1.0},
+        thresholds={"default": 0.5, "high_sensitivity": 0.31, "high_specificity": 0.77},
+        operating_point="default",
+        image_size=320,
+        resize="stretch",
+        max_pixels=10**7,
+        serve_batch_size=8,
+        synthetic_data=synthetic,
+        calibration=Calibrator("temperature", temperature=1.7),
+        dataset_fingerprint="f" * 64,
+        git_commit="c0ffee" * 6,
+    )
+
+
+def _table(kappa: float = 0.41) -> pd.DataFrame:
+    rows = []
+    for group in ("all", "XR_WRIST", "dataset:mura"):
+        for point, t in (("default", 0.5), ("high_sensitivity", 0.31), ("high_specificity", 0.77)):
+            rows.append(
+                {
+                    "split": "test",
+                    "model": "ensemble",
+                    "level": "study",
+                    "group": group,
+                    "operating_point": point,
+                    "threshold": t,
+                    "n": 40,
+                    "accuracy": 0.8,
+                    "recall": 0.7,
+                    "specificity": 0.9,
+                    "roc_auc": 0.85,
+                    "kappa": kappa,
+                    "kappa_ci_low": kappa - 0.1,
+                    "kappa_ci_high": kappa + 0.1,
+                    "ece": 0.04,
+                    "ece_uncalibrated": 0.12,
+                    "brier": 0.15,
+                    "brier_uncalibrated": 0.2,
+                    "ece_adaptive": 0.05,
+                    "ece_adaptive_uncalibrated": 0.11,
+                    "log_loss": 0.45,
+                    "log_loss_uncalibrated": 0.6,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+IMAGES = pd.DataFrame(
+    {
+        "image_id": ["a", "b", "c"],
+        "synthetic": [True] * 3,
+        "dataset": ["mura"] * 3,
+        "split": ["train", "train", "test"],
+        "body_part": ["XR_WRIST", "XR_HAND", "XR_WRIST"],
+        "study_id": ["s1", "s2", "s3"],
+        "patient_id": ["p1", "p1", "p2"],
+    }
+)
+
+
+def test_the_card_follows_the_metrics_and_says_what_it_must() -> None:
+    card = build_model_card(_config(), "mura-ensemble", IMAGES, _table(0.41), {"dn_a": "densenet169", "rn_a": "resnet101"})
+    other = build_model_card(_config(), "mura-ensemble", IMAGES, _table(0.63), {"dn_a": "densenet169", "rn_a": "resnet101"})
+    assert card["evaluation"]["operating_points"]["default"]["kappa"]["value"] == 0.41
+    assert other["evaluation"]["operating_points"]["default"]["kappa"]["value"] == 0.63
+    assert "0.410 [0.310, 0.510]" in render_model_card(card) and "0.630" in render_model_card(other)
+    assert set(card["evaluation"]["operating_points"]) == {"default", "high_sensitivity", "high_specificity"}
+    assert card["evaluation"]["calibration"]["all"]["ece"] == {"before": 0.12, "after": 0.04}
+    assert (
+        card["evaluation"]["per_body_part"]["XR_WRIST"]["n"] == 40 and "dataset:mura" not in card["evaluation"]["per_body_part"]
+    )
+    assert card["training_data"]["images_per_split_and_body_part"] == {
+        "test": {"XR_WRIST": 1},
+        "train": {"XR_HAND": 1, "XR_WRIST": 1},
+    }
+    assert card["model"]["variants"] == {"dn_a": "densenet169", "rn_a": "resnet101"}
+    assert card["model"]["calibration"]["temperature"] == 1.7 and "T = 1.700" in render_model_card(card)
+    assert card["lineage"]["git_commit"] == "c0ffee" * 6
+    text = render_model_card(card)
+    for needed in ("Intended use", "Out of scope", "Training data", "Operating points", "Limitations", "Lineage", "SYNTHETIC"):
+        assert needed in text
+
+
+def test_a_real_data_card_has_no_synthetic_warning_and_tolerates_missing_inputs() -> None:
+    card = build_model_card(
+        _config(synthetic=False), "mura-ensemble", IMAGES[["image_id"]].assign(synthetic=False), pd.DataFrame()
+    )
+    text = render_model_card(card)
+    assert "SYNTHETIC" not in text and card["evaluation"] == {} and card["model"]["variants"]["dn_a"] == "unknown"
