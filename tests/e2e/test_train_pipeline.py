@@ -112,6 +112,23 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
     registered = json.loads((workspace / "reports/register.json").read_text())
     assert registered["model_name"] == "mura-ensemble" and registered["version"] == 1 and registered["champion"]
     assert "metrics.json" in _dvc(workspace, "metrics", "show")
+    # Calibration: fitted on valid, three operating points on the calibrated probability, before/after figures.
+    chosen = json.loads((workspace / "reports/thresholds.json").read_text())
+    assert set(chosen["thresholds"]) == {"default", "high_sensitivity", "high_specificity"}
+    assert chosen["calibration"]["method"] == "temperature" and chosen["calibration"]["fitted_on"] == "valid studies"
+    study = metrics["test"]["ensemble"]["study"]["default"]
+    assert {"ece", "ece_uncalibrated", "brier", "brier_uncalibrated", "log_loss", "specificity"} <= set(study)
+    assert {"ece_ci_low", "brier_uncalibrated_ci_high"} <= set(table.columns)
+    assert "Calibration of the ensemble" in report and "high_specificity" in report
+    for png in ("reliability", "reliability_per_body_part"):
+        assert (workspace / f"reports/plots/{png}.png").stat().st_size > 1000
+    assert "fraction_abnormal" in (workspace / "reports/plots/reliability_calibrated.csv").read_text()
+    # The model card: from the pipeline's outputs, with the registered version.
+    card = json.loads((workspace / "reports/model_card.json").read_text())
+    assert card["lineage"]["version"] == "1" and card["synthetic_data"] is True
+    kappa = metrics["test"]["ensemble"]["study"]["default"]["kappa"]
+    assert card["evaluation"]["operating_points"]["default"]["kappa"]["value"] == pytest.approx(kappa)
+    assert "# Model card: mura-ensemble version 1" in (workspace / "reports/model_card.md").read_text()
 
 
 def _mura_runs(workspace: Path) -> dict[str, Any]:
@@ -288,6 +305,18 @@ def test_changing_one_variant_reruns_only_it(workspace: Path) -> None:
     out = _dvc(workspace, "repro")
     assert "Running stage 'train@tiny_b'" in out
     assert "Running stage 'train@tiny_a'" not in out and "Running stage 'ingest'" not in out
+
+
+def test_changing_the_calibration_method_reruns_only_what_depends_on_it(workspace: Path) -> None:
+    params_file = workspace / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["calibrate"]["method"] = "isotonic"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    status = _dvc(workspace, "status")
+    assert "calibrate:" in status and "ensemble:" not in status and "train@" not in status
+    out = _dvc(workspace, "repro", "calibrate")
+    assert "Running stage 'calibrate'" in out and "Running stage 'ensemble'" not in out
+    assert json.loads((workspace / "reports/thresholds.json").read_text())["calibration"]["method"] == "isotonic"
 
 
 def test_bad_variant_param_is_one_line_error(workspace: Path) -> None:
