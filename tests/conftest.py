@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from mura.config import merge_params, parse_params
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The audit trail of the servers and CLIs the tests start goes to a temporary folder, not the user's home.
+os.environ.setdefault("MURA_AUDIT_DIR", tempfile.mkdtemp(prefix="mura-test-audit-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import os
+import time
 from pathlib import Path
 
 from mura.config import SynthParams, load_params
@@ -134,10 +137,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     files = _study_files(args.inputs)
     predictor = Predictor.load(args.model, args.tracking_uri, warm_up=False)  # one study: no batch sizes to warm
+    started = time.perf_counter()
     try:
-        result = predictor.predict_study(files, body_part=args.body_part, heatmaps=bool(args.heatmaps))
+        decoded = predictor.decode_views(files)
+        result = predictor.predict_decoded(decoded, args.body_part, heatmaps=bool(args.heatmaps))
     except ValueError as exc:
         raise DataError(str(exc)) from None
+    audit_dir = os.environ.get("MURA_AUDIT_DIR")
+    if audit_dir:  # the same trail as the servers', when the operator asks for one
+        from mura.serving.observability import AuditTrail
+
+        identity = b"".join(hashlib.sha256(Path(f).read_bytes()).digest() for f in files)
+        AuditTrail(Path(audit_dir)).record("cli", predictor, result, decoded, identity, time.perf_counter() - started)
     if args.heatmaps:
         out = Path(args.heatmaps)
         out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +194,8 @@ def cmd_dicom_node(args: argparse.Namespace) -> None:
         retry_seconds=args.retry_seconds,
         retry_max_seconds=args.retry_max_seconds,
         tracking_uri=args.tracking_uri,
+        metrics_port=args.metrics_port or None,
+        audit_dir=Path(args.audit_dir) if args.audit_dir else None,
     )
     DicomNode(settings).serve_forever()
 
@@ -200,6 +213,7 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
         token=args.token or os.environ.get("MURA_UI_TOKEN") or None,
         max_file_bytes=args.max_file_mb * 2**20,
         concurrency=args.concurrency,
+        audit_dir=Path(args.audit_dir) if args.audit_dir else None,
     )
     serve(settings, host=args.host, port=args.port)
 
@@ -356,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node.add_argument("--retry-seconds", type=float, default=2.0, help="first retry delay of a failed delivery (doubles)")
     node.add_argument("--retry-max-seconds", type=float, default=300.0, help="longest retry delay")
+    node.add_argument("--metrics-port", type=int, default=9112, help="Prometheus /metrics port on --host (0: off)")
+    node.add_argument("--audit-dir", default=None, help="audit trail folder (default: <spool>/audit)")
     node.set_defaults(func=cmd_dicom_node)
 
     ui = sub.add_parser(
@@ -374,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--max-file-mb", type=int, default=20)
     ui.add_argument(
         "--concurrency", type=int, default=0, help="studies analysed at once on the optimized runtime (default: one per core)"
+    )
+    ui.add_argument(
+        "--audit-dir",
+        default=os.environ.get("MURA_AUDIT_DIR") or str(Path.home() / ".local/state/mura/audit"),
+        help="audit trail folder: one JSON line per answer (default $MURA_AUDIT_DIR or ~/.local/state/mura/audit)",
     )
     ui.set_defaults(func=cmd_serve_ui)
 

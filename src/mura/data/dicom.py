@@ -75,12 +75,18 @@ class DicomImage:
             seven regions, else the tag upper-cased; None when absent.
         modality: the ``Modality`` tag (upper case) or None.
         warnings: why the model's answer may not apply to this image (empty when in scope).
+        bits_stored: ``BitsStored`` (acquisition, not identity: for drift monitoring).
+        photometric: ``PhotometricInterpretation``.
+        manufacturer_model: ``ManufacturerModelName`` (the X-ray unit's model, not the site or patient).
     """
 
     gray: np.ndarray
     body_part: str | None
     modality: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    bits_stored: int | None = None
+    photometric: str | None = None
+    manufacturer_model: str | None = None
 
 
 def scope_warnings(modality: str | None, body_part: str | None) -> tuple[str, ...]:
@@ -201,4 +207,14 @@ def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
     raw_part = str(ds.get("BodyPartExamined", "") or "").strip() or None
     modality = str(ds.get("Modality", "") or "").strip().upper() or None
     body_part = (_region(raw_part) or raw_part.upper()) if raw_part else None
-    return DicomImage(gray=out, body_part=body_part, modality=modality, warnings=scope_warnings(modality, raw_part))
+    bits = int(ds.get("BitsStored", 0) or 0) or None
+    device = str(ds.get("ManufacturerModelName", "") or "").strip()[:64] or None
+    return DicomImage(
+        gray=out,
+        body_part=body_part,
+        modality=modality,
+        warnings=scope_warnings(modality, raw_part),
+        bits_stored=bits,
+        photometric=photometric,
+        manufacturer_model=device,
+    )

@@ -42,6 +42,9 @@ class DecodedUpload:
     body_part: str | None
     modality: str | None = None
     warnings: tuple[str, ...] = ()  # why the answer may not apply (DICOM tags only: PNG/JPEG carry none)
+    bits_stored: int | None = None  # the source's bit depth (DICOM BitsStored; 8 or 16 for PNG/JPEG)
+    photometric: str | None = None  # DICOM PhotometricInterpretation, or the PNG/JPEG mode
+    manufacturer_model: str | None = None  # DICOM ManufacturerModelName (the X-ray unit's model)
 
 
 def decode_upload(data: bytes, image_size: int, policy: ResizePolicy, max_pixels: int) -> DecodedUpload:
@@ -63,6 +66,17 @@ def decode_upload(data: bytes, image_size: int, policy: ResizePolicy, max_pixels
     if kind == "dicom":
         dicom = decode_dicom(data, max_pixels=max_pixels)
         pixels = resize_gray(dicom.gray, image_size, policy)
-        return DecodedUpload(pixels, dicom.gray, "dicom", dicom.body_part, dicom.modality, dicom.warnings)
-    gray, _mode = decode_image(data, max_pixels=max_pixels)
-    return DecodedUpload(resize_gray(gray, image_size, policy), gray, kind or "image", None)
+        return DecodedUpload(
+            pixels,
+            dicom.gray,
+            "dicom",
+            dicom.body_part,
+            dicom.modality,
+            dicom.warnings,
+            dicom.bits_stored,
+            dicom.photometric,
+            dicom.manufacturer_model,
+        )
+    gray, mode = decode_image(data, max_pixels=max_pixels)
+    bits = 16 if "16" in mode or mode in ("I", "F") else 8
+    return DecodedUpload(resize_gray(gray, image_size, policy), gray, kind or "image", None, bits_stored=bits, photometric=mode)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import start_http_server
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -53,6 +54,7 @@ from mura.integrations.dicom_delivery import (
 )
 from mura.integrations.dicom_results import MANUFACTURER, ModelIdentity, heatmap_capture, structured_report
 from mura.integrations.dicom_spool import ResultSet, Spool
+from mura.serving.observability import AuditTrail, ServingMetrics
 from mura.serving.predictor import Predictor
 
 __all__ = ["RADIOGRAPH_SOP_CLASSES", "DicomNode", "NodeSettings"]
@@ -111,6 +113,8 @@ class NodeSettings:
         idle_seconds: a study is complete after this long without a new instance.
         retry_seconds: first delay before retrying a failed delivery (doubles up to ``retry_max_seconds``).
         tracking_uri: MLflow tracking store holding the model.
+        metrics_port: serve Prometheus ``/metrics`` on ``host:metrics_port``.
+        audit_dir: where the audit trail is appended (default ``<spool>/audit``).
     """
 
     model_uri: str = "models:/mura-ensemble@champion"
@@ -125,6 +129,8 @@ class NodeSettings:
     retry_seconds: float = 2.0
     retry_max_seconds: float = 300.0
     tracking_uri: str | None = None
+    metrics_port: int | None = None  # Prometheus /metrics on host:port (None: not served)
+    audit_dir: Path | None = None  # the audit trail's folder (None: <spool>/audit)
 
     def __post_init__(self) -> None:
         if not self.destinations and not self.stow_urls:
@@ -178,6 +184,9 @@ class DicomNode:
             device_uid=generate_uid(entropy_srcs=["mura-dicom-node", settings.ae_title]),
             station=settings.ae_title,
         )
+        self.metrics = ServingMetrics("dicom", self.predictor)
+        self.audit = AuditTrail(settings.audit_dir or Path(settings.spool) / "audit")
+        self._metrics_server: Any = None
         self._state = _State()
         self._stop = threading.Event()
         self._server: Any = None
@@ -205,6 +214,7 @@ class DicomNode:
         sop_class = UID(str(event.request.AffectedSOPClassUID))
         if sop_class not in RADIOGRAPH_SOP_CLASSES:
             logger.info("refused an instance from %s: %s is not a radiograph storage class", calling, sop_class.name)
+            self.metrics.refused("sop_class")
             return SOP_CLASS_NOT_SUPPORTED
         try:
             ds = event.dataset
@@ -212,6 +222,7 @@ class DicomNode:
             ours = str(ds.get("Manufacturer", "")) == MANUFACTURER
         except Exception:  # pydicom raises many kinds for a malformed dataset
             logger.warning("refused an instance from %s: the dataset cannot be parsed", calling)
+            self.metrics.refused("unparseable")
             return CANNOT_UNDERSTAND
         if ours:  # one of our own results routed back to us: nothing to score
             return SUCCESS
@@ -260,9 +271,11 @@ class DicomNode:
                 view = self.predictor.decode_view(data, k - 1)
             except ImageDecodeError as exc:
                 logger.warning("study %s: instance %d of %d (%s) skipped: %s", study, k, len(files), path.stem, exc.detail)
+                self.metrics.refused("undecodable")
                 continue
             except Exception:  # pydicom raises many kinds for a malformed file
                 logger.warning("study %s: instance %d of %d (%s) skipped: not readable", study, k, len(files), path.stem)
+                self.metrics.refused("undecodable")
                 continue
             sources.append(ds)
             decoded.append(view)
@@ -274,11 +287,14 @@ class DicomNode:
 
     def _answer(self, study: str, files: Sequence[Path], name: str, report: str, heatmaps: str) -> None:
         started = time.perf_counter()
-        sources, decoded = self._decode(study, files)
+        with self.metrics.time("decode"):
+            sources, decoded = self._decode(study, files)
         if not decoded:
             logger.warning("study %s: no instance could be scored; no result sent", study)
+            self.metrics.refused("no_scorable_view")
             return
-        result = self.predictor.predict_decoded(decoded)  # the served precision: the numbers of `mura predict`
+        with self.metrics.time("inference"):
+            result = self.predictor.predict_decoded(decoded)  # the served precision: the numbers of `mura predict`
 
         def uid(*parts: str) -> str:  # the same result set always gets the same UIDs
             return str(generate_uid(entropy_srcs=[name, *parts]))
@@ -286,6 +302,10 @@ class DicomNode:
         if not self.spool.has_result(report):
             sr = structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))
             self.spool.store_result(report, [("sr.dcm", _encode(sr))], len(self.destinations))
+            self.metrics.answered(result)
+            self.audit.record(
+                "dicom", self.predictor, result, decoded, str(sources[0].StudyInstanceUID), time.perf_counter() - started
+            )
             logger.info(
                 "study %s: %d views, probability %.3f, %s at %s (report in %.2f s)",
                 study,
@@ -297,7 +317,8 @@ class DicomNode:
             )
             self.deliver_due()  # the answer goes out before the heatmaps are drawn
         if not self.spool.has_result(heatmaps):
-            drawn = self.predictor.with_heatmaps(result, decoded)
+            with self.metrics.time("heatmaps"):
+                drawn = self.predictor.with_heatmaps(result, decoded)
             series = uid("sc-series")
             objects = [
                 (f"sc-{k:03d}.dcm", _encode(heatmap_capture(source, view, drawn, self.model, series, uid("sc", str(k)), k)))
@@ -310,7 +331,9 @@ class DicomNode:
     def deliver_due(self) -> None:
         """Send every result set whose destinations are due (first try now, retries with back-off)."""
         now = time.monotonic()
-        for result in self.spool.undelivered():
+        waiting = self.spool.undelivered()
+        self.metrics.undelivered.labels("dicom").set(len(waiting))
+        for result in waiting:
             for index in result.pending:
                 retry = self._state.retries.setdefault((result.name, index), _Retry())
                 if retry.due > now:
@@ -323,8 +346,10 @@ class DicomNode:
             self.spool.delivered(result, index)
             return
         try:
-            destination.send(result.files)
+            with self.metrics.time("delivery"):
+                destination.send(result.files)
         except DeliveryError as exc:
+            self.metrics.deliveries.labels("dicom", "failed").inc()
             retry.attempts += 1
             delay = min(self.settings.retry_seconds * 2 ** (retry.attempts - 1), self.settings.retry_max_seconds)
             retry.due = time.monotonic() + delay
@@ -333,6 +358,7 @@ class DicomNode:
             )
             return
         self.spool.delivered(result, index)
+        self.metrics.deliveries.labels("dicom", "delivered").inc()
         self._state.retries.pop((result.name, index), None)
         logger.info("result %s delivered to %s", result.name, destination)
 
@@ -358,8 +384,14 @@ class DicomNode:
     def start(self) -> None:
         """Listen and start the worker (returns at once)."""
         ae = self._application_entity()
-        handlers: list[Any] = [(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store)]
+        handlers: list[Any] = [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_REJECTED, lambda event: self.metrics.refused("association_rejected")),
+        ]
         self._server = ae.start_server((self.settings.host, self.settings.port), block=False, evt_handlers=handlers)
+        if self.settings.metrics_port is not None:
+            self._metrics_server, _ = start_http_server(self.settings.metrics_port, self.settings.host, self.metrics.registry)
         self._worker = threading.Thread(target=self._work, name="mura-dicom-worker", daemon=True)
         self._worker.start()
         targets = ", ".join(str(d) for d in self.destinations)
@@ -381,6 +413,9 @@ class DicomNode:
             self._server.shutdown()
         if self._worker is not None:
             self._worker.join(timeout=60)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self.audit.close()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or Ctrl-C."""

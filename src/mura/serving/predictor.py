@@ -186,6 +186,14 @@ class Predictor:
         Raises:
             ValueError: no views, or an unreadable view (the message names it).
         """
+        return self.predict_decoded(self.decode_views(views), body_part, heatmaps)
+
+    def decode_views(self, views: Sequence[ViewInput]) -> list[tuple[str, DecodedUpload]]:
+        """Every view's name and model pixels.
+
+        Raises:
+            ValueError: no views, or an unreadable view (the message names it and why).
+        """
         if not views:
             raise ValueError("a study needs at least one view")
         decoded = []
@@ -194,7 +202,7 @@ class Predictor:
                 decoded.append(self.decode_view(view, i))
             except ImageDecodeError as exc:
                 raise ValueError(f"view {i + 1}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
-        return self.predict_decoded(decoded, body_part, heatmaps)
+        return decoded
 
     def predict_decoded(
         self, decoded: Sequence[tuple[str, DecodedUpload]], body_part: str | None = None, heatmaps: bool = False

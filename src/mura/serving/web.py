@@ -11,10 +11,12 @@ live in memory for the duration of the request. Binds 127.0.0.1 by default.
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,11 +24,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mura.data.sources import BODY_PARTS, normalize_body_part
 from mura.data.uploads import sniff_kind
 from mura.evaluation.ensemble import ENSEMBLE, prob_column
 from mura.serving.config import ServingConfig
+from mura.serving.observability import AuditTrail, ServingMetrics
+from mura.serving.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class WebSettings:
     max_file_bytes: int = 20 * 1024 * 1024
     max_files: int = 8  # the pixel limit comes from the registered model (register.max_pixels)
     concurrency: int = 0  # studies analysed at once when the runtime allows it (0 = one per CPU core)
+    audit_dir: Path | None = None  # one JSON line per answer (mura.serving.observability.AuditTrail); None: off
 
 
 def _data_url(png: bytes) -> str:
@@ -89,10 +95,8 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
         predictor: an already loaded :class:`mura.serving.predictor.Predictor` (tests); loaded
             from ``settings.model_uri`` when None and not forwarding.
     """
-    from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi import FastAPI, File, Form, Request, Response, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse
-
-    from mura.serving.predictor import Predictor
 
     wanted = settings.concurrency or os.cpu_count() or 1
     if predictor is None and settings.forward_url is None:
@@ -105,7 +109,10 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     in_flight = wanted if thread_safe else 1
     gate = asyncio.Semaphore(in_flight)
     logger.info("web UI: up to %d studies in flight", in_flight)
+    metrics = ServingMetrics("web", predictor)
+    audit = AuditTrail(settings.audit_dir) if settings.audit_dir is not None and predictor is not None else None
     app = FastAPI(title="mura pre-screening", docs_url=None, redoc_url=None)
+    app.state.metrics, app.state.audit = metrics, audit
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -123,6 +130,11 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     @app.get("/healthz")
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        """Prometheus text format (no identifying label; scrape it from the monitoring network)."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/info")
     def info(request: Request) -> Any:
@@ -150,35 +162,60 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     async def predict(
         request: Request, files: Annotated[list[UploadFile], File()], body_part: Annotated[str, Form()] = ""
     ) -> Any:
+        def refuse(status: int, reason: str, message: str) -> JSONResponse:
+            metrics.refused(reason)
+            return error(status, message)
+
         if not authorized(request):
-            return error(401, "a valid access token is required")
+            return refuse(401, "unauthorized", "a valid access token is required")
         if not files:
-            return error(400, "no file uploaded: add one or more views of one study")
+            return refuse(400, "no_file", "no file uploaded: add one or more views of one study")
         if len(files) > settings.max_files:
-            return error(413, f"too many files: at most {settings.max_files} views per study")
+            return refuse(413, "too_many_files", f"too many files: at most {settings.max_files} views per study")
         blobs: list[bytes] = []
         for index, upload in enumerate(files, 1):
             data = await upload.read(settings.max_file_bytes + 1)
             if len(data) > settings.max_file_bytes:
-                return error(413, f"file {index} is too large (limit {settings.max_file_bytes // 2**20} MB)")
+                return refuse(413, "too_large", f"file {index} is too large (limit {settings.max_file_bytes // 2**20} MB)")
             if not data:
-                return error(400, f"file {index} is empty")
+                return refuse(400, "empty", f"file {index} is empty")
             if sniff_kind(data) is None:
-                return error(415, f"file {index} is not a PNG, JPEG or DICOM image (wrong file type)")
+                return refuse(415, "file_type", f"file {index} is not a PNG, JPEG or DICOM image (wrong file type)")
             blobs.append(data)
         try:
-            async with gate:
-                if forwarder is not None:
-                    answer = await asyncio.to_thread(forwarder.predict, blobs)
-                    return _forwarded(answer, body_part)
-                assert predictor is not None  # loaded above unless forwarding
-                part = normalize_body_part(body_part)
-                # Decoding, inference, heatmaps and PNG encoding all run off the event loop.
-                return await asyncio.to_thread(lambda: _present(predictor.predict_study(blobs, part, True), predictor.config))
+            with metrics.in_flight.labels("web").track_inprogress():
+                async with gate:
+                    if forwarder is not None:
+                        answer = await asyncio.to_thread(forwarder.predict, blobs)
+                        return _forwarded(answer, body_part)
+                    assert predictor is not None  # loaded above unless forwarding
+                    part = normalize_body_part(body_part)
+                    # Decoding, inference, heatmaps and PNG encoding all run off the event loop.
+                    return await asyncio.to_thread(_answer, predictor, blobs, part, metrics, audit)
         except ValueError as exc:
-            return error(422, _plain(str(exc)))
+            return refuse(422, "undecodable", _plain(str(exc)))
 
     return app
+
+
+def _answer(
+    predictor: Predictor, blobs: list[bytes], body_part: str | None, metrics: ServingMetrics, audit: AuditTrail | None
+) -> dict[str, Any]:
+    """One study through the shared scoring path, each phase timed, then counted and audited."""
+    started = time.perf_counter()
+    with metrics.time("decode"):
+        decoded = predictor.decode_views(blobs)
+    with metrics.time("inference"):
+        result = predictor.predict_decoded(decoded, body_part)
+    with metrics.time("heatmaps"):
+        result = predictor.with_heatmaps(result, decoded)
+    with metrics.time("render"):
+        page = _present(result, predictor.config)
+    metrics.answered(result)
+    if audit is not None:
+        identity = b"".join(hashlib.sha256(blob).digest() for blob in blobs)  # the upload's content, keyed later
+        audit.record("web", predictor, result, decoded, identity, time.perf_counter() - started)
+    return page
 
 
 def _plain(message: str) -> str:

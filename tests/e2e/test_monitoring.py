@@ -1,0 +1,148 @@
+"""Operators' view, checked with a real Prometheus (Debian's) scraping the web UI and the DICOM node."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mura.data.dicom_phantoms import write_phantom_study
+from mura.deploy.team import free_port, wait_tcp
+from tests.conftest import png_bytes, wait_http
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None, reason="prometheus not installed (scripts/ensure-system.sh installs it)"
+    ),
+]
+ANSWERED = 4
+
+
+def _post_study(url: str, files: list[bytes]) -> int:
+    boundary = "mura-boundary"
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="v{k}.png"\r\n'.encode()
+            + b"Content-Type: application/octet-stream\r\n\r\n"
+            + data
+            + b"\r\n"
+            for k, data in enumerate(files)
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{url}/api/predict", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _query(prometheus: str, promql: str) -> list[dict[str, Any]]:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer = json.loads(response.read())
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+@pytest.fixture(scope="module")
+def servers(registered: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`mura serve-ui` (subprocess) and a DICOM node (in process), each with /metrics, and Prometheus scraping both."""
+    from mura.api import Predictor
+    from mura.integrations.dicom_node import DicomNode, NodeSettings
+
+    work = tmp_path_factory.mktemp("monitoring")
+    web_port, node_port, node_metrics, prom_port = free_port(), free_port(), free_port(), free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"])
+    cmd = [sys.executable, "-m", "mura.cli", "serve-ui", "--model", "models:/mura-ensemble@champion", "--port", str(web_port)]
+    web = subprocess.Popen(
+        [*cmd, "--audit-dir", str(work / "web-audit")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    predictor = Predictor.load("models:/mura-ensemble@champion", tracking_uri=registered["uri"])
+    settings = NodeSettings(
+        spool=work / "spool",
+        port=node_port,
+        destinations=(f"PACS@127.0.0.1:{free_port()}",),
+        idle_seconds=0.5,
+        metrics_port=node_metrics,
+    )
+    node = DicomNode(settings, predictor)
+    node.start()
+    config = work / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - {{job_name: web, static_configs: [{{targets: ['127.0.0.1:{web_port}']}}]}}\n"
+        f"  - {{job_name: dicom, static_configs: [{{targets: ['127.0.0.1:{node_metrics}']}}]}}\n"
+    )
+    prom = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={work / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "prometheus.log", "wb"),  # noqa: SIM115
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{web_port}/healthz")
+        wait_tcp(prom_port, 60, prom, "prometheus")
+        yield {"web": f"http://127.0.0.1:{web_port}", "node": node, "prometheus": f"http://127.0.0.1:{prom_port}", "work": work}
+    finally:
+        for proc in (web, prom):
+            proc.terminate()
+            proc.wait(timeout=30)
+        node.stop()
+
+
+def test_prometheus_sees_the_counts_and_a_latency_quantile(servers: dict[str, Any], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(ANSWERED):
+        assert _post_study(servers["web"], [png_bytes(rng.integers(0, 256, (40, 40)).astype(np.uint8))]) == 200
+    assert _post_study(servers["web"], [b"not an image at all"]) == 415
+    study = write_phantom_study(tmp_path / "study", 2, "WRIST", seed=3, size=48)
+    sent = subprocess.run(
+        ["/usr/bin/storescu", "-aec", "MURA", "127.0.0.1", str(servers["node"].settings.port), *map(str, study.files)],
+        capture_output=True,
+    )
+    assert sent.returncode == 0, sent.stderr
+    prometheus = servers["prometheus"]
+    expected = {
+        'sum(mura_studies_total{job="web",outcome="answered"})': ANSWERED,
+        'sum(mura_studies_total{job="web",outcome="refused",reason="file_type"})': 1,
+        'sum(mura_studies_total{job="dicom",outcome="answered"})': 1,
+        'sum(mura_study_probability_count{job="web"})': ANSWERED,
+    }
+    deadline = time.monotonic() + 60
+    values: dict[str, float | None] = {}
+    while time.monotonic() < deadline:
+        values = {q: (float(r[0]["value"][1]) if (r := _query(prometheus, q)) else None) for q in expected}
+        if values == expected:
+            break
+        time.sleep(1)
+    assert values == expected
+    quantile = _query(prometheus, 'histogram_quantile(0.5, sum by (le) (mura_phase_seconds_bucket{job="web",phase="inference"}))')
+    assert quantile and 0 < float(quantile[0]["value"][1]) < 60
+    info = _query(prometheus, 'mura_model_info{job="web"}')
+    assert info and info[0]["metric"]["version"] == "1" and info[0]["metric"]["synthetic_data"] == "true"
+    # One audit line per answered web study, keyed, flushed.
+    lines = (servers["work"] / "web-audit" / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == ANSWERED and all(json.loads(line)["entry_point"] == "web" for line in lines)
+    node_lines = (servers["work"] / "spool" / "audit" / "audit.jsonl").read_text().splitlines()
+    assert len(node_lines) == 1 and study.study_uid not in node_lines[0]
