@@ -200,6 +200,23 @@ def cmd_dicom_node(args: argparse.Namespace) -> None:
     DicomNode(settings).serve_forever()
 
 
+def cmd_monitor(args: argparse.Namespace) -> None:
+    """Write and log a drift report of the audit trail against the model's validation profile."""
+    import datetime as dt
+
+    from mura.serving.monitoring import DriftLimits, run_monitor
+
+    since = dt.datetime.fromisoformat(args.since) if args.since else None
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    limits = DriftLimits(psi=args.psi_limit, p_value=args.p_limit)
+    table = run_monitor(Path(args.audit_dir), args.model, Path(args.out), since, limits, args.tracking_uri)
+    flagged = table[table["flagged"]]
+    print(f"{len(flagged)} of {len(table)} features moved past the limits; report: {Path(args.out) / 'drift_report.html'}")
+    for row in flagged.itertuples():
+        print(f"  {row.feature} ({row.group}): PSI {row.psi:.3f}, {row.test} p {row.p_value:.2g}")
+
+
 def cmd_serve_ui(args: argparse.Namespace) -> None:
     """Start the web interface."""
     import os
@@ -373,6 +390,25 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--metrics-port", type=int, default=9112, help="Prometheus /metrics port on --host (0: off)")
     node.add_argument("--audit-dir", default=None, help="audit trail folder (default: <spool>/audit)")
     node.set_defaults(func=cmd_dicom_node)
+
+    mon = sub.add_parser(
+        "monitor",
+        help="drift report: the audit trail against the model's validation data (HTML, CSV, MLflow)",
+        description="Compare what the model answered (the audit trail) with the data it was validated on: PSI and "
+        "two-sample tests on the study probability, the image statistics and the body-part mix, per body part.",
+    )
+    mon.add_argument("--model", default="models:/mura-ensemble@champion", help=model_help)
+    mon.add_argument("--tracking-uri", default=None, help=tracking_help)
+    mon.add_argument(
+        "--audit-dir",
+        default=os.environ.get("MURA_AUDIT_DIR") or str(Path.home() / ".local/state/mura/audit"),
+        help="the audit trail's folder (a node's is <spool>/audit)",
+    )
+    mon.add_argument("--since", default=None, help="only answers at or after this ISO time, e.g. 2026-11-01")
+    mon.add_argument("--out", default="reports/monitoring", help="folder for drift_report.html and drift.csv")
+    mon.add_argument("--psi-limit", type=float, default=0.2, help="flag a feature whose PSI exceeds this")
+    mon.add_argument("--p-limit", type=float, default=0.01, help="flag a feature whose test p-value is below this")
+    mon.set_defaults(func=cmd_monitor)
 
     ui = sub.add_parser(
         "serve-ui",

@@ -146,3 +146,22 @@ def test_prometheus_sees_the_counts_and_a_latency_quantile(servers: dict[str, An
     assert len(lines) == ANSWERED and all(json.loads(line)["entry_point"] == "web" for line in lines)
     node_lines = (servers["work"] / "spool" / "audit" / "audit.jsonl").read_text().splitlines()
     assert len(node_lines) == 1 and study.study_uid not in node_lines[0]
+
+
+def test_mura_monitor_reports_drift_against_the_validation_profile(
+    servers: dict[str, Any], registered: dict[str, Any], tmp_path: Path
+) -> None:
+    """The audit trail of the requests above (random noise images) against the registered validation profile."""
+    import mlflow
+
+    from mura.serving.monitoring import run_monitor
+
+    table = run_monitor(servers["work"] / "web-audit", "models:/mura-ensemble@champion", tmp_path, tracking_uri=registered["uri"])
+    assert {"study_probability", "pixel_mean", "body_part_mix"} <= set(table["feature"])
+    row = table[(table["feature"] == "pixel_std") & (table["group"] == "all")].iloc[0]
+    assert row["n_current"] == ANSWERED and row["n_reference"] == 10  # the fixture's ten validation images
+    assert (tmp_path / "drift_report.html").read_text().startswith("<!doctype html>") and (tmp_path / "drift.csv").exists()
+    client = mlflow.MlflowClient(registered["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("mura-monitoring").experiment_id])
+    assert runs and runs[0].data.tags["mura.model_version"] == "1" and "psi_study_probability" in runs[0].data.metrics
+    assert "flagged" in client.get_model_version("mura-ensemble", "1").tags["last_drift_report"]

@@ -123,7 +123,7 @@ class Predictor:
         store = use_tracking_uri(tracking_uri or default_uri())
         with server_errors(f"loading {uri}", store):
             model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent, "warm_up": warm_up})
-            version = _registered_version(str(uri))
+            version = registered_version(str(uri))
         return cls(model.unwrap_python_model().service, str(uri), version)
 
     def prepare_heatmaps(self) -> None:
@@ -261,7 +261,7 @@ class Predictor:
         return dataclasses.replace(result, views=views)
 
 
-def _registered_version(uri: str) -> str:
+def registered_version(uri: str) -> str:
     """The registry version a ``models:/name/N`` or ``models:/name@alias`` URI names ("local" otherwise)."""
     from mlflow import MlflowClient
 

@@ -27,6 +27,7 @@ from mura.evaluation.evaluate import run_metrics
 from mura.modeling.calibration import Calibrator
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
 from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
+from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
 from mura.tracking import dataset_fingerprint, git_commit, log_datasets, server_errors, setup_mlflow, source_tags
 
@@ -223,6 +224,8 @@ def run_register(
         card = build_model_card(config, name, card_images, table, architectures)
         card_path = tmp_dir / f"{CARD_ARTIFACT}.json"
         card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        profile_path = tmp_dir / f"{REFERENCE_ARTIFACT}.json"
+        profile_path.write_text(json.dumps(_reference(inputs, card_images, pixels, config)) + "\n")
         run_tags = {**tags, **source_tags(), "mura.stage": "register"}
         with server_errors(f"logging {name}"), mlflow.start_run(run_name="ensemble", tags=run_tags) as run:
             config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
@@ -246,6 +249,7 @@ def run_register(
                 artifacts={
                     CONFIG_ARTIFACT: str(config_path),
                     CARD_ARTIFACT: str(card_path),
+                    REFERENCE_ARTIFACT: str(profile_path),
                     **{v: str(p.resolve()) for v, p in paths.items()},
                     **({OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}),
                 },
@@ -304,6 +308,16 @@ def run_register(
         "runtime": config.runtime,
         "optimized_precision": tags["optimized_precision"],
     }
+
+
+def _reference(inputs: RegisterInputs, images: pd.DataFrame, pixels: np.ndarray, config: ServingConfig) -> dict[str, Any]:
+    """The validation split's profile the drift reports compare production with (empty without predictions)."""
+    if inputs.predictions is None or not (inputs.predictions / "valid.csv").is_file():
+        return {}
+    valid = pd.read_csv(inputs.predictions / "valid.csv")
+    row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
+    rows = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
+    return validation_profile(valid, images, rows, config.variants, config.weights_in_order, config.calibration)
 
 
 def _export_and_check(

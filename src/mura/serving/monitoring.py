@@ -1,0 +1,343 @@
+"""Drift reports: the audit trail of what the model answered, against the data it was validated on.
+
+``register`` stores a *reference profile* with every model version (the validation split's
+calibrated study probabilities and body parts, and per view the statistics the audit trail
+records: pixel mean and standard deviation at model size, original height and width).
+``mura monitor`` reads the audit trail since a date, builds the same profile of production,
+and compares them per feature, overall and per body part:
+
+- continuous features (study probability, pixel mean/std, height, width): the population
+  stability index over the reference's deciles, and scipy's two-sample Kolmogorov-Smirnov test;
+- the body-part mix: scipy's chi-square goodness-of-fit against the reference proportions,
+  and its PSI.
+
+A feature is flagged when its PSI exceeds ``psi_limit`` (0.2: the usual "significant shift")
+or its test's p-value falls below ``p_limit`` (0.01). The report is HTML with the histograms,
+a CSV of the table, and an MLflow run tagged with the model version. PSI is the one formula
+written here (scipy and scikit-learn have none): Σ (c − r) · ln(c / r) over the bins' shares.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mura.evaluation.ensemble import average_probabilities, prob_column
+from mura.modeling.calibration import Calibrator
+
+__all__ = [
+    "CONTINUOUS",
+    "REFERENCE_ARTIFACT",
+    "DriftLimits",
+    "current_profile",
+    "drift_table",
+    "validation_profile",
+    "psi",
+    "read_audit",
+    "reference_profile",
+    "render_report",
+    "run_monitor",
+]
+
+REFERENCE_ARTIFACT = "reference_profile"  # the pyfunc artifact key (and file stem)
+CONTINUOUS = {  # feature -> the profile part holding it
+    "study_probability": "study",
+    "pixel_mean": "views",
+    "pixel_std": "views",
+    "height": "views",
+    "width": "views",
+}
+MIN_SAMPLES = 5  # a group with fewer production samples is reported, not tested
+EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class DriftLimits:
+    """When a feature is flagged: PSI above ``psi`` or the test's p-value below ``p_value``."""
+
+    psi: float = 0.2
+    p_value: float = 0.01
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """Population stability index of ``current`` against ``reference`` over the reference's quantile bins."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:  # a constant reference: one bin either side of it
+        edges = np.array([ref[0] - 0.5, ref[0] + 0.5]) if len(ref) else np.array([0.0, 1.0])
+    edges[0], edges[-1] = -np.inf, np.inf
+    r = np.histogram(ref, edges)[0] / max(len(ref), 1)
+    c = np.histogram(cur, edges)[0] / max(len(cur), 1)
+    r, c = np.clip(r, EPS, None), np.clip(c, EPS, None)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _category_psi(reference: Sequence[str], current: Sequence[str]) -> tuple[float, float, float]:
+    """PSI, chi-square statistic and p-value of a categorical mix (scipy's goodness-of-fit test)."""
+    categories = sorted(set(reference) | set(current))
+    ref = pd.Series(list(reference)).value_counts().reindex(categories, fill_value=0).to_numpy(np.float64)
+    cur = pd.Series(list(current)).value_counts().reindex(categories, fill_value=0).to_numpy(np.float64)
+    r, c = np.clip(ref / ref.sum(), EPS, None), np.clip(cur / cur.sum(), EPS, None)
+    index = float(np.sum((c - r) * np.log(c / r)))
+    expected = r / r.sum() * cur.sum()
+    statistic, p_value = stats.chisquare(cur, expected)
+    return index, float(statistic), float(p_value)
+
+
+def reference_profile(studies: pd.DataFrame, views: pd.DataFrame, source: str = "valid split") -> dict[str, Any]:
+    """The profile of the validation data (pure).
+
+    Args:
+        studies: one row per study with ``probability`` (calibrated) and ``body_part``.
+        views: one row per image with ``pixel_mean``, ``pixel_std``, ``height``, ``width``, ``body_part``.
+        source: what the profile describes.
+    """
+    return {
+        "source": source,
+        "study": {
+            "probability": studies["probability"].round(6).tolist(),
+            "body_part": studies["body_part"].astype(str).tolist(),
+        },
+        "views": {k: views[k].round(3).tolist() for k in ("pixel_mean", "pixel_std", "height", "width")}
+        | {"body_part": views["body_part"].astype(str).tolist()},
+    }
+
+
+def validation_profile(
+    valid: pd.DataFrame,
+    images: pd.DataFrame,
+    pixels: np.ndarray,
+    variants: Sequence[str],
+    weights: Sequence[float],
+    calibrator: Calibrator,
+) -> dict[str, Any]:
+    """The reference profile of a model from its validation predictions (what ``register`` stores).
+
+    Args:
+        valid: the ``ensemble`` stage's valid predictions (``image_id``, ``study_id``, ``p_<variant>``).
+        images: images.csv (``image_id``; ``body_part``, ``width``, ``height`` when present).
+        pixels: the model-size pixels of ``valid``'s rows, in its order, (N, S, S) uint8.
+        variants, weights: the ensemble's variants and weights.
+        calibrator: the served calibration map.
+    """
+    columns = [c for c in ("image_id", "body_part", "width", "height") if c in images.columns]
+    rows = valid[["image_id", "study_id"]].merge(images[columns], on="image_id", how="left")
+    raw = average_probabilities(valid[[prob_column(v) for v in variants]].to_numpy(np.float64), weights)
+    body_part = rows["body_part"].fillna("unknown") if "body_part" in rows else pd.Series(["unknown"] * len(rows))
+    per_image = pd.DataFrame({"study_id": rows["study_id"], "raw": raw, "body_part": body_part.to_numpy()})
+    studies = per_image.groupby("study_id", sort=True).agg(raw=("raw", "mean"), body_part=("body_part", "first"))
+    studies["probability"] = calibrator.apply(studies["raw"].to_numpy())
+    flat = np.asarray(pixels, dtype=np.float64).reshape(len(pixels), -1)
+    views = pd.DataFrame(
+        {
+            "pixel_mean": flat.mean(axis=1),
+            "pixel_std": flat.std(axis=1),
+            "height": rows["height"] if "height" in rows else np.nan,
+            "width": rows["width"] if "width" in rows else np.nan,
+            "body_part": body_part.to_numpy(),
+        }
+    )
+    return reference_profile(studies.reset_index(), views)
+
+
+def read_audit(folder: Path, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Audit records (``audit.jsonl`` and its rotated files) at or after ``since``, oldest first."""
+    records = []
+    for path in sorted(Path(folder).glob("audit.jsonl*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0):
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if since is None or dt.datetime.fromisoformat(record["time"]) >= since:
+                records.append(record)
+    return sorted(records, key=lambda r: r["time"])
+
+
+def current_profile(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The same profile as :func:`reference_profile`, from audit records (pure)."""
+    records = list(records)
+    studies = pd.DataFrame(
+        {"probability": [r["probability"] for r in records], "body_part": [r.get("body_part") or "unknown" for r in records]}
+    )
+    rows = [v | {"body_part": r.get("body_part") or "unknown"} for r in records for v in r.get("views", [])]
+    views = pd.DataFrame(rows, columns=["pixel_mean", "pixel_std", "height", "width", "body_part"])
+    return reference_profile(studies, views, source="audit trail")
+
+
+def drift_table(reference: dict[str, Any], current: dict[str, Any], limits: DriftLimits = DriftLimits()) -> pd.DataFrame:
+    """One row per feature × group (``all`` and each body part): sizes, PSI, test, p-value, flag (pure)."""
+    rows: list[dict[str, Any]] = []
+    mix = _category_psi(reference["study"]["body_part"], current["study"]["body_part"])
+    n_cur = len(current["study"]["body_part"])
+    rows.append(
+        {
+            "feature": "body_part_mix",
+            "group": "all",
+            "n_reference": len(reference["study"]["body_part"]),
+            "n_current": n_cur,
+            "psi": mix[0],
+            "test": "chi-square",
+            "statistic": mix[1],
+            "p_value": mix[2],
+        }
+    )
+    for feature, level in CONTINUOUS.items():
+        key = "probability" if feature == "study_probability" else feature
+        ref = pd.DataFrame({"value": reference[level][key], "body_part": reference[level]["body_part"]})
+        cur = pd.DataFrame({"value": current[level][key], "body_part": current[level]["body_part"]})
+        groups = ["all", *sorted(set(cur["body_part"]) & set(ref["body_part"]))]
+        for group in groups:
+            r = ref["value"] if group == "all" else ref.loc[ref["body_part"] == group, "value"]
+            c = cur["value"] if group == "all" else cur.loc[cur["body_part"] == group, "value"]
+            r, c = r.dropna().to_numpy(np.float64), c.dropna().to_numpy(np.float64)
+            row: dict[str, Any] = {"feature": feature, "group": group, "n_reference": len(r), "n_current": len(c), "test": "ks"}
+            if len(c) >= MIN_SAMPLES and len(r) >= MIN_SAMPLES:
+                test = stats.ks_2samp(r, c)
+                row |= {"psi": psi(r, c), "statistic": float(test.statistic), "p_value": float(test.pvalue)}
+            else:
+                row |= {"psi": np.nan, "statistic": np.nan, "p_value": np.nan}
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table["flagged"] = (table["psi"] > limits.psi) | (table["p_value"] < limits.p_value)
+    return table
+
+
+def _histogram_png(reference: np.ndarray, current: np.ndarray, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    both = np.concatenate([reference, current]) if len(current) else reference
+    edges = np.histogram_bin_edges(both, bins=20).tolist() if len(both) else 10
+    ax.hist(reference, bins=edges, density=True, alpha=0.5, label=f"validation (n={len(reference)})")
+    ax.hist(current, bins=edges, density=True, alpha=0.5, label=f"production (n={len(current)})")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def render_report(table: pd.DataFrame, reference: dict[str, Any], current: dict[str, Any], meta: dict[str, Any]) -> str:
+    """A self-contained HTML page: what moved, the table, and reference-vs-production histograms."""
+    flagged = table[table["flagged"]]
+    head = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in meta.items())
+    moved = (
+        "<p><strong>Moved past the limits:</strong> "
+        + ", ".join(html.escape(f"{r.feature} ({r.group})") for r in flagged.itertuples())
+        + "</p>"
+        if len(flagged)
+        else "<p>Nothing moved past the limits.</p>"
+    )
+    figures = []
+    for feature, level in CONTINUOUS.items():
+        key = "probability" if feature == "study_probability" else feature
+        ref = np.asarray(reference[level][key], dtype=np.float64)
+        cur = np.asarray(current[level][key], dtype=np.float64)
+        figures.append(f'<img alt="{feature}" src="data:image/png;base64,{_histogram_png(ref, cur[~np.isnan(cur)], feature)}">')
+    page: str = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>mura drift report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}.flag{background:#fdd}</style></head><body><h1>Drift report</h1>"
+        f"<ul>{head}</ul>{moved}"
+        + table.round(4).to_html(index=False, classes="drift", na_rep="–").replace("<td>True</td>", "<td class='flag'>True</td>")
+        + "<h2>Validation vs production</h2>"
+        + "".join(figures)
+        + "<p>A pre-screening aid's inputs and outputs, compared with the data it was validated on; "
+        "a flag is a reason to look, not a verdict.</p></body></html>"
+    )
+    return page
+
+
+def run_monitor(
+    audit_dir: Path,
+    model_uri: str,
+    out_dir: Path,
+    since: dt.datetime | None = None,
+    limits: DriftLimits = DriftLimits(),
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """``mura monitor``: compare the audit trail with the model's validation profile; write and log the report.
+
+    Args:
+        audit_dir: the audit trail's folder.
+        model_uri: ``models:/name@alias`` or ``models:/name/N`` (its reference profile is read from the registry).
+        out_dir: where ``drift_report.html`` and ``drift.csv`` are written.
+        since: only records at or after this time (timezone-aware; all when None).
+        limits: when a feature is flagged.
+        tracking_uri: the MLflow tracking store (default ``$MLFLOW_TRACKING_URI`` or ./mlflow.db).
+
+    Returns:
+        The drift table.
+
+    Raises:
+        DataError: no reference profile in this model version, or no audit record of it.
+    """
+    import mlflow
+
+    from mura.errors import DataError
+    from mura.serving.predictor import registered_version
+    from mura.tracking import server_errors, use_tracking_uri
+    from mura.tracking import tracking_uri as default_uri
+
+    store = use_tracking_uri(tracking_uri or default_uri())
+    name = model_uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    with server_errors(f"reading {model_uri}", store):
+        version = registered_version(model_uri)
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}/artifacts/{REFERENCE_ARTIFACT}.json"
+            )
+        except Exception:  # MLflow raises several kinds for a missing artifact
+            path = None
+    reference = json.loads(Path(path).read_text()) if path else {}
+    if not reference:
+        raise DataError(
+            f"{name} version {version} has no reference profile (registered before drift reports existed): re-register it"
+        )
+    records = [r for r in read_audit(audit_dir, since) if str(r.get("model", {}).get("version")) == version]
+    if not records:
+        raise DataError(
+            f"no audit record of {name} version {version} in {audit_dir}" + (f" since {since.isoformat()}" if since else "")
+        )
+    current = current_profile(records)
+    table = drift_table(reference, current, limits)
+    meta = {
+        "model": f"{name} version {version}",
+        "audit records": f"{len(records)} studies, {records[0]['time']} → {records[-1]['time']}",
+        "reference": f"{reference['source']}: {len(reference['study']['probability'])} studies",
+        "limits": f"PSI > {limits.psi}, p < {limits.p_value}",
+        "flagged": int(table["flagged"].sum()),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "drift.csv", index=False)
+    (out_dir / "drift_report.html").write_text(render_report(table, reference, current, meta))
+    with server_errors("logging the drift report", store):
+        mlflow.set_experiment("mura-monitoring")
+        tags = {"mura.stage": "monitor", "mura.model_name": name, "mura.model_version": version}
+        with mlflow.start_run(run_name=f"drift {name} v{version}", tags=tags) as run:
+            overall = table[(table["group"] == "all") & table["psi"].notna()]
+            mlflow.log_metrics(
+                {f"psi_{feature}": float(value) for feature, value in zip(overall["feature"], overall["psi"], strict=True)}
+                | {"flagged": float(table["flagged"].sum())}
+            )
+            mlflow.log_artifacts(str(out_dir), artifact_path="drift")
+        client = mlflow.MlflowClient()
+        client.set_model_version_tag(name, version, "last_drift_report", f"{run.info.run_id}: {meta['flagged']} flagged")
+    return table
