@@ -75,6 +75,8 @@ bench: $(STAMP)  ## benchmarks; figures are appended to bench/RESULTS.md
 	python bench/train_throughput.py
 	python bench/serve_latency.py
 	python bench/web_load.py
+	python bench/dicom_node.py
+	python bench/audit_cost.py
 
 IMAGE ?= localhost/mura
 ENGINE ?= podman
