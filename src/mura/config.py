@@ -145,10 +145,13 @@ class CalibrateParams:
 
     method: CalibrationMethod = "temperature"
     bins: int = 15  # equal-width (and equal-mass) bins of ECE and the reliability diagrams
+    folds: int = 5  # out-of-fold check on valid: the map is kept only if it lowers neither ECE nor Brier there
 
     def __post_init__(self) -> None:
         if self.bins < 2:
             raise ConfigError(f"calibrate.bins must be at least 2, got {self.bins}")
+        if self.folds < 2:
+            raise ConfigError(f"calibrate.folds must be at least 2, got {self.folds}")
 
 
 @dataclass(frozen=True)

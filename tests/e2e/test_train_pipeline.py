@@ -115,7 +115,10 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
     # Calibration: fitted on valid, three operating points on the calibrated probability, before/after figures.
     chosen = json.loads((workspace / "reports/thresholds.json").read_text())
     assert set(chosen["thresholds"]) == {"default", "high_sensitivity", "high_specificity"}
-    assert chosen["calibration"]["method"] == "temperature" and chosen["calibration"]["fitted_on"] == "valid studies"
+    calibration = chosen["calibration"]
+    assert calibration["requested"] == "temperature" and calibration["fitted_on"] == "valid studies"
+    # Served only if it helps out of fold on valid; else the raw probability (and the record says why).
+    assert calibration["method"] == ("temperature" if calibration["out_of_fold_check"]["keep"] else "none")
     study = metrics["test"]["ensemble"]["study"]["default"]
     assert {"ece", "ece_uncalibrated", "brier", "brier_uncalibrated", "log_loss", "specificity"} <= set(study)
     assert {"ece_ci_low", "brier_uncalibrated_ci_high"} <= set(table.columns)
@@ -316,7 +319,7 @@ def test_changing_the_calibration_method_reruns_only_what_depends_on_it(workspac
     assert "calibrate:" in status and "ensemble:" not in status and "train@" not in status
     out = _dvc(workspace, "repro", "calibrate")
     assert "Running stage 'calibrate'" in out and "Running stage 'ensemble'" not in out
-    assert json.loads((workspace / "reports/thresholds.json").read_text())["calibration"]["method"] == "isotonic"
+    assert json.loads((workspace / "reports/thresholds.json").read_text())["calibration"]["requested"] == "isotonic"
 
 
 def test_bad_variant_param_is_one_line_error(workspace: Path) -> None:

@@ -67,3 +67,17 @@ def test_calibration_metrics_match_scikit_learn_and_hand_cases() -> None:
 
 def test_logit_is_clipped() -> None:
     assert np.isfinite(logit(np.array([0.0, 1.0]))).all()
+
+
+def test_out_of_fold_check_keeps_a_map_that_helps_and_refuses_one_that_cannot_be_checked() -> None:
+    from mura.evaluation.calibrate import out_of_fold_check
+
+    y, p = _miscalibrated(n=3000, seed=5)
+    check = out_of_fold_check(y, p, "temperature", folds=5)
+    assert check["keep"] and check["ece"]["calibrated"] < check["ece"]["raw"]
+    # Already calibrated scores: a fitted map cannot do better out of fold on both counts, or barely.
+    y2, p2 = _miscalibrated(n=3000, scale=1.0, seed=6)
+    honest = out_of_fold_check(y2, p2, "temperature", folds=5)
+    assert honest["ece"]["calibrated"] >= 0.5 * honest["ece"]["raw"]
+    assert not out_of_fold_check(np.array([0, 1, 0, 0, 0, 0]), np.linspace(0.1, 0.9, 6), "temperature", folds=5)["keep"]
+    assert out_of_fold_check(y, p, "none", folds=5)["reason"] == "calibrate.method is none"

@@ -10,12 +10,20 @@ probability, so ``default`` (0.5) means 50 %:
 - ``high_specificity``: the lowest threshold whose specificity on valid studies reaches
   ``ensemble.target_specificity`` ("certain" vs "possible" findings, as commercial tools show).
 
+Before it is kept, the calibrator must earn its place out of fold: the valid studies are split
+in ``calibrate.folds`` stratified folds, the method is fitted on the others and applied to each
+fold, and the map is kept only if that neither raises the ECE nor the Brier score of the raw
+probability. Otherwise the raw probability is served (``method: none``) and ``thresholds.json``
+says which method was tried and why it was not kept: on a small validation split (the demo's has
+46 studies) a fitted map can make things worse, and serving it would be a claim it cannot back.
+
 Writes ``reports/thresholds.json``: the thresholds, the targets, the variant weights and the
-calibrator (``register`` puts it in the served model).
+calibrator with its out-of-fold check (``register`` puts the calibrator in the served model).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +31,46 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mura.config import CalibrateParams, EnsembleParams
+from mura.config import CalibrateParams, CalibrationMethod, EnsembleParams
 from mura.errors import DataError
 from mura.evaluation.ensemble import ENSEMBLE, aggregate_studies, ensemble_weights, prob_column, threshold_for_recall
+from mura.evaluation.metrics import calibration_metrics
 from mura.modeling.calibration import Calibrator, fit_calibrator
 from mura.stage import write_json
 
-__all__ = ["operating_points", "run_calibrate", "threshold_for_specificity"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["out_of_fold_check", "operating_points", "run_calibrate", "threshold_for_specificity"]
+
+
+def out_of_fold_check(
+    y_true: np.ndarray, p_raw: np.ndarray, method: CalibrationMethod, folds: int, bins: int = 15, seed: int = 0
+) -> dict[str, Any]:
+    """ECE and Brier of the raw probability and of the method fitted out of fold (scikit-learn's StratifiedKFold).
+
+    Returns:
+        ``{"folds", "ece": {"raw", "calibrated"}, "brier": {...}, "keep": bool}``; with fewer studies of
+        a class than folds, the check cannot run and ``keep`` is False.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(p_raw, dtype=np.float64)
+    if method == "none":
+        return {"folds": folds, "keep": False, "reason": "calibrate.method is none"}
+    if min(np.bincount(y, minlength=2)) < folds:
+        return {"folds": folds, "keep": False, "reason": "fewer studies of a class than folds: the check cannot run"}
+    out = np.empty_like(p)
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p.reshape(-1, 1), y):
+        out[test] = fit_calibrator(y[train], p[train], method).apply(p[test])
+    raw, calibrated = calibration_metrics(y, p, bins), calibration_metrics(y, out, bins)
+    keep = calibrated["ece"] <= raw["ece"] and calibrated["brier"] <= raw["brier"]
+    return {
+        "folds": folds,
+        "ece": {"raw": raw["ece"], "calibrated": calibrated["ece"]},
+        "brier": {"raw": raw["brier"], "calibrated": calibrated["brier"]},
+        "keep": bool(keep),
+    }
 
 
 def threshold_for_specificity(y_true: np.ndarray, y_prob: np.ndarray, target_specificity: float) -> float:
@@ -96,7 +137,12 @@ def run_calibrate(
     column = prob_column(ENSEMBLE)
     studies = aggregate_studies(valid, [column])
     y, raw = studies["label"].to_numpy(), studies[column].to_numpy(dtype=np.float64)
-    calibrator: Calibrator = fit_calibrator(y, raw, params.method)
+    check = out_of_fold_check(y, raw, params.method, params.folds, params.bins)
+    calibrator: Calibrator = fit_calibrator(y, raw, params.method) if check["keep"] else Calibrator()
+    if params.method != "none" and not check["keep"]:
+        logger.warning(
+            "calibration %s not kept: it does not improve ECE and Brier out of fold on valid (%s)", params.method, check
+        )
     result = {
         "thresholds": operating_points(y, calibrator.apply(raw), ensemble.target_recall, ensemble.target_specificity),
         "chosen_on": "valid",
@@ -105,7 +151,13 @@ def run_calibrate(
         "target_recall": ensemble.target_recall,
         "target_specificity": ensemble.target_specificity,
         "variant_weights": dict(zip(variants, ensemble_weights(list(variants), ensemble.variant_weights), strict=True)),
-        "calibration": {**calibrator.to_dict(), "fitted_on": "valid studies", "n_studies": int(len(studies))},
+        "calibration": {
+            **calibrator.to_dict(),
+            "requested": params.method,
+            "fitted_on": "valid studies",
+            "n_studies": int(len(studies)),
+            "out_of_fold_check": check,
+        },
     }
     write_json(thresholds_json, result)
     return result

@@ -288,5 +288,7 @@ def run_evaluation(
     }
     plot_figures(roc, pr, table, reports / "plots", synthetic)
     plot_reliability(reliability, reports / "plots", synthetic)
-    (reports / "README.md").write_text(render_report(table, models, thresholds, provenance, calibrator))
+    (reports / "README.md").write_text(
+        render_report(table, models, thresholds, provenance, calibrator, chosen.get("calibration"))
+    )
     return metrics

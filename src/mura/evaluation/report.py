@@ -34,6 +34,7 @@ def render_report(
     thresholds: dict[str, float],
     provenance: dict[str, Any],
     calibrator: Calibrator | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> str:
     """Markdown report: per-model table (seed Tables 1–4), ensemble table (Table 5), per body part (Figure 13).
 
@@ -43,6 +44,7 @@ def render_report(
         thresholds: operating points.
         provenance: ``synthetic`` (bool), ``fingerprint``, ``git_commit``, ``ci_level``.
         calibrator: the ensemble's calibration map (its section says which, and what it did).
+        calibration: ``thresholds.json``'s calibration record (the method tried and its out-of-fold check).
     """
     synthetic = bool(provenance.get("synthetic"))
     lines = ["# Evaluation report", ""]
@@ -95,7 +97,7 @@ def render_report(
         )
     lines.append("")
     lines += _operating_points_section(ens)
-    lines += _calibration_section(table, calibrator or Calibrator())
+    lines += _calibration_section(table, calibrator or Calibrator(), calibration or {})
     parts = table[
         (table["split"] == "test")
         & (table["model"] == ENSEMBLE)
@@ -137,13 +139,23 @@ def _operating_points_section(ens: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
-def _calibration_section(table: pd.DataFrame, calibrator: Calibrator) -> list[str]:
+def _calibration_section(table: pd.DataFrame, calibrator: Calibrator, record: dict[str, Any]) -> list[str]:
     """Before/after calibration per level and body part, and a plain statement of where it got worse."""
     how = {
         "temperature": f"temperature scaling, T = {calibrator.temperature:.3f}",
         "isotonic": f"isotonic regression ({len(calibrator.knots_x)} knots)",
         "none": "none (the raw ensemble probability is served)",
     }[calibrator.method]
+    check = record.get("out_of_fold_check") or {}
+    if "ece" in check:
+        how += (
+            f". Out-of-fold check of `{record.get('requested', calibrator.method)}` on valid ({check['folds']} folds): "
+            f"ECE {check['ece']['raw']:.3f} → {check['ece']['calibrated']:.3f}, "
+            f"Brier {check['brier']['raw']:.3f} → {check['brier']['calibrated']:.3f}: "
+            + ("kept" if check["keep"] else "**not kept** (it would not improve both), so the raw probability is served")
+        )
+    elif check.get("reason"):
+        how += f" ({check['reason']})"
     rows = table[
         (table["split"] == "test")
         & (table["model"] == ENSEMBLE)
@@ -154,7 +166,8 @@ def _calibration_section(table: pd.DataFrame, calibrator: Calibrator) -> list[st
         "## Calibration of the ensemble's probability, test split",
         "",
         f"Calibrator: {how}; fitted on the valid split's studies (never on test). ECE: 15 equal-width bins;",
-        "adaptive ECE: 15 equal-mass bins; MCE: the largest bin gap. Lower is better for all five.",
+        "adaptive ECE: 15 equal-mass bins; MCE: the largest bin gap. Lower is better for all five. ECE and MCE are",
+        "biased upward on small samples, so a bootstrap interval can lie above its point estimate.",
         "",
         "| Level | Group | ECE before → after | Adaptive ECE before → after | MCE before → after "
         "| Brier before → after | Log loss before → after |",
