@@ -37,8 +37,8 @@ demo: $(STAMP)  ## run the whole pipeline on the embedded synthetic data at demo
 	@echo; echo "SYNTHETIC demo finished in $(DEMO) (not patient data). Report: $(DEMO)/reports/README.md"
 	@echo "Next: make serve (REST model server), make ui (web interface), make mlflow-ui (compare runs)."
 
-serve: $(STAMP)  ## serve the demo's registered ensemble: mlflow models serve on 127.0.0.1:$(PORT)
-	cd $(DEMO) && MLFLOW_TRACKING_URI=$(DEMO_STORE) mlflow models serve -m models:/mura-ensemble/1 --env-manager local -h 127.0.0.1 -p $(PORT)
+serve: $(STAMP)  ## serve the demo's registered ensemble on 127.0.0.1:$(PORT): MLflow's scoring server + /metrics
+	cd $(DEMO) && MLFLOW_TRACKING_URI=$(DEMO_STORE) mura serve-model -m models:/mura-ensemble/1 -H 127.0.0.1 -p $(PORT)
 
 ui: $(STAMP)  ## web interface on the demo's champion model, http://127.0.0.1:$(UI_PORT)
 	MLFLOW_TRACKING_URI=$(DEMO_STORE) mura serve-ui --model models:/mura-ensemble@champion --port $(UI_PORT)

@@ -217,6 +217,13 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         print(f"  {row.feature} ({row.group}): PSI {row.psi:.3f}, {row.test} p {row.p_value:.2g}")
 
 
+def cmd_serve_model(args: argparse.Namespace) -> None:
+    """MLflow's scoring server on the registered model, with /metrics."""
+    from mura.serving.model_server import serve_model
+
+    serve_model(args.model, args.host, args.port, args.tracking_uri)
+
+
 def cmd_serve_ui(args: argparse.Namespace) -> None:
     """Start the web interface."""
     import os
@@ -390,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--metrics-port", type=int, default=9112, help="Prometheus /metrics port on --host (0: off)")
     node.add_argument("--audit-dir", default=None, help="audit trail folder (default: <spool>/audit)")
     node.set_defaults(func=cmd_dicom_node)
+
+    sm = sub.add_parser(
+        "serve-model",
+        help="serve the registered model: MLflow's scoring server (same /invocations contract) plus /metrics",
+        description="The app `mlflow models serve` runs (POST /invocations, GET /ping, /health, /version), built by "
+        "MLflow on the loaded model, with Prometheus /metrics added. Binds 127.0.0.1 unless --host is given.",
+    )
+    sm.add_argument("--model", "-m", default="models:/mura-ensemble@champion", help=model_help)
+    sm.add_argument("--tracking-uri", default=None, help=tracking_help)
+    sm.add_argument("--host", "-H", default="127.0.0.1")
+    sm.add_argument("--port", "-p", type=int, default=5000)
+    sm.set_defaults(func=cmd_serve_model)
 
     mon = sub.add_parser(
         "monitor",

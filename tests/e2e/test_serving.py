@@ -1,5 +1,6 @@
-"""The registered ``mura-ensemble``: saved and reloaded from a temporary MLflow store,
-then served by a real ``mlflow models serve`` on 127.0.0.1 (PNG, DICOM and every bad input)."""
+"""The registered ``mura-ensemble``: saved and reloaded from a temporary MLflow store, then served on
+127.0.0.1 (PNG, DICOM and every bad input) by a real ``mlflow models serve`` and by ``mura serve-model``
+(MLflow's scoring app plus /metrics): the same contract tests run against both."""
 
 from __future__ import annotations
 
@@ -63,26 +64,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
+SERVERS = {
+    "mlflow": ["mlflow", "models", "serve", "-m", "models:/mura-ensemble/1", "--env-manager", "local", "-h", "127.0.0.1", "-p"],
+    "mura": [sys.executable, "-m", "mura.cli", "serve-model", "-m", "models:/mura-ensemble/1", "-H", "127.0.0.1", "-p"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def server(registered: dict[str, Any], request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     port = _free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"], MLFLOW_DISABLE_TELEMETRY="true")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    log = open(registered["ws"] / "serve.log", "w")
+    log = open(registered["ws"] / f"serve-{request.param}.log", "w")
     proc = subprocess.Popen(
-        [
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/mura-ensemble/1",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+        [*SERVERS[request.param], str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -100,8 +95,10 @@ def server(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
             time.sleep(0.5)
     else:
         proc.kill()
-        pytest.fail("mlflow models serve did not start: " + (registered["ws"] / "serve.log").read_text()[-2000:])
-    yield {"url": url, "log": registered["ws"] / "serve.log"}
+        pytest.fail(
+            f"{request.param} server did not start: " + (registered["ws"] / f"serve-{request.param}.log").read_text()[-2000:]
+        )
+    yield {"url": url, "log": registered["ws"] / f"serve-{request.param}.log", "kind": request.param}
     os.killpg(proc.pid, 15)
     proc.wait(timeout=30)
     log.close()
@@ -208,3 +205,25 @@ def test_http_bad_input_is_a_4xx_one_line_error(server: dict[str, Any], payload:
     assert "Traceback" not in json.dumps(body) and "stack_trace" not in body
     ok, _ = _post(server["url"], {"dataframe_records": [{"image": _b64(_png(np.zeros((20, 20), np.uint8)))}]})
     assert ok == 200  # still serving
+
+
+def test_mura_serve_model_adds_metrics_to_the_same_contract(server: dict[str, Any]) -> None:
+    if server["kind"] != "mura":
+        pytest.skip("mlflow models serve has no /metrics (the reason mura serve-model exists)")
+    for path in ("/ping", "/health", "/version"):
+        with urllib.request.urlopen(server["url"] + path, timeout=10) as response:
+            assert response.status == 200
+    ok, body = _post(server["url"], {"dataframe_records": [{"image": _b64(_png(np.zeros((20, 20), np.uint8))), "study_id": "a"}]})
+    assert ok == 200 and body["predictions"][0]["study_id"] == "a"
+    bad, _ = _post(server["url"], {"dataframe_records": [{"image": "not base64!"}]})
+    assert bad == 400
+    with urllib.request.urlopen(server["url"] + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    answered = [
+        line for line in text.splitlines() if line.startswith('mura_studies_total{entry_point="model-server",outcome="answered"')
+    ]
+    refused = [
+        line for line in text.splitlines() if line.startswith('mura_studies_total{entry_point="model-server",outcome="refused"')
+    ]
+    assert answered and float(answered[0].split()[-1]) >= 1 and refused and float(refused[0].split()[-1]) >= 1
+    assert "mura_model_info{" in text and 'version="1"' in text
