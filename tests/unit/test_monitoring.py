@@ -69,3 +69,13 @@ def test_audit_records_become_a_profile_and_a_report(tmp_path: Path) -> None:
     table = drift_table(reference, current)
     page = render_report(table, reference, current, {"model": "mura-ensemble version 1"})
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "mura-ensemble version 1" in page
+
+
+def test_a_reference_without_a_feature_still_renders() -> None:
+    rng = np.random.default_rng(3)
+    reference = _profile(rng, 50)
+    reference["views"]["height"] = [float("nan")] * len(reference["views"]["height"])
+    current = _profile(rng, 20)
+    table = drift_table(reference, current)
+    assert np.isnan(table.loc[(table["feature"] == "height") & (table["group"] == "all"), "psi"]).all()
+    assert "<!doctype html>" in render_report(table, reference, current, {})

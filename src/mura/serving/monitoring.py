@@ -220,8 +220,9 @@ def _histogram_png(reference: np.ndarray, current: np.ndarray, title: str) -> st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    both = np.concatenate([reference, current]) if len(current) else reference
+    both = np.concatenate([reference, current])
     edges = np.histogram_bin_edges(both, bins=20).tolist() if len(both) else 10
     ax.hist(reference, bins=edges, density=True, alpha=0.5, label=f"validation (n={len(reference)})")
     ax.hist(current, bins=edges, density=True, alpha=0.5, label=f"production (n={len(current)})")
@@ -250,7 +251,9 @@ def render_report(table: pd.DataFrame, reference: dict[str, Any], current: dict[
         key = "probability" if feature == "study_probability" else feature
         ref = np.asarray(reference[level][key], dtype=np.float64)
         cur = np.asarray(current[level][key], dtype=np.float64)
-        figures.append(f'<img alt="{feature}" src="data:image/png;base64,{_histogram_png(ref, cur[~np.isnan(cur)], feature)}">')
+        if not (np.isfinite(ref).any() or np.isfinite(cur).any()):  # e.g. no original sizes in the reference
+            continue
+        figures.append(f'<img alt="{feature}" src="data:image/png;base64,{_histogram_png(ref, cur, feature)}">')
     page: str = (
         "<!doctype html><html><head><meta charset='utf-8'><title>mura drift report</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
