@@ -57,9 +57,7 @@ def main() -> None:
         model_card=args.model_card,
     )
     architectures = {name: spec.arch for name, spec in params.models.items()}
-    result = run_register(
-        list(params.models), params.register, params.data.image_size, params.data.resize, inputs, architectures
-    )
+    result = run_register(list(params.models), params.register, params.data.image_size, params.data.resize, inputs, architectures)
     write_json(args.out, result)
 
 
