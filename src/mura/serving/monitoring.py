@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 REFERENCE_ARTIFACT = "reference_profile"  # the pyfunc artifact key (and file stem)
+MONITORING_EXPERIMENT = "mura-monitoring"
 CONTINUOUS = {  # feature -> the profile part holding it
     "study_probability": "study",
     "pixel_mean": "views",
@@ -332,15 +333,17 @@ def run_monitor(
     table.to_csv(out_dir / "drift.csv", index=False)
     (out_dir / "drift_report.html").write_text(render_report(table, reference, current, meta))
     with server_errors("logging the drift report", store):
-        mlflow.set_experiment("mura-monitoring")
+        # Not mlflow.set_experiment: it exports MLFLOW_EXPERIMENT_ID to the whole process (and its children).
+        client = mlflow.MlflowClient()
+        found = client.get_experiment_by_name(MONITORING_EXPERIMENT)
+        experiment = found.experiment_id if found else client.create_experiment(MONITORING_EXPERIMENT)
         tags = {"mura.stage": "monitor", "mura.model_name": name, "mura.model_version": version}
-        with mlflow.start_run(run_name=f"drift {name} v{version}", tags=tags) as run:
+        with mlflow.start_run(experiment_id=experiment, run_name=f"drift {name} v{version}", tags=tags) as run:
             overall = table[(table["group"] == "all") & table["psi"].notna()]
             mlflow.log_metrics(
                 {f"psi_{feature}": float(value) for feature, value in zip(overall["feature"], overall["psi"], strict=True)}
                 | {"flagged": float(table["flagged"].sum())}
             )
             mlflow.log_artifacts(str(out_dir), artifact_path="drift")
-        client = mlflow.MlflowClient()
         client.set_model_version_tag(name, version, "last_drift_report", f"{run.info.run_id}: {meta['flagged']} flagged")
     return table
