@@ -156,12 +156,13 @@ def test_mura_monitor_reports_drift_against_the_validation_profile(
 
     from mura.serving.monitoring import run_monitor
 
+    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
     table = run_monitor(servers["work"] / "web-audit", "models:/mura-ensemble@champion", tmp_path, tracking_uri=registered["uri"])
     assert {"study_probability", "pixel_mean", "body_part_mix"} <= set(table["feature"])
     row = table[(table["feature"] == "pixel_std") & (table["group"] == "all")].iloc[0]
     assert row["n_current"] == ANSWERED and row["n_reference"] == 10  # the fixture's ten validation images
     assert (tmp_path / "drift_report.html").read_text().startswith("<!doctype html>") and (tmp_path / "drift.csv").exists()
-    assert "MLFLOW_EXPERIMENT_ID" not in os.environ  # no process-wide experiment leaks to later runs or subprocesses
+    assert os.environ.get("MLFLOW_EXPERIMENT_ID") == before  # no process-wide experiment leaks to later runs or subprocesses
     client = mlflow.MlflowClient(registered["uri"])
     runs = client.search_runs([client.get_experiment_by_name("mura-monitoring").experiment_id])
     assert runs and runs[0].data.tags["mura.model_version"] == "1" and "psi_study_probability" in runs[0].data.metrics
