@@ -167,7 +167,6 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
-        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # exported by mlflow.set_experiment inside register
     return {"ws": ws, "uri": uri, "first": result, "second": second}
 
 

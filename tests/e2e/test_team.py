@@ -49,10 +49,7 @@ OVERRIDE = {
 
 
 def _env(extra: dict[str, str], **more: str) -> dict[str, str]:
-    # Nothing of the test process' own MLflow state: mlflow.set_experiment (register, in another store) exports
-    # MLFLOW_EXPERIMENT_ID, an id that means nothing on the team server.
-    drop = ("MLFLOW_TRACKING", "AWS_", "MLFLOW_S3", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "AWS_", "MLFLOW_S3"))}
     env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
     env.update(extra)
     env.update(more)
@@ -492,7 +489,7 @@ def test_mlflow_run_of_the_container_project_logs_and_registers_on_the_server(
         dict(OVERRIDE, models={**OVERRIDE["models"], "tiny_b": None}, train=dict(OVERRIDE["train"], epochs=1))
     )
     proc = _run(
-        ["mlflow", "run", str(repo_root / "docker/mlproject"), "-e", "main", "--experiment-name", "mura", "-A", "network=host",
+        ["mlflow", "run", str(repo_root / "docker/mlproject"), "-e", "main", "-A", "network=host",
          "-A", f"env-file={env_file}", "-P", f"override={override}"],
         tmp_path, _env(settings, DOCKER_HOST=docker_api),
     )  # fmt: skip
