@@ -55,7 +55,7 @@ from mura.integrations.dicom_delivery import (
 from mura.integrations.dicom_results import MANUFACTURER, ModelIdentity, heatmap_capture, structured_report
 from mura.integrations.dicom_spool import ResultSet, Spool
 from mura.serving.observability import AuditTrail, ServingMetrics
-from mura.serving.predictor import Predictor
+from mura.serving.predictor import Predictor, registered_name
 
 __all__ = ["RADIOGRAPH_SOP_CLASSES", "DicomNode", "NodeSettings"]
 
@@ -176,7 +176,7 @@ class DicomNode:
         ] + [StowDestination(url) for url in settings.stow_urls]
         config = self.predictor.config
         self.model = ModelIdentity(
-            name=_model_name(self.predictor.uri),
+            name=registered_name(self.predictor.uri),
             version=self.predictor.version,
             operating_point=config.operating_point,
             threshold=float(config.thresholds[config.operating_point]),
@@ -432,10 +432,3 @@ def _encode(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def _model_name(uri: str) -> str:
-    """``models:/mura-ensemble@champion`` → ``mura-ensemble`` (a local folder: its name)."""
-    if uri.startswith("models:/"):
-        return uri.removeprefix("models:/").split("@")[0].split("/")[0]
-    return Path(uri).name or "mura-ensemble"

@@ -296,12 +296,12 @@ def run_monitor(
     import mlflow
 
     from mura.errors import DataError
-    from mura.serving.predictor import registered_version
+    from mura.serving.predictor import registered_name, registered_version
     from mura.tracking import server_errors, use_tracking_uri
     from mura.tracking import tracking_uri as default_uri
 
     store = use_tracking_uri(tracking_uri or default_uri())
-    name = model_uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    name = registered_name(model_uri)
     with server_errors(f"reading {model_uri}", store):
         version = registered_version(model_uri)
         try:

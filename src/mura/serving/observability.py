@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from mura.data.sources import BODY_PARTS
 from mura.data.uploads import DecodedUpload
-from mura.serving.predictor import Predictor, StudyResult
+from mura.serving.predictor import Predictor, StudyResult, registered_name
 
 __all__ = ["AuditTrail", "ServingMetrics", "view_statistics", "warning_kind"]
 
@@ -112,7 +112,7 @@ class ServingMetrics:
             runner = predictor.service.runner
             self.model.info(
                 {
-                    "name": predictor.uri.removeprefix("models:/").split("@")[0].split("/")[0],
+                    "name": registered_name(predictor.uri),
                     "version": str(predictor.version),
                     "runtime": str(predictor.service.runtime),
                     "precision": str(getattr(runner, "precision", "f32")),

@@ -271,3 +271,10 @@ def registered_version(uri: str) -> str:
     if rest:
         return str(MlflowClient().get_model_version_by_alias(name, rest).version)
     return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def registered_name(uri: str) -> str:
+    """``models:/mura-ensemble@champion`` or ``models:/mura-ensemble/1`` → ``mura-ensemble``; a local folder: its name."""
+    if uri.startswith("models:/"):
+        return uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    return Path(uri).name or "mura-ensemble"
