@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from mura.config import SynthParams, load_params
-from mura.stage import configure_logging, run_main
+from mura.stage import LOG_FORMATS, configure_logging, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -204,13 +204,25 @@ def cmd_monitor(args: argparse.Namespace) -> None:
     """Write and log a drift report of the audit trail against the model's validation profile."""
     import datetime as dt
 
-    from mura.serving.monitoring import DriftLimits, run_monitor
+    from mura.serving.monitoring import DriftLimits, DriftMetrics, monitor_every, run_monitor
 
     since = dt.datetime.fromisoformat(args.since) if args.since else None
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
     limits = DriftLimits(psi=args.psi_limit, p_value=args.p_limit)
-    table = run_monitor(Path(args.audit_dir), args.model, Path(args.out), since, limits, args.tracking_uri)
+    folders = [Path(f) for f in args.audit_dir or [default_audit_dir()]]
+    if args.every is not None:
+        if since is not None:
+            raise SystemExit("mura monitor: --since and --every exclude each other (--every uses --window)")
+        metrics = DriftMetrics()
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, addr=args.host, registry=metrics.registry)
+        logger.info("drift report every %.0f s on the last %.0f s of answers", args.every, args.window)
+        monitor_every(folders, args.model, Path(args.out), args.every, args.window, limits, args.tracking_uri, metrics)
+        return
+    table = run_monitor(folders, args.model, Path(args.out), since, limits, args.tracking_uri)
     flagged = table[table["flagged"]]
     print(f"{len(flagged)} of {len(table)} features moved past the limits; report: {Path(args.out) / 'drift_report.html'}")
     for row in flagged.itertuples():
@@ -221,7 +233,7 @@ def cmd_serve_model(args: argparse.Namespace) -> None:
     """MLflow's scoring server on the registered model, with /metrics."""
     from mura.serving.model_server import serve_model
 
-    serve_model(args.model, args.host, args.port, args.tracking_uri)
+    serve_model(args.model, args.host, args.port, args.tracking_uri, Path(args.audit_dir) if args.audit_dir else None)
 
 
 def cmd_serve_ui(args: argparse.Namespace) -> None:
@@ -282,10 +294,34 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
             server.wait(timeout=30)
 
 
+def default_audit_dir() -> str:
+    """The servers' audit trail folder: ``$MURA_AUDIT_DIR``, else ``~/.local/state/mura/audit``."""
+    return os.environ.get("MURA_AUDIT_DIR") or str(Path.home() / ".local/state/mura/audit")
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``6h`` or ``7d`` (argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 6h, 7d)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
         prog="mura", description="Musculoskeletal radiograph abnormality detection (pre-screening aid)."
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text lines (default) or one JSON object per line with the request id (or set MURA_LOG_FORMAT)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -331,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_help = "model URI (models:/mura-ensemble@champion, models:/mura-ensemble/1) or a local model folder"
     tracking_help = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"
+    audit_help = "audit trail folder: one JSON line per answer (default $MURA_AUDIT_DIR or ~/.local/state/mura/audit)"
     predict = sub.add_parser(
         "predict",
         help="pre-screen one study from image files or a study folder",
@@ -408,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--tracking-uri", default=None, help=tracking_help)
     sm.add_argument("--host", "-H", default="127.0.0.1")
     sm.add_argument("--port", "-p", type=int, default=5000)
+    sm.add_argument("--audit-dir", default=default_audit_dir(), help=audit_help)
     sm.set_defaults(func=cmd_serve_model)
 
     mon = sub.add_parser(
@@ -420,10 +458,24 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--tracking-uri", default=None, help=tracking_help)
     mon.add_argument(
         "--audit-dir",
-        default=os.environ.get("MURA_AUDIT_DIR") or str(Path.home() / ".local/state/mura/audit"),
-        help="the audit trail's folder (a node's is <spool>/audit)",
+        action="append",
+        default=None,
+        help="an audit trail's folder (a node's is <spool>/audit); repeat for several servers (default $MURA_AUDIT_DIR "
+        "or ~/.local/state/mura/audit)",
     )
     mon.add_argument("--since", default=None, help="only answers at or after this ISO time, e.g. 2026-11-01")
+    mon.add_argument(
+        "--every",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="keep running: a report every DURATION (e.g. 1d) on the last --window of answers",
+    )
+    mon.add_argument("--window", type=duration, default=7 * 86400.0, metavar="DURATION", help="with --every (default 7d)")
+    mon.add_argument(
+        "--metrics-port", type=int, default=0, help="with --every: serve the last report's figures as Prometheus /metrics"
+    )
+    mon.add_argument("--host", default="127.0.0.1", help="address of --metrics-port")
     mon.add_argument("--out", default="reports/monitoring", help="folder for drift_report.html and drift.csv")
     mon.add_argument("--psi-limit", type=float, default=0.2, help="flag a feature whose PSI exceeds this")
     mon.add_argument("--p-limit", type=float, default=0.01, help="flag a feature whose test p-value is below this")
@@ -446,11 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--concurrency", type=int, default=0, help="studies analysed at once on the optimized runtime (default: one per core)"
     )
-    ui.add_argument(
-        "--audit-dir",
-        default=os.environ.get("MURA_AUDIT_DIR") or str(Path.home() / ".local/state/mura/audit"),
-        help="audit trail folder: one JSON line per answer (default $MURA_AUDIT_DIR or ~/.local/state/mura/audit)",
-    )
+    ui.add_argument("--audit-dir", default=default_audit_dir(), help=audit_help)
     ui.set_defaults(func=cmd_serve_ui)
 
     mui = sub.add_parser(
@@ -471,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mura`` command."""
     args = build_parser().parse_args(argv)
+    if args.log_format:  # the stage shell reads it too (run_main configures logging again)
+        os.environ["MURA_LOG_FORMAT"] = args.log_format
     configure_logging()
     run_main(lambda: args.func(args))
 

@@ -83,12 +83,22 @@ def servers(registered: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
     )
     node = DicomNode(settings, predictor)
     node.start()
+    monitor_port = free_port()
+    monitor = subprocess.Popen(  # the scheduled drift report, every 3 s on the web UI's trail, its figures on /metrics
+        [sys.executable, "-m", "mura.cli", "monitor", "--model", "models:/mura-ensemble@champion", "--every", "3s"]
+        + ["--window", "1d", "--audit-dir", str(work / "web-audit"), "--out", str(work / "scheduled")]
+        + ["--metrics-port", str(monitor_port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "monitor.log", "wb"),  # noqa: SIM115
+    )
     config = work / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - {{job_name: web, static_configs: [{{targets: ['127.0.0.1:{web_port}']}}]}}\n"
         f"  - {{job_name: dicom, static_configs: [{{targets: ['127.0.0.1:{node_metrics}']}}]}}\n"
+        f"  - {{job_name: monitor, static_configs: [{{targets: ['127.0.0.1:{monitor_port}']}}]}}\n"
     )
     prom = subprocess.Popen(
         [
@@ -105,7 +115,7 @@ def servers(registered: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
         wait_tcp(prom_port, 60, prom, "prometheus")
         yield {"web": f"http://127.0.0.1:{web_port}", "node": node, "prometheus": f"http://127.0.0.1:{prom_port}", "work": work}
     finally:
-        for proc in (web, prom):
+        for proc in (web, prom, monitor):
             proc.terminate()
             proc.wait(timeout=30)
         node.stop()
@@ -146,6 +156,20 @@ def test_prometheus_sees_the_counts_and_a_latency_quantile(servers: dict[str, An
     assert len(lines) == ANSWERED and all(json.loads(line)["entry_point"] == "web" for line in lines)
     node_lines = (servers["work"] / "spool" / "audit" / "audit.jsonl").read_text().splitlines()
     assert len(node_lines) == 1 and study.study_uid not in node_lines[0]
+    # The scheduled monitor has reported on the web UI's answers, and Prometheus reads its figures.
+    drift = {
+        'mura_drift_studies{job="monitor"}': float(ANSWERED),
+        'mura_drift_flagged{job="monitor",feature="pixel_std",group="all"} >= 0': 1.0,
+    }
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        found = {q: [float(r["value"][1]) for r in _query(prometheus, q)] for q in drift}
+        if found[next(iter(drift))] == [float(ANSWERED)] and found[list(drift)[1]]:
+            break
+        time.sleep(1)
+    assert found[next(iter(drift))] == [float(ANSWERED)], (servers["work"] / "monitor.log").read_text()[-2000:]
+    assert found[list(drift)[1]] and _query(prometheus, 'mura_drift_reports_total{job="monitor",outcome="written"} > 0')
+    assert (servers["work"] / "scheduled" / "drift_report.html").exists()
 
 
 def test_mura_monitor_reports_drift_against_the_validation_profile(
@@ -167,3 +191,21 @@ def test_mura_monitor_reports_drift_against_the_validation_profile(
     runs = client.search_runs([client.get_experiment_by_name("mura-monitoring").experiment_id])
     assert runs and runs[0].data.tags["mura.model_version"] == "1" and "psi_study_probability" in runs[0].data.metrics
     assert "flagged" in client.get_model_version("mura-ensemble", "1").tags["last_drift_report"]
+
+
+def test_every_dashboard_query_runs_on_prometheus(servers: dict[str, Any]) -> None:
+    """docker/grafana/mura-dashboard.json: each panel's PromQL is valid, and those on the metrics above find them."""
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docker" / "grafana" / "mura-dashboard.json").read_text())
+    with_data = ("Studies answered per minute", "Latency per phase (median)", "Model served", "Studies in flight")
+    deadline = time.monotonic() + 30  # rate() needs two scrapes of a series: give Prometheus a few more seconds
+    while True:
+        found = {
+            panel["title"]: [bool(_query(servers["prometheus"], target["expr"])) for target in panel["targets"]]
+            for panel in dashboard["panels"]
+        }
+        ready = all(all(found[t]) for t in with_data) and any(found["Drift: features flagged (last report)"])
+        if ready or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(found) == len(dashboard["panels"]) >= 10
+    assert ready, found

@@ -66,7 +66,7 @@ def _free_port() -> int:
 
 SERVERS = {
     "mlflow": ["mlflow", "models", "serve", "-m", "models:/mura-ensemble/1", "--env-manager", "local", "-h", "127.0.0.1", "-p"],
-    "mura": [sys.executable, "-m", "mura.cli", "serve-model", "-m", "models:/mura-ensemble/1", "-H", "127.0.0.1", "-p"],
+    "mura": [sys.executable, "-m", "mura.cli", "--log-format", "json", "serve-model", "-m", "models:/mura-ensemble/1", "-p"],
 }
 
 
@@ -76,8 +76,10 @@ def server(registered: dict[str, Any], request: pytest.FixtureRequest):  # type:
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"], MLFLOW_DISABLE_TELEMETRY="true")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = open(registered["ws"] / f"serve-{request.param}.log", "w")
+    audit = registered["ws"] / f"audit-{request.param}"
+    extra = ["--audit-dir", str(audit)] if request.param == "mura" else []
     proc = subprocess.Popen(
-        [*SERVERS[request.param], str(port)],
+        [*SERVERS[request.param], str(port), *extra],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -98,7 +100,7 @@ def server(registered: dict[str, Any], request: pytest.FixtureRequest):  # type:
         pytest.fail(
             f"{request.param} server did not start: " + (registered["ws"] / f"serve-{request.param}.log").read_text()[-2000:]
         )
-    yield {"url": url, "log": registered["ws"] / f"serve-{request.param}.log", "kind": request.param}
+    yield {"url": url, "log": registered["ws"] / f"serve-{request.param}.log", "kind": request.param, "audit": audit}
     os.killpg(proc.pid, 15)
     proc.wait(timeout=30)
     log.close()
@@ -227,3 +229,30 @@ def test_mura_serve_model_adds_metrics_to_the_same_contract(server: dict[str, An
     ]
     assert answered and float(answered[0].split()[-1]) >= 1 and refused and float(refused[0].split()[-1]) >= 1
     assert "mura_model_info{" in text and 'version="1"' in text
+
+
+def test_mura_serve_model_audits_each_study_and_logs_json_with_request_ids(server: dict[str, Any]) -> None:
+    if server["kind"] != "mura":
+        pytest.skip("mlflow models serve keeps no audit trail (mura serve-model does)")
+    trail = server["audit"] / "audit.jsonl"
+    before = trail.read_text().splitlines() if trail.exists() else []
+    rng = np.random.default_rng(5)
+    rows = [{"image": _b64(_png(rng.integers(0, 256, (30, 30)).astype(np.uint8))), "study_id": s} for s in ("x", "x", "y")]
+    request = urllib.request.Request(
+        f"{server['url']}/invocations",
+        data=json.dumps({"dataframe_records": rows}).encode(),
+        headers={"Content-Type": "application/json", "X-Request-ID": "req-audit-1"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200 and response.headers["X-Request-ID"] == "req-audit-1"
+        served = json.loads(response.read())["predictions"]
+    records = [json.loads(line) for line in trail.read_text().splitlines()[len(before) :]]
+    assert [len(r["views"]) for r in records] == [2, 1]  # one record per study of the request, its views in it
+    x = next(p for p in served if p["study_id"] == "x")
+    assert records[0]["probability"] == pytest.approx(x["study_probability"], abs=1e-6)
+    assert {r["entry_point"] for r in records} == {"model-server"} and records[0]["model"]["version"] == "1"
+    assert records[0]["views"][0]["height"] == 30 and records[0]["study_key"] != records[1]["study_key"]
+    assert "x" not in {records[0]["study_key"], records[1]["study_key"]}  # keyed hashes of the images, not the client's id
+    # Structured logs: every line JSON; the request's lines carry its id.
+    lines = [json.loads(line) for line in server["log"].read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("request_id") == "req-audit-1" and line["logger"] == "uvicorn.access" for line in lines)

@@ -79,3 +79,25 @@ def test_a_reference_without_a_feature_still_renders() -> None:
     table = drift_table(reference, current)
     assert np.isnan(table.loc[(table["feature"] == "height") & (table["group"] == "all"), "psi"]).all()
     assert "<!doctype html>" in render_report(table, reference, current, {})
+
+
+def test_drift_metrics_carry_the_last_report(tmp_path: Path) -> None:
+    from mura.serving.monitoring import DriftMetrics
+
+    rng = np.random.default_rng(1)
+    metrics = DriftMetrics()
+    metrics.update(drift_table(_profile(rng, 2000), _profile(rng, 300, shift=0.3)))
+    sample = metrics.registry.get_sample_value
+    assert sample("mura_drift_flagged", {"feature": "pixel_mean", "group": "all"}) == 1.0
+    assert sample("mura_drift_flagged", {"feature": "height", "group": "all"}) == 0.0
+    assert sample("mura_drift_psi", {"feature": "pixel_mean", "group": "all"}) > 0.2
+    assert sample("mura_drift_studies", {}) == 300.0  # studies, not views
+    # The next report replaces the figures: a feature no longer shifted is no longer flagged.
+    metrics.update(drift_table(_profile(rng, 2000), _profile(rng, 300)))
+    assert sample("mura_drift_flagged", {"feature": "pixel_mean", "group": "all"}) == 0.0
+
+
+def test_a_line_still_being_written_is_left_for_the_next_read(tmp_path: Path) -> None:
+    record = {"time": "2026-11-29T10:00:00.000+00:00", "probability": 0.4}
+    (tmp_path / "audit.jsonl").write_text(json.dumps(record) + "\n" + '{"time": "2026-11-29T10:00:01')
+    assert read_audit(tmp_path) == [record]

@@ -56,6 +56,7 @@ from mura.integrations.dicom_results import MANUFACTURER, ModelIdentity, heatmap
 from mura.integrations.dicom_spool import ResultSet, Spool
 from mura.serving.observability import AuditTrail, ServingMetrics
 from mura.serving.predictor import Predictor, registered_name
+from mura.stage import new_request_id
 
 __all__ = ["RADIOGRAPH_SOP_CLASSES", "DicomNode", "NodeSettings"]
 
@@ -249,6 +250,7 @@ class DicomNode:
         Each is its own result set in the spool, so after a crash only what is missing is made
         again (same instances, same result names and UIDs).
         """
+        new_request_id(study)  # the study's keyed name ties its log lines together (never its UID)
         files = self.spool.instances(study)
         with self._state.lock:
             self._state.last_seen.pop(study, None)

@@ -4,46 +4,66 @@
 metrics. This entry point builds the *same* FastAPI app (``mlflow.pyfunc.scoring_server.init``
 on the loaded pyfunc: MLflow's request parsing, errors and response format, unchanged) and adds
 ``/metrics`` with the web UI's and the DICOM node's Prometheus metrics: requests by outcome,
-latency, requests in flight, and per answered study its probability, label and scope warnings
-(read from the served rows). ``make serve``, the image's model-server service and the contract
-tests use it; ``mlflow models serve`` keeps working and answers identically.
+latency, requests in flight, and per answered study its probability, labels, body part and scope
+warnings — and appends each answered study to the audit trail (``--audit-dir``), as the other
+entry points do. Both come from the service's observer, which sees the decoded views (DICOM
+body part, image statistics) without decoding twice. ``make serve``, the image's model-server
+service and the contract tests use it; ``mlflow models serve`` keeps working and answers
+identically, without metrics or audit trail.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mura.serving.observability import ServingMetrics, warning_kind
-from mura.serving.predictor import Predictor, registered_version
-from mura.serving.service import WARNING_SEPARATOR
+from mura.data.uploads import DecodedUpload
+from mura.serving.observability import AuditTrail, ServingMetrics
+from mura.serving.predictor import Predictor, registered_version, study_result
+from mura.serving.service import Observer
+from mura.stage import new_request_id
 
-__all__ = ["create_model_server", "record_rows", "serve_model"]
+__all__ = ["create_model_server", "observe_answers", "serve_model"]
 
 ENTRY_POINT = "model-server"
 
 
-def record_rows(metrics: ServingMetrics, rows: list[dict[str, Any]], operating_point: str) -> None:
-    """Count the studies of one ``/invocations`` answer (its rows carry each study's probability and label)."""
-    studies: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        study = studies.setdefault(str(row.get("study_id")), {"row": row, "warnings": []})
-        study["warnings"] += [w for w in str(row.get("warnings") or "").split(WARNING_SEPARATOR) if w]
-    for study in studies.values():
-        row = study["row"]
-        metrics.requests.labels(ENTRY_POINT, "answered", "").inc()
-        metrics.probability.labels(ENTRY_POINT, "unknown").observe(float(row["study_probability"]))
-        metrics.labels.labels(ENTRY_POINT, operating_point, str(row["study_label"]), "unknown").inc()
-        for warning in study["warnings"]:
-            metrics.warnings.labels(ENTRY_POINT, warning_kind(warning)).inc()
+def observe_answers(metrics: ServingMetrics, audit: AuditTrail | None, predictor: Predictor) -> Observer:
+    """The service's observer: count each answered study and append it to the audit trail.
+
+    A request may carry several studies (rows grouped by ``study_id``); each becomes one
+    :class:`~mura.serving.predictor.StudyResult`, exactly as the web UI and the node see theirs.
+    The study key hashes the study's image bytes (keyed), never the client's ``study_id``.
+    """
+
+    def observe(rows: list[tuple[bytes, str]], uploads: list[DecodedUpload], frame: pd.DataFrame, seconds: float) -> None:
+        for _study, group in frame.groupby("study_id", sort=False):
+            positions = group["row"].to_numpy()
+            decoded = [(f"view{k + 1}", uploads[i]) for k, i in enumerate(positions)]
+            result = study_result(predictor.config, group, decoded)
+            metrics.answered(result)
+            if audit is not None:
+                identity = b"".join(hashlib.sha256(rows[i][0]).digest() for i in positions)
+                audit.record(ENTRY_POINT, predictor, result, decoded, identity, seconds)
+
+    return observe
 
 
-def create_model_server(model_uri: str, tracking_uri: str | None = None, streams: int = 1) -> Any:
-    """MLflow's scoring app on ``model_uri`` with ``/metrics`` added (see the module docstring)."""
+def create_model_server(model_uri: str, tracking_uri: str | None = None, streams: int = 1, audit_dir: Path | None = None) -> Any:
+    """MLflow's scoring app on ``model_uri`` with ``/metrics`` added and answers audited (see the module docstring).
+
+    Args:
+        model_uri: ``models:/mura-ensemble/1``, ``models:/mura-ensemble@champion`` or a local pyfunc folder.
+        tracking_uri: MLflow tracking store (default ``$MLFLOW_TRACKING_URI`` or ./mlflow.db).
+        streams: requests the optimized runtime runs at once.
+        audit_dir: the audit trail's folder (None: no trail).
+    """
     import mlflow
     from fastapi import Request
     from fastapi.responses import Response
@@ -57,9 +77,11 @@ def create_model_server(model_uri: str, tracking_uri: str | None = None, streams
         model = mlflow.pyfunc.load_model(model_uri, model_config={"streams": streams})
         version = registered_version(model_uri)
     service = model.unwrap_python_model().service
-    metrics = ServingMetrics(ENTRY_POINT, Predictor(service, model_uri, version))
+    predictor = Predictor(service, model_uri, version)
+    metrics = ServingMetrics(ENTRY_POINT, predictor)
+    audit = AuditTrail(audit_dir) if audit_dir is not None else None
+    service.observer = observe_answers(metrics, audit, predictor)
     app = scoring_server.init(model)
-    operating_point = service.config.operating_point
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -67,18 +89,19 @@ def create_model_server(model_uri: str, tracking_uri: str | None = None, streams
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Any:
+        rid = new_request_id(request.headers.get("x-request-id"))  # on every log line of this request
         if request.url.path != "/invocations":
-            return await call_next(request)
+            response = await call_next(request)
+            response.headers["X-Request-ID"] = rid
+            return response
         started = time.perf_counter()
         with metrics.in_flight.labels(ENTRY_POINT).track_inprogress():
             response = await call_next(request)
             body = b"".join([chunk async for chunk in _chunks(response.body_iterator)])
         metrics.phase.labels(ENTRY_POINT, "request").observe(time.perf_counter() - started)
-        if response.status_code == 200:
-            record_rows(metrics, json.loads(body).get("predictions", []), operating_point)
-        else:
+        if response.status_code != 200:  # answered studies are counted by the service's observer
             metrics.refused("bad_request" if response.status_code < 500 else "server_error")
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"} | {"X-Request-ID": rid}
         return Response(content=body, status_code=response.status_code, headers=headers, media_type=response.media_type)
 
     return app
@@ -89,8 +112,16 @@ async def _chunks(iterator: Any) -> AsyncIterator[bytes]:
         yield chunk if isinstance(chunk, bytes) else chunk.encode()
 
 
-def serve_model(model_uri: str, host: str = "127.0.0.1", port: int = 5000, tracking_uri: str | None = None) -> None:
+def serve_model(
+    model_uri: str,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    tracking_uri: str | None = None,
+    audit_dir: Path | None = None,
+) -> None:
     """Run the scoring server with uvicorn (what ``mlflow models serve`` runs, one worker)."""
     import uvicorn
 
-    uvicorn.run(create_model_server(model_uri, tracking_uri), host=host, port=port, log_level="info")
+    app = create_model_server(model_uri, tracking_uri, audit_dir=audit_dir)
+    # log_config=None: uvicorn's lines go through the root logger, in the format chosen (text or JSON).
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)

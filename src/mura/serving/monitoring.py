@@ -40,12 +40,14 @@ __all__ = [
     "CONTINUOUS",
     "REFERENCE_ARTIFACT",
     "DriftLimits",
+    "DriftMetrics",
     "current_profile",
     "drift_table",
     "validation_profile",
     "psi",
     "read_audit",
     "reference_profile",
+    "monitor_every",
     "render_report",
     "run_monitor",
 ]
@@ -157,7 +159,8 @@ def read_audit(folder: Path, since: dt.datetime | None = None) -> list[dict[str,
     """Audit records (``audit.jsonl`` and its rotated files) at or after ``since``, oldest first."""
     records = []
     for path in sorted(Path(folder).glob("audit.jsonl*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0):
-        for line in path.read_text().splitlines():
+        text = path.read_text()
+        for line in text[: text.rfind("\n") + 1].splitlines():  # a line still being written (no newline yet) waits
             if not line.strip():
                 continue
             record = json.loads(line)
@@ -270,7 +273,7 @@ def render_report(table: pd.DataFrame, reference: dict[str, Any], current: dict[
 
 
 def run_monitor(
-    audit_dir: Path,
+    audit_dir: Path | Sequence[Path],
     model_uri: str,
     out_dir: Path,
     since: dt.datetime | None = None,
@@ -280,7 +283,7 @@ def run_monitor(
     """``mura monitor``: compare the audit trail with the model's validation profile; write and log the report.
 
     Args:
-        audit_dir: the audit trail's folder.
+        audit_dir: the audit trail's folder, or several (one per server: web UI, model server, DICOM node).
         model_uri: ``models:/name@alias`` or ``models:/name/N`` (its reference profile is read from the registry).
         out_dir: where ``drift_report.html`` and ``drift.csv`` are written.
         since: only records at or after this time (timezone-aware; all when None).
@@ -315,11 +318,14 @@ def run_monitor(
         raise DataError(
             f"{name} version {version} has no reference profile (registered before drift reports existed): re-register it"
         )
-    records = [r for r in read_audit(audit_dir, since) if str(r.get("model", {}).get("version")) == version]
+    folders = [Path(audit_dir)] if isinstance(audit_dir, (str, Path)) else [Path(f) for f in audit_dir]
+    records = sorted(
+        (r for f in folders for r in read_audit(f, since) if str(r.get("model", {}).get("version")) == version),
+        key=lambda r: r["time"],
+    )
     if not records:
-        raise DataError(
-            f"no audit record of {name} version {version} in {audit_dir}" + (f" since {since.isoformat()}" if since else "")
-        )
+        where = ", ".join(map(str, folders)) + (f" since {since.isoformat()}" if since else "")
+        raise DataError(f"no audit record of {name} version {version} in {where}")
     current = current_profile(records)
     table = drift_table(reference, current, limits)
     meta = {
@@ -336,7 +342,7 @@ def run_monitor(
         # Not mlflow.set_experiment: it exports MLFLOW_EXPERIMENT_ID to the whole process (and its children).
         client = mlflow.MlflowClient()
         found = client.get_experiment_by_name(MONITORING_EXPERIMENT)
-        experiment = found.experiment_id if found else client.create_experiment(MONITORING_EXPERIMENT)
+        experiment = found.experiment_id if found else _create_experiment(client, MONITORING_EXPERIMENT)
         tags = {"mura.stage": "monitor", "mura.model_name": name, "mura.model_version": version}
         with mlflow.start_run(experiment_id=experiment, run_name=f"drift {name} v{version}", tags=tags) as run:
             overall = table[(table["group"] == "all") & table["psi"].notna()]
@@ -347,3 +353,97 @@ def run_monitor(
             mlflow.log_artifacts(str(out_dir), artifact_path="drift")
         client.set_model_version_tag(name, version, "last_drift_report", f"{run.info.run_id}: {meta['flagged']} flagged")
     return table
+
+
+def _create_experiment(client: Any, name: str) -> str:
+    """Create ``name``, or read its id when another monitor created it a moment before."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+class DriftMetrics:
+    """The last drift report's figures as Prometheus gauges (for alerting on drift like on latency).
+
+    Labels are bounded: the feature names of :data:`CONTINUOUS` plus ``body_part_mix``, and the
+    group (``all`` or one of the seven body parts).
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        labels = ["feature", "group"]
+        self.psi = Gauge("mura_drift_psi", "Population stability index of a feature", labels, registry=self.registry)
+        self.flagged = Gauge(
+            "mura_drift_flagged", "1 when the feature moved past the limits", ["feature", "group"], registry=self.registry
+        )
+        self.studies = Gauge("mura_drift_studies", "Audit records in the last report's window", registry=self.registry)
+        self.last = Gauge("mura_drift_last_report_timestamp_seconds", "When the last report was written", registry=self.registry)
+        self.runs = Counter("mura_drift_reports", "Scheduled reports, by outcome", ["outcome"], registry=self.registry)
+
+    def update(self, table: pd.DataFrame) -> None:
+        """Replace the gauges with one report's table."""
+        self.psi.clear()
+        self.flagged.clear()
+        for row in table.itertuples():
+            if pd.notna(row.psi):
+                self.psi.labels(row.feature, row.group).set(float(row.psi))
+            self.flagged.labels(row.feature, row.group).set(float(bool(row.flagged)))
+        studies = table[(table["group"] == "all") & (table["feature"] == "study_probability")]
+        self.studies.set(float(studies["n_current"].iloc[0]) if len(studies) else 0.0)
+        self.last.set_to_current_time()
+
+
+def monitor_every(
+    audit_dir: Path | Sequence[Path],
+    model_uri: str,
+    out_dir: Path,
+    every_s: float,
+    window_s: float,
+    limits: DriftLimits = DriftLimits(),
+    tracking_uri: str | None = None,
+    metrics: DriftMetrics | None = None,
+    stop: Any = None,
+) -> None:
+    """``mura monitor --every``: a report every ``every_s`` seconds on the last ``window_s`` of answers, until ``stop``.
+
+    A window without audit records of the model is logged and skipped (a quiet weekend is not an
+    error); any other failure is logged and retried at the next tick, so the schedule survives a
+    tracking server that is briefly down.
+
+    Args:
+        stop: a ``threading.Event`` ending the loop (None: run until the process is stopped).
+    """
+    import logging
+    import threading
+
+    from mura.errors import MuraError
+
+    logger = logging.getLogger(__name__)
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window_s)
+        try:
+            table = run_monitor(audit_dir, model_uri, out_dir, since, limits, tracking_uri)
+        except MuraError as exc:
+            logger.warning("drift report skipped: %s", exc)
+            outcome = "skipped"
+        except Exception:  # keep the schedule: the next tick may find the server back
+            logger.exception("drift report failed")
+            outcome = "failed"
+        else:
+            outcome = "written"
+            flagged = table[table["flagged"]]
+            logger.info("drift report: %d of %d features flagged", len(flagged), len(table))
+            if metrics is not None:
+                metrics.update(table)
+        if metrics is not None:
+            metrics.runs.labels(outcome).inc()
+        stop.wait(every_s)

@@ -25,7 +25,7 @@ from mura.serving.config import ServingConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Predictor", "StudyResult", "ViewResult", "ViewInput"]
+__all__ = ["Predictor", "StudyResult", "ViewInput", "ViewResult", "registered_name", "registered_version", "study_result"]
 
 ViewInput = str | Path | bytes | np.ndarray
 
@@ -216,34 +216,7 @@ class Predictor:
             frame, maps = self.service.predict_with_heatmaps(pixels, study_ids)
         else:
             frame, maps = self.service.predict_pixels(pixels, study_ids), {}
-        names = list(self.config.variants)
-        view_results = [
-            ViewResult(
-                name=name,
-                probability=float(frame["probability"].iloc[i]),
-                variants={n: float(frame[prob_column(n)].iloc[i]) for n in names},
-                kind=upload.kind,
-                gray=upload.gray,
-                heatmaps={k: v[i] for k, v in maps.items()},
-                warnings=upload.warnings,
-                probability_raw=float(frame["probability_raw"].iloc[i]),
-            )
-            for i, (name, upload) in enumerate(decoded)
-        ]
-        probability = float(frame["study_probability"].iloc[0])
-        thresholds = {k: float(v) for k, v in self.config.thresholds.items()}
-        part = normalize_body_part(body_part or next((u.body_part for _, u in decoded if u.body_part), None))
-        return StudyResult(
-            probability=probability,
-            labels={k: "abnormal" if probability >= t else "normal" for k, t in thresholds.items()},
-            thresholds=thresholds,
-            operating_point=self.config.operating_point,
-            variants={n: float(frame[prob_column(n)].mean()) for n in names},
-            views=view_results,
-            body_part=part,
-            synthetic_data=self.config.synthetic_data,
-            probability_raw=float(frame["study_probability_raw"].iloc[0]),
-        )
+        return study_result(self.config, frame, decoded, body_part, maps)
 
     def heatmaps(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Grad-CAM per variant and the ensemble's (mean of the variants' maps), each (N, S, S) in [0, 1]."""
@@ -259,6 +232,53 @@ class Predictor:
         maps = self.heatmaps(np.stack([upload.pixels for _, upload in decoded]))
         views = [dataclasses.replace(view, heatmaps={k: v[i] for k, v in maps.items()}) for i, view in enumerate(result.views)]
         return dataclasses.replace(result, views=views)
+
+
+def study_result(
+    config: ServingConfig,
+    frame: Any,
+    decoded: Sequence[tuple[str, DecodedUpload]],
+    body_part: str | None = None,
+    maps: dict[str, np.ndarray] | None = None,
+) -> StudyResult:
+    """One study's result from its served rows (``EnsembleService`` frame, one row per view, in order) (pure).
+
+    Args:
+        config: the served model's configuration (variants, thresholds, operating point).
+        frame: the study's rows as the service answers them.
+        decoded: each view's name and decoded upload, in the rows' order.
+        body_part: the caller's body part; else the first DICOM ``BodyPartExamined``.
+        maps: heatmaps per variant and ensemble, each (N, S, S), when computed.
+    """
+    maps = maps or {}
+    names = list(config.variants)
+    view_results = [
+        ViewResult(
+            name=name,
+            probability=float(frame["probability"].iloc[i]),
+            variants={n: float(frame[prob_column(n)].iloc[i]) for n in names},
+            kind=upload.kind,
+            gray=upload.gray,
+            heatmaps={k: v[i] for k, v in maps.items()},
+            warnings=upload.warnings,
+            probability_raw=float(frame["probability_raw"].iloc[i]),
+        )
+        for i, (name, upload) in enumerate(decoded)
+    ]
+    probability = float(frame["study_probability"].iloc[0])
+    thresholds = {k: float(v) for k, v in config.thresholds.items()}
+    part = normalize_body_part(body_part or next((u.body_part for _, u in decoded if u.body_part), None))
+    return StudyResult(
+        probability=probability,
+        labels={k: "abnormal" if probability >= t else "normal" for k, t in thresholds.items()},
+        thresholds=thresholds,
+        operating_point=config.operating_point,
+        variants={n: float(frame[prob_column(n)].mean()) for n in names},
+        views=view_results,
+        body_part=part,
+        synthetic_data=config.synthetic_data,
+        probability_raw=float(frame["study_probability_raw"].iloc[0]),
+    )
 
 
 def registered_version(uri: str) -> str:

@@ -23,12 +23,15 @@ import binascii
 import io
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mura.data.uploads import DecodedUpload, ImageDecodeError, decode_upload
 from mura.evaluation.ensemble import ENSEMBLE, average_probabilities, prob_column
 from mura.modeling.calibration import Calibrator
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
@@ -36,7 +39,10 @@ from mura.serving.model_card import CARD_ARTIFACT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_STUDY", "EnsembleService", "bad_request", "output_example", "parse_rows", "study_results"]
+__all__ = ["DEFAULT_STUDY", "EnsembleService", "Observer", "bad_request", "output_example", "parse_rows", "study_results"]
+
+# Called after each answered request: its rows (bytes, study id), decoded views, served frame and seconds taken.
+Observer = Callable[[list[tuple[bytes, str]], list[DecodedUpload], pd.DataFrame, float], None]
 
 DEFAULT_STUDY = "study"
 WARNING_SEPARATOR = "; "  # a served row's warnings, joined into its one string column
@@ -127,6 +133,7 @@ class EnsembleService:
         from mura.serving.runtime import HEADS_FILE, OpenVinoRunner, describe, resolve_runtime
 
         self.config = config
+        self.observer: Observer | None = None  # set by a server that counts and audits its answers
         self.model_card = model_card  # the card register wrote (None for a model registered before cards)
         optimized = Path(optimized_dir) if optimized_dir is not None else None
         self.runtime = resolve_runtime(config.runtime, optimized)
@@ -177,25 +184,19 @@ class EnsembleService:
         card = json.loads(Path(artifacts[CARD_ARTIFACT]).read_text()) if CARD_ARTIFACT in artifacts else None
         return cls(paths, config, artifacts.get(OPTIMIZED_ARTIFACT), int(settings.get("streams", 1)), warm_up, card)
 
-    def decode(self, rows: list[tuple[bytes, str]]) -> tuple[np.ndarray, list[str]]:
-        """Model pixels and scope warnings (``"; "``-joined, empty when none) for each row.
+    def decode(self, rows: list[tuple[bytes, str]]) -> list[DecodedUpload]:
+        """Each row's model pixels, display image, scope warnings and non-identifying DICOM facts.
 
         Raises:
             MlflowException: a bad image (400 naming the row and, for DICOM, the transfer syntax).
         """
-        from mura.data.uploads import ImageDecodeError, decode_upload
-
-        size = self.config.image_size
-        pixels = np.zeros((len(rows), size, size), np.uint8)
-        warnings = []
+        uploads = []
         for i, (data, _study) in enumerate(rows):
             try:
-                upload = decode_upload(data, size, self.config.resize, self.config.max_pixels)
+                uploads.append(decode_upload(data, self.config.image_size, self.config.resize, self.config.max_pixels))
             except ImageDecodeError as exc:
                 raise bad_request(f"row {i}: {exc.reason.replace('_', ' ')}: {exc.detail}") from None
-            pixels[i] = upload.pixels
-            warnings.append(WARNING_SEPARATOR.join(upload.warnings))
-        return pixels, warnings
+        return uploads
 
     def predict_pixels(self, pixels: np.ndarray, study_ids: list[str], warnings: list[str] | None = None) -> pd.DataFrame:
         """Per-image results for already-decoded pixels (shared with the Python API)."""
@@ -256,10 +257,16 @@ class EnsembleService:
         return per_variant, maps
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The pyfunc ``predict``: request frame in, per-image result frame out."""
+        """The pyfunc ``predict``: request frame in, per-image result frame out (shown to :attr:`observer`)."""
+        started = time.perf_counter()
         rows = parse_rows(frame)
-        pixels, warnings = self.decode(rows)
-        return self.predict_pixels(pixels, [study for _, study in rows], warnings)
+        uploads = self.decode(rows)
+        pixels = np.stack([upload.pixels for upload in uploads])
+        warnings = [WARNING_SEPARATOR.join(upload.warnings) for upload in uploads]
+        out = self.predict_pixels(pixels, [study for _, study in rows], warnings)
+        if self.observer is not None:
+            self.observer(rows, uploads, out, time.perf_counter() - started)
+        return out
 
 
 def output_example(variants: list[str]) -> pd.DataFrame:

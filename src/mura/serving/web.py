@@ -32,6 +32,7 @@ from mura.evaluation.ensemble import ENSEMBLE, prob_column
 from mura.serving.config import ServingConfig
 from mura.serving.observability import AuditTrail, ServingMetrics
 from mura.serving.predictor import Predictor
+from mura.stage import new_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,14 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             return True
         given = request.headers.get("authorization", "")
         return hmac.compare_digest(given, f"Bearer {settings.token}")
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Any) -> Any:
+        """Every log line of a request carries its id (the caller's ``X-Request-ID`` or a new one), echoed back."""
+        rid = new_request_id(request.headers.get("x-request-id"))
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -310,4 +319,5 @@ def serve(settings: WebSettings, host: str = "127.0.0.1", port: int = 8000) -> N
     """Run the app with uvicorn (access log keeps method and path only)."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # log_config=None: uvicorn's lines go through the root logger, in the format chosen (text or JSON).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)
