@@ -26,6 +26,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # The audit trail of the servers and CLIs the tests start goes to a temporary folder, not the user's home.
 os.environ.setdefault("MURA_AUDIT_DIR", tempfile.mkdtemp(prefix="mura-test-audit-"))
+# OpenVINO's compiled models too (each test model would otherwise add a blob under ~/.cache/mura/openvino).
+os.environ.setdefault("MURA_OV_CACHE", tempfile.mkdtemp(prefix="mura-test-ov-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32

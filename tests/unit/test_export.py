@@ -101,6 +101,21 @@ def test_int8_runs_close_to_float32_and_its_heatmaps_come_from_float32(exported:
         np.testing.assert_array_equal(a, b)
 
 
+def test_compiled_models_are_cached_and_answer_alike(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mura.serving.runtime import OpenVinoRunner, compile_cache_dir
+
+    monkeypatch.setenv("MURA_OV_CACHE", str(tmp_path / "ov"))
+    assert compile_cache_dir() == tmp_path / "ov"
+    first = OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2).predict(exported["pixels"])
+    blobs = sorted((tmp_path / "ov").glob("*.blob"))
+    assert blobs  # OpenVINO wrote the compiled model
+    again = OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2).predict(exported["pixels"])
+    np.testing.assert_array_equal(first, again)  # imported from the cache, same numbers
+    assert sorted((tmp_path / "ov").glob("*.blob")) == blobs  # nothing compiled twice
+    monkeypatch.setenv("MURA_OV_CACHE", "off")
+    assert compile_cache_dir() is None
+
+
 def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from mura.errors import ConfigError
     from mura.serving.runtime import OpenVinoRunner, available_precisions, cpu_has_bf16

@@ -340,7 +340,7 @@ def _export_and_check(
     if params.int8:
         train_ids = split.loc[split["split"] == "train", "image_id"]
         picked = train_ids.sample(min(params.int8_calibration_images, len(train_ids)), random_state=0)
-        quantize_int8(out_dir, _rows(pixels, row_of.loc[picked].to_numpy()))
+        quantize_int8(out_dir, _rows(pixels, row_of.loc[picked].to_numpy()), params.serve_batch_size)
     valid = pd.read_csv(predictions_dir / "valid.csv")
     valid_pixels = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
     weights = [float(thresholds["variant_weights"][v]) for v in paths]
