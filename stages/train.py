@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from mura.config import load_params
+from mura.modeling.spec import VariantSpec
 from mura.stage import run_main, set_seed
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     set_seed(params.seed)
-    from mura.modeling.train import VariantPaths, VariantSpec, run_train  # imports Keras: after the cheap checks
+    from mura.modeling.train import VariantPaths, run_train  # imports Keras: after the cheap checks
 
     spec = VariantSpec.from_params(params, args.model)
     paths = VariantPaths(

@@ -1,4 +1,9 @@
-"""The ``mura`` command line. ``mura <command> --help`` documents each command."""
+"""The ``mura`` command line. ``mura <command> --help`` documents each command.
+
+Each command imports what it runs inside its ``cmd_*`` function: ``mura --help`` and a
+one-shot command load only their own part of the package (the servers pull in MLflow,
+FastAPI, pynetdicom and OpenVINO; ``synth`` needs none of them).
+"""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     if "keras" in sys.modules:
-        import keras
+        import keras  # lazy: heavy (seconds): only when a model is built, trained or run
 
         keras.utils.set_random_seed(seed)
 

@@ -66,7 +66,7 @@ FAIL_FAST = {
 
 def use_tracking_uri(uri: str) -> str:
     """Point MLflow at ``uri``; for a server, with the fail-fast HTTP retries (unless the user set them)."""
-    import mlflow
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     if is_server(uri):
         for key, value in FAIL_FAST.items():
@@ -104,7 +104,7 @@ def setup_mlflow(experiment: str | None = None) -> str:
     Raises:
         TrackingError: the tracking server is unreachable or refused the request.
     """
-    import mlflow
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     # Under `mlflow run` (MLproject), MLFLOW_RUN_ID names the launcher's run; left set, every run a
     # stage starts would resume that one run (and clash on params). Our runs become its children.
@@ -235,7 +235,7 @@ def split_datasets(
     fingerprint is the runs' ``dataset_fingerprint`` tag); source: the DVC-tracked
     ``images.csv``; schema and row count from the split's rows.
     """
-    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.data.pandas_dataset import from_pandas  # lazy: heavy (~1 s): only when talking to the tracking store
 
     images = pd.read_csv(images_csv)
     split = pd.read_csv(split_csv, usecols=["image_id", "split"])
@@ -262,7 +262,7 @@ def log_datasets(images_csv: str | Path, split_csv: str | Path, splits: Sequence
 
     ``fingerprint``: :func:`dataset_fingerprint` of the two files when the caller has it already.
     """
-    import mlflow
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     for dataset, context in split_datasets(images_csv, split_csv, splits, fingerprint):
         mlflow.log_input(dataset, context=context)
@@ -319,7 +319,7 @@ def runs_url(base_url: str, experiment_id: str | None) -> str:
 
 def find_experiment_id(name: str | None = None) -> str | None:
     """Id of the experiment ``name`` (default: ``$MLFLOW_EXPERIMENT_NAME`` or ``mura``) in the current store, or None."""
-    import mlflow
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     use_tracking_uri(tracking_uri())
     name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT

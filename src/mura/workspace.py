@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from configobj import ConfigObj
 
 from mura.config import merge_params, parse_params
 from mura.errors import ConfigError
@@ -70,7 +71,6 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
 
 def copy_remotes(source: Path, dest: Path) -> None:
     """Copy the ``remote "…"`` sections (and the default remote) of one DVC config into another."""
-    from configobj import ConfigObj
 
     if not source.exists():
         return

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.evaluation.ensemble import aggregate_studies, average_probabilities, ensemble_weights, threshold_for_recall
+from mura.evaluation.calibrate import threshold_for_recall
+from mura.modeling.ensemble import aggregate_studies, average_probabilities, ensemble_weights
 
 
 def test_average_equal_and_weighted() -> None:

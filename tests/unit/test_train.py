@@ -15,7 +15,8 @@ from mura.data.imaging import resize_gray
 from mura.data.sources import BODY_PARTS
 from mura.data.synthetic import render_phantom
 from mura.errors import DataError
-from mura.modeling.train import TrainingData, VariantSpec, compile_model, fit_variant, resolve_precision, select_rows
+from mura.modeling.spec import VariantSpec
+from mura.modeling.train import TrainingData, compile_model, fit_variant, resolve_precision, select_rows
 
 
 def _listing(labels: list[int], splits: list[str], datasets: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from mura.config import DatasetName
 from mura.errors import DataError
+from mura.stage import write_json
 
 
 def compute_class_weights(labels: Sequence[int] | np.ndarray) -> dict[str, float]:
@@ -49,7 +50,6 @@ def run_class_weights(
     Returns:
         ``{"0": w0, "1": w1}``.
     """
-    from mura.stage import write_json
 
     rows = pd.read_csv(images_csv, usecols=["image_id", "dataset", "label"]).merge(pd.read_csv(split_csv), on="image_id")
     train = rows[(rows["split"] == "train") & rows["dataset"].isin(train_datasets)]

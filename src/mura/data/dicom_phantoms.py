@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
@@ -155,7 +156,6 @@ def write_phantom_study(
     Returns:
         The study's UID and files.
     """
-    from PIL import Image
 
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)

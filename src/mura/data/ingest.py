@@ -28,6 +28,7 @@ from mura.data.duplicates import choose_dropped, find_duplicate_groups
 from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
 from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_fracture, list_mura
 from mura.errors import ConfigError, DataError
+from mura.stage import write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +366,6 @@ def run_ingest(data: DataParams, params: IngestParams, images_csv: Path, pixels_
         ConfigError: a configured dataset folder is missing.
         DataError: bad datasets, or too many images quarantined (after the reports are written).
     """
-    from mura.stage import write_csv, write_json
 
     result = ingest(data, params, pixels_path)
     write_csv(images_csv, result.images)

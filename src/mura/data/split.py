@@ -17,6 +17,7 @@ import pandas as pd
 
 from mura.config import SplitParams
 from mura.errors import DataError
+from mura.stage import write_csv, write_json
 
 FRACTURE_SPLIT_NAMES = {"train": "train", "val": "valid", "test": "test"}
 SPLITS = ("train", "valid", "test")
@@ -131,7 +132,6 @@ def run_split(params: SplitParams, seed: int, images_csv: Path, split_csv: Path,
     Raises:
         DataError: the listing cannot be read.
     """
-    from mura.stage import write_csv, write_json
 
     try:
         images = pd.read_csv(images_csv, dtype={"patient_id": str, "study_id": str})

@@ -24,6 +24,7 @@ environment or config files, never on a command line (``ps`` shows those).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -205,8 +206,6 @@ class TeamStack:
     def pg_data(self) -> Path:
         """PostgreSQL's data folder; as root, under /var/lib/postgresql (postgres must own it and reach it)."""
         if os.geteuid() == 0:
-            import hashlib
-
             tag = hashlib.sha1(str(self.state).encode()).hexdigest()[:12]
             return Path("/var/lib/postgresql/mura-team") / tag
         return self.state / "postgres"
@@ -401,8 +400,8 @@ class TeamStack:
 
     def s3_client(self) -> Any:
         """A boto3 S3 client with the stack's keys."""
-        import boto3
-        from botocore.config import Config
+        import boto3  # lazy: the team extra: only for the team stack
+        from botocore.config import Config  # lazy: the team extra: only for the team stack
 
         return boto3.client(
             "s3",
@@ -489,7 +488,7 @@ class TeamStack:
 
     def _wait_mlflow(self, proc: subprocess.Popen[bytes], log: Path, offset: int, timeout: float) -> None:
         """Wait for ``/health``; a server that exits, or that PostgreSQL refuses, is one line."""
-        import requests
+        import requests  # lazy: the team extra: only for the team stack
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -517,7 +516,7 @@ class TeamStack:
 
     def add_user(self, username: str) -> str:
         """Create (or return) a team member's MLflow user; returns the password."""
-        import requests
+        import requests  # lazy: the team extra: only for the team stack
 
         if username in self.secrets.users:
             return self.secrets.users[username]

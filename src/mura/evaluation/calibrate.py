@@ -30,17 +30,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedKFold
 
 from mura.config import CalibrateParams, CalibrationMethod, EnsembleParams
 from mura.errors import DataError
-from mura.evaluation.ensemble import ENSEMBLE, aggregate_studies, ensemble_weights, prob_column, threshold_for_recall
 from mura.evaluation.metrics import calibration_metrics
 from mura.modeling.calibration import Calibrator, fit_calibrator
+from mura.modeling.ensemble import ENSEMBLE, aggregate_studies, ensemble_weights, prob_column
 from mura.stage import write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["out_of_fold_check", "operating_points", "run_calibrate", "threshold_for_specificity"]
+__all__ = ["out_of_fold_check", "operating_points", "run_calibrate", "threshold_for_recall", "threshold_for_specificity"]
 
 
 def out_of_fold_check(
@@ -52,7 +53,6 @@ def out_of_fold_check(
         ``{"folds", "ece": {"raw", "calibrated"}, "brier": {...}, "keep": bool}``; with fewer studies of
         a class than folds, the check cannot run and ``keep`` is False.
     """
-    from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(y_true).astype(int)
     p = np.asarray(p_raw, dtype=np.float64)
@@ -71,6 +71,30 @@ def out_of_fold_check(
         "brier": {"raw": raw["brier"], "calibrated": calibrated["brier"]},
         "keep": bool(keep),
     }
+
+
+def threshold_for_recall(y_true: np.ndarray, y_prob: np.ndarray, target_recall: float) -> float:
+    """The highest threshold whose recall (``prob >= t``) reaches ``target_recall``.
+
+    Args:
+        y_true: 0/1 labels.
+        y_prob: probabilities.
+        target_recall: e.g. 0.90.
+
+    Returns:
+        The threshold (a probability from ``y_prob``); 0.0 when there is no positive.
+
+    Raises:
+        ValueError: target outside (0, 1].
+    """
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    y_true = np.asarray(y_true).astype(bool)
+    positives = np.sort(np.asarray(y_prob, dtype=np.float64)[y_true])[::-1]
+    if len(positives) == 0:
+        return 0.0
+    needed = int(np.ceil(target_recall * len(positives) - 1e-9))
+    return float(positives[max(needed, 1) - 1])
 
 
 def threshold_for_specificity(y_true: np.ndarray, y_prob: np.ndarray, target_specificity: float) -> float:

@@ -21,7 +21,6 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mura.config import EvaluateParams
-from mura.evaluation.ensemble import ENSEMBLE, aggregate_studies, prob_column
 from mura.evaluation.metrics import (
     CALIBRATION_BINS,
     CALIBRATION_METRICS,
@@ -32,7 +31,11 @@ from mura.evaluation.metrics import (
     fast_metrics,
     reliability_curve,
 )
+from mura.evaluation.report import plot_figures, plot_reliability, render_report
 from mura.modeling.calibration import Calibrator
+from mura.modeling.ensemble import ENSEMBLE, aggregate_studies, prob_column
+from mura.stage import write_csv, write_json
+from mura.tracking import dataset_fingerprint, git_commit
 
 __all__ = ["curves", "evaluation_table", "headline_metrics", "reliability_points", "run_evaluation"]
 
@@ -254,9 +257,6 @@ def run_evaluation(
     Returns:
         The headline metrics written to ``metrics.json``.
     """
-    from mura.evaluation.report import plot_figures, plot_reliability, render_report
-    from mura.stage import write_csv, write_json
-    from mura.tracking import dataset_fingerprint, git_commit
 
     predictions = pd.concat([pd.read_csv(predictions_dir / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
     chosen = json.loads(thresholds_json.read_text())

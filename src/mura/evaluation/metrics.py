@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
     cohen_kappa_score,
@@ -145,7 +146,6 @@ def calibration_metrics(y_true: np.ndarray, y_prob: np.ndarray, bins: int = CALI
 
 def reliability_curve(y_true: np.ndarray, y_prob: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[np.ndarray, np.ndarray]:
     """Mean probability and fraction abnormal per non-empty equal-width bin (scikit-learn's ``calibration_curve``)."""
-    from sklearn.calibration import calibration_curve
 
     fraction, mean_prob = calibration_curve(np.asarray(y_true).astype(int), np.asarray(y_prob, dtype=np.float64), n_bins=bins)
     return mean_prob, fraction

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mura.errors import DataError
-from mura.evaluation.ensemble import ENSEMBLE, prob_column
+from mura.modeling.ensemble import ENSEMBLE, prob_column
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def predict_images(
     Raises:
         DataError: the cache and the listing disagree.
     """
-    from mura.modeling.inference import VariantRunner
+    from mura.modeling.inference import VariantRunner  # lazy: imports Keras: only on the Keras path
 
     if len(pixels) != len(images):
         raise DataError(f"the pixel cache has {len(pixels)} rows but images.csv has {len(images)}: rerun `dvc repro ingest`")

@@ -6,11 +6,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mura.evaluation.ensemble import ENSEMBLE
 from mura.evaluation.metrics import CALIBRATION_METRICS
 from mura.modeling.calibration import Calibrator
+from mura.modeling.ensemble import ENSEMBLE
 
 UNCALIBRATED = "_uncalibrated"
 
@@ -193,10 +194,10 @@ def _calibration_section(table: pd.DataFrame, calibrator: Calibrator, record: di
 
 def plot_reliability(points: pd.DataFrame, out_dir: Path, synthetic: bool) -> None:
     """Reliability diagrams of the ensemble, before and after calibration: overall, and one panel per body part."""
-    import matplotlib
+    import matplotlib  # lazy: heavy: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: heavy: only when plotting
 
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = " — SYNTHETIC DATA" if synthetic else ""
@@ -226,11 +227,10 @@ def plot_reliability(points: pd.DataFrame, out_dir: Path, synthetic: bool) -> No
 
 def plot_figures(roc: pd.DataFrame, pr: pd.DataFrame, table: pd.DataFrame, out_dir: Path, synthetic: bool) -> None:
     """ROC, precision-recall and confusion-matrix PNGs for the test split (study level)."""
-    import matplotlib
+    import matplotlib  # lazy: heavy: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # lazy: heavy: only when plotting
 
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = " — SYNTHETIC DATA" if synthetic else ""

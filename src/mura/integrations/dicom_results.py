@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from mura.evaluation.ensemble import ENSEMBLE
+from mura.modeling.ensemble import ENSEMBLE
 from mura.modeling.gradcam import overlay
 from mura.serving.predictor import StudyResult, ViewResult
 

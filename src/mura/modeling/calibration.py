@@ -100,10 +100,10 @@ def fit_calibrator(y_true: np.ndarray, p_raw: np.ndarray, method: CalibrationMet
     Returns:
         The fitted map (the identity for ``none``, or when the labels have one class only).
     """
-    from sklearn.base import BaseEstimator, ClassifierMixin
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
-    from sklearn.isotonic import IsotonicRegression
+    from sklearn.base import BaseEstimator, ClassifierMixin  # lazy: only to fit a map: serving applies it without scikit-learn
+    from sklearn.calibration import CalibratedClassifierCV  # lazy: only to fit a map: serving applies it without scikit-learn
+    from sklearn.frozen import FrozenEstimator  # lazy: only to fit a map: serving applies it without scikit-learn
+    from sklearn.isotonic import IsotonicRegression  # lazy: only to fit a map: serving applies it without scikit-learn
 
     y = np.asarray(y_true).astype(int)
     p = np.asarray(p_raw, dtype=np.float64)

@@ -255,7 +255,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.unlogged_from: int | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        import mlflow
+        import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
         if self.unlogged_from is not None:
             return

@@ -107,7 +107,7 @@ def cam_from_features(maps: np.ndarray, head: HeadWeights, size: int) -> np.ndar
 
 def feature_model(model: keras.Model) -> keras.Model:
     """A model from the classifier's input to the backbone's last feature map (shared layers)."""
-    import keras
+    import keras  # lazy: heavy (seconds): only when a model is built, trained or run
 
     inputs = keras.Input(model.input_shape[1:], dtype="uint8")
     x = inputs
@@ -136,7 +136,7 @@ def gradcam(model: keras.Model, pixels: np.ndarray, features: keras.Model | None
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """Blend a [0, 1] heatmap (any size) over a grayscale image as RGB uint8 (jet colormap)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: heavy: only when plotting
 
     height, width = gray.shape
     heat = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mura.tracking import flatten_params, server_errors, setup_mlflow, source_tags
+
 if TYPE_CHECKING:
     import keras
 
-    from mura.modeling.train import VariantSpec
+    from mura.modeling.spec import VariantSpec
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +69,7 @@ def variant_run(
     Yields:
         The active ``mlflow.ActiveRun``.
     """
-    import mlflow
-
-    from mura.tracking import flatten_params, server_errors, setup_mlflow, source_tags
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     setup_mlflow()
     run_id_file = work_dir / RUN_ID_FILE
@@ -115,7 +115,6 @@ def variant_run(
 
 def training_key(spec: VariantSpec, class_weights: dict[str, float], fingerprint: str, pixels: Path) -> str:
     """What identifies one training's result: the variant's params, class weights and input data."""
-    from mura.tracking import flatten_params
 
     stat = pixels.stat()
     doc = {
@@ -166,7 +165,7 @@ def clear_pending(work_dir: Path) -> None:
 
 def log_history(history: Any, from_epoch: int) -> None:
     """Log the per-epoch metrics of ``history`` rows from epoch ``from_epoch`` on (those the epoch logger missed)."""
-    import mlflow
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     for _, row in history.iterrows():
         epoch = int(row["epoch"])
@@ -198,9 +197,9 @@ def log_trained_variant(
     Returns:
         The registered version.
     """
-    import keras
-    import mlflow
-    from mlflow.models import infer_signature
+    import keras  # lazy: heavy (seconds): only when a model is built, trained or run
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+    from mlflow.models import infer_signature  # lazy: heavy (~1 s): only when talking to the tracking store
 
     mlflow.log_metrics({f"best_{k}": float(v) for k, v in metrics.items()})
     mlflow.log_artifact(str(reports / "history.png"))

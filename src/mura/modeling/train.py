@@ -1,4 +1,4 @@
-"""Training one variant: data selection, the variant spec, fit with resumable callbacks, outputs.
+"""Training one variant: data selection, fit with resumable callbacks, outputs (the spec: :mod:`mura.modeling.spec`).
 
 Keras 3 only (``import keras``), so the same code runs on the TensorFlow
 backend (the default) and on JAX (``KERAS_BACKEND=jax``, used on GPUs).
@@ -8,7 +8,6 @@ registered model in :mod:`mura.modeling.registry`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -20,7 +19,6 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mura.config import AugmentParams, DatasetName, ModelSpec, Params, TrainParams
 from mura.errors import DataError, TrackingError
 from mura.modeling.callbacks import (
     AtomicBestCheckpoint,
@@ -34,6 +32,18 @@ from mura.modeling.callbacks import (
 )
 from mura.modeling.feed import CacheBatches, fit_input, sample_weights, training_indices
 from mura.modeling.models import build_model, set_backbone_trainable
+from mura.modeling.registry import (
+    clear_pending,
+    log_history,
+    log_trained_variant,
+    restore_pending,
+    stash_pending,
+    training_key,
+    variant_run,
+)
+from mura.modeling.spec import VariantSpec
+from mura.stage import write_json
+from mura.tracking import dataset_fingerprint, log_datasets, server_errors
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +51,6 @@ __all__ = [
     "TrainResult",
     "TrainingData",
     "VariantPaths",
-    "VariantSpec",
     "compile_model",
     "fit_variant",
     "plot_history",
@@ -49,50 +58,6 @@ __all__ = [
     "run_train",
     "select_rows",
 ]
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """Everything that determines one variant's training (the ``train@<variant>`` stage's params).
-
-    Attributes:
-        name: the variant (a key of ``models:``).
-        model: its ``models.<name>`` spec.
-        train: the shared ``train:`` section.
-        augment: the ``augment:`` section.
-        image_size: ``data.image_size``.
-        train_datasets: ``data.train_datasets``.
-        seed: the global seed.
-    """
-
-    name: str
-    model: ModelSpec
-    train: TrainParams
-    augment: AugmentParams
-    image_size: int
-    train_datasets: tuple[DatasetName, ...]
-    seed: int
-
-    @classmethod
-    def from_params(cls, params: Params, variant: str) -> VariantSpec:
-        """Select one variant's params (``ConfigError`` for an unknown variant).
-
-        A variant's own ``learning_rate`` replaces ``train.learning_rate`` in its ``train``
-        (so the run's logged ``train.learning_rate`` is the rate it trained with).
-        """
-        model = params.model(variant)
-        train = params.train
-        if model.learning_rate is not None:
-            train = dataclasses.replace(train, learning_rate=model.learning_rate)
-        return cls(
-            variant,
-            model,
-            train,
-            params.augment,
-            params.data.image_size,
-            params.data.train_datasets,
-            params.seed,
-        )
 
 
 @dataclass(frozen=True)
@@ -148,7 +113,7 @@ def resolve_precision(precision: str) -> str:
     backend = keras.backend.backend()
     try:
         if backend == "jax":
-            import jax
+            import jax  # lazy: heavy (seconds): only when a model is built, trained or run
 
             has_gpu = any(d.platform == "gpu" for d in jax.devices())
         elif backend == "tensorflow":
@@ -156,7 +121,7 @@ def resolve_precision(precision: str) -> str:
 
             has_gpu = bool(tf.config.list_physical_devices("GPU"))
         elif backend == "torch":
-            import torch
+            import torch  # lazy: heavy (seconds): only when a model is built, trained or run
 
             has_gpu = torch.cuda.is_available()
         else:
@@ -327,10 +292,10 @@ def fit_variant(
 
 def plot_history(history: pd.DataFrame, title: str, path: Path) -> None:
     """Loss / accuracy / AUC curves (train and validation), as the seed's Figures 8–11."""
-    import matplotlib
+    import matplotlib  # lazy: heavy: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: heavy: only when plotting
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, metric in zip(axes, ("loss", "accuracy", "auc"), strict=True):
@@ -377,18 +342,6 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
     Raises:
         DataError: missing or inconsistent inputs.
     """
-    from mura.modeling.registry import (
-        clear_pending,
-        log_history,
-        log_trained_variant,
-        restore_pending,
-        stash_pending,
-        training_key,
-        variant_run,
-    )
-    from mura.stage import write_json
-    from mura.tracking import dataset_fingerprint, log_datasets, server_errors
-
     for path in (paths.images, paths.split, paths.pixels, paths.class_weights):
         if not Path(path).is_file():
             raise DataError(f"missing input {path}: run `dvc repro class_weights` first")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mura import __version__
 from mura.config import Precision, ResizePolicy, ServingRuntime, build_dataclass
 from mura.errors import ConfigError
 from mura.modeling.calibration import Calibrator
@@ -165,6 +166,5 @@ class ServingConfig:
 
 
 def _version() -> str:
-    from mura import __version__
 
     return __version__

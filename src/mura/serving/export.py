@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mura.evaluation.ensemble import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.calibration import Calibrator
+from mura.modeling.ensemble import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights
 from mura.serving.runtime import HEADS_FILE, INT8_XML, MODEL_XML, OpenVinoRunner, available_precisions
 
@@ -35,9 +35,9 @@ def export_optimized(model_paths: dict[str, Path], out_dir: Path) -> Path:
     Returns:
         ``out_dir``.
     """
-    import keras
+    import keras  # lazy: heavy (seconds): only when a model is built, trained or run
 
-    from mura.modeling.inference import combine_with_features, load_variants
+    from mura.modeling.inference import combine_with_features, load_variants  # lazy: imports Keras: only on the Keras path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     models = load_variants(model_paths)
@@ -61,8 +61,10 @@ def _export_frozen(model: Any, xml: Path) -> None:
     126 s of a 156 s export on a 2-core EPYC; with the weights frozen into the graph first
     there is nothing to look up (trace + freeze + convert: 61 s, same float32 outputs).
     """
-    import openvino as ov
+    import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
     import tensorflow as tf  # the Keras backend in use
+
+    # lazy: heavy (seconds): only when a model is exported
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     size = int(model.input_shape[1])
@@ -132,8 +134,8 @@ def quantize_int8(optimized_dir: Path, calibration: np.ndarray, batch_size: int 
     Returns:
         The int8 IR (``model_int8.xml``, next to the float32 one).
     """
-    import nncf
-    import openvino as ov
+    import nncf  # lazy: optional runtime: only when exporting or serving with it
+    import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
 
     if len(calibration) == 0:
         raise ValueError("int8 quantization needs at least one calibration image")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mura.data.dicom import RADIOGRAPH_MODALITIES
 from mura.data.sources import BODY_PARTS
-from mura.evaluation.ensemble import ENSEMBLE
+from mura.modeling.ensemble import ENSEMBLE
 from mura.serving.config import ServingConfig
 
 __all__ = ["CARD_ARTIFACT", "build_model_card", "render_model_card"]

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import uvicorn
+from fastapi import Request
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mura.data.uploads import DecodedUpload
@@ -28,6 +31,8 @@ from mura.serving.observability import AuditTrail, ServingMetrics
 from mura.serving.predictor import Predictor, registered_version, study_result
 from mura.serving.service import Observer
 from mura.stage import new_request_id
+from mura.tracking import server_errors, use_tracking_uri
+from mura.tracking import tracking_uri as default_uri
 
 __all__ = ["create_model_server", "observe_answers", "serve_model"]
 
@@ -64,13 +69,8 @@ def create_model_server(model_uri: str, tracking_uri: str | None = None, streams
         streams: requests the optimized runtime runs at once.
         audit_dir: the audit trail's folder (None: no trail).
     """
-    import mlflow
-    from fastapi import Request
-    from fastapi.responses import Response
-    from mlflow.pyfunc import scoring_server
-
-    from mura.tracking import server_errors, use_tracking_uri
-    from mura.tracking import tracking_uri as default_uri
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+    from mlflow.pyfunc import scoring_server  # lazy: heavy (~1 s): only when talking to the tracking store
 
     store = use_tracking_uri(tracking_uri or default_uri())
     with server_errors(f"loading {model_uri}", store):
@@ -120,8 +120,6 @@ def serve_model(
     audit_dir: Path | None = None,
 ) -> None:
     """Run the scoring server with uvicorn (what ``mlflow models serve`` runs, one worker)."""
-    import uvicorn
-
     app = create_model_server(model_uri, tracking_uri, audit_dir=audit_dir)
     # log_config=None: uvicorn's lines go through the root logger, in the format chosen (text or JSON).
     uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)

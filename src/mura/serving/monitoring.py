@@ -24,6 +24,8 @@ import datetime as dt
 import html
 import io
 import json
+import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +33,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from scipy import stats
 
-from mura.evaluation.ensemble import average_probabilities, prob_column
+from mura.errors import DataError, MuraError
 from mura.modeling.calibration import Calibrator
+from mura.modeling.ensemble import average_probabilities, prob_column
+from mura.serving.predictor import registered_name, registered_version
+from mura.tracking import server_errors, use_tracking_uri
+from mura.tracking import tracking_uri as default_uri
 
 __all__ = [
     "CONTINUOUS",
@@ -219,10 +226,10 @@ def drift_table(reference: dict[str, Any], current: dict[str, Any], limits: Drif
 
 
 def _histogram_png(reference: np.ndarray, current: np.ndarray, title: str) -> str:
-    import matplotlib
+    import matplotlib  # lazy: heavy: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: heavy: only when plotting
 
     reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
@@ -296,12 +303,7 @@ def run_monitor(
     Raises:
         DataError: no reference profile in this model version, or no audit record of it.
     """
-    import mlflow
-
-    from mura.errors import DataError
-    from mura.serving.predictor import registered_name, registered_version
-    from mura.tracking import server_errors, use_tracking_uri
-    from mura.tracking import tracking_uri as default_uri
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     store = use_tracking_uri(tracking_uri or default_uri())
     name = registered_name(model_uri)
@@ -357,7 +359,7 @@ def run_monitor(
 
 def _create_experiment(client: Any, name: str) -> str:
     """Create ``name``, or read its id when another monitor created it a moment before."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # lazy: heavy (~1 s): only when talking to the tracking store
 
     try:
         return str(client.create_experiment(name))
@@ -376,7 +378,6 @@ class DriftMetrics:
     """
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
         labels = ["feature", "group"]
@@ -421,10 +422,6 @@ def monitor_every(
     Args:
         stop: a ``threading.Event`` ending the loop (None: run until the process is stopped).
     """
-    import logging
-    import threading
-
-    from mura.errors import MuraError
 
     logger = logging.getLogger(__name__)
     stop = stop or threading.Event()

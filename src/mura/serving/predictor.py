@@ -20,8 +20,10 @@ import numpy as np
 from mura.data.imaging import ImageDecodeError, resize_gray
 from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload, decode_upload
-from mura.evaluation.ensemble import prob_column
+from mura.modeling.ensemble import prob_column
 from mura.serving.config import ServingConfig
+from mura.tracking import server_errors, use_tracking_uri
+from mura.tracking import tracking_uri as default_uri
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +117,7 @@ class Predictor:
             warm_up: run each batch size through at load so no first request is slow (servers);
                 a one-shot command (``mura predict``) skips it and starts sooner.
         """
-        import mlflow
-
-        from mura.tracking import server_errors, use_tracking_uri
-        from mura.tracking import tracking_uri as default_uri
+        import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
         store = use_tracking_uri(tracking_uri or default_uri())
         with server_errors(f"loading {uri}", store):
@@ -283,7 +282,7 @@ def study_result(
 
 def registered_version(uri: str) -> str:
     """The registry version a ``models:/name/N`` or ``models:/name@alias`` URI names ("local" otherwise)."""
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # lazy: heavy (~1 s): only when talking to the tracking store
 
     if not uri.startswith("models:/"):
         return "local"

@@ -12,12 +12,13 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from mura.serving.service import EnsembleService
+
 
 class MuraEnsemble(PythonModel):
     """Average of the four variants' probabilities, per image and per study."""
 
     def load_context(self, context: Any) -> None:
-        from mura.serving.service import EnsembleService
 
         # model_config (mlflow.pyfunc.load_model(..., model_config=...)) may set "streams" and "warm_up" (EnsembleService).
         self.service = EnsembleService.from_artifacts(dict(context.artifacts), dict(context.model_config or {}))

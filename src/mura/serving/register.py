@@ -13,22 +13,27 @@ import logging
 import math
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 import mura
 from mura.config import RegisterParams, ResizePolicy
 from mura.errors import DataError
-from mura.evaluation.ensemble import ENSEMBLE
 from mura.evaluation.evaluate import run_metrics
+from mura.evaluation.predict import model_paths
 from mura.modeling.calibration import Calibrator
+from mura.modeling.ensemble import ENSEMBLE
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
+from mura.serving.export import check_precision, export_optimized, quantize_int8
 from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
+from mura.serving.service import output_example
 from mura.tracking import dataset_fingerprint, git_commit, log_datasets, server_errors, setup_mlflow, source_tags
 
 logger = logging.getLogger(__name__)
@@ -39,7 +44,6 @@ CHAMPION = "champion"
 
 
 def _png_base64(pixels: np.ndarray) -> str:
-    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "PNG")
@@ -147,12 +151,9 @@ def run_register(
     Raises:
         DataError: missing models, metrics or predictions.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-    from mlflow.types import ColSpec, Schema
-
-    from mura.evaluation.predict import model_paths
-    from mura.serving.service import output_example
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+    from mlflow.models import infer_signature  # lazy: heavy (~1 s): only when talking to the tracking store
+    from mlflow.types import ColSpec, Schema  # lazy: heavy (~1 s): only when talking to the tracking store
 
     paths = model_paths(variants, inputs.models_dir)
     setup_mlflow()  # a tracking server that is down or refuses us fails here, before minutes of export
@@ -331,7 +332,6 @@ def _export_and_check(
     out_dir: Path,
 ) -> tuple[Path, dict[str, Any]]:
     """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid."""
-    from mura.serving.export import check_precision, export_optimized, quantize_int8
 
     if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():
         raise DataError("register.runtime needs reports/predictions/valid.csv (the Keras reference): rerun `dvc repro ensemble`")
@@ -369,7 +369,6 @@ def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _requirements() -> list[str]:
     """Pinned runtime requirements of the served model (mura itself ships as code)."""
-    from importlib.metadata import version
 
     names = [
         "keras",

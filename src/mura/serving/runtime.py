@@ -101,7 +101,7 @@ def resolve_runtime(configured: str, optimized_dir: Path | None) -> Literal["opt
 
 def cpu_has_bf16() -> bool:
     """True when OpenVINO's CPU plugin reports native bf16 (e.g. AVX512-BF16, AMX)."""
-    import openvino as ov
+    import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -153,7 +153,7 @@ class OpenVinoRunner:
         streams: int = 1,
         force: str | None = None,
     ) -> None:
-        import openvino as ov
+        import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
 
         self.optimized_dir = Path(optimized_dir)
         forced = (os.environ.get("MURA_PRECISION") if force is None else force) or None
@@ -279,13 +279,6 @@ class OpenVinoRunner:
                 for k in range(len(self.names)):
                     maps[k].append(outputs[1 + k])
         return probabilities, [np.concatenate(m) for m in maps] if features else []
-
-    def predict_ensemble(self, pixels: np.ndarray, weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(per_variant, ensemble)`` probabilities for uint8 pixels."""
-        from mura.evaluation.ensemble import average_probabilities
-
-        per_variant = self.predict(pixels)
-        return per_variant, average_probabilities(per_variant, weights)
 
 
 def _scheduling(streams: int) -> dict[str, Any]:

@@ -30,12 +30,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from mura.data.uploads import DecodedUpload, ImageDecodeError, decode_upload
-from mura.evaluation.ensemble import ENSEMBLE, average_probabilities, prob_column
 from mura.modeling.calibration import Calibrator
+from mura.modeling.ensemble import ENSEMBLE, average_probabilities, prob_column
+from mura.modeling.gradcam import HeadWeights, cam_from_features, feature_model, gradcam
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
 from mura.serving.model_card import CARD_ARTIFACT
+from mura.serving.runtime import HEADS_FILE, OPTIMIZED_ARTIFACT, OpenVinoRunner, describe, resolve_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ WARNING_SEPARATOR = "; "  # a served row's warnings, joined into its one string 
 
 def bad_request(message: str) -> Exception:
     """An MLflow error the scoring server answers with HTTP 400."""
+    # lazy: mlflow is heavy (~1 s) and only a bad request needs its error type
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
@@ -130,7 +134,6 @@ class EnsembleService:
         warm_up: bool = True,
         model_card: dict[str, Any] | None = None,
     ) -> None:
-        from mura.serving.runtime import HEADS_FILE, OpenVinoRunner, describe, resolve_runtime
 
         self.config = config
         self.observer: Observer | None = None  # set by a server that counts and audits its answers
@@ -141,15 +144,13 @@ class EnsembleService:
         self._features: dict[str, Any] = {}
         self.runner: Any
         if self.runtime == "optimized" and optimized is not None:
-            from mura.modeling.gradcam import HeadWeights
-
             names = list(config.variants)
             self.runner = OpenVinoRunner(
                 optimized, names, config.serve_batch_size, config.allowed_precisions, warm_up=warm_up, streams=streams
             )
             self.heads = HeadWeights.load_all(optimized / HEADS_FILE)
         else:
-            from mura.modeling.inference import VariantRunner
+            from mura.modeling.inference import VariantRunner  # lazy: imports Keras: only on the Keras path
 
             paths = {v: model_paths[v] for v in config.variants}
             self.runner = VariantRunner.from_paths(paths, batch_size=config.serve_batch_size)
@@ -166,7 +167,6 @@ class EnsembleService:
         The runner's own warm-up covers the model; the first decode and the first per-study
         aggregation also pay one-off set-up (measured at 64²: a first one-image request at 1.7× a warm one).
         """
-        from PIL import Image
 
         buffer = io.BytesIO()
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(buffer, "PNG")
@@ -175,7 +175,6 @@ class EnsembleService:
     @classmethod
     def from_artifacts(cls, artifacts: dict[str, str], model_config: dict[str, Any] | None = None) -> EnsembleService:
         """Build from an MLflow ``context.artifacts`` mapping (and the load-time ``model_config``)."""
-        from mura.serving.runtime import OPTIMIZED_ARTIFACT
 
         config = ServingConfig.load(artifacts[CONFIG_ARTIFACT])
         settings = model_config or {}
@@ -239,7 +238,6 @@ class EnsembleService:
         The probabilities are the float32 model's: a caller that also answers with them must use
         :meth:`predict_with_heatmaps`, which answers with the served precision.
         """
-        from mura.modeling.gradcam import cam_from_features, feature_model, gradcam
 
         names = list(self.config.variants)
         maps: dict[str, np.ndarray] = {}

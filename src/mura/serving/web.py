@@ -24,14 +24,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import uvicorn
+from fastapi import FastAPI, File, Form, Request, Response, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mura.data.sources import BODY_PARTS, normalize_body_part
 from mura.data.uploads import sniff_kind
-from mura.evaluation.ensemble import ENSEMBLE, prob_column
+from mura.modeling.ensemble import ENSEMBLE, prob_column
+from mura.modeling.gradcam import overlay, png_bytes
 from mura.serving.config import ServingConfig
 from mura.serving.observability import AuditTrail, ServingMetrics
 from mura.serving.predictor import Predictor
+from mura.serving.service import WARNING_SEPARATOR
 from mura.stage import new_request_id
 
 logger = logging.getLogger(__name__)
@@ -60,7 +66,6 @@ def _data_url(png: bytes) -> str:
 
 
 def _thumbnail(gray: np.ndarray, side: int = 384) -> np.ndarray:
-    from PIL import Image
 
     image = Image.fromarray(gray)
     image.thumbnail((side, side))
@@ -96,8 +101,6 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
         predictor: an already loaded :class:`mura.serving.predictor.Predictor` (tests); loaded
             from ``settings.model_uri`` when None and not forwarding.
     """
-    from fastapi import FastAPI, File, Form, Request, Response, UploadFile
-    from fastapi.responses import HTMLResponse, JSONResponse
 
     wanted = settings.concurrency or os.cpu_count() or 1
     if predictor is None and settings.forward_url is None:
@@ -244,7 +247,6 @@ def _plain(message: str) -> str:
 
 def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
     """The JSON the page renders: verdict, per-view thumbnails and overlays, per-variant breakdown."""
-    from mura.modeling.gradcam import overlay, png_bytes
 
     views = []
     for view in result.views:
@@ -280,7 +282,6 @@ def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
 
 def _row_warnings(row: dict[str, Any]) -> list[str]:
     """A served row's warnings (the service joins them into one string)."""
-    from mura.serving.service import WARNING_SEPARATOR
 
     return [w for w in str(row.get("warnings") or "").split(WARNING_SEPARATOR) if w]
 
@@ -317,7 +318,5 @@ def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
 
 def serve(settings: WebSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the app with uvicorn (access log keeps method and path only)."""
-    import uvicorn
-
     # log_config=None: uvicorn's lines go through the root logger, in the format chosen (text or JSON).
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)
