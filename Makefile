@@ -50,10 +50,11 @@ test: lint  ## lint, then the whole test suite (installs Chromium and PostgreSQL
 	scripts/ensure-system.sh
 	pytest -q
 
-lint: $(STAMP)  ## ruff check, ruff format --check and mypy on src/
+lint: $(STAMP)  ## ruff check, ruff format --check, vulture (dead code), mypy on src/ and tests/
 	ruff check src stages tests bench pipelines
 	ruff format --check src stages tests bench pipelines
-	mypy src
+	vulture src stages bench pipelines scripts/vulture_allowlist.py --min-confidence 60
+	mypy src tests
 	hadolint docker/Dockerfile
 
 format: $(STAMP)  ## apply ruff's fixes and formatting

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import png_bytes
 from tests.dicom_utils import PATIENT_NAME, make_dicom
+from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def predictor(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
+def predictor(registered: dict[str, Any]):
     from mura.api import Predictor
 
     return Predictor.load("models:/mura-ensemble@champion", tracking_uri=registered["uri"])
@@ -32,7 +32,7 @@ def _views(n: int, seed: int = 0) -> list[bytes]:
     return [png_bytes(rng.integers(0, 256, (60 + 7 * i, 48)).astype(np.uint8)) for i in range(n)]
 
 
-def test_predict_study_shapes_and_consistency_with_served_model(predictor, registered: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def test_predict_study_shapes_and_consistency_with_served_model(predictor, registered: dict[str, Any]) -> None:
     import mlflow
 
     views = _views(3)
@@ -58,7 +58,7 @@ def test_predict_study_shapes_and_consistency_with_served_model(predictor, regis
     assert result.probability == pytest.approx(plain.probability, abs=1e-6)
 
 
-def test_predict_study_inputs(predictor, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_predict_study_inputs(predictor, tmp_path: Path) -> None:
     path = tmp_path / "view.png"
     path.write_bytes(_views(1)[0])
     array = np.random.default_rng(1).integers(0, 256, (50, 40)).astype(np.uint8)
@@ -104,7 +104,7 @@ def test_cli_help(command: str, registered: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(predictor):  # type: ignore[no-untyped-def]
+def client(predictor):
     from fastapi.testclient import TestClient
 
     from mura.serving.web import WebSettings, create_app
@@ -112,7 +112,7 @@ def client(predictor):  # type: ignore[no-untyped-def]
     return TestClient(create_app(WebSettings(max_file_bytes=200_000, max_files=3), predictor=predictor))
 
 
-def test_web_predict(client) -> None:  # type: ignore[no-untyped-def]
+def test_web_predict(client) -> None:
     files = [("files", (f"v{i}.png", data, "image/png")) for i, data in enumerate(_views(2))]
     response = client.post("/api/predict", files=files, data={"body_part": "wrist"})
     assert response.status_code == 200, response.text
@@ -136,12 +136,12 @@ def test_web_predict(client) -> None:  # type: ignore[no-untyped-def]
     ],
     ids=["text-as-png", "too-large", "truncated", "too-many", "dicom-without-pixels"],
 )
-def test_web_errors_in_plain_words(client, files: list[Any], status: int, words: str) -> None:  # type: ignore[no-untyped-def]
+def test_web_errors_in_plain_words(client, files: list[Any], status: int, words: str) -> None:
     response = client.post("/api/predict", files=files)
     assert response.status_code == status and words in response.json()["error"]
 
 
-def test_web_token(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_web_token(predictor) -> None:
     from fastapi.testclient import TestClient
 
     from mura.serving.web import WebSettings, create_app
@@ -152,7 +152,7 @@ def test_web_token(predictor) -> None:  # type: ignore[no-untyped-def]
     assert secured.get("/").status_code == 200  # the page itself asks for the token
 
 
-def test_lossless_encodings_get_the_same_probability(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_lossless_encodings_get_the_same_probability(predictor) -> None:
     """One image in every lossless transfer syntax (pydicom's files): one probability, and the MR warning."""
     from pydicom.data import get_testdata_file
 
@@ -160,7 +160,7 @@ def test_lossless_encodings_get_the_same_probability(predictor) -> None:  # type
 
     results = {}
     for encoding, name in LOSSLESS.items():
-        path = Path(name) if name.startswith("/") else Path(get_testdata_file(name))
+        path = Path(name) if name.startswith("/") else Path(str(get_testdata_file(name)))
         results[encoding] = predictor.predict_study([path.read_bytes()])
     reference = results["explicit VR little endian"].probability
     for encoding, result in results.items():
@@ -169,6 +169,6 @@ def test_lossless_encodings_get_the_same_probability(predictor) -> None:  # type
         assert result.to_dict()["views"][0]["warnings"] == [result.views[0].warnings[0]]
 
 
-def test_png_uploads_carry_no_warnings(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_png_uploads_carry_no_warnings(predictor) -> None:
     result = predictor.predict_study(_views(2))
     assert result.warnings == [] and all(v.warnings == () for v in result.views)

@@ -99,7 +99,7 @@ def _sr_texts(ds: pydicom.Dataset) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def predictor(registered: dict[str, Any]):  # type: ignore[no-untyped-def]
+def predictor(registered: dict[str, Any]):
     from mura.api import Predictor
 
     return Predictor.load("models:/mura-ensemble@champion", tracking_uri=registered["uri"])
@@ -126,7 +126,7 @@ def _node(predictor: Any, spool: Path, port: int, **settings: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def node(predictor, pacs: Orthanc, node_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def node(predictor, pacs: Orthanc, node_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     node = _node(
         predictor,
         tmp_path_factory.mktemp("spool"),
@@ -140,7 +140,7 @@ def node(predictor, pacs: Orthanc, node_port: int, tmp_path_factory: pytest.Temp
 
 def test_a_study_from_storescu_comes_back_as_sr_and_heatmaps_in_the_same_study(
     node, pacs: Orthanc, predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     caplog.set_level(logging.INFO)  # every logger: ours, pynetdicom's, highdicom's
     study = write_phantom_study(tmp_path / "study", 3, "WRIST", True, seed=1, syntaxes=("explicit", "rle", "j2k"), size=SIDE)
     for path in study.files:  # the PACS holds the originals, as in a department
@@ -181,7 +181,7 @@ def test_a_study_from_storescu_comes_back_as_sr_and_heatmaps_in_the_same_study(
     assert not any(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID in logged for p in study.files)
 
 
-def test_orthanc_forwards_a_study_to_the_node(node, pacs: Orthanc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_orthanc_forwards_a_study_to_the_node(node, pacs: Orthanc, tmp_path: Path) -> None:
     study = write_phantom_study(tmp_path / "study", 2, "HAND", False, seed=2, size=SIDE)
     ids = [pacs.upload(p.read_bytes()) for p in study.files]
     pacs.request("POST", "/modalities/mura/store", {"Resources": ids, "Synchronous": True})
@@ -189,7 +189,7 @@ def test_orthanc_forwards_a_study_to_the_node(node, pacs: Orthanc, tmp_path: Pat
     assert len(results) == 3
 
 
-def test_views_over_two_associations_and_a_resent_study_give_one_result_set(node, pacs: Orthanc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_views_over_two_associations_and_a_resent_study_give_one_result_set(node, pacs: Orthanc, tmp_path: Path) -> None:
     study = write_phantom_study(tmp_path / "study", 3, "ELBOW", False, seed=3, size=SIDE)
     files = list(study.files)
     assert _storescu(node.settings.port, files[:2]).returncode == 0
@@ -201,7 +201,7 @@ def test_views_over_two_associations_and_a_resent_study_give_one_result_set(node
     assert len([i for i in pacs.instances(study.study_uid) if _is_result(pacs, i)]) == 4
 
 
-def test_refusals_unknown_ae_ct_and_a_corrupt_instance(node, pacs: Orthanc, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_refusals_unknown_ae_ct_and_a_corrupt_instance(node, pacs: Orthanc, tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="mura")
     study = write_phantom_study(tmp_path / "study", 3, "FOREARM", False, seed=4, size=SIDE)
     files = list(study.files)
@@ -231,7 +231,7 @@ def test_refusals_unknown_ae_ct_and_a_corrupt_instance(node, pacs: Orthanc, tmp_
     assert "INTRUDER" not in caplog.text or "refused" in caplog.text
 
 
-def test_stow_rs_to_orthanc_dicomweb(predictor, pacs: Orthanc, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_stow_rs_to_orthanc_dicomweb(predictor, pacs: Orthanc, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MURA_STOW_AUTH", f"{pacs.user}:{pacs.password}")
     port = free_port()
     node = _node(predictor, tmp_path / "spool", port, stow_urls=(f"{pacs.url}/dicom-web",))
@@ -243,7 +243,7 @@ def test_stow_rs_to_orthanc_dicomweb(predictor, pacs: Orthanc, tmp_path: Path, m
         node.stop()
 
 
-def test_a_destination_that_is_down_gets_the_results_when_it_is_back(predictor, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_destination_that_is_down_gets_the_results_when_it_is_back(predictor, tmp_path: Path) -> None:
     port = free_port()
     later = Orthanc(tmp_path / "later", {"mura": ("MURA", port)})  # its ports chosen now, started later
     node = _node(predictor, tmp_path / "spool", port, destinations=(later.address,))
@@ -305,7 +305,7 @@ def test_kill_9_after_acknowledging_loses_and_repeats_nothing(registered: dict[s
         proc.wait(timeout=30)
 
 
-def test_orthanc_explorer_shows_the_study_with_our_series(node, pacs: Orthanc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_orthanc_explorer_shows_the_study_with_our_series(node, pacs: Orthanc, tmp_path: Path) -> None:
     """What a PACS user sees: the study with the originals, our report series and our heatmap series (screenshot)."""
     from playwright.sync_api import sync_playwright
 

@@ -19,7 +19,7 @@ import pytest
 
 from mura.data.dicom_phantoms import write_phantom_study
 from mura.deploy.team import free_port, wait_tcp
-from tests.conftest import png_bytes, wait_http
+from tests.helpers import png_bytes, wait_http
 
 pytestmark = [
     pytest.mark.slow,
@@ -188,7 +188,9 @@ def test_mura_monitor_reports_drift_against_the_validation_profile(
     assert (tmp_path / "drift_report.html").read_text().startswith("<!doctype html>") and (tmp_path / "drift.csv").exists()
     assert os.environ.get("MLFLOW_EXPERIMENT_ID") == before  # no process-wide experiment leaks to later runs or subprocesses
     client = mlflow.MlflowClient(registered["uri"])
-    runs = client.search_runs([client.get_experiment_by_name("mura-monitoring").experiment_id])
+    experiment = client.get_experiment_by_name("mura-monitoring")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
     assert runs and runs[0].data.tags["mura.model_version"] == "1" and "psi_study_probability" in runs[0].data.metrics
     assert "flagged" in client.get_model_version("mura-ensemble", "1").tags["last_drift_report"]
 

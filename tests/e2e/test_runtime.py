@@ -77,7 +77,7 @@ def test_a_reduced_precision_serves_only_when_allowed_and_stays_within_its_limit
     assert delta <= check["limits"]["max_abs_dp"]
 
 
-def test_int8_serves_probabilities_and_float32_the_heatmaps(registered: dict[str, Any], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_int8_serves_probabilities_and_float32_the_heatmaps(registered: dict[str, Any], monkeypatch) -> None:
     """Forced int8 (exported even where rejected): heatmaps from the float32 pass equal Keras' Grad-CAM within 1e-3."""
     monkeypatch.setenv("MURA_PRECISION", "int8")
     fast = _load(registered, 2, "optimized")

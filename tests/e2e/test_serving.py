@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import png_bytes as _png
 from tests.dicom_utils import PATIENT_ID, PATIENT_NAME, make_dicom
+from tests.helpers import png_bytes as _png
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,8 @@ def test_versions_aliases_and_tags(registered: dict[str, Any]) -> None:
     tags = client.get_model_version("mura-ensemble", "1").tags
     assert tags["synthetic_data"] == "true" and len(tags["dataset_fingerprint"]) == 64 and "git_commit" in tags
     # The MLflow UI opens the experiment on its runs table, not the GenAI view.
-    assert client.get_experiment_by_name("mura").tags["mlflow.experimentKind"] == "custom_model_development"
+    experiment = client.get_experiment_by_name("mura")
+    assert experiment is not None and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_pyfunc_reloads_and_predicts(registered: dict[str, Any]) -> None:
@@ -71,7 +72,7 @@ SERVERS = {
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
-def server(registered: dict[str, Any], request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def server(registered: dict[str, Any], request: pytest.FixtureRequest):
     port = _free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"], MLFLOW_DISABLE_TELEMETRY="true")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

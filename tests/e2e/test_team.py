@@ -27,15 +27,22 @@ import yaml
 
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
-from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamError, TeamStack, free_port, read_env_file, write_env_file
+from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamError, TeamStack, free_port, write_env_file
 from mura.tracking import dataset_fingerprint
 from mura.workspace import create_workspace, track_data
-from tests.conftest import NO_SEED_VARIANTS, png_bytes, wait_http
+from tests.helpers import NO_SEED_VARIANTS, png_bytes, wait_http
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of a ``.team.env`` (comments and blank lines skipped)."""
+    pairs = (line.strip().split("=", 1) for line in Path(path).read_text().splitlines())
+    return {p[0].strip(): p[1].strip() for p in pairs if len(p) == 2 and not p[0].startswith("#")}
+
 
 pytestmark = pytest.mark.slow
 
 TINY = {"arch": "simple_cnn", "dense_units": 8, "dropout": 0.2}
-OVERRIDE = {
+OVERRIDE: dict[str, Any] = {
     "data": {"image_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "pretrained": "none", "workers": 1},
     "evaluate": {"bootstrap_resamples": 10},
@@ -66,7 +73,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], ok: bool = True, timeou
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def stack(tmp_path_factory: pytest.TempPathFactory):
     team = TeamStack(tmp_path_factory.mktemp("team") / "state")
     started = time.monotonic()
     try:
@@ -390,6 +397,7 @@ def test_tracking_server_killed_during_training_loses_nothing_and_a_rerun_logs_w
     try:
         client = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
         experiment = client.get_experiment_by_name("mura")
+        assert experiment is not None
         fingerprint = dataset_fingerprint(fault_ws / "data/interim/images.csv", fault_ws / "data/processed/split.csv")
         runs = client.search_runs([experiment.experiment_id], f"tags.dataset_fingerprint = '{fingerprint}'")
         assert len(runs) == 1  # the rerun continued the interrupted run

@@ -26,8 +26,8 @@ import yaml
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.workspace import create_workspace
-from tests.conftest import NO_SEED_VARIANTS
 from tests.e2e.test_browser import ARTIFACTS, browser  # noqa: F401 (the fixture)
+from tests.helpers import NO_SEED_VARIANTS
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ def test_repository_params_are_valid_and_hold_the_seed_defaults(repo_root: Path)
     assert isinstance(params.seed, int)
 
 
-BASE = {"seed": 1, "data": {"mura_dir": "a", "fracture_dir": "b"}}
+BASE: dict[str, Any] = {"seed": 1, "data": {"mura_dir": "a", "fracture_dir": "b"}}
 
 
 @pytest.mark.parametrize(

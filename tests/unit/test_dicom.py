@@ -83,7 +83,7 @@ OTHERS = {
 def _read(name: str) -> bytes:
     from pydicom.data import get_testdata_file
 
-    return Path(name if name.startswith("/") else get_testdata_file(name)).read_bytes()
+    return Path(name if name.startswith("/") else str(get_testdata_file(name))).read_bytes()
 
 
 def test_every_lossless_encoding_decodes_to_the_same_pixels() -> None:

@@ -68,7 +68,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"paths": paths, "dir": out, "pixels": np.random.default_rng(0).integers(0, 256, (5, 32, 32)).astype(np.uint8)}
 
 
-def test_float32_runner_equals_keras(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_float32_runner_equals_keras(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.modeling.inference import VariantRunner
     from mura.serving.runtime import OpenVinoRunner
 
@@ -83,7 +83,7 @@ def test_float32_runner_equals_keras(exported: dict, tmp_path, monkeypatch) -> N
     assert not (tmp_path / "cache").exists()  # one candidate: nothing timed, nothing remembered
 
 
-def test_int8_runs_close_to_float32_and_its_heatmaps_come_from_float32(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_int8_runs_close_to_float32_and_its_heatmaps_come_from_float32(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.serving.runtime import OpenVinoRunner
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -101,7 +101,7 @@ def test_int8_runs_close_to_float32_and_its_heatmaps_come_from_float32(exported:
         np.testing.assert_array_equal(a, b)
 
 
-def test_compiled_models_are_cached_and_answer_alike(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_compiled_models_are_cached_and_answer_alike(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.serving.runtime import OpenVinoRunner, compile_cache_dir
 
     monkeypatch.setenv("MURA_OV_CACHE", str(tmp_path / "ov"))
@@ -116,7 +116,7 @@ def test_compiled_models_are_cached_and_answer_alike(exported: dict, tmp_path, m
     assert compile_cache_dir() is None
 
 
-def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.errors import ConfigError
     from mura.serving.runtime import OpenVinoRunner, available_precisions, cpu_has_bf16
 

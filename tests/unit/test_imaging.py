@@ -14,7 +14,6 @@ from mura.data.imaging import (
     ImageDecodeError,
     decode_image,
     dhash,
-    hamming,
     pixel_hash,
     prepare_image,
     resize_gray,
@@ -43,7 +42,7 @@ def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
     ],
     ids=["L", "RGB", "LA", "RGBA", "P", "I16-12bit", "I16-16bit"],
 )
-def test_every_mode_becomes_gray8_without_losing_contrast(make) -> None:  # type: ignore[no-untyped-def]
+def test_every_mode_becomes_gray8_without_losing_contrast(make) -> None:
     gray, _mode = decode_image(_png(make(GRADIENT)), max_pixels=10**7)
     assert gray.dtype == np.uint8 and gray.shape == GRADIENT.shape
     # Contrast kept: full range, monotone, within a couple of levels of the source.
@@ -107,11 +106,10 @@ def test_resize_rejects_bad_policy() -> None:
 
 def test_hashes() -> None:
     brighter = np.clip(GRADIENT.astype(int) + 5, 0, 255).astype(np.uint8)
-    assert hamming(dhash(GRADIENT), dhash(brighter)) == 0
-    assert hamming(dhash(GRADIENT), dhash(GRADIENT[:, ::-1].copy())) > 20
+    assert (dhash(GRADIENT) ^ dhash(brighter)).bit_count() == 0  # Hamming distance of the hashes
+    assert (dhash(GRADIENT) ^ dhash(GRADIENT[:, ::-1].copy())).bit_count() > 20
     assert pixel_hash(GRADIENT) == pixel_hash(GRADIENT.copy())
     assert pixel_hash(GRADIENT) != pixel_hash(brighter)
-    assert hamming(0b1011, 0b0001) == 2
 
 
 def test_prepare_image_same_pixels_other_encoding() -> None:

@@ -22,12 +22,12 @@ def _data(raw: Path, size: int = 32, **kw: object) -> DataParams:
 
 
 @pytest.fixture(scope="module")
-def ingested(synthetic_raw: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def ingested(synthetic_raw: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("ingest") / "pixels.npy"
     return ingest(_data(synthetic_raw), IngestParams(workers=2), out, progress=False), out
 
 
-def test_counts_add_up_and_cache_matches(ingested) -> None:  # type: ignore[no-untyped-def]
+def test_counts_add_up_and_cache_matches(ingested) -> None:
     result, pixels_path = ingested
     summary = result.summary
     for name, counts in summary["datasets"].items():
@@ -38,14 +38,14 @@ def test_counts_add_up_and_cache_matches(ingested) -> None:  # type: ignore[no-u
     assert not pixels_path.with_name("pixels.npy.partial").exists()
 
 
-def test_defects_are_quarantined_with_reasons(ingested) -> None:  # type: ignore[no-untyped-def]
+def test_defects_are_quarantined_with_reasons(ingested) -> None:
     result, _ = ingested
     assert sorted(result.quarantine["reason"]) == ["empty", "missing", "truncated", "undecodable"]
     assert not set(result.quarantine["image_id"]) & set(result.images["image_id"])
     assert not result.images["path"].str.contains(r"/\._|DS_Store").any()
 
 
-def test_leaked_copies_reported(ingested) -> None:  # type: ignore[no-untyped-def]
+def test_leaked_copies_reported(ingested) -> None:
     result, _ = ingested
     dups = result.duplicates
     leaked = dups[dups["path"].str.contains("/aug_")]
@@ -53,7 +53,7 @@ def test_leaked_copies_reported(ingested) -> None:  # type: ignore[no-untyped-de
     assert dups.loc[dups["path"].str.contains("/aug_"), "cross_split"].all()
 
 
-def test_cache_rows_follow_listing(ingested, synthetic_raw: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cache_rows_follow_listing(ingested, synthetic_raw: Path) -> None:
     from mura.data.imaging import prepare_image
 
     result, pixels_path = ingested

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mura.workspace import create_workspace
-from tests.conftest import load_pipeline_module
+from tests.helpers import load_pipeline_module
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from mura.modeling.layers import RadiographPreprocess, RandomAffine
     "mode,reference",
     [("torch", keras.applications.densenet.preprocess_input), ("caffe", keras.applications.resnet.preprocess_input)],
 )
-def test_preprocess_matches_keras_applications(mode: str, reference) -> None:  # type: ignore[no-untyped-def]
+def test_preprocess_matches_keras_applications(mode: str, reference) -> None:
     gray = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 1)).astype(np.uint8)
     ours = keras.ops.convert_to_numpy(RadiographPreprocess(mode)(gray))
     expected = reference(np.repeat(gray.astype(np.float32), 3, axis=-1))

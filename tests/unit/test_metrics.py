@@ -77,7 +77,12 @@ def test_bootstrap_resamples_whole_patients() -> None:
     patients = np.array(["b", "a", "c", "a", "b", "b"])  # unsorted, unequal group sizes
     label, prob = np.array([1, 1, 0, 1, 1, 1]), np.array([0.9, 0.8, 0.1, 0.7, 0.6, 0.5])
     draws: list[np.ndarray] = []
-    bootstrap_ci(patients, lambda rows: draws.append(rows) or fast_metrics(label[rows], prob[rows], 0.5), n_resamples=40, seed=1)
+
+    def metric(rows: np.ndarray) -> dict[str, float]:
+        draws.append(rows)
+        return fast_metrics(label[rows], prob[rows], 0.5)
+
+    bootstrap_ci(patients, metric, n_resamples=40, seed=1)
     assert len(draws) == 40
     for rows in draws:  # whole patients: every row of a patient appears as often as the patient was drawn
         counts = np.bincount(rows, minlength=len(patients))

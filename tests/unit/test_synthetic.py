@@ -18,7 +18,7 @@ def test_layout_and_marker(synthetic_raw: Path) -> None:
     assert study_line.endswith(("/,0", "/,1"))
     entries = list_mura(mura)
     assert {e.source_split for e in entries} == {"train", "valid"}
-    views = {}
+    views: dict[str, int] = {}
     for e in entries:
         views.setdefault(e.study_id, 0)
         views[e.study_id] += 1

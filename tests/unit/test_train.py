@@ -80,7 +80,7 @@ def test_compile_builds_optimizer_so_the_training_step_is_traced_once() -> None:
     traces = []
     step = model.train_step
 
-    def counting_step(data):  # type: ignore[no-untyped-def]
+    def counting_step(data):
         traces.append(1)  # runs once per trace (graph backends) or per call (eager)
         return step(data)
 
@@ -100,7 +100,7 @@ def phantoms() -> tuple[np.ndarray, np.ndarray]:
     return pixels, labels
 
 
-def test_short_training_learns_synthetic_phantoms(phantoms, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_short_training_learns_synthetic_phantoms(phantoms, tmp_path: Path) -> None:
     """The whole loop (feeding, augmentation, class weights, callbacks, best checkpoint) learns."""
     pixels, labels = phantoms
     data = TrainingData(np.arange(1100), labels[:1100], np.arange(1100, 1400), labels[1100:])
@@ -138,7 +138,7 @@ class _KillAfterEpoch(keras.callbacks.Callback):
             raise _Killed
 
 
-def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(phantoms, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(phantoms, tmp_path: Path) -> None:
     """Augmentation and dropout draw the same numbers, and the callbacks keep their counters, after a resume."""
     pixels, labels = phantoms
     data = TrainingData(np.arange(160), labels[:160], np.arange(160, 224), labels[160:224])

@@ -161,11 +161,6 @@ def dhash(gray: np.ndarray, hash_size: int = 8) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
-def hamming(a: int, b: int) -> int:
-    """Number of differing bits between two hashes."""
-    return (a ^ b).bit_count()
-
-
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of raw bytes."""
     return hashlib.sha256(data).hexdigest()

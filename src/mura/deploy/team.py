@@ -588,13 +588,3 @@ def write_env_file(path: str | Path, env: dict[str, str]) -> None:
     lines += [f"{key}={value}\n" for key, value in env.items()]
     _write_private(Path(path), "".join(lines))
 
-
-def read_env_file(path: str | Path) -> dict[str, str]:
-    """Parse a ``KEY=value`` file (comments and blank lines skipped)."""
-    out: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            out[key.strip()] = value.strip()
-    return out

@@ -1,0 +1,133 @@
+"""Fixtures of the end-to-end tests: a registered model in a temporary store, the container image, podman's Docker API."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mura.config import merge_params, parse_params
+from tests.helpers import IMAGE, NO_SEED_VARIANTS, SIZE
+
+
+@pytest.fixture(scope="session")
+def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two random simple_cnn variants registered as mura-ensemble v1 in a temp store."""
+    import keras
+
+    from mura.config import AugmentParams, ModelSpec
+    from mura.modeling.models import build_model
+    from mura.serving.register import RegisterInputs, run_register
+
+    ws = tmp_path_factory.mktemp("serve")
+    doc = merge_params(
+        yaml.safe_load((repo_root / "params.yaml").read_text()),
+        {
+            "data": {"image_size": SIZE},
+            "models": {
+                **NO_SEED_VARIANTS,
+                "tiny_a": {"arch": "simple_cnn"},
+                "tiny_b": {"arch": "simple_cnn"},
+            },
+            "register": {"max_pixels": 1_000_000},
+        },
+    )
+    params = parse_params(doc)
+    (ws / "models").mkdir()
+    for k, name in enumerate(("tiny_a", "tiny_b")):
+        keras.utils.set_random_seed(k)
+        build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k).save(
+            ws / f"models/{name}.keras"
+        )
+    (ws / "reports").mkdir()
+    (ws / "reports/thresholds.json").write_text(
+        json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3}, "variant_weights": {"tiny_a": 1.0, "tiny_b": 1.0}})
+    )
+    (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
+    # Ten validation images in five studies: the precision check of the optimized runtime runs on them.
+    ids = [f"i{k}" for k in range(12)]
+    pd.DataFrame({"image_id": ids, "synthetic": [True] * 12}).to_csv(ws / "images.csv", index=False)
+    pd.DataFrame({"image_id": ids, "split": ["train", "train"] + ["valid"] * 10}).to_csv(ws / "split.csv", index=False)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, SIZE, SIZE)).astype(np.uint8)
+    np.save(ws / "pixels.npy", pixels)
+    from mura.modeling.inference import VariantRunner
+
+    runner = VariantRunner.from_paths({n: ws / f"models/{n}.keras" for n in ("tiny_a", "tiny_b")})
+    keras_probs = runner.predict(pixels[2:])
+    (ws / "reports/predictions").mkdir()
+    pd.DataFrame(
+        {
+            "image_id": ids[2:],
+            "study_id": [f"s{k // 2}" for k in range(10)],
+            "label": [(k // 2) % 2 for k in range(10)],
+            "p_tiny_a": keras_probs[:, 0],
+            "p_tiny_b": keras_probs[:, 1],
+        }
+    ).to_csv(ws / "reports/predictions/valid.csv", index=False)
+    inputs = RegisterInputs(
+        models_dir=ws / "models",
+        thresholds=ws / "reports/thresholds.json",
+        metrics=ws / "reports/metrics.json",
+        images=ws / "images.csv",
+        split=ws / "split.csv",
+        pixels=ws / "pixels.npy",
+        predictions=ws / "reports/predictions",
+    )
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:  # the stage's working folder and store, undone after
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(ws)
+        size, resize = params.data.image_size, params.data.resize
+        result = run_register(list(params.models), params.register, size, resize, inputs)
+        # A second, worse version must not take the champion alias; its bf16 limit is impossible
+        # (|dp| <= 0), so the guard must fall back to float32.
+        (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
+        strict = dataclasses.replace(params.register, reduced_max_abs_dp=0.0)
+        second = run_register(list(params.models), strict, size, resize, inputs)
+    return {"ws": ws, "uri": uri, "first": result, "second": second}
+
+
+@pytest.fixture(scope="session")
+def image(repo_root: Path) -> str:
+    if not shutil.which("podman"):
+        pytest.fail("podman is missing: scripts/ensure-system.sh installs it (make test does)")
+    for script in ("docker/setup-podman.sh", "docker/make-base.sh"):
+        proc = subprocess.run([str(repo_root / script)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    started = time.monotonic()
+    build = subprocess.run(
+        ["podman", "build", "-f", "docker/Dockerfile", "--target", "cpu", "-t", IMAGE, "."],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-2000:]
+    print(f"image built in {time.monotonic() - started:.0f} s")
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def docker_api(image: str, tmp_path_factory: pytest.TempPathFactory):
+    """podman's Docker-compatible API on a socket of ours (what kfp.local's Docker runner talks to)."""
+    sock = tmp_path_factory.mktemp("podman") / "docker.sock"
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sock.exists(), "podman system service did not create its socket"
+    yield f"unix://{sock}"
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)

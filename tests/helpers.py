@@ -1,0 +1,48 @@
+"""Helpers the tests import (constants, a PNG encoder, waiting for a server): plain functions, not fixtures."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+IMAGE = "localhost/mura:cpu"
+# Merged over params.yaml by the end-to-end tests: the seed's four variants out (too slow on 2 cores)
+NO_SEED_VARIANTS: dict[str, Any] = {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None}
+
+
+def wait_http(url: str, timeout: float = 180) -> None:
+    """Wait until ``url`` answers 200 (a server the test started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def load_pipeline_module() -> Any:
+    """pipelines/kubeflow.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("kubeflow_pipeline", REPO / "pipelines" / "kubeflow.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
