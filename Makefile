@@ -13,7 +13,7 @@ PORT ?= 5000
 UI_PORT ?= 8000
 DEMO_STORE = sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: help install demo test test-fast lint format data repro bench serve ui mlflow-ui clean-demo team-up team-down image image-gpu kfp
+.PHONY: help install demo test test-fast lint docs format data repro bench serve ui mlflow-ui clean-demo team-up team-down image image-gpu kfp
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
@@ -50,16 +50,20 @@ test: lint  ## lint, then the whole test suite (installs Chromium and PostgreSQL
 	scripts/ensure-system.sh
 	pytest -q
 
-lint: $(STAMP)  ## ruff check, ruff format --check, vulture (dead code), mypy on src/ and tests/
-	ruff check src stages tests bench pipelines
-	ruff format --check src stages tests bench pipelines
+lint: $(STAMP)  ## ruff, vulture (dead code), mypy on src/ and tests/, hadolint, mkdocs build --strict
+	ruff check src stages tests bench pipelines docs
+	ruff format --check src stages tests bench pipelines docs
 	vulture src stages bench pipelines scripts/vulture_allowlist.py --min-confidence 60
 	mypy src tests
 	hadolint docker/Dockerfile
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet   # the docs: no broken link or anchor
+
+docs: $(STAMP)  ## build the documentation site into build/site (mkdocs serve: preview on 127.0.0.1:8000)
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
-	ruff check --fix src stages tests bench pipelines
-	ruff format src stages tests bench pipelines
+	ruff check --fix src stages tests bench pipelines docs
+	ruff format src stages tests bench pipelines docs
 
 test-fast: $(STAMP)  ## unit tests only
 	pytest -q -m "not slow"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time machine set-up for building and running the image with podman (Debian 12, root or sudo).
-# Idempotent. What it does, and why (details: README "Run in containers"):
+# Idempotent. What it does, and why (details: docs/containers.md):
 #  - installs podman, runc (crun fails here: "cgroups in hybrid mode not supported"), debootstrap;
 #  - /etc/containers/containers.conf: runc, cgroupfs, file events, and default ulimits this machine
 #    grants (podman asks for nofile=1048576, which is refused even to root: every run fails);

@@ -159,7 +159,7 @@ def build_pipeline(settings: ClusterSettings, stages: list[Stage] | None = None)
 
     @dsl.pipeline(
         name="mura",
-        description="MURA abnormality detection: the DVC pipeline's stages as container steps (README 'Run on Kubeflow')",
+        description="MURA abnormality detection: the DVC pipeline's stages as container steps (docs/containers.md)",
         pipeline_config=dsl.PipelineConfig(
             workspace=dsl.WorkspaceConfig(
                 size=settings.workspace_size,

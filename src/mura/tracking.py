@@ -3,7 +3,7 @@
 The tracking URI comes from ``MLFLOW_TRACKING_URI`` (environment, never
 params.yaml); the default is a SQLite file ``mlflow.db`` in the working
 directory, which the model registry needs. With a tracking server (``http(s)://``,
-README "Team setup") the server owns artifact storage (proxied ``mlflow-artifacts:``),
+docs/team.md) the server owns artifact storage (proxied ``mlflow-artifacts:``),
 the credentials come from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, and a server
 that is down or refuses them stops a stage within seconds with one line.
 """

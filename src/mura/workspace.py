@@ -4,7 +4,7 @@ A workspace is a folder holding a copy of the pipeline (``dvc.yaml``,
 ``stages/``, ``src/mura``), its own ``params.yaml`` (the repository's merged
 with an override such as ``params.demo.yaml``) and its own DVC project, so the
 demo can run at a small image size without ever editing the real defaults.
-It gets the repository's DVC remotes (``team``: README "Team setup"), so
+It gets the repository's DVC remotes (``team``: docs/team.md), so
 ``dvc push -r team`` works in it without further set-up.
 """
 

@@ -147,7 +147,7 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
     if not entries:
         raise DataError(
             f"no image listed: data.mura_dir={data.mura_dir!r} and data.fracture_dir={data.fracture_dir!r} "
-            "hold no dataset (see README 'Real data')"
+            "hold no dataset (see docs/data.md)"
         )
     return entries, presence
 
