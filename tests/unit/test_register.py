@@ -62,3 +62,15 @@ def test_validation_by_body_part_keeps_valid_study_ensemble_rows() -> None:
     out = validation_by_body_part(table)
     assert set(out) == {"all", "XR_WRIST"}
     assert out["XR_WRIST"].n == 2 and out["XR_WRIST"].roc_auc is None and out["all"].kappa == 0.1
+
+
+def test_the_served_model_requires_exactly_the_pins_of_pyproject() -> None:
+    import tomllib
+
+    from mura.serving.register import served_requirements
+    from tests.helpers import REPO
+
+    pinned = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    served = served_requirements()
+    assert served[: len(pinned)] == pinned  # one list of pins: pyproject.toml's
+    assert [r.split("==")[0] for r in served[len(pinned) :]] in (["tensorflow-cpu"], ["tensorflow"], [])

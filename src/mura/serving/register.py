@@ -13,7 +13,7 @@ import logging
 import math
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,7 @@ def run_register(
                 # "warm_up", run each batch size through at load (mura predict, one-shot, turns it off).
                 model_config={"streams": 1, "warm_up": True},
                 registered_model_name=name,
-                pip_requirements=_requirements(),
+                pip_requirements=served_requirements(),
             )
             run_id = run.info.run_id
             for figure in inputs.figures:
@@ -367,27 +367,17 @@ def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _requirements() -> list[str]:
-    """Pinned runtime requirements of the served model (mura itself ships as code)."""
+def served_requirements() -> list[str]:
+    """The served model's pip requirements: mura's own pinned dependencies (pyproject.toml), and its TensorFlow build.
 
-    names = [
-        "keras",
-        "pandas",
-        "numpy",
-        "pillow",
-        "pydicom",
-        "pylibjpeg",
-        "pylibjpeg-libjpeg",
-        "pylibjpeg-openjpeg",
-        "pylibjpeg-rle",
-        "openvino",
-        "scikit-learn",
-        "pyyaml",
-        "mlflow",
-    ]
-    reqs = [f"{n}=={version(n)}" for n in names]
-    try:
-        reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")
-    except Exception:
-        pass
+    Read from the installed package's metadata, so the pins are written once, in pyproject.toml;
+    the TensorFlow line is the build installed here (``cpu`` or ``gpu`` extra), when one is.
+    """
+    reqs = [r for r in requires("mura") or [] if "extra ==" not in r]
+    for build in ("tensorflow-cpu", "tensorflow"):
+        try:
+            reqs.append(f"{build}=={version(build)}")
+            break
+        except PackageNotFoundError:
+            continue
     return reqs
