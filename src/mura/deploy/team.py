@@ -587,4 +587,3 @@ def write_env_file(path: str | Path, env: dict[str, str]) -> None:
     lines = ["# Team stack settings, written by `make team-up`. Secrets: never commit this file.\n"]
     lines += [f"{key}={value}\n" for key, value in env.items()]
     _write_private(Path(path), "".join(lines))
-

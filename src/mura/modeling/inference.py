@@ -80,6 +80,15 @@ class VariantRunner:
     variants: dict[str, keras.Model] | None = None  # the individual models (for heatmaps)
     fixed_batch: bool = False  # pad every batch to batch_size: one compiled shape (bulk prediction)
     thread_safe: ClassVar[bool] = False  # serve one batch at a time (TensorFlow's own threads use the cores)
+    precision: ClassVar[str] = "f32"  # Keras serves the trained float32 weights
+
+    @property
+    def description(self) -> str:
+        """One line for logs: the runtime and its precision."""
+        return f"Keras ({keras.backend.backend()}) {self.precision}"
+
+    def prepare_heatmaps(self) -> None:
+        """Nothing to prepare: Grad-CAM builds each variant's feature model at its first use."""
 
     @property
     def _pad(self) -> bool:

@@ -115,7 +115,7 @@ class ServingMetrics:
                     "name": registered_name(predictor.uri),
                     "version": str(predictor.version),
                     "runtime": str(predictor.service.runtime),
-                    "precision": str(getattr(runner, "precision", "f32")),
+                    "precision": runner.precision,
                     "synthetic_data": str(predictor.config.synthetic_data).lower(),
                 }
             )
@@ -203,7 +203,7 @@ class AuditTrail:
                 "uri": predictor.uri,
                 "version": str(predictor.version),
                 "runtime": str(predictor.service.runtime),
-                "precision": str(getattr(runner, "precision", "f32")),
+                "precision": runner.precision,
             },
             "study_key": self.study_key(identity),
             "probability": round(result.probability, 6),

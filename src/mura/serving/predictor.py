@@ -22,6 +22,7 @@ from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload, decode_upload
 from mura.modeling.ensemble import prob_column
 from mura.serving.config import ServingConfig
+from mura.serving.service import EnsembleService
 from mura.tracking import server_errors, use_tracking_uri
 from mura.tracking import tracking_uri as default_uri
 
@@ -100,7 +101,7 @@ class StudyResult:
 class Predictor:
     """Loaded ensemble for study-level predictions with optional Grad-CAM heatmaps."""
 
-    def __init__(self, service: Any, uri: str, version: str = "local") -> None:
+    def __init__(self, service: EnsembleService, uri: str, version: str = "local") -> None:
         self.service = service
         self.uri = uri
         self.version = version  # the registered version the URI resolved to ("local" for a folder)
@@ -131,19 +132,17 @@ class Predictor:
         On the optimized runtime, Grad-CAM reads the float32 model's feature maps; when a reduced
         precision serves the probabilities, that model is compiled here instead of at the first use.
         """
-        prepare = getattr(self.service.runner, "prepare_heatmaps", None)
-        if prepare is not None:
-            prepare()
+        self.service.runner.prepare_heatmaps()
 
     @property
     def thread_safe(self) -> bool:
         """Whether several studies may be predicted at once (the optimized runtime), or one at a time (Keras)."""
-        return bool(getattr(self.service.runner, "thread_safe", False))
+        return self.service.runner.thread_safe
 
     @property
     def model_card(self) -> dict[str, Any] | None:
         """The registered model card (its lineage names the version this URI resolved to); None for older models."""
-        card: dict[str, Any] | None = getattr(self.service, "model_card", None)
+        card = self.service.model_card
         if card is None:
             return None
         return {**card, "lineage": {**card.get("lineage", {}), "version": self.version}}

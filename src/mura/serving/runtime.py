@@ -40,7 +40,7 @@ import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -59,8 +59,8 @@ __all__ = [
     "OpenVinoRunner",
     "available_precisions",
     "compile_cache_dir",
+    "Runner",
     "cpu_has_bf16",
-    "describe",
     "resolve_runtime",
 ]
 
@@ -71,6 +71,31 @@ MODEL_XML = "model.xml"  # float32 IR: probabilities + each variant's last featu
 INT8_XML = "model_int8.xml"  # the same graph quantized to int8 (register.int8)
 HEADS_FILE = "heads.npz"
 WARM_UP_BUDGET_S = 1.5  # at load, warm further batch sizes while this many seconds suffice
+
+
+class Runner(Protocol):
+    """What the service needs of a runtime: :class:`OpenVinoRunner` here, ``mura.modeling.inference.VariantRunner`` (Keras)."""
+
+    thread_safe: ClassVar[bool]  # several studies may be predicted at once
+    image_size: int  # the side of the square uint8 images it takes
+
+    @property
+    def precision(self) -> str:
+        """``f32``, ``bf16`` or ``int8``: the precision that answers."""
+        ...
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """P(abnormal) per image and variant: (N, S, S) uint8 → (N, n_variants) float64."""
+        ...
+
+    def prepare_heatmaps(self) -> None:
+        """Make the heatmap path ready now (servers call it at start)."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """One line for logs: the runtime and its precision."""
+        ...
 
 
 def resolve_runtime(configured: str, optimized_dir: Path | None) -> Literal["optimized", "keras"]:
@@ -140,7 +165,7 @@ class OpenVinoRunner:
     GIL while it computes, so concurrent requests overlap.
     """
 
-    thread_safe = True
+    thread_safe: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -218,6 +243,11 @@ class OpenVinoRunner:
         hint = "f32" if precision == "int8" else precision
         settings = {"INFERENCE_PRECISION_HINT": hint, **_scheduling(self._streams)}
         return self._core.compile_model(str(xml), "CPU", settings)
+
+    @property
+    def description(self) -> str:
+        """One line for logs: the runtime and its precision."""
+        return f"OpenVINO CPU {self.precision}"
 
     def prepare_heatmaps(self) -> None:
         """Compile and warm the float32 model Grad-CAM uses, if it is not the served one (servers call it at load)."""
@@ -347,10 +377,3 @@ def _write_precision_cache(key: str, precision: str) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
-
-
-def describe(runner: Any) -> str:
-    """One line for logs: the runtime and its precision."""
-    if isinstance(runner, OpenVinoRunner):
-        return f"OpenVINO CPU {runner.precision}"
-    return "Keras"

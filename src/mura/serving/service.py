@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,10 @@ from mura.modeling.ensemble import ENSEMBLE, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights, cam_from_features, feature_model, gradcam
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
 from mura.serving.model_card import CARD_ARTIFACT
-from mura.serving.runtime import HEADS_FILE, OPTIMIZED_ARTIFACT, OpenVinoRunner, describe, resolve_runtime
+from mura.serving.runtime import HEADS_FILE, OPTIMIZED_ARTIFACT, OpenVinoRunner, Runner, resolve_runtime
+
+if TYPE_CHECKING:
+    from mura.modeling.inference import VariantRunner
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +145,7 @@ class EnsembleService:
         self.runtime = resolve_runtime(config.runtime, optimized)
         self.heads: dict[str, Any] = {}
         self._features: dict[str, Any] = {}
-        self.runner: Any
+        self.runner: Runner
         if self.runtime == "optimized" and optimized is not None:
             names = list(config.variants)
             self.runner = OpenVinoRunner(
@@ -159,7 +162,7 @@ class EnsembleService:
             raise ValueError(f"variants take {self.runner.image_size}-px images, the config says {config.image_size}")
         if warm_up:
             self._warm_up()
-        logger.info("serving %d variants with %s", len(config.variants), describe(self.runner))
+        logger.info("serving %d variants with %s", len(config.variants), self.runner.description)
 
     def _warm_up(self) -> None:
         """One small PNG through the whole request path (decode, resize, the model, the study table).
@@ -228,7 +231,7 @@ class EnsembleService:
         precision serves, it gives the probabilities and the float32 pass only the maps.
         """
         per_variant, maps = self.heatmaps(pixels)
-        if self.runtime == "optimized" and self.runner.precision != "f32":
+        if self.runner.precision != "f32":
             per_variant = self.runner.predict(pixels)
         return self._frame(per_variant, study_ids, warnings), maps
 
@@ -241,13 +244,14 @@ class EnsembleService:
 
         names = list(self.config.variants)
         maps: dict[str, np.ndarray] = {}
-        if self.runtime == "optimized":
+        if isinstance(self.runner, OpenVinoRunner):  # one pass gives the probabilities and the feature maps
             per_variant, features = self.runner.predict_with_features(pixels)
             for name, feature_maps in zip(names, features, strict=True):
                 maps[name] = cam_from_features(feature_maps, self.heads[name], self.config.image_size)
-        else:
+        else:  # Keras: gradients through each variant
             per_variant = self.runner.predict(pixels)
-            for name, model in self.runner.variants.items():
+            variants = cast("VariantRunner", self.runner).variants or {}
+            for name, model in variants.items():
                 if name not in self._features:
                     self._features[name] = feature_model(model)
                 maps[name] = gradcam(model, pixels, self._features[name])
