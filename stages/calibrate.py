@@ -8,24 +8,16 @@ Params: ``models`` (the variant names), ``ensemble`` (weights, targets), ``calib
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from mura.config import load_params
-from mura.stage import run_main
+from mura.evaluation.calibrate import CalibratePaths, run_calibrate
+from mura.stage import parse_stage_args, run_main
 
 
 def main() -> None:
     """Parse paths, load params, run the stage."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--predictions", type=Path, default=Path("reports/predictions"))
-    parser.add_argument("--thresholds", type=Path, default=Path("reports/thresholds.json"))
-    args = parser.parse_args()
+    args, paths = parse_stage_args(__doc__.splitlines()[0], CalibratePaths)
     params = load_params(args.params)
-    from mura.evaluation.calibrate import run_calibrate
-
-    run_calibrate(list(params.models), params.ensemble, params.calibrate, args.predictions, args.thresholds)
+    run_calibrate(list(params.models), params.ensemble, params.calibrate, paths)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,15 @@ Params: ``data.train_datasets``.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from mura.config import load_params
-from mura.data.class_weights import run_class_weights
-from mura.stage import run_main
+from mura.data.class_weights import ClassWeightsPaths, run_class_weights
+from mura.stage import parse_stage_args, run_main
 
 
 def main() -> None:
     """Parse paths, load params, run the stage."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--images", type=Path, default=Path("data/interim/images.csv"))
-    parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
-    parser.add_argument("--out", type=Path, default=Path("reports/class_weights.json"))
-    args = parser.parse_args()
-    params = load_params(args.params)
-    run_class_weights(params.data.train_datasets, args.images, args.split, args.out)
+    args, paths = parse_stage_args(__doc__.splitlines()[0], ClassWeightsPaths)
+    run_class_weights(load_params(args.params).data.train_datasets, paths)
 
 
 if __name__ == "__main__":

@@ -8,36 +8,17 @@ Params: ``models`` (the variant names), ``ensemble.variant_weights``, ``ensemble
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from mura.config import load_params
-from mura.stage import run_main, set_seed
+from mura.evaluation.ensemble import EnsemblePaths, run_ensemble
+from mura.stage import parse_stage_args, run_main, set_seed
 
 
 def main() -> None:
     """Parse paths, load params, run the stage."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--images", type=Path, default=Path("data/interim/images.csv"))
-    parser.add_argument("--pixels", type=Path, default=Path("data/interim/pixels.npy"))
-    parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--predictions", type=Path, default=Path("reports/predictions"))
-    args = parser.parse_args()
+    args, paths = parse_stage_args(__doc__.splitlines()[0], EnsemblePaths)
     params = load_params(args.params)
     set_seed(params.seed)
-    from mura.evaluation.ensemble import run_ensemble
-
-    run_ensemble(
-        list(params.models),
-        params.ensemble,
-        args.images,
-        args.split,
-        args.pixels,
-        args.models_dir,
-        args.predictions,
-    )
+    run_ensemble(list(params.models), params.ensemble, paths)
 
 
 if __name__ == "__main__":

@@ -10,40 +10,25 @@ Interrupted runs resume from the last completed epoch (``models/checkpoints/<var
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mura.config import load_params
-from mura.modeling.spec import VariantSpec
-from mura.stage import run_main, set_seed
+from mura.modeling.spec import TrainPaths, VariantSpec
+from mura.stage import parse_stage_args, run_main, set_seed
 
 
 def main() -> None:
     """Parse paths, load the variant's params, run the stage."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="variant name under models: in params.yaml")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--images", type=Path, default=Path("data/interim/images.csv"))
-    parser.add_argument("--pixels", type=Path, default=Path("data/interim/pixels.npy"))
-    parser.add_argument("--split", type=Path, default=Path("data/processed/split.csv"))
-    parser.add_argument("--class-weights", type=Path, default=Path("reports/class_weights.json"))
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports/train"))
-    args = parser.parse_args()
+
+    def model_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", required=True, help="variant name under models: in params.yaml")
+
+    args, paths = parse_stage_args(__doc__.splitlines()[0], TrainPaths, model_option)
     params = load_params(args.params)
     set_seed(params.seed)
-    from mura.modeling.train import VariantPaths, run_train  # imports Keras: after the cheap checks
-
     spec = VariantSpec.from_params(params, args.model)
-    paths = VariantPaths(
-        images=args.images,
-        split=args.split,
-        pixels=args.pixels,
-        class_weights=args.class_weights,
-        model=args.models_dir / f"{spec.name}.keras",
-        reports=args.reports_dir / spec.name,
-        work=args.models_dir / "checkpoints" / spec.name,
-    )
-    run_train(spec, paths)
+    from mura.modeling.train import run_train  # lazy: imports Keras, after the cheap checks and the seed
+
+    run_train(spec, paths.for_variant(spec.name))
 
 
 if __name__ == "__main__":

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import contextvars
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
 import random
 import sys
+import typing
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mura.errors import MuraError
 
 logger = logging.getLogger(__name__)
+
+P = TypeVar("P")  # a stage's paths dataclass
 
 
 def set_seed(seed: int) -> None:
@@ -89,6 +94,45 @@ def configure_logging(level: str | None = None, log_format: str | None = None) -
     handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel((level or os.environ.get("MURA_LOG_LEVEL", "INFO")).upper())
+
+
+def parse_stage_args(
+    description: str, paths_type: type[P], extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[argparse.Namespace, P]:
+    """A stage script's command line: ``--params`` and one option per field of its paths dataclass.
+
+    Each stage module defines its inputs and outputs once, as a frozen dataclass whose defaults
+    are the standard layout (``EnsemblePaths``, ``EvaluatePaths``, …); a field ``models_dir``
+    is the option ``--models-dir``, a ``tuple[Path, ...]`` field takes several values.
+    ``dvc.yaml`` passes every path explicitly (DVC must see them).
+
+    Args:
+        description: the script's one-line description.
+        paths_type: the stage's paths dataclass.
+        extra: adds the stage's other options (``--model`` of ``train``).
+
+    Returns:
+        The parsed options and the paths.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
+    if extra is not None:
+        extra(parser)
+    hints = typing.get_type_hints(paths_type)
+    for field in dataclasses.fields(paths_type):  # type: ignore[arg-type]
+        default: Any = field.default
+        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()  # type: ignore[operator]
+        option = "--" + field.name.replace("_", "-")
+        if typing.get_origin(hints[field.name]) is tuple:
+            shown = " ".join(map(str, default))
+            parser.add_argument(option, type=Path, nargs="*", default=list(default), help=f"default: {shown}")
+        else:
+            parser.add_argument(option, type=Path, default=default, help=f"default: {default}")
+    args = parser.parse_args()
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(paths_type)}  # type: ignore[arg-type]
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return args, paths_type(**values)
 
 
 def run_main(main: Callable[[], Any]) -> None:

@@ -28,7 +28,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.register import RegisterInputs, run_register
+    from mura.serving.register import RegisterPaths, run_register
 
     ws = tmp_path_factory.mktemp("serve")
     doc = merge_params(
@@ -76,7 +76,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
             "p_tiny_b": keras_probs[:, 1],
         }
     ).to_csv(ws / "reports/predictions/valid.csv", index=False)
-    inputs = RegisterInputs(
+    inputs = RegisterPaths(
         models_dir=ws / "models",
         thresholds=ws / "reports/thresholds.json",
         metrics=ws / "reports/metrics.json",
@@ -84,6 +84,9 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         split=ws / "split.csv",
         pixels=ws / "pixels.npy",
         predictions=ws / "reports/predictions",
+        per_body_part=None,  # no evaluation table, figures or model card file in this fixture
+        figures=(),
+        model_card=None,
     )
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:  # the stage's working folder and store, undone after

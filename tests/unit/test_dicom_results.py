@@ -105,7 +105,7 @@ def test_heatmap_capture_is_rgb_with_a_legend_band(sources: list[pydicom.Dataset
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed (scripts/ensure-system.sh installs it)")
 def test_dciodvfy_finds_no_errors(sources: list[pydicom.Dataset], tmp_path: Path) -> None:
     result = _result(2)
-    objects = [structured_report(sources, result, MODEL, generate_uid(), generate_uid())]
+    objects: list[pydicom.Dataset] = [structured_report(sources, result, MODEL, generate_uid(), generate_uid())]
     objects += [
         heatmap_capture(s, v, result, MODEL, generate_uid(), generate_uid(), k)
         for k, (s, v) in enumerate(zip(sources, result.views, strict=True), 1)

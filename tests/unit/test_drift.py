@@ -90,7 +90,7 @@ def test_drift_metrics_carry_the_last_report(tmp_path: Path) -> None:
     sample = metrics.registry.get_sample_value
     assert sample("mura_drift_flagged", {"feature": "pixel_mean", "group": "all"}) == 1.0
     assert sample("mura_drift_flagged", {"feature": "height", "group": "all"}) == 0.0
-    assert sample("mura_drift_psi", {"feature": "pixel_mean", "group": "all"}) > 0.2
+    assert (sample("mura_drift_psi", {"feature": "pixel_mean", "group": "all"}) or 0.0) > 0.2
     assert sample("mura_drift_studies", {}) == 300.0  # studies, not views
     # The next report replaces the figures: a feature no longer shifted is no longer flagged.
     metrics.update(drift_table(_profile(rng, 2000), _profile(rng, 300)))

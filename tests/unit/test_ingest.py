@@ -100,7 +100,12 @@ def test_a_missing_configured_folder_names_the_param(synthetic_raw: Path, tmp_pa
     }
     dirs[missing] = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=f"^data.{missing}=.*nowhere.*: no such folder"):
-        ingest(DataParams(**dirs, image_size=16), IngestParams(workers=1), tmp_path / "p.npy", progress=False)
+        ingest(
+            DataParams(dirs["mura_dir"], dirs["fracture_dir"], image_size=16),
+            IngestParams(workers=1),
+            tmp_path / "p.npy",
+            progress=False,
+        )
 
 
 def test_both_empty_is_an_error(tmp_path: Path) -> None:

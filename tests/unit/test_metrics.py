@@ -64,7 +64,7 @@ def test_bootstrap_covers_the_truth_on_a_toy_case() -> None:
         score = y + rng.normal(0, 1.0, n)  # true AUC = Phi(1/sqrt(2)) = 0.7602
         ci = bootstrap_ci(
             np.arange(n),
-            lambda rows, y=y, score=score: fast_metrics(y[rows], score[rows], 0.5),
+            lambda rows, y=y, score=score: fast_metrics(y[rows], score[rows], 0.5),  # type: ignore[misc]
             ("roc_auc",),
             n_resamples=200,
             seed=k,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +43,24 @@ def compute_class_weights(labels: Sequence[int] | np.ndarray) -> dict[str, float
     return {"0": abnormal / total, "1": normal / total}
 
 
-def run_class_weights(
-    train_datasets: tuple[DatasetName, ...], images_csv: Path, split_csv: Path, out_json: Path
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class ClassWeightsPaths:
+    """What the ``class_weights`` stage reads and writes (defaults: the standard layout)."""
+
+    images: Path = Path("data/interim/images.csv")
+    split: Path = Path("data/processed/split.csv")
+    out: Path = Path("reports/class_weights.json")
+
+
+def run_class_weights(train_datasets: tuple[DatasetName, ...], paths: ClassWeightsPaths) -> dict[str, float]:
     """The ``class_weights`` stage: weights over the training split of ``data.train_datasets``, written as JSON.
 
     Returns:
         ``{"0": w0, "1": w1}``.
     """
 
-    rows = pd.read_csv(images_csv, usecols=["image_id", "dataset", "label"]).merge(pd.read_csv(split_csv), on="image_id")
+    rows = pd.read_csv(paths.images, usecols=["image_id", "dataset", "label"]).merge(pd.read_csv(paths.split), on="image_id")
     train = rows[(rows["split"] == "train") & rows["dataset"].isin(train_datasets)]
     weights = compute_class_weights(train["label"].to_numpy())
-    write_json(out_json, weights)
+    write_json(paths.out, weights)
     return weights

@@ -349,15 +349,28 @@ def check_quarantine(summary: dict[str, Any], max_fraction: float) -> None:
         )
 
 
-def run_ingest(data: DataParams, params: IngestParams, images_csv: Path, pixels_path: Path, reports_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class IngestPaths:
+    """What the ``ingest`` stage writes (its defaults are the standard layout; ``dvc.yaml`` passes them).
+
+    Attributes:
+        images: the listing (row i = cache row i).
+        pixels: the pixel cache.
+        reports: folder for ``quarantine.csv``, ``duplicates.csv`` and ``summary.json``.
+    """
+
+    images: Path = Path("data/interim/images.csv")
+    pixels: Path = Path("data/interim/pixels.npy")
+    reports: Path = Path("reports/ingest")
+
+
+def run_ingest(data: DataParams, params: IngestParams, paths: IngestPaths) -> dict[str, Any]:
     """The ``ingest`` stage: ingest, write the listing and the reports, then check the quarantine share.
 
     Args:
         data: ``data`` params.
         params: ``ingest`` params.
-        images_csv: the listing to write (row i = cache row i).
-        pixels_path: the pixel cache to write.
-        reports_dir: folder for ``quarantine.csv``, ``duplicates.csv`` and ``summary.json``.
+        paths: where it writes.
 
     Returns:
         The summary.
@@ -367,10 +380,10 @@ def run_ingest(data: DataParams, params: IngestParams, images_csv: Path, pixels_
         DataError: bad datasets, or too many images quarantined (after the reports are written).
     """
 
-    result = ingest(data, params, pixels_path)
-    write_csv(images_csv, result.images)
-    write_csv(reports_dir / "quarantine.csv", result.quarantine)
-    write_csv(reports_dir / "duplicates.csv", result.duplicates)
-    write_json(reports_dir / "summary.json", result.summary)
+    result = ingest(data, params, paths.pixels)
+    write_csv(paths.images, result.images)
+    write_csv(paths.reports / "quarantine.csv", result.quarantine)
+    write_csv(paths.reports / "duplicates.csv", result.duplicates)
+    write_json(paths.reports / "summary.json", result.summary)
     check_quarantine(result.summary, params.max_quarantine_fraction)
     return result.summary

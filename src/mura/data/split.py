@@ -9,6 +9,7 @@ and label. The fracture dataset keeps its own split (``val`` becomes ``valid``).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,22 +124,37 @@ def count_split(images: pd.DataFrame, split: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run_split(params: SplitParams, seed: int, images_csv: Path, split_csv: Path, report_json: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SplitPaths:
+    """What the ``split`` stage reads and writes (defaults: the standard layout).
+
+    Attributes:
+        images: the ingest listing.
+        split: ``split.csv`` (image_id, split).
+        report: the counts per split, body part and label.
+    """
+
+    images: Path = Path("data/interim/images.csv")
+    split: Path = Path("data/processed/split.csv")
+    report: Path = Path("reports/split.json")
+
+
+def run_split(params: SplitParams, seed: int, paths: SplitPaths) -> dict[str, Any]:
     """The ``split`` stage: read the ingest listing, split by patient, write ``split.csv`` and the counts.
 
     Returns:
-        The counts written to ``report_json``.
+        The counts written to ``paths.report``.
 
     Raises:
         DataError: the listing cannot be read.
     """
 
     try:
-        images = pd.read_csv(images_csv, dtype={"patient_id": str, "study_id": str})
+        images = pd.read_csv(paths.images, dtype={"patient_id": str, "study_id": str})
     except (FileNotFoundError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{images_csv}: cannot read the ingest listing ({exc})") from None
+        raise DataError(f"{paths.images}: cannot read the ingest listing ({exc})") from None
     split = make_split(images, params.test_fraction, seed)
     counts = count_split(images, split)
-    write_csv(split_csv, split)
-    write_json(report_json, counts)
+    write_csv(paths.split, split)
+    write_json(paths.report, counts)
     return counts

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,12 +131,21 @@ def operating_points(y_true: np.ndarray, y_prob: np.ndarray, target_recall: floa
     }
 
 
+@dataclass(frozen=True)
+class CalibratePaths:
+    """What the ``calibrate`` stage reads and writes (defaults: the standard layout).
+
+    Attributes:
+        predictions: ``valid.csv`` of the ``ensemble`` stage.
+        thresholds: where the operating points and the calibrator are written.
+    """
+
+    predictions: Path = Path("reports/predictions")
+    thresholds: Path = Path("reports/thresholds.json")
+
+
 def run_calibrate(
-    variants: Sequence[str],
-    ensemble: EnsembleParams,
-    params: CalibrateParams,
-    predictions_dir: Path,
-    thresholds_json: Path,
+    variants: Sequence[str], ensemble: EnsembleParams, params: CalibrateParams, paths: CalibratePaths
 ) -> dict[str, Any]:
     """The ``calibrate`` stage (see the module docstring).
 
@@ -143,8 +153,7 @@ def run_calibrate(
         variants: the variant names (keys of ``models:``), in ensemble order.
         ensemble: the ``ensemble`` section (weights and operating-point targets).
         params: the ``calibrate`` section.
-        predictions_dir: ``valid.csv`` of the ``ensemble`` stage.
-        thresholds_json: where the operating points and the calibrator are written.
+        paths: what it reads and writes.
 
     Returns:
         What ``thresholds.json`` holds.
@@ -152,7 +161,7 @@ def run_calibrate(
     Raises:
         DataError: the valid predictions are missing or empty.
     """
-    valid_csv = predictions_dir / "valid.csv"
+    valid_csv = paths.predictions / "valid.csv"
     if not valid_csv.exists():
         raise DataError(f"{valid_csv} is missing: run the ensemble stage first")
     valid = pd.read_csv(valid_csv)
@@ -183,5 +192,5 @@ def run_calibrate(
             "out_of_fold_check": check,
         },
     }
-    write_json(thresholds_json, result)
+    write_json(paths.thresholds, result)
     return result

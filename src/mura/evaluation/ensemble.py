@@ -6,6 +6,7 @@ Operating points are chosen on ``valid`` by the ``calibrate`` stage and applied 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +21,26 @@ from mura.stage import write_csv
 __all__ = ["run_ensemble"]
 
 
-def run_ensemble(
-    variants: Sequence[str],
-    params: EnsembleParams,
-    images_csv: Path,
-    split_csv: Path,
-    pixels_path: Path,
-    models_dir: Path,
-    predictions_dir: Path,
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class EnsemblePaths:
+    """What the ``ensemble`` stage reads and writes (defaults: the standard layout).
+
+    Attributes:
+        images: images.csv.
+        pixels: the pixel cache.
+        split: split.csv.
+        models_dir: folder holding ``<variant>.keras``.
+        predictions: where ``valid.csv`` and ``test.csv`` are written.
+    """
+
+    images: Path = Path("data/interim/images.csv")
+    pixels: Path = Path("data/interim/pixels.npy")
+    split: Path = Path("data/processed/split.csv")
+    models_dir: Path = Path("models")
+    predictions: Path = Path("reports/predictions")
+
+
+def run_ensemble(variants: Sequence[str], params: EnsembleParams, paths: EnsemblePaths) -> dict[str, float]:
     """The ``ensemble`` stage: predictions of every variant and their (raw) average on valid and test.
 
     The calibrator and the operating points are the next stage's (:mod:`mura.evaluation.calibrate`).
@@ -36,11 +48,7 @@ def run_ensemble(
     Args:
         variants: the variant names (keys of ``models:``), in ensemble order.
         params: the ``ensemble`` section.
-        images_csv: images.csv.
-        split_csv: split.csv.
-        pixels_path: the pixel cache.
-        models_dir: folder holding ``<variant>.keras``.
-        predictions_dir: where ``valid.csv`` and ``test.csv`` are written.
+        paths: what it reads and writes.
 
     Returns:
         The variant weights used.
@@ -48,12 +56,12 @@ def run_ensemble(
     Raises:
         DataError: missing models, inconsistent inputs or an empty valid split.
     """
-    paths = model_paths(variants, models_dir)
-    weights = ensemble_weights(list(paths), params.variant_weights)
-    images = pd.read_csv(images_csv).merge(pd.read_csv(split_csv), on="image_id", validate="one_to_one")
-    frames = predict_images(paths, weights, images, np.load(pixels_path, mmap_mode="r"), params.batch_size)
+    models = model_paths(variants, paths.models_dir)
+    weights = ensemble_weights(list(models), params.variant_weights)
+    images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", validate="one_to_one")
+    frames = predict_images(models, weights, images, np.load(paths.pixels, mmap_mode="r"), params.batch_size)
     for split, frame in frames.items():
-        write_csv(predictions_dir / f"{split}.csv", frame)
+        write_csv(paths.predictions / f"{split}.csv", frame)
     if frames["valid"].empty:
         raise DataError("the valid split is empty: nothing to calibrate or choose operating points on")
-    return dict(zip(paths, weights, strict=True))
+    return dict(zip(models, weights, strict=True))

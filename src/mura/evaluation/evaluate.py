@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,16 +227,27 @@ def reliability_points(studies: pd.DataFrame, bins: int = CALIBRATION_BINS) -> p
     return pd.DataFrame(rows, columns=["group", "probability", "mean_predicted", "fraction_abnormal"])
 
 
+@dataclass(frozen=True)
+class EvaluatePaths:
+    """What the ``evaluate`` stage reads and writes (defaults: the standard layout).
+
+    Attributes:
+        predictions: ``valid.csv`` and ``test.csv`` of the ``ensemble`` stage.
+        thresholds: the operating points and the calibrator (``calibrate``).
+        images: images.csv (the synthetic flag and the fingerprint).
+        split: split.csv (the fingerprint).
+        reports: the output folder.
+    """
+
+    predictions: Path = Path("reports/predictions")
+    thresholds: Path = Path("reports/thresholds.json")
+    images: Path = Path("data/interim/images.csv")
+    split: Path = Path("data/processed/split.csv")
+    reports: Path = Path("reports")
+
+
 def run_evaluation(
-    variants: Sequence[str],
-    params: EvaluateParams,
-    seed: int,
-    predictions_dir: Path,
-    thresholds_json: Path,
-    images_csv: Path,
-    split_csv: Path,
-    reports: Path,
-    bins: int = CALIBRATION_BINS,
+    variants: Sequence[str], params: EvaluateParams, seed: int, paths: EvaluatePaths, bins: int = CALIBRATION_BINS
 ) -> dict[str, Any]:
     """The ``evaluate`` stage: tables, DVC metrics and plots, figures and the Markdown report.
 
@@ -247,19 +259,16 @@ def run_evaluation(
         variants: the variant names (keys of ``models:``).
         params: the ``evaluate`` section.
         seed: the bootstrap seed.
-        predictions_dir: ``valid.csv`` and ``test.csv`` of the ``ensemble`` stage.
-        thresholds_json: the operating points.
-        images_csv: images.csv (for the synthetic flag and the fingerprint).
-        split_csv: split.csv (for the fingerprint).
-        reports: output folder.
+        paths: what it reads and writes.
         bins: bins of the calibration metrics and reliability diagrams (``calibrate.bins``).
 
     Returns:
         The headline metrics written to ``metrics.json``.
     """
 
-    predictions = pd.concat([pd.read_csv(predictions_dir / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
-    chosen = json.loads(thresholds_json.read_text())
+    reports = paths.reports
+    predictions = pd.concat([pd.read_csv(paths.predictions / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
+    chosen = json.loads(paths.thresholds.read_text())
     thresholds = chosen["thresholds"]
     calibrator = Calibrator.from_dict(chosen.get("calibration"))
     models = [*variants, ENSEMBLE]
@@ -279,11 +288,11 @@ def run_evaluation(
     for kind in ("calibrated", "uncalibrated"):  # DVC plots: one file per curve, the same x and y
         points = overall[overall["probability"] == kind][["mean_predicted", "fraction_abnormal"]]
         write_csv(reports / "plots" / f"reliability_{kind}.csv", points.round(6))
-    synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
+    synthetic = bool(pd.read_csv(paths.images, usecols=["synthetic"])["synthetic"].any())
     provenance = {
         "synthetic": synthetic,
         "ci_level": params.ci_level,
-        "fingerprint": dataset_fingerprint(images_csv, split_csv),
+        "fingerprint": dataset_fingerprint(paths.images, paths.split),
         "git_commit": git_commit(),
     }
     plot_figures(roc, pr, table, reports / "plots", synthetic)

@@ -1,4 +1,4 @@
-"""What determines one variant's training: :class:`VariantSpec`, selected from ``params.yaml`` (pure).
+"""What determines one variant's training (:class:`VariantSpec`, from ``params.yaml``) and where it reads and writes (pure).
 
 Kept apart from the training loop (which imports Keras) so the MLflow bookkeeping
 (:mod:`mura.modeling.registry`) and the stage shell read it without either.
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from mura.config import AugmentParams, DatasetName, ModelSpec, Params, TrainParams
 
-__all__ = ["VariantSpec"]
+__all__ = ["TrainPaths", "VariantPaths", "VariantSpec"]
 
 
 @dataclass(frozen=True)
@@ -55,4 +56,41 @@ class VariantSpec:
             params.data.image_size,
             params.data.train_datasets,
             params.seed,
+        )
+
+
+@dataclass(frozen=True)
+class VariantPaths:
+    """Inputs and outputs of one ``train@<variant>`` stage."""
+
+    images: Path
+    split: Path
+    pixels: Path
+    class_weights: Path
+    model: Path  # the best weights, ``<models_dir>/<variant>.keras``
+    reports: Path  # ``<reports_dir>/<variant>/``: history.csv, history.png, metrics.json
+    work: Path  # resume backups and logging that failed, ``<models_dir>/checkpoints/<variant>``
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """What the ``train@<variant>`` stages read and write (defaults: the standard layout)."""
+
+    images: Path = Path("data/interim/images.csv")
+    pixels: Path = Path("data/interim/pixels.npy")
+    split: Path = Path("data/processed/split.csv")
+    class_weights: Path = Path("reports/class_weights.json")
+    models_dir: Path = Path("models")
+    reports_dir: Path = Path("reports/train")
+
+    def for_variant(self, variant: str) -> VariantPaths:
+        """One variant's paths."""
+        return VariantPaths(
+            images=self.images,
+            split=self.split,
+            pixels=self.pixels,
+            class_weights=self.class_weights,
+            model=self.models_dir / f"{variant}.keras",
+            reports=self.reports_dir / variant,
+            work=self.models_dir / "checkpoints" / variant,
         )

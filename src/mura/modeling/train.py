@@ -41,7 +41,7 @@ from mura.modeling.registry import (
     training_key,
     variant_run,
 )
-from mura.modeling.spec import VariantSpec
+from mura.modeling.spec import VariantPaths, VariantSpec
 from mura.stage import write_json
 from mura.tracking import dataset_fingerprint, log_datasets, server_errors
 
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "TrainResult",
     "TrainingData",
-    "VariantPaths",
     "compile_model",
     "fit_variant",
     "plot_history",
@@ -311,19 +310,6 @@ def plot_history(history: pd.DataFrame, title: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-@dataclass(frozen=True)
-class VariantPaths:
-    """Inputs and outputs of the ``train@<variant>`` stage."""
-
-    images: Path
-    split: Path
-    pixels: Path
-    class_weights: Path
-    model: Path
-    reports: Path
-    work: Path
 
 
 REPORT_FILES = ("history.csv", "history.png", "metrics.json")

@@ -38,7 +38,7 @@ from mura.tracking import dataset_fingerprint, git_commit, log_datasets, server_
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHAMPION", "RegisterInputs", "run_register", "should_promote", "validation_by_body_part", "validation_kappa"]
+__all__ = ["CHAMPION", "RegisterPaths", "run_register", "should_promote", "validation_by_body_part", "validation_kappa"]
 
 CHAMPION = "champion"
 
@@ -93,8 +93,8 @@ def validation_by_body_part(table: pd.DataFrame) -> dict[str, ValidationMetrics]
 
 
 @dataclass(frozen=True)
-class RegisterInputs:
-    """What the ``register`` stage reads.
+class RegisterPaths:
+    """What the ``register`` stage reads and writes (defaults: the standard layout).
 
     Attributes:
         models_dir: folder of the ``.keras`` files.
@@ -107,18 +107,20 @@ class RegisterInputs:
         predictions: the ``ensemble`` stage's predictions (Keras reference of the precision check).
         figures: ``evaluate`` figures logged with the model (the reliability diagrams).
         model_card: where the model card's Markdown is written (its JSON beside it); None: not written.
+        out: the stage's record (registered version, champion, precision), written by the stage script.
     """
 
-    models_dir: Path
-    thresholds: Path
-    metrics: Path
-    images: Path
-    split: Path
-    pixels: Path
-    per_body_part: Path | None = None
-    predictions: Path | None = None
-    figures: tuple[Path, ...] = ()
-    model_card: Path | None = None
+    models_dir: Path = Path("models")
+    thresholds: Path = Path("reports/thresholds.json")
+    metrics: Path = Path("reports/metrics.json")
+    images: Path = Path("data/interim/images.csv")
+    split: Path = Path("data/processed/split.csv")
+    pixels: Path = Path("data/interim/pixels.npy")
+    per_body_part: Path | None = Path("reports/per_body_part.csv")
+    predictions: Path | None = Path("reports/predictions")
+    figures: tuple[Path, ...] = (Path("reports/plots/reliability.png"), Path("reports/plots/reliability_per_body_part.png"))
+    model_card: Path | None = Path("reports/model_card.md")
+    out: Path = Path("reports/register.json")
 
 
 def run_register(
@@ -126,7 +128,7 @@ def run_register(
     params: RegisterParams,
     image_size: int,
     resize: ResizePolicy,
-    inputs: RegisterInputs,
+    paths: RegisterPaths,
     architectures: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``register`` stage: log ``mura-ensemble`` (the variants + its config), register it, maybe alias it ``champion``.
@@ -141,7 +143,7 @@ def run_register(
         params: the ``register`` section.
         image_size: ``data.image_size`` (the variants' input side).
         resize: ``data.resize`` (served uploads are resized as the cache was).
-        inputs: the files it reads.
+        paths: the files it reads and writes.
         architectures: variant → architecture, for the model card.
 
     Returns:
@@ -155,30 +157,30 @@ def run_register(
     from mlflow.models import infer_signature  # lazy: heavy (~1 s): only when talking to the tracking store
     from mlflow.types import ColSpec, Schema  # lazy: heavy (~1 s): only when talking to the tracking store
 
-    paths = model_paths(variants, inputs.models_dir)
+    variant_files = model_paths(variants, paths.models_dir)
     setup_mlflow()  # a tracking server that is down or refuses us fails here, before minutes of export
-    thresholds = json.loads(inputs.thresholds.read_text())
-    metrics = json.loads(inputs.metrics.read_text())
+    thresholds = json.loads(paths.thresholds.read_text())
+    metrics = json.loads(paths.metrics.read_text())
     kappa = validation_kappa(metrics)
-    images = pd.read_csv(inputs.images, usecols=["image_id", "synthetic"])
+    images = pd.read_csv(paths.images, usecols=["image_id", "synthetic"])
     synthetic = bool(images["synthetic"].any())
-    fingerprint = dataset_fingerprint(inputs.images, inputs.split)
+    fingerprint = dataset_fingerprint(paths.images, paths.split)
     commit = git_commit()
-    table_path = inputs.per_body_part
+    table_path = paths.per_body_part
     table = pd.read_csv(table_path) if table_path is not None and table_path.exists() else pd.DataFrame()
     validation = validation_by_body_part(table) if not table.empty else {}
-    pixels = np.load(inputs.pixels, mmap_mode="r")
+    pixels = np.load(paths.pixels, mmap_mode="r")
     with tempfile.TemporaryDirectory(prefix="mura-register-") as tmp:  # the export and the config, logged then removed
         tmp_dir = Path(tmp)
         optimized = None
         precision_check: dict[str, Any] = {}
         if params.runtime != "keras":
-            split = pd.read_csv(inputs.split, usecols=["image_id", "split"])
+            split = pd.read_csv(paths.split, usecols=["image_id", "split"])
             optimized, precision_check = _export_and_check(
-                paths, params, thresholds, inputs.predictions, images, split, pixels, tmp_dir / OPTIMIZED_ARTIFACT
+                variant_files, params, thresholds, paths.predictions, images, split, pixels, tmp_dir / OPTIMIZED_ARTIFACT
             )
         config = ServingConfig(
-            variants=tuple(paths),
+            variants=tuple(variant_files),
             variant_weights=thresholds["variant_weights"],
             thresholds=thresholds["thresholds"],
             calibration=Calibrator.from_dict(thresholds.get("calibration")),
@@ -202,7 +204,7 @@ def run_register(
         # one-image batch is the shape the model's warm-up already traced (a second
         # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
         example = pd.DataFrame({"image": [_png_base64(pixels[0])], "study_id": ["example-study"]})
-        signature = infer_signature(example, output_example(list(paths)))
+        signature = infer_signature(example, output_example(list(variant_files)))
         signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
         tags = {
             "dataset_fingerprint": fingerprint,
@@ -221,19 +223,19 @@ def run_register(
                 tags[f"{reduced}_min_agreement"] = f"{min(precision_check[reduced]['agreement'].values()):.4f}"
         package = Path(mura.__file__).parent
         name = params.model_name
-        card_images = pd.read_csv(inputs.images).merge(pd.read_csv(inputs.split), on="image_id", how="left")
+        card_images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", how="left")
         card = build_model_card(config, name, card_images, table, architectures)
         card_path = tmp_dir / f"{CARD_ARTIFACT}.json"
         card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
         profile_path = tmp_dir / f"{REFERENCE_ARTIFACT}.json"
-        profile_path.write_text(json.dumps(_reference(inputs, card_images, pixels, config)) + "\n")
+        profile_path.write_text(json.dumps(_reference(paths, card_images, pixels, config)) + "\n")
         run_tags = {**tags, **source_tags(), "mura.stage": "register"}
         with server_errors(f"logging {name}"), mlflow.start_run(run_name="ensemble", tags=run_tags) as run:
             config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
             config.save(config_path)
             mlflow.log_params(
                 {
-                    "variants": ",".join(paths),
+                    "variants": ",".join(variant_files),
                     "operating_point": params.operating_point,
                     "threshold": config.threshold,
                     "image_size": image_size,
@@ -243,7 +245,7 @@ def run_register(
             # The headline figures as top-level metrics (the runs table and charts compare them), and
             # the data the ensemble was made, tuned and tested on as dataset inputs (the Dataset column).
             mlflow.log_metrics({"val_kappa_study": kappa, **run_metrics(metrics)})
-            log_datasets(inputs.images, inputs.split, ("train", "valid", "test"), fingerprint)
+            log_datasets(paths.images, paths.split, ("train", "valid", "test"), fingerprint)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(package / "serving" / "pyfunc.py"),
@@ -251,7 +253,7 @@ def run_register(
                     CONFIG_ARTIFACT: str(config_path),
                     CARD_ARTIFACT: str(card_path),
                     REFERENCE_ARTIFACT: str(profile_path),
-                    **{v: str(p.resolve()) for v, p in paths.items()},
+                    **{v: str(p.resolve()) for v, p in variant_files.items()},
                     **({OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}),
                 },
                 code_paths=[str(package)],
@@ -265,7 +267,7 @@ def run_register(
                 pip_requirements=served_requirements(),
             )
             run_id = run.info.run_id
-            for figure in inputs.figures:
+            for figure in paths.figures:
                 if figure.exists():
                     mlflow.log_artifact(str(figure), artifact_path="evaluation")
     with server_errors(f"registering {name}"):
@@ -277,7 +279,7 @@ def run_register(
             name,
             version,
             description=(
-                f"Average of {len(paths)} variants; val study kappa {kappa:.3f}"
+                f"Average of {len(variant_files)} variants; val study kappa {kappa:.3f}"
                 + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
             ),
         )
@@ -294,10 +296,10 @@ def run_register(
         markdown = render_model_card(card)
         client.log_text(run_id, markdown, "model_card/model_card.md")
         client.log_dict(run_id, card, "model_card/model_card.json")
-        if inputs.model_card is not None:
-            inputs.model_card.parent.mkdir(parents=True, exist_ok=True)
-            inputs.model_card.write_text(markdown)
-            inputs.model_card.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        if paths.model_card is not None:
+            paths.model_card.parent.mkdir(parents=True, exist_ok=True)
+            paths.model_card.write_text(markdown)
+            paths.model_card.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
     return {
         "model_name": name,
@@ -311,11 +313,11 @@ def run_register(
     }
 
 
-def _reference(inputs: RegisterInputs, images: pd.DataFrame, pixels: np.ndarray, config: ServingConfig) -> dict[str, Any]:
+def _reference(paths: RegisterPaths, images: pd.DataFrame, pixels: np.ndarray, config: ServingConfig) -> dict[str, Any]:
     """The validation split's profile the drift reports compare production with (empty without predictions)."""
-    if inputs.predictions is None or not (inputs.predictions / "valid.csv").is_file():
+    if paths.predictions is None or not (paths.predictions / "valid.csv").is_file():
         return {}
-    valid = pd.read_csv(inputs.predictions / "valid.csv")
+    valid = pd.read_csv(paths.predictions / "valid.csv")
     row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
     rows = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
     return validation_profile(valid, images, rows, config.variants, config.weights_in_order, config.calibration)
