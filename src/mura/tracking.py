@@ -276,6 +276,21 @@ def dataset_fingerprint(*files: str | Path) -> str:
     return digest.hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """Where a stage's results come from: the data (synthetic or not, fingerprint) and the code (commit)."""
+
+    synthetic: bool  # any image of the listing is a synthetic phantom
+    fingerprint: str  # SHA-256 of images.csv + split.csv: the data and its split
+    git_commit: str
+
+
+def dataset_provenance(images_csv: str | Path, split_csv: str | Path) -> Provenance:
+    """The provenance every stage after ``split`` records (train, evaluate, register): computed here only."""
+    synthetic = bool(pd.read_csv(images_csv, usecols=["synthetic"])["synthetic"].any())
+    return Provenance(synthetic, dataset_fingerprint(images_csv, split_csv), git_commit())
+
+
 def git_commit() -> str:
     """``$MURA_GIT_COMMIT``, else ``git rev-parse HEAD``, else ``unknown``."""
     if os.environ.get("MURA_GIT_COMMIT"):

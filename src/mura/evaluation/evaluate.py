@@ -36,7 +36,7 @@ from mura.evaluation.report import plot_figures, plot_reliability, render_report
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import ENSEMBLE, aggregate_studies, prob_column
 from mura.stage import write_csv, write_json
-from mura.tracking import dataset_fingerprint, git_commit
+from mura.tracking import dataset_provenance
 
 __all__ = ["curves", "evaluation_table", "headline_metrics", "reliability_points", "run_evaluation"]
 
@@ -288,15 +288,15 @@ def run_evaluation(
     for kind in ("calibrated", "uncalibrated"):  # DVC plots: one file per curve, the same x and y
         points = overall[overall["probability"] == kind][["mean_predicted", "fraction_abnormal"]]
         write_csv(reports / "plots" / f"reliability_{kind}.csv", points.round(6))
-    synthetic = bool(pd.read_csv(paths.images, usecols=["synthetic"])["synthetic"].any())
+    source = dataset_provenance(paths.images, paths.split)
     provenance = {
-        "synthetic": synthetic,
+        "synthetic": source.synthetic,
         "ci_level": params.ci_level,
-        "fingerprint": dataset_fingerprint(paths.images, paths.split),
-        "git_commit": git_commit(),
+        "fingerprint": source.fingerprint,
+        "git_commit": source.git_commit,
     }
-    plot_figures(roc, pr, table, reports / "plots", synthetic)
-    plot_reliability(reliability, reports / "plots", synthetic)
+    plot_figures(roc, pr, table, reports / "plots", source.synthetic)
+    plot_reliability(reliability, reports / "plots", source.synthetic)
     (reports / "README.md").write_text(
         render_report(table, models, thresholds, provenance, calibrator, chosen.get("calibration"))
     )

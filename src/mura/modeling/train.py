@@ -43,7 +43,7 @@ from mura.modeling.registry import (
 )
 from mura.modeling.spec import VariantPaths, VariantSpec
 from mura.stage import write_json
-from mura.tracking import dataset_fingerprint, log_datasets, server_errors
+from mura.tracking import dataset_provenance, log_datasets, server_errors
 
 logger = logging.getLogger(__name__)
 
@@ -341,8 +341,8 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
         )
     data = select_rows(images, split, spec.train_datasets, len(pixels))
     class_weights = json.loads(Path(paths.class_weights).read_text())
-    synthetic = bool(images["synthetic"].any())
-    fingerprint = dataset_fingerprint(paths.images, paths.split)
+    provenance = dataset_provenance(paths.images, paths.split)
+    synthetic, fingerprint = provenance.synthetic, provenance.fingerprint
     key = training_key(spec, class_weights, fingerprint, Path(paths.pixels))
     reports = Path(paths.reports)
     # A finished training whose logging failed is kept (with its reports) in the work folder:

@@ -34,7 +34,7 @@ from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_mode
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
 from mura.serving.service import output_example
-from mura.tracking import dataset_fingerprint, git_commit, log_datasets, server_errors, setup_mlflow, source_tags
+from mura.tracking import dataset_provenance, log_datasets, server_errors, setup_mlflow, source_tags
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +163,8 @@ def run_register(
     metrics = json.loads(paths.metrics.read_text())
     kappa = validation_kappa(metrics)
     images = pd.read_csv(paths.images, usecols=["image_id", "synthetic"])
-    synthetic = bool(images["synthetic"].any())
-    fingerprint = dataset_fingerprint(paths.images, paths.split)
-    commit = git_commit()
+    provenance = dataset_provenance(paths.images, paths.split)
+    synthetic, fingerprint, commit = provenance.synthetic, provenance.fingerprint, provenance.git_commit
     table_path = paths.per_body_part
     table = pd.read_csv(table_path) if table_path is not None and table_path.exists() else pd.DataFrame()
     validation = validation_by_body_part(table) if not table.empty else {}
