@@ -10,7 +10,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from mura.modeling.calibration import Calibrator
-from mura.serving.service import DEFAULT_STUDY, output_example, parse_rows, study_results
+from mura.serving.schema import ServedRow
+from mura.serving.service import DEFAULT_STUDY, parse_rows, study_results
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
 
@@ -58,7 +59,7 @@ def test_study_results_calibrate_the_mean_of_raw_views() -> None:
 
 
 def test_output_example_has_one_column_per_variant() -> None:
-    columns = list(output_example(["x", "y"]).columns)
+    columns = list(ServedRow.example(["x", "y"]).columns)
     assert columns == [
         "row",
         "study_id",

@@ -33,7 +33,7 @@ from mura.serving.export import check_precision, export_optimized, quantize_int8
 from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
-from mura.serving.service import output_example
+from mura.serving.schema import ServedRow
 from mura.tracking import dataset_provenance, log_datasets, server_errors, setup_mlflow, source_tags
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def run_register(
         # one-image batch is the shape the model's warm-up already traced (a second
         # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
         example = pd.DataFrame({"image": [_png_base64(pixels[0])], "study_id": ["example-study"]})
-        signature = infer_signature(example, output_example(list(variant_files)))
+        signature = infer_signature(example, ServedRow.example(list(variant_files)))
         signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
         tags = {
             "dataset_fingerprint": fingerprint,

@@ -39,19 +39,19 @@ from mura.modeling.gradcam import HeadWeights, cam_from_features, feature_model,
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
 from mura.serving.model_card import CARD_ARTIFACT
 from mura.serving.runtime import HEADS_FILE, OPTIMIZED_ARTIFACT, OpenVinoRunner, Runner, resolve_runtime
+from mura.serving.schema import WARNING_SEPARATOR
 
 if TYPE_CHECKING:
     from mura.modeling.inference import VariantRunner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_STUDY", "EnsembleService", "Observer", "bad_request", "output_example", "parse_rows", "study_results"]
+__all__ = ["DEFAULT_STUDY", "EnsembleService", "Observer", "bad_request", "parse_rows", "study_results"]
 
 # Called after each answered request: its rows (bytes, study id), decoded views, served frame and seconds taken.
 Observer = Callable[[list[tuple[bytes, str]], list[DecodedUpload], pd.DataFrame, float], None]
 
 DEFAULT_STUDY = "study"
-WARNING_SEPARATOR = "; "  # a served row's warnings, joined into its one string column
 
 
 def bad_request(message: str) -> Exception:
@@ -269,21 +269,3 @@ class EnsembleService:
         if self.observer is not None:
             self.observer(rows, uploads, out, time.perf_counter() - started)
         return out
-
-
-def output_example(variants: list[str]) -> pd.DataFrame:
-    """One served row, as :meth:`EnsembleService.predict_frame` returns it (for the model signature)."""
-    return pd.DataFrame(
-        {
-            "row": [0],
-            "study_id": ["example-study"],
-            "probability": [0.5],
-            "probability_raw": [0.5],
-            **{prob_column(v): [0.5] for v in variants},
-            "study_probability": [0.5],
-            "study_probability_raw": [0.5],
-            "threshold": [0.5],
-            "study_label": ["abnormal"],
-            "warnings": [""],
-        }
-    )

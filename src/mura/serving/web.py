@@ -32,12 +32,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mura.data.sources import BODY_PARTS, normalize_body_part
 from mura.data.uploads import sniff_kind
-from mura.modeling.ensemble import ENSEMBLE, prob_column
+from mura.modeling.ensemble import ENSEMBLE
 from mura.modeling.gradcam import overlay, png_bytes
 from mura.serving.config import ServingConfig
 from mura.serving.observability import AuditTrail, ServingMetrics
-from mura.serving.predictor import Predictor
-from mura.serving.service import WARNING_SEPARATOR
+from mura.serving.predictor import Predictor, StudyResult
+from mura.serving.schema import ServedRow, StudyAnswer, ViewAnswer
 from mura.stage import new_request_id
 
 logger = logging.getLogger(__name__)
@@ -245,75 +245,64 @@ def _plain(message: str) -> str:
     return message
 
 
-def _present(result: Any, config: ServingConfig) -> dict[str, Any]:
-    """The JSON the page renders: verdict, per-view thumbnails and overlays, per-variant breakdown."""
-
+def _present(result: StudyResult, config: ServingConfig) -> dict[str, Any]:
+    """The answer the page renders: verdict, per-view thumbnails and overlays, per-variant breakdown."""
     views = []
     for view in result.views:
         thumb = _thumbnail(view.gray)
-        entry = {
-            "name": view.name,
-            "kind": view.kind,
-            "probability": view.probability,
-            "variants": view.variants,
-            "image": _data_url(png_bytes(thumb, compress_level=1)),
-            "warnings": list(view.warnings),
-        }
-        if ENSEMBLE in view.heatmaps:
-            entry["heatmap"] = _data_url(png_bytes(overlay(thumb, view.heatmaps[ENSEMBLE]), compress_level=1))
-        views.append(entry)
-    part = result.body_part
-    validation = config.validation_for(part)
-    return {
-        "verdict": result.label,
-        "probability": result.probability,
-        "probability_raw": result.probability_raw,
-        "operating_point": result.operating_point,
-        "threshold": result.thresholds[result.operating_point],
-        "labels": result.labels,
-        "variants": result.variants,
-        "views": views,
-        "body_part": part,
-        "synthetic_data": result.synthetic_data,
-        "warnings": result.warnings,
-        "validation": dataclasses.asdict(validation) if validation else None,
-    }
-
-
-def _row_warnings(row: dict[str, Any]) -> list[str]:
-    """A served row's warnings (the service joins them into one string)."""
-
-    return [w for w in str(row.get("warnings") or "").split(WARNING_SEPARATOR) if w]
+        heatmap = view.heatmaps.get(ENSEMBLE)
+        views.append(
+            ViewAnswer(
+                name=view.name,
+                kind=view.kind,
+                probability=view.probability,
+                variants=view.variants,
+                warnings=list(view.warnings),
+                image=_data_url(png_bytes(thumb, compress_level=1)),
+                heatmap=None if heatmap is None else _data_url(png_bytes(overlay(thumb, heatmap), compress_level=1)),
+            )
+        )
+    validation = config.validation_for(result.body_part)
+    answer = StudyAnswer(
+        verdict=result.label,  # type: ignore[arg-type]  # "normal" | "abnormal"
+        probability=result.probability,
+        probability_raw=result.probability_raw,
+        operating_point=result.operating_point,
+        threshold=result.thresholds[result.operating_point],
+        labels=result.labels,
+        variants=result.variants,
+        views=views,
+        body_part=result.body_part,
+        synthetic_data=result.synthetic_data,
+        warnings=result.warnings,
+        validation=dataclasses.asdict(validation) if validation else None,
+    )
+    return answer.model_dump()
 
 
 def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
-    rows = answer.get("predictions", [])
+    """The same answer from a model server's rows (no heatmaps, thumbnails or validation figures)."""
+    rows = [ServedRow.model_validate(r) for r in answer.get("predictions", [])]
     if not rows:
         raise ValueError("the model server returned no prediction")
-    prefix = prob_column("")
-    variants = sorted(k[len(prefix) :] for k in rows[0] if k.startswith(prefix))
-    return {
-        "verdict": rows[0]["study_label"],
-        "probability": rows[0]["study_probability"],
-        "probability_raw": rows[0].get("study_probability_raw"),
-        "operating_point": "registered",
-        "threshold": rows[0]["threshold"],
-        "variants": {v: float(np.mean([r[prob_column(v)] for r in rows])) for v in variants},
-        "views": [
-            {
-                "name": f"view {i + 1}",
-                "kind": "image",
-                "probability": r["probability"],
-                "variants": {v: r[prob_column(v)] for v in variants},
-                "warnings": _row_warnings(r),
-            }
-            for i, r in enumerate(rows)
+    per_view = [r.variant_probabilities() for r in rows]
+    names = sorted(per_view[0])
+    study = StudyAnswer(
+        verdict=rows[0].study_label,
+        probability=rows[0].study_probability,
+        probability_raw=rows[0].study_probability_raw,
+        operating_point="registered",
+        threshold=rows[0].threshold,
+        variants={v: float(np.mean([p[v] for p in per_view])) for v in names},
+        views=[
+            ViewAnswer(name=f"view {i + 1}", kind="image", probability=r.probability, variants=p, warnings=r.warning_list())
+            for i, (r, p) in enumerate(zip(rows, per_view, strict=True))
         ],
-        "body_part": normalize_body_part(body_part),
-        "synthetic_data": None,
-        "warnings": [f"view {i + 1}: {w}" for i, r in enumerate(rows) for w in _row_warnings(r)],
-        "validation": None,
-    }
+        body_part=normalize_body_part(body_part),
+        synthetic_data=None,
+        warnings=[f"view {i + 1}: {w}" for i, r in enumerate(rows) for w in r.warning_list()],
+    )
+    return study.model_dump()
 
 
 def serve(settings: WebSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
