@@ -34,7 +34,7 @@ from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_mode
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
 from mura.serving.schema import ServedRow
-from mura.tracking import dataset_provenance, log_datasets, server_errors, setup_mlflow, source_tags
+from mura.tracking import Provenance, dataset_provenance, log_datasets, server_errors, setup_mlflow, source_tags
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +153,6 @@ def run_register(
     Raises:
         DataError: missing models, metrics or predictions.
     """
-    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
-    from mlflow.models import infer_signature  # lazy: heavy (~1 s): only when talking to the tracking store
-    from mlflow.types import ColSpec, Schema  # lazy: heavy (~1 s): only when talking to the tracking store
-
     variant_files = model_paths(variants, paths.models_dir)
     setup_mlflow()  # a tracking server that is down or refuses us fails here, before minutes of export
     thresholds = json.loads(paths.thresholds.read_text())
@@ -164,11 +160,10 @@ def run_register(
     kappa = validation_kappa(metrics)
     images = pd.read_csv(paths.images, usecols=["image_id", "synthetic"])
     provenance = dataset_provenance(paths.images, paths.split)
-    synthetic, fingerprint, commit = provenance.synthetic, provenance.fingerprint, provenance.git_commit
     table_path = paths.per_body_part
     table = pd.read_csv(table_path) if table_path is not None and table_path.exists() else pd.DataFrame()
-    validation = validation_by_body_part(table) if not table.empty else {}
     pixels = np.load(paths.pixels, mmap_mode="r")
+    name = params.model_name
     with tempfile.TemporaryDirectory(prefix="mura-register-") as tmp:  # the export and the config, logged then removed
         tmp_dir = Path(tmp)
         optimized = None
@@ -178,107 +173,174 @@ def run_register(
             optimized, precision_check = _export_and_check(
                 variant_files, params, thresholds, paths.predictions, images, split, pixels, tmp_dir / OPTIMIZED_ARTIFACT
             )
-        config = ServingConfig(
-            variants=tuple(variant_files),
-            variant_weights=thresholds["variant_weights"],
-            thresholds=thresholds["thresholds"],
-            calibration=Calibrator.from_dict(thresholds.get("calibration")),
-            operating_point=params.operating_point,
-            image_size=image_size,
-            resize=resize,
-            max_pixels=params.max_pixels,
-            serve_batch_size=params.serve_batch_size,
-            synthetic_data=synthetic,
-            validation_per_body_part=validation,
-            metrics=metrics,
-            dataset_fingerprint=fingerprint,
-            git_commit=commit,
-            mura_version=mura.__version__,
-            runtime=params.runtime if optimized is not None else "keras",
-            optimized_precision=precision_check.get("precision", "f32"),
-            allowed_precisions=tuple(precision_check.get("allowed", ["f32"])),
-            precision_check=precision_check,
+        config = serving_config(
+            list(variant_files), params, thresholds, metrics, image_size, resize, provenance, table, precision_check, optimized
         )
-        # One view: MLflow checks the example by loading and calling the model, and a
-        # one-image batch is the shape the model's warm-up already traced (a second
-        # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
-        example = pd.DataFrame({"image": [_png_base64(pixels[0])], "study_id": ["example-study"]})
-        signature = infer_signature(example, ServedRow.example(list(variant_files)))
-        signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
-        tags = {
-            "dataset_fingerprint": fingerprint,
-            "git_commit": commit,
-            "synthetic_data": str(synthetic).lower(),
-            "val_kappa": f"{kappa:.6f}",
-            "config_schema_version": str(config.schema_version),
-            "runtime": config.runtime,
-            "optimized_precision": config.optimized_precision if optimized is not None else "none",
-        }
-        if optimized is not None:
-            tags["allowed_precisions"] = ",".join(config.allowed_precisions)
-        for reduced in ("bf16", "int8"):
-            if precision_check.get(reduced):
-                tags[f"{reduced}_max_abs_dp"] = f"{precision_check[reduced]['max_abs_dp']:.3g}"
-                tags[f"{reduced}_min_agreement"] = f"{min(precision_check[reduced]['agreement'].values()):.4f}"
-        package = Path(mura.__file__).parent
-        name = params.model_name
+        tags = version_tags(config, provenance, kappa, precision_check, optimized is not None)
         card_images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", how="left")
         card = build_model_card(config, name, card_images, table, architectures)
-        card_path = tmp_dir / f"{CARD_ARTIFACT}.json"
-        card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-        profile_path = tmp_dir / f"{REFERENCE_ARTIFACT}.json"
-        profile_path.write_text(json.dumps(_reference(paths, card_images, pixels, config)) + "\n")
-        run_tags = {**tags, **source_tags(), "mura.stage": "register"}
-        with server_errors(f"logging {name}"), mlflow.start_run(run_name="ensemble", tags=run_tags) as run:
-            config_path = tmp_dir / f"{CONFIG_ARTIFACT}.json"
-            config.save(config_path)
-            mlflow.log_params(
-                {
-                    "variants": ",".join(variant_files),
-                    "operating_point": params.operating_point,
-                    "threshold": config.threshold,
-                    "image_size": image_size,
-                    "resize": resize,
-                }
-            )
-            # The headline figures as top-level metrics (the runs table and charts compare them), and
-            # the data the ensemble was made, tuned and tested on as dataset inputs (the Dataset column).
-            mlflow.log_metrics({"val_kappa_study": kappa, **run_metrics(metrics)})
-            log_datasets(paths.images, paths.split, ("train", "valid", "test"), fingerprint)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(package / "serving" / "pyfunc.py"),
-                artifacts={
-                    CONFIG_ARTIFACT: str(config_path),
-                    CARD_ARTIFACT: str(card_path),
-                    REFERENCE_ARTIFACT: str(profile_path),
-                    **{v: str(p.resolve()) for v, p in variant_files.items()},
-                    **({OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}),
-                },
-                code_paths=[str(package)],
-                signature=signature,
-                input_example=example,
-                # Load-time settings a server may change (mlflow.pyfunc.load_model(..., model_config=...)):
-                # "streams", the studies the optimized runtime runs at once (mura serve-ui sets one per core);
-                # "warm_up", run each batch size through at load (mura predict, one-shot, turns it off).
-                model_config={"streams": 1, "warm_up": True},
-                registered_model_name=name,
-                pip_requirements=served_requirements(),
-            )
-            run_id = run.info.run_id
-            for figure in paths.figures:
-                if figure.exists():
-                    mlflow.log_artifact(str(figure), artifact_path="evaluation")
+        artifacts = _write_artifacts(tmp_dir, config, card, _reference(paths, card_images, pixels, config))
+        artifacts |= {v: str(p.resolve()) for v, p in variant_files.items()}
+        artifacts |= {OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}
+        run_id, version = _log_model(name, config, tags, artifacts, metrics, kappa, paths, pixels[0])
+    promoted = _register_version(name, version, tags, kappa, len(variant_files), provenance.synthetic, params.force_champion)
+    _publish_card(card, name, version, run_id, promoted, paths.model_card)
+    logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
+    return {
+        "model_name": name,
+        "version": int(version),
+        "champion": promoted,
+        "val_kappa": kappa,
+        "run_id": run_id,
+        "synthetic_data": provenance.synthetic,
+        "runtime": config.runtime,
+        "optimized_precision": tags["optimized_precision"],
+    }
+
+
+def serving_config(
+    variants: list[str],
+    params: RegisterParams,
+    thresholds: dict[str, Any],
+    metrics: dict[str, Any],
+    image_size: int,
+    resize: ResizePolicy,
+    provenance: Provenance,
+    table: pd.DataFrame,
+    precision_check: dict[str, Any],
+    optimized: Path | None,
+) -> ServingConfig:
+    """The served model's configuration from the pipeline's outputs (pure)."""
+    return ServingConfig(
+        variants=tuple(variants),
+        variant_weights=thresholds["variant_weights"],
+        thresholds=thresholds["thresholds"],
+        calibration=Calibrator.from_dict(thresholds.get("calibration")),
+        operating_point=params.operating_point,
+        image_size=image_size,
+        resize=resize,
+        max_pixels=params.max_pixels,
+        serve_batch_size=params.serve_batch_size,
+        synthetic_data=provenance.synthetic,
+        validation_per_body_part=validation_by_body_part(table) if not table.empty else {},
+        metrics=metrics,
+        dataset_fingerprint=provenance.fingerprint,
+        git_commit=provenance.git_commit,
+        mura_version=mura.__version__,
+        runtime=params.runtime if optimized is not None else "keras",
+        optimized_precision=precision_check.get("precision", "f32"),
+        allowed_precisions=tuple(precision_check.get("allowed", ["f32"])),
+        precision_check=precision_check,
+    )
+
+
+def version_tags(
+    config: ServingConfig, provenance: Provenance, kappa: float, precision_check: dict[str, Any], optimized: bool
+) -> dict[str, str]:
+    """The run's and the model version's tags: provenance, validation kappa, runtime and precision verdicts (pure)."""
+    tags = {
+        "dataset_fingerprint": provenance.fingerprint,
+        "git_commit": provenance.git_commit,
+        "synthetic_data": str(provenance.synthetic).lower(),
+        "val_kappa": f"{kappa:.6f}",
+        "config_schema_version": str(config.schema_version),
+        "runtime": config.runtime,
+        "optimized_precision": config.optimized_precision if optimized else "none",
+    }
+    if optimized:
+        tags["allowed_precisions"] = ",".join(config.allowed_precisions)
+    for reduced in ("bf16", "int8"):
+        if precision_check.get(reduced):
+            tags[f"{reduced}_max_abs_dp"] = f"{precision_check[reduced]['max_abs_dp']:.3g}"
+            tags[f"{reduced}_min_agreement"] = f"{min(precision_check[reduced]['agreement'].values()):.4f}"
+    return tags
+
+
+def _write_artifacts(folder: Path, config: ServingConfig, card: dict[str, Any], reference: dict[str, Any]) -> dict[str, str]:
+    """The config, the model card and the reference profile as files for the pyfunc's artifacts."""
+    paths = {
+        CONFIG_ARTIFACT: folder / f"{CONFIG_ARTIFACT}.json",
+        CARD_ARTIFACT: folder / f"{CARD_ARTIFACT}.json",
+        REFERENCE_ARTIFACT: folder / f"{REFERENCE_ARTIFACT}.json",
+    }
+    config.save(paths[CONFIG_ARTIFACT])
+    paths[CARD_ARTIFACT].write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    paths[REFERENCE_ARTIFACT].write_text(json.dumps(reference) + "\n")
+    return {key: str(path) for key, path in paths.items()}
+
+
+def _log_model(
+    name: str,
+    config: ServingConfig,
+    tags: dict[str, str],
+    artifacts: dict[str, str],
+    metrics: dict[str, Any],
+    kappa: float,
+    paths: RegisterPaths,
+    example_pixels: np.ndarray,
+) -> tuple[str, str]:
+    """Log the ensemble run and the pyfunc (registering a new version of ``name``); its run id and version."""
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+    from mlflow.models import infer_signature  # lazy: heavy (~1 s): only when talking to the tracking store
+    from mlflow.types import ColSpec, Schema  # lazy: heavy (~1 s): only when talking to the tracking store
+
+    # One view: MLflow checks the example by loading and calling the model, and a
+    # one-image batch is the shape the model's warm-up already traced (a second
+    # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
+    example = pd.DataFrame({"image": [_png_base64(example_pixels)], "study_id": ["example-study"]})
+    signature = infer_signature(example, ServedRow.example(list(config.variants)))
+    signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
+    package = Path(mura.__file__).parent
+    run_tags = {**tags, **source_tags(), "mura.stage": "register"}
+    with server_errors(f"logging {name}"), mlflow.start_run(run_name="ensemble", tags=run_tags) as run:
+        mlflow.log_params(
+            {
+                "variants": ",".join(config.variants),
+                "operating_point": config.operating_point,
+                "threshold": config.threshold,
+                "image_size": config.image_size,
+                "resize": config.resize,
+            }
+        )
+        # The headline figures as top-level metrics (the runs table and charts compare them), and
+        # the data the ensemble was made, tuned and tested on as dataset inputs (the Dataset column).
+        mlflow.log_metrics({"val_kappa_study": kappa, **run_metrics(metrics)})
+        log_datasets(paths.images, paths.split, ("train", "valid", "test"), tags["dataset_fingerprint"])
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "serving" / "pyfunc.py"),
+            artifacts=artifacts,
+            code_paths=[str(package)],
+            signature=signature,
+            input_example=example,
+            # Load-time settings a server may change (mlflow.pyfunc.load_model(..., model_config=...)):
+            # "streams", the studies the optimized runtime runs at once (mura serve-ui sets one per core);
+            # "warm_up", run each batch size through at load (mura predict, one-shot, turns it off).
+            model_config={"streams": 1, "warm_up": True},
+            registered_model_name=name,
+            pip_requirements=served_requirements(),
+        )
+        for figure in paths.figures:
+            if figure.exists():
+                mlflow.log_artifact(str(figure), artifact_path="evaluation")
+    return run.info.run_id, str(info.registered_model_version)
+
+
+def _register_version(
+    name: str, version: str, tags: dict[str, str], kappa: float, n_variants: int, synthetic: bool, force: bool
+) -> bool:
+    """Tag and describe the new version; alias it ``champion`` when :func:`should_promote` says so."""
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+
     with server_errors(f"registering {name}"):
         client = mlflow.MlflowClient()
-        version = str(info.registered_model_version)
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         client.update_model_version(
             name,
             version,
             description=(
-                f"Average of {len(variant_files)} variants; val study kappa {kappa:.3f}"
+                f"Average of {n_variants} variants; val study kappa {kappa:.3f}"
                 + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
             ),
         )
@@ -287,29 +349,26 @@ def run_register(
             champion_kappa: float | None = float(current.tags.get("val_kappa", "nan"))
         except Exception:  # no champion yet
             champion_kappa = None
-        promoted = should_promote(kappa, champion_kappa, params.force_champion)
+        promoted = should_promote(kappa, champion_kappa, force)
         if promoted:
             client.set_registered_model_alias(name, CHAMPION, version)
-        # The card with its registered version and run: in the workspace, and with the version in MLflow.
-        card["lineage"] |= {"version": version, "run_id": run_id, "champion_when_registered": promoted}
-        markdown = render_model_card(card)
+    return promoted
+
+
+def _publish_card(card: dict[str, Any], name: str, version: str, run_id: str, promoted: bool, out: Path | None) -> None:
+    """The model card with its registered version and run: logged to the run, and written to ``out`` (+ its JSON)."""
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+
+    card["lineage"] |= {"version": version, "run_id": run_id, "champion_when_registered": promoted}
+    markdown = render_model_card(card)
+    with server_errors(f"registering {name}"):
+        client = mlflow.MlflowClient()
         client.log_text(run_id, markdown, "model_card/model_card.md")
         client.log_dict(run_id, card, "model_card/model_card.json")
-        if paths.model_card is not None:
-            paths.model_card.parent.mkdir(parents=True, exist_ok=True)
-            paths.model_card.write_text(markdown)
-            paths.model_card.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
-    return {
-        "model_name": name,
-        "version": int(version),
-        "champion": promoted,
-        "val_kappa": kappa,
-        "run_id": run_id,
-        "synthetic_data": synthetic,
-        "runtime": config.runtime,
-        "optimized_precision": tags["optimized_precision"],
-    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown)
+        out.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
 def _reference(paths: RegisterPaths, images: pd.DataFrame, pixels: np.ndarray, config: ServingConfig) -> dict[str, Any]:
