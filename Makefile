@@ -65,7 +65,7 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	ruff check --fix src stages tests bench pipelines docs
 	ruff format src stages tests bench pipelines docs
 
-test-fast: $(STAMP)  ## unit tests only
+test-fast: $(STAMP)  ## the tests not marked slow (unit tests without long trainings; about a minute)
 	pytest -q -m "not slow"
 
 data: $(STAMP)  ## write the synthetic datasets at the params.yaml size into data/raw/synthetic

@@ -109,6 +109,7 @@ print("fitted")
     return out.stderr
 
 
+@pytest.mark.slow  # trains in a subprocess to read TensorFlow's log
 def test_training_feed_does_not_trip_tensorflows_malloc_patch() -> None:
     """Keras's PyDataset path makes TensorFlow fix glibc's trim threshold for the whole process
     (page faults on every large buffer, the kernel time of issue 17); the project's feed must not."""

@@ -100,6 +100,7 @@ def phantoms() -> tuple[np.ndarray, np.ndarray]:
     return pixels, labels
 
 
+@pytest.mark.slow  # trains a CNN for many epochs (about a minute on 2 cores)
 def test_short_training_learns_synthetic_phantoms(phantoms, tmp_path: Path) -> None:
     """The whole loop (feeding, augmentation, class weights, callbacks, best checkpoint) learns."""
     pixels, labels = phantoms
@@ -138,6 +139,7 @@ class _KillAfterEpoch(keras.callbacks.Callback):
             raise _Killed
 
 
+@pytest.mark.slow  # two trainings, one killed and resumed
 def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(phantoms, tmp_path: Path) -> None:
     """Augmentation and dropout draw the same numbers, and the callbacks keep their counters, after a resume."""
     pixels, labels = phantoms
@@ -181,6 +183,7 @@ print("backend", keras.backend.backend(), "ok")
 """
 
 
+@pytest.mark.slow  # one backend per subprocess
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_tiny_training_step_on_each_installed_backend(backend: str) -> None:
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
