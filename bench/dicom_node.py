@@ -37,7 +37,7 @@ from web_load import _register_random  # noqa: E402
 
 from mura.data.dicom_phantoms import write_phantom_study  # noqa: E402
 from mura.deploy.orthanc import Orthanc  # noqa: E402
-from mura.deploy.team import free_port, wait_tcp  # noqa: E402
+from mura.deploy.processes import free_port, wait_tcp  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"
 MANUFACTURER = "mura open-source project"

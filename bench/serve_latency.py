@@ -91,7 +91,8 @@ def main() -> None:
     from mura.modeling.models import build_model
     from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
     from mura.serving.export import export_optimized, quantize_int8
-    from mura.serving.runtime import OPTIMIZED_ARTIFACT, cpu_has_bf16
+    from mura.serving.precision import cpu_has_bf16
+    from mura.serving.runtime import OPTIMIZED_ARTIFACT
     from mura.serving.service import EnsembleService
 
     tmp = Path(tempfile.mkdtemp(prefix="mura-bench-"))

@@ -265,7 +265,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
     import subprocess
     import webbrowser
 
-    from mura.deploy.team import wait_tcp
+    from mura.deploy.processes import wait_tcp
     from mura.tracking import find_experiment_id, is_server, redact, runs_url, tracking_uri
 
     if args.tracking_uri:

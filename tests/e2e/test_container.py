@@ -21,7 +21,7 @@ import pytest
 
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
-from mura.deploy.team import free_port
+from mura.deploy.processes import free_port
 from mura.workspace import create_workspace
 from tests.helpers import IMAGE, NO_SEED_VARIANTS, load_pipeline_module, png_bytes, wait_http
 

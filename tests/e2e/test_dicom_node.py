@@ -18,7 +18,7 @@ import pytest
 
 from mura.data.dicom_phantoms import phantom_dataset, write_phantom_study
 from mura.deploy.orthanc import Orthanc
-from mura.deploy.team import free_port, wait_tcp
+from mura.deploy.processes import free_port, wait_tcp
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mura.data.dicom_phantoms import write_phantom_study
-from mura.deploy.team import free_port, wait_tcp
+from mura.deploy.processes import free_port, wait_tcp
 from tests.helpers import png_bytes, wait_http
 
 pytestmark = [

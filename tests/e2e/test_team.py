@@ -27,7 +27,8 @@ import yaml
 
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
-from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamError, TeamStack, free_port, write_env_file
+from mura.deploy.processes import free_port
+from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamError, TeamStack, write_env_file
 from mura.tracking import dataset_fingerprint
 from mura.workspace import create_workspace, track_data
 from tests.helpers import NO_SEED_VARIANTS, png_bytes, wait_http

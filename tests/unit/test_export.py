@@ -118,7 +118,8 @@ def test_compiled_models_are_cached_and_answer_alike(exported: dict, tmp_path, m
 
 def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.errors import ConfigError
-    from mura.serving.runtime import OpenVinoRunner, available_precisions, cpu_has_bf16
+    from mura.serving.precision import available_precisions, cpu_has_bf16
+    from mura.serving.runtime import OpenVinoRunner
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     allowed = ("f32", "bf16", "int8")

@@ -11,13 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mura.deploy.team import HOST, free_port, wait_tcp
+from mura.deploy.processes import HOST, Supervisor, free_port, wait_tcp
 
 __all__ = ["Orthanc", "orthanc_binary"]
 
@@ -51,7 +50,7 @@ class Orthanc:
     def __post_init__(self) -> None:
         self.http_port = self.http_port or free_port()
         self.dicom_port = self.dicom_port or free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._processes = Supervisor(self.folder)
 
     @property
     def url(self) -> str:
@@ -83,21 +82,14 @@ class Orthanc:
             "StableAge": 1,
         }
         (self.folder / "orthanc.json").write_text(json.dumps(config, indent=1))
-        log = open(self.folder / "orthanc.log", "ab")  # noqa: SIM115 (kept open for the process' lifetime)
-        self._proc = subprocess.Popen([binary, str(self.folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-        wait_tcp(self.http_port, timeout, self._proc, "Orthanc")
-        wait_tcp(self.dicom_port, timeout, self._proc, "Orthanc")
+        proc = self._processes.spawn("orthanc", [binary, str(self.folder / "orthanc.json")])
+        wait_tcp(self.http_port, timeout, proc, "Orthanc")
+        wait_tcp(self.dicom_port, timeout, proc, "Orthanc")
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        """Stop Orthanc (SIGTERM, then SIGKILL after 15 s), as every local server is stopped."""
+        self._processes.stop("orthanc", timeout=15)
 
     def __enter__(self) -> Orthanc:
         return self.start()

@@ -31,7 +31,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mura.errors import MuraError
+from mura.deploy.processes import HOST, ServerError, Supervisor, free_port, wait_tcp
 
 logger = logging.getLogger(__name__)
 
@@ -48,52 +47,10 @@ __all__ = ["ARTIFACT_BUCKET", "DVC_BUCKET", "TeamError", "TeamStack"]
 ARTIFACT_BUCKET = "mlflow"
 DVC_BUCKET = "mura-dvc"
 PG_VERSIONS = ("17", "16", "15")
-HOST = "127.0.0.1"
 
 
-class TeamError(MuraError):
+class TeamError(ServerError):
     """A server of the team stack could not be started or stopped."""
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(preferred: int | None = None, twin: bool = False, taken: set[int] | None = None) -> int:
-    """A free loopback port (``preferred`` when free); ``twin``: port + 10000 free too (SeaweedFS' gRPC)."""
-    taken = taken or set()
-
-    def ok(port: int) -> bool:
-        return port not in taken and _port_free(port) and (not twin or (port + 10000 not in taken and _port_free(port + 10000)))
-
-    if preferred and ok(preferred):
-        return preferred
-    rng = secrets.SystemRandom()
-    for _ in range(500):
-        port = rng.randrange(20000, 30000) if twin else rng.randrange(30000, 60000)
-        if ok(port):
-            return port
-    raise TeamError("no free loopback port found")
-
-
-def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None, what: str = "") -> None:
-    """Wait until something listens on 127.0.0.1:``port``; one-line error if ``proc`` exits first or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise TeamError(f"{what} exited with code {proc.returncode} while starting")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TeamError(f"{what} did not open {HOST}:{port} within {timeout:.0f} s")
 
 
 def _pg_bin() -> Path:
@@ -173,7 +130,7 @@ class TeamStack:
 
     def __init__(self, state: str | Path) -> None:
         self.state = Path(state).resolve()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes = Supervisor(self.state)
         meta = self.state / "secrets.json"
         if meta.exists():
             doc = json.loads(meta.read_text())
@@ -217,49 +174,6 @@ class TeamStack:
     @property
     def s3_endpoint(self) -> str:
         return f"http://{HOST}:{self.ports.s3}"
-
-    def _log(self, name: str) -> Any:
-        (self.state / "logs").mkdir(parents=True, exist_ok=True)
-        return open(self.state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to Popen
-
-    def _pidfile(self, name: str) -> Path:
-        return self.state / f"{name}.pid"
-
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-        with self._log(name) as log:
-            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        self._pidfile(name).write_text(str(proc.pid))
-        return proc
-
-    def _stop_pid(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        pidfile = self._pidfile(name)
-        proc = self.procs.pop(name, None)
-        pid = proc.pid if proc is not None else (int(pidfile.read_text()) if pidfile.exists() else None)
-        pidfile.unlink(missing_ok=True)
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc is not None:
-                if proc.poll() is not None:
-                    return
-            else:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return
-            time.sleep(0.1)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if proc is not None:
-            proc.wait(5)
 
     # ------------------------------------------------------------------ PostgreSQL
     def _as_postgres(self) -> list[str]:
@@ -394,7 +308,7 @@ class TeamStack:
             f"-filer.localSocket={conf / 'filer.sock'}",
             f"-s3.localSocket={conf / 's3.sock'}",
         ]
-        proc = self._spawn("seaweedfs", cmd, dict(os.environ), conf)
+        proc = self.processes.spawn("seaweedfs", cmd, dict(os.environ), conf)
         wait_tcp(p.s3, 60, proc, "SeaweedFS S3")
         self._ensure_buckets()
 
@@ -428,7 +342,7 @@ class TeamStack:
                 client.create_bucket(Bucket=bucket)
 
     def stop_s3(self) -> None:
-        self._stop_pid("seaweedfs")
+        self.processes.stop("seaweedfs")
 
     # ---------------------------------------------------------------------- MLflow
     def _mlflow_env(self) -> dict[str, str]:
@@ -481,9 +395,9 @@ class TeamStack:
             "--workers",
             "1",
         ]
-        log = self.state / "logs" / "mlflow.log"
+        log = self.processes.log_path("mlflow")
         offset = log.stat().st_size if log.exists() else 0
-        proc = self._spawn("mlflow", cmd, self._mlflow_env(), folder)
+        proc = self.processes.spawn("mlflow", cmd, self._mlflow_env(), folder)
         self._wait_mlflow(proc, log, offset, timeout)
 
     def _wait_mlflow(self, proc: subprocess.Popen[bytes], log: Path, offset: int, timeout: float) -> None:
@@ -496,7 +410,7 @@ class TeamStack:
                 handle.seek(offset)
                 refused = b"password authentication failed" in handle.read()
             if refused or proc.poll() is not None:
-                self._stop_pid("mlflow", timeout=10)
+                self.processes.stop("mlflow", timeout=10)
                 if refused:
                     raise TeamError(
                         f"PostgreSQL on {HOST}:{self.ports.postgres} refused the tracking server's credentials (user mura)"
@@ -508,11 +422,11 @@ class TeamStack:
             except requests.RequestException:
                 pass
             time.sleep(0.3)
-        self._stop_pid("mlflow", timeout=10)
+        self.processes.stop("mlflow", timeout=10)
         raise TeamError(f"MLflow tracking server on {self.tracking_uri} not healthy within {timeout:.0f} s: see {log}")
 
     def stop_mlflow(self, sig: int = signal.SIGTERM) -> None:
-        self._stop_pid("mlflow", sig)
+        self.processes.stop("mlflow", sig)
 
     def add_user(self, username: str) -> str:
         """Create (or return) a team member's MLflow user; returns the password."""
@@ -539,25 +453,12 @@ class TeamStack:
         self.state.mkdir(parents=True, exist_ok=True)
         if not (self.pg_data / "postmaster.pid").exists():
             self.start_postgres()
-        if not self._alive("seaweedfs"):
+        if not self.processes.alive("seaweedfs"):
             self.start_s3()
-        if not self._alive("mlflow"):
+        if not self.processes.alive("mlflow"):
             self.start_mlflow()
         self.add_user(username)
         return self.client_env(username)
-
-    def _alive(self, name: str) -> bool:
-        proc = self.procs.get(name)
-        if proc is not None:
-            return proc.poll() is None
-        pidfile = self._pidfile(name)
-        if not pidfile.exists():
-            return False
-        try:
-            os.kill(int(pidfile.read_text()), 0)
-        except (ProcessLookupError, ValueError):
-            return False
-        return True
 
     def down(self, purge: bool = False) -> None:
         """Stop the three servers; ``purge`` also deletes their data, configuration and secrets."""

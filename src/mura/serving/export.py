@@ -18,7 +18,8 @@ import pandas as pd
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights
-from mura.serving.runtime import HEADS_FILE, INT8_XML, MODEL_XML, OpenVinoRunner, available_precisions
+from mura.serving.precision import INT8_XML, MODEL_XML, available_precisions
+from mura.serving.runtime import HEADS_FILE, OpenVinoRunner
 
 logger = logging.getLogger(__name__)
 

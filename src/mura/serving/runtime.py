@@ -15,24 +15,14 @@ The optimized path never imports Keras or TensorFlow: processes and images that
 serve with it start in about a second instead of ten.
 
 Precisions. ``register`` exports the float32 IR and, with ``register.int8``, an
-int8 IR quantized by NNCF on training images (``model_int8.xml``). A reduced
-precision (bf16, int8) is *allowed* only when ``register`` proved it harmless on
-the validation split (``ServingConfig.allowed_precisions``); bf16 also needs a
-CPU with native bf16. Among the allowed ones the runner serves the fastest on
-this CPU, timed at the first load and remembered in
-``~/.cache/mura/precision.json`` (keyed by CPU model, OpenVINO version, model
-and candidates): on a CPU with AVX512-BF16 but no AMX, OpenVINO's bf16 was
-measured slower than float32, int8 (VNNI) 3× faster. Grad-CAM always comes from
-the float32 model, so heatmaps stay exact whatever serves the probabilities
-(an int8 model's feature maps moved normalized heatmaps by up to 0.2).
-``$MURA_PRECISION`` (``f32``, ``bf16`` or ``int8``) forces one, for benchmarks
-and operators.
+int8 IR quantized by NNCF on training images (``model_int8.xml``); which one
+serves is :mod:`mura.serving.precision`'s choice. Grad-CAM always comes from the
+float32 model, so heatmaps stay exact whatever serves the probabilities (an int8
+model's feature maps moved normalized heatmaps by up to 0.2).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -44,31 +34,23 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
-from mura.config import Precision, ServingRuntime
+from mura.config import ServingRuntime
 from mura.errors import ConfigError
+from mura.serving.precision import (
+    INT8_XML,
+    MODEL_XML,
+    available_precisions,
+    cache_base,
+    choose_precision,
+    forced_precision,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "HEADS_FILE",
-    "MODEL_XML",
-    "OPTIMIZED_ARTIFACT",
-    "RUNTIMES",
-    "INT8_XML",
-    "PRECISIONS",
-    "OpenVinoRunner",
-    "available_precisions",
-    "compile_cache_dir",
-    "Runner",
-    "cpu_has_bf16",
-    "resolve_runtime",
-]
+__all__ = ["HEADS_FILE", "OPTIMIZED_ARTIFACT", "RUNTIMES", "OpenVinoRunner", "Runner", "compile_cache_dir", "resolve_runtime"]
 
 RUNTIMES: tuple[ServingRuntime, ...] = typing.get_args(ServingRuntime)
-PRECISIONS: tuple[Precision, ...] = typing.get_args(Precision)
 OPTIMIZED_ARTIFACT = "optimized"  # artifact key: a folder holding MODEL_XML (+ .bin), maybe INT8_XML, and HEADS_FILE
-MODEL_XML = "model.xml"  # float32 IR: probabilities + each variant's last feature maps
-INT8_XML = "model_int8.xml"  # the same graph quantized to int8 (register.int8)
 HEADS_FILE = "heads.npz"
 WARM_UP_BUDGET_S = 1.5  # at load, warm further batch sizes while this many seconds suffice
 
@@ -124,23 +106,6 @@ def resolve_runtime(configured: str, optimized_dir: Path | None) -> Literal["opt
     return "keras"
 
 
-def cpu_has_bf16() -> bool:
-    """True when OpenVINO's CPU plugin reports native bf16 (e.g. AVX512-BF16, AMX)."""
-    import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-def available_precisions(optimized_dir: Path, allowed: Sequence[str]) -> list[str]:
-    """The allowed precisions this CPU and this export can run: float32 first, then bf16 (native bf16), int8 (its IR)."""
-    out = ["f32"]
-    if "bf16" in allowed and cpu_has_bf16():
-        out.append("bf16")
-    if "int8" in allowed and (Path(optimized_dir) / INT8_XML).is_file():
-        out.append("int8")
-    return out
-
-
 class OpenVinoRunner:
     """The exported variants on OpenVINO's CPU plugin.
 
@@ -181,14 +146,7 @@ class OpenVinoRunner:
         import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
 
         self.optimized_dir = Path(optimized_dir)
-        forced = (os.environ.get("MURA_PRECISION") if force is None else force) or None
-        if forced is not None and forced not in PRECISIONS:
-            raise ConfigError(f"MURA_PRECISION={forced!r}: expected one of {', '.join(PRECISIONS)}")
-        if forced == "int8" and not (self.optimized_dir / INT8_XML).is_file():
-            raise ConfigError("MURA_PRECISION=int8 but this model has no int8 export (register.int8 was off)")
-        if forced == "bf16" and not cpu_has_bf16():
-            logger.info("MURA_PRECISION=bf16 but this CPU has no native bf16: serving in float32")
-            forced = "f32"
+        forced = forced_precision(self.optimized_dir, force)
         self._core = ov.Core()
         cache_dir = compile_cache_dir()
         if cache_dir is not None:
@@ -200,32 +158,13 @@ class OpenVinoRunner:
         self._local = threading.local()
         available = available_precisions(self.optimized_dir, allowed)
         candidates = [forced] if forced else (available if pick_faster else available[-1:])
-        # Only a choice needs the cache (hashing the IR is skipped when one precision is possible).
-        choice = len(candidates) > 1
-        cache_key = _precision_cache_key(self.optimized_dir / MODEL_XML, ov.__version__, candidates) if choice else ""
-        known = _read_precision_cache().get(cache_key) if cache_key else None
-        if known in candidates:  # measured on this CPU for this model before: no need to time again
-            candidates = [known]
-        compiled, timings = {}, {}
-        for candidate in candidates:
-            compiled[candidate] = self._compile(candidate)
-            if warm_up or len(candidates) > 1:
-                size = compiled[candidate].inputs[0].get_partial_shape()[1].get_length()
-                one = np.zeros((1, size, size, 1), np.uint8)
-                request = compiled[candidate].create_infer_request()
-                request.infer([one])  # the first inference sets OpenVINO up
-                start = time.perf_counter()
-                request.infer([one])
-                timings[candidate] = time.perf_counter() - start
-        self.precision: str = min(timings, key=timings.__getitem__) if len(candidates) > 1 else candidates[0]
+        self.precision, compiled, timings = choose_precision(
+            self.optimized_dir, candidates, self._compile, ov.__version__, time_all=warm_up
+        )
         self.compiled = compiled[self.precision]
         self.image_size = int(self.compiled.inputs[0].get_partial_shape()[1].get_length())
         # Grad-CAM reads float32 feature maps (exact heatmaps); compiled when first needed, or by prepare_heatmaps().
         self._features_compiled = self.compiled if self.precision == "f32" else compiled.get("f32")
-        if len(candidates) > 1:
-            shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
-            logger.info("allowed %s; one image takes %s on this CPU: serving %s", "/".join(candidates), shown, self.precision)
-            _write_precision_cache(cache_key, self.precision)
         self.n_outputs = len(self.compiled.outputs)
         if self.n_outputs not in (1, 1 + len(self.names)):
             raise ValueError(f"{optimized_dir} has {self.n_outputs} outputs; expected 1 or {1 + len(self.names)}")
@@ -318,14 +257,6 @@ def _scheduling(streams: int) -> dict[str, Any]:
     return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
 
 
-def _cache_base() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "mura"
-
-
-def _precision_cache_file() -> Path:
-    return _cache_base() / "precision.json"
-
-
 def compile_cache_dir() -> Path | None:
     """OpenVINO's compiled-model cache: ``$MURA_OV_CACHE``, else ``~/.cache/mura/openvino``; None when off or unwritable.
 
@@ -335,45 +266,9 @@ def compile_cache_dir() -> Path | None:
     wanted = os.environ.get("MURA_OV_CACHE")
     if wanted == "off":
         return None
-    path = Path(wanted) if wanted else _cache_base() / "openvino"
+    path = Path(wanted) if wanted else cache_base() / "openvino"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home: compile every start, as before
         return None
     return path if os.access(path, os.W_OK) else None
-
-
-def _precision_cache_key(xml: Path, openvino_version: str, candidates: Sequence[str]) -> str:
-    """The CPU model, the OpenVINO version, the model's IR and the candidates: what decides which is fastest."""
-    cpu = "cpu"
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    digest = hashlib.sha256(Path(xml).read_bytes()).hexdigest()[:16]
-    return f"{cpu}|{os.cpu_count()}|{openvino_version}|{digest}|{'/'.join(candidates)}"
-
-
-def _read_precision_cache() -> dict[str, str]:
-    try:
-        data = json.loads(_precision_cache_file().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_precision_cache(key: str, precision: str) -> None:
-    """Remember the faster precision (best effort: a read-only home only costs the timing next time)."""
-    try:
-        path = _precision_cache_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = {**_read_precision_cache(), key: precision}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass
