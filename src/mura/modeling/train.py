@@ -200,61 +200,22 @@ def fit_variant(
         seed=spec.seed,
         zero_init_residual=train.zero_init_residual,
     )
-    positions = training_indices(data.train_labels, spec.model.oversample_abnormal)
-    rows, labels = data.train_rows[positions], data.train_labels[positions]
-    train_batches = CacheBatches(
-        pixels,
-        rows,
-        labels,
-        train.batch_size,
-        shuffle=True,
-        seed=spec.seed,
-        sample_weights=sample_weights(labels, class_weights),
-        workers=train.workers,
-        drop_remainder=True,
-    )
-    valid_batches = CacheBatches(pixels, data.valid_rows, data.valid_labels, max(train.batch_size, 32), workers=train.workers)
+    train_batches, valid_batches, n_oversampled = _batches(spec, pixels, data, class_weights)
     mode = "max" if train.monitor == "val_auc" else "min"
     work_dir.mkdir(parents=True, exist_ok=True)
-    backup = work_dir / "backup"
-    history_csv = work_dir / "history.csv"
-    resumed = backup.exists() and any(backup.iterdir())
-    best_so_far = None
-    if not resumed:
-        history_csv.unlink(missing_ok=True)
-    elif history_csv.exists() and model_path.exists():
-        previous = pd.read_csv(history_csv)[train.monitor]
-        best_so_far = float(previous.max() if mode == "max" else previous.min())
+    backup, history_csv = work_dir / "backup", work_dir / "history.csv"
+    resumed, best_so_far = _resume_state(backup, history_csv, model_path, train.monitor, mode)
     logger.info(
         "%s: %s, %d training images (%d after oversampling), %d validation, %s%s",
         spec.name,
         spec.model.arch,
         len(data.train_rows),
-        len(rows),
+        n_oversampled,
         len(data.valid_rows),
         keras.config.dtype_policy().name,
         ", resuming" if resumed else "",
     )
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(
-        monitor=train.monitor, mode=mode, factor=train.reduce_lr_factor, patience=train.reduce_lr_patience, min_lr=train.min_lr
-    )
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor=train.monitor, mode=mode, patience=train.early_stopping_patience, restore_best_weights=True
-    )
-    # Order matters: the backup comes after the stateful callbacks (it saves what they
-    # updated at an epoch's end and restores what their on_train_begin reset), and
-    # before the trimmer and the CSV logger (which need the restored epoch).
-    standard = [
-        EpochSetter(train_batches),
-        reduce_lr,
-        early_stopping,
-        ResumableBackup(backup, stateful=[reduce_lr, early_stopping]),
-        HistoryTrimmer(backup, history_csv),
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
-        AtomicBestCheckpoint(model_path, train.monitor, mode, best_so_far),
-        ProgressLog(spec.name),
-        *(callbacks or []),
-    ]
+    standard = _callbacks(spec, train_batches, backup, history_csv, model_path, mode, best_so_far) + list(callbacks or [])
     # Keras prefetches the first batches before on_epoch_begin: start on the restored epoch's shuffle.
     train_batches.set_epoch(backed_up_epoch(backup))
     phases = [(train.frozen_epochs, False), (train.epochs, True)] if train.frozen_epochs > 0 else [(train.epochs, True)]
@@ -279,14 +240,87 @@ def fit_variant(
     history = pd.read_csv(history_csv)
     shutil.rmtree(backup, ignore_errors=True)  # finished: the next run starts fresh
     history_csv.unlink()
-    # The saved model holds the best epoch's weights, so that epoch's validation
-    # metrics are the model's (no second evaluation pass needed).
-    best = history[train.monitor].idxmax() if mode == "max" else history[train.monitor].idxmin()
+    metrics = best_epoch_metrics(history, train.monitor, mode) | {"train_images": int(len(data.train_rows))}
+    return TrainResult(model=model, history=history, metrics=metrics, resumed=resumed)
+
+
+def _batches(
+    spec: VariantSpec, pixels: np.ndarray, data: TrainingData, class_weights: dict[str, float]
+) -> tuple[CacheBatches, CacheBatches, int]:
+    """The training batches (oversampled, class-weighted, shuffled per epoch), the validation batches, the oversampled count."""
+    train = spec.train
+    positions = training_indices(data.train_labels, spec.model.oversample_abnormal)
+    rows, labels = data.train_rows[positions], data.train_labels[positions]
+    train_batches = CacheBatches(
+        pixels,
+        rows,
+        labels,
+        train.batch_size,
+        shuffle=True,
+        seed=spec.seed,
+        sample_weights=sample_weights(labels, class_weights),
+        workers=train.workers,
+        drop_remainder=True,
+    )
+    valid_batches = CacheBatches(pixels, data.valid_rows, data.valid_labels, max(train.batch_size, 32), workers=train.workers)
+    return train_batches, valid_batches, len(rows)
+
+
+def _resume_state(backup: Path, history_csv: Path, model_path: Path, monitor: str, mode: str) -> tuple[bool, float | None]:
+    """Whether an interrupted run resumes, and the best monitored value its checkpoint already holds."""
+    resumed = backup.exists() and any(backup.iterdir())
+    if not resumed:
+        history_csv.unlink(missing_ok=True)
+        return False, None
+    if history_csv.exists() and model_path.exists():
+        previous = pd.read_csv(history_csv)[monitor]
+        return True, float(previous.max() if mode == "max" else previous.min())
+    return True, None
+
+
+def _callbacks(
+    spec: VariantSpec,
+    train_batches: CacheBatches,
+    backup: Path,
+    history_csv: Path,
+    model_path: Path,
+    mode: str,
+    best_so_far: float | None,
+) -> list[keras.callbacks.Callback]:
+    """The resumable training's callbacks, in the order that makes resuming exact."""
+    train = spec.train
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor=train.monitor, mode=mode, factor=train.reduce_lr_factor, patience=train.reduce_lr_patience, min_lr=train.min_lr
+    )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor=train.monitor, mode=mode, patience=train.early_stopping_patience, restore_best_weights=True
+    )
+    # Order matters: the backup comes after the stateful callbacks (it saves what they
+    # updated at an epoch's end and restores what their on_train_begin reset), and
+    # before the trimmer and the CSV logger (which need the restored epoch).
+    return [
+        EpochSetter(train_batches),
+        reduce_lr,
+        early_stopping,
+        ResumableBackup(backup, stateful=[reduce_lr, early_stopping]),
+        HistoryTrimmer(backup, history_csv),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        AtomicBestCheckpoint(model_path, train.monitor, mode, best_so_far),
+        ProgressLog(spec.name),
+    ]
+
+
+def best_epoch_metrics(history: pd.DataFrame, monitor: str, mode: str) -> dict[str, float]:
+    """The best epoch's validation metrics, its number (1-based) and the epochs run (pure).
+
+    The saved model holds the best epoch's weights, so that epoch's validation metrics are
+    the model's (no second evaluation pass needed).
+    """
+    best = history[monitor].idxmax() if mode == "max" else history[monitor].idxmin()
     metrics: dict[str, float] = {k: float(history.loc[best, k]) for k in history.columns if k.startswith("val_")}
     metrics["best_epoch"] = int(history.loc[best, "epoch"]) + 1
     metrics["epochs_run"] = int(len(history))
-    metrics["train_images"] = int(len(data.train_rows))
-    return TrainResult(model=model, history=history, metrics=metrics, resumed=resumed)
+    return metrics
 
 
 def plot_history(history: pd.DataFrame, title: str, path: Path) -> None:
