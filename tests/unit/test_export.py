@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,23 @@ def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: di
         assert available_precisions(exported["dir"], allowed) == expected[:-1]  # an export without int8 serves without it
     finally:
         (tmp_path / "moved.xml").rename(exported["dir"] / "model_int8.xml")
+
+
+def test_inference_copies_drop_the_optimizer_state_and_predict_alike(tmp_path: Path) -> None:
+    import keras
+
+    from mura.config import ModelSpec
+    from mura.modeling.models import build_model
+    from mura.serving.export import inference_copies
+
+    model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    model.optimizer.build(model.trainable_variables)  # Adam's moments exist, as after training
+    trained = tmp_path / "a.keras"
+    model.save(trained)
+    copy = inference_copies({"a": trained}, tmp_path / "served")["a"]
+    assert copy.stat().st_size < 0.6 * trained.stat().st_size  # the two moments per weight are gone
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1)).astype(np.uint8)
+    original = keras.saving.load_model(trained, compile=False)
+    served = keras.saving.load_model(copy, compile=False)
+    np.testing.assert_array_equal(np.asarray(served(pixels, training=False)), np.asarray(original(pixels, training=False)))

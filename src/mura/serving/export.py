@@ -23,15 +23,41 @@ from mura.serving.runtime import HEADS_FILE, OpenVinoRunner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_precision", "compare_runtimes", "export_optimized", "judge_precision", "quantize_int8"]
+__all__ = ["check_precision", "compare_runtimes", "export_optimized", "inference_copies", "judge_precision", "quantize_int8"]
 
 
-def export_optimized(model_paths: dict[str, Path], out_dir: Path) -> Path:
+def inference_copies(model_paths: dict[str, Path], out_dir: Path, models: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Each variant saved for serving: its weights without the optimizer's state.
+
+    The training stage's ``.keras`` keeps Adam's two moments beside the weights (three times the
+    weights' size); nothing that serves reads them, and every server start copies the registered
+    files. On the demo's variants: 156 → 53 MB (DenseNet-169), 501 → 168 MB (ResNet-101).
+
+    Args:
+        model_paths: variant → the trained ``.keras`` file.
+        out_dir: folder for ``<variant>.keras``.
+        models: the variants already loaded (``compile=False``), to save without loading again.
+
+    Returns:
+        variant → the copy.
+    """
+    from mura.modeling.inference import load_variants  # lazy: imports Keras: only on the Keras path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = models if models is not None else load_variants(model_paths)
+    copies = {name: out_dir / f"{name}.keras" for name in model_paths}
+    for name, model in loaded.items():
+        model.save(copies[name])
+    return copies
+
+
+def export_optimized(model_paths: dict[str, Path], out_dir: Path, copies_dir: Path | None = None) -> Path:
     """Export the variants (probabilities + feature maps) to OpenVINO IR, with their heads' weights.
 
     Args:
         model_paths: variant → ``.keras`` file, in ensemble order.
         out_dir: folder to write ``model.xml``, ``model.bin`` and ``heads.npz`` into.
+        copies_dir: also write :func:`inference_copies` there (from the models loaded once).
 
     Returns:
         ``out_dir``.
@@ -42,6 +68,8 @@ def export_optimized(model_paths: dict[str, Path], out_dir: Path) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     models = load_variants(model_paths)
+    if copies_dir is not None:  # before combining: combine() renames the models
+        inference_copies(model_paths, copies_dir, models)
     start = time.perf_counter()
     combined = combine_with_features(models)
     if keras.backend.backend() == "tensorflow":

@@ -29,7 +29,7 @@ from mura.evaluation.predict import model_paths
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import ENSEMBLE
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
-from mura.serving.export import check_precision, export_optimized, quantize_int8
+from mura.serving.export import check_precision, export_optimized, inference_copies, quantize_int8
 from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
@@ -166,13 +166,16 @@ def run_register(
     name = params.model_name
     with tempfile.TemporaryDirectory(prefix="mura-register-") as tmp:  # the export and the config, logged then removed
         tmp_dir = Path(tmp)
+        copies = tmp_dir / "variants"  # what is registered: the weights without the optimizer's state
         optimized = None
         precision_check: dict[str, Any] = {}
         if params.runtime != "keras":
             split = pd.read_csv(paths.split, usecols=["image_id", "split"])
             optimized, precision_check = _export_and_check(
-                variant_files, params, thresholds, paths.predictions, images, split, pixels, tmp_dir / OPTIMIZED_ARTIFACT
+                variant_files, params, thresholds, paths.predictions, images, split, pixels, tmp_dir / OPTIMIZED_ARTIFACT, copies
             )
+        else:
+            inference_copies(variant_files, copies)
         config = serving_config(
             list(variant_files), params, thresholds, metrics, image_size, resize, provenance, table, precision_check, optimized
         )
@@ -180,7 +183,7 @@ def run_register(
         card_images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", how="left")
         card = build_model_card(config, name, card_images, table, architectures)
         artifacts = _write_artifacts(tmp_dir, config, card, _reference(paths, card_images, pixels, config))
-        artifacts |= {v: str(p.resolve()) for v, p in variant_files.items()}
+        artifacts |= {v: str(copies / f"{v}.keras") for v in variant_files}
         artifacts |= {OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}
         run_id, version = _log_model(name, config, tags, artifacts, metrics, kappa, paths, pixels[0])
     promoted = _register_version(name, version, tags, kappa, len(variant_files), provenance.synthetic, params.force_champion)
@@ -390,12 +393,16 @@ def _export_and_check(
     split: pd.DataFrame,
     pixels: np.ndarray,
     out_dir: Path,
+    copies_dir: Path,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid."""
+    """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid.
+
+    The variants are loaded once: their serving copies (:func:`mura.serving.export.inference_copies`) go to ``copies_dir``.
+    """
 
     if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():
         raise DataError("register.runtime needs reports/predictions/valid.csv (the Keras reference): rerun `dvc repro ensemble`")
-    export_optimized(paths, out_dir)
+    export_optimized(paths, out_dir, copies_dir)
     row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
     if params.int8:
         train_ids = split.loc[split["split"] == "train", "image_id"]
