@@ -48,7 +48,7 @@ mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store; prints the runs 
 
 test: lint  ## lint, then the whole test suite (installs Chromium and PostgreSQL from Debian if missing)
 	scripts/ensure-system.sh
-	pytest -q
+	pytest -q --durations=25   # the slowest tests, in every CI log
 
 lint: $(STAMP)  ## ruff, vulture (dead code), mypy on src/ and tests/, hadolint, mkdocs build --strict
 	ruff check src stages tests bench pipelines docs
