@@ -163,3 +163,16 @@ def test_ingest_depends_on_the_configured_dataset_folders(stages: dict[str, dict
     assert {params["data"]["mura_dir"], params["data"]["fracture_dir"]} <= deps
     raw = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["ingest"]["deps"]
     assert "${data.mura_dir}" in raw and "${data.fracture_dir}" in raw
+
+
+def test_the_training_overlays_name_every_variant() -> None:
+    """dvc.yaml's top-level Loss/Accuracy/AUC overlays list each variant's history (DVC cannot template them over
+    ``models:``): a variant added to params.yaml must be added there too, and this says so."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    variants = set(yaml.safe_load((REPO / "params.yaml").read_text())["models"])
+    for plot in dvc["plots"]:
+        title, spec = next(iter(plot.items()))
+        if title in ("Loss", "Accuracy", "AUC"):
+            files = set(spec["y"])
+            expected = {f"reports/train/{v}/history.csv" for v in variants}
+            assert files == expected, f"dvc.yaml plot {title!r}: add or remove {sorted(files ^ expected)}"
