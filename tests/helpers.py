@@ -32,13 +32,18 @@ def wait_http(url: str, timeout: float = 180) -> None:
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
-def load_pipeline_module() -> Any:
-    """pipelines/kubeflow.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("kubeflow_pipeline", REPO / "pipelines" / "kubeflow.py")
+def load_script(path: Path, name: str) -> Any:
+    """A script of the repository (not part of the package) imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_pipeline_module() -> Any:
+    """pipelines/kubeflow.py as a module."""
+    return load_script(REPO / "pipelines" / "kubeflow.py", "kubeflow_pipeline")
 
 
 def png_bytes(array: np.ndarray) -> bytes:

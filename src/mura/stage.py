@@ -26,6 +26,24 @@ logger = logging.getLogger(__name__)
 P = TypeVar("P")  # a stage's paths dataclass
 
 
+class Layout:
+    """The standard workspace layout: where one stage writes what a later one reads.
+
+    The defaults of the stages' paths dataclasses (``IngestPaths``, ``EnsemblePaths``, …), written
+    once; ``dvc.yaml`` passes the same paths explicitly.
+    """
+
+    IMAGES = Path("data/interim/images.csv")
+    PIXELS = Path("data/interim/pixels.npy")
+    SPLIT = Path("data/processed/split.csv")
+    CLASS_WEIGHTS = Path("reports/class_weights.json")
+    MODELS = Path("models")
+    PREDICTIONS = Path("reports/predictions")
+    THRESHOLDS = Path("reports/thresholds.json")
+    METRICS = Path("reports/metrics.json")
+    PER_BODY_PART = Path("reports/per_body_part.csv")
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and, when Keras is in use, the Keras backend.
 

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
 import typing
 from types import ModuleType
 
 from mura import config
-from tests.helpers import REPO
+from tests.helpers import REPO, load_script
 
 
 def _hooks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "docs" / "hooks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module: ModuleType = load_script(REPO / "docs" / "hooks.py", "docs_hooks")
     return module
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from mura.config import DatasetName
 from mura.errors import DataError
-from mura.stage import write_json
+from mura.stage import Layout, write_json
 
 
 def compute_class_weights(labels: Sequence[int] | np.ndarray) -> dict[str, float]:
@@ -47,9 +47,9 @@ def compute_class_weights(labels: Sequence[int] | np.ndarray) -> dict[str, float
 class ClassWeightsPaths:
     """What the ``class_weights`` stage reads and writes (defaults: the standard layout)."""
 
-    images: Path = Path("data/interim/images.csv")
-    split: Path = Path("data/processed/split.csv")
-    out: Path = Path("reports/class_weights.json")
+    images: Path = Layout.IMAGES
+    split: Path = Layout.SPLIT
+    out: Path = Layout.CLASS_WEIGHTS
 
 
 def run_class_weights(train_datasets: tuple[DatasetName, ...], paths: ClassWeightsPaths) -> dict[str, float]:

@@ -28,7 +28,7 @@ from mura.data.duplicates import choose_dropped, find_duplicate_groups
 from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
 from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_fracture, list_mura
 from mura.errors import ConfigError, DataError
-from mura.stage import write_csv, write_json
+from mura.stage import Layout, write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -359,8 +359,8 @@ class IngestPaths:
         reports: folder for ``quarantine.csv``, ``duplicates.csv`` and ``summary.json``.
     """
 
-    images: Path = Path("data/interim/images.csv")
-    pixels: Path = Path("data/interim/pixels.npy")
+    images: Path = Layout.IMAGES
+    pixels: Path = Layout.PIXELS
     reports: Path = Path("reports/ingest")
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from mura.config import SplitParams
 from mura.errors import DataError
-from mura.stage import write_csv, write_json
+from mura.stage import Layout, write_csv, write_json
 
 FRACTURE_SPLIT_NAMES = {"train": "train", "val": "valid", "test": "test"}
 SPLITS = ("train", "valid", "test")
@@ -134,8 +134,8 @@ class SplitPaths:
         report: the counts per split, body part and label.
     """
 
-    images: Path = Path("data/interim/images.csv")
-    split: Path = Path("data/processed/split.csv")
+    images: Path = Layout.IMAGES
+    split: Path = Layout.SPLIT
     report: Path = Path("reports/split.json")
 
 

@@ -38,7 +38,7 @@ from mura.errors import DataError
 from mura.evaluation.metrics import calibration_metrics
 from mura.modeling.calibration import Calibrator, fit_calibrator
 from mura.modeling.ensemble import ENSEMBLE, aggregate_studies, ensemble_weights, prob_column
-from mura.stage import write_json
+from mura.stage import Layout, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ class CalibratePaths:
         thresholds: where the operating points and the calibrator are written.
     """
 
-    predictions: Path = Path("reports/predictions")
-    thresholds: Path = Path("reports/thresholds.json")
+    predictions: Path = Layout.PREDICTIONS
+    thresholds: Path = Layout.THRESHOLDS
 
 
 def run_calibrate(

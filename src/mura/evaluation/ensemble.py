@@ -16,7 +16,7 @@ from mura.config import EnsembleParams
 from mura.errors import DataError
 from mura.evaluation.predict import model_paths, predict_images
 from mura.modeling.ensemble import ensemble_weights
-from mura.stage import write_csv
+from mura.stage import Layout, write_csv
 
 __all__ = ["run_ensemble"]
 
@@ -33,11 +33,11 @@ class EnsemblePaths:
         predictions: where ``valid.csv`` and ``test.csv`` are written.
     """
 
-    images: Path = Path("data/interim/images.csv")
-    pixels: Path = Path("data/interim/pixels.npy")
-    split: Path = Path("data/processed/split.csv")
-    models_dir: Path = Path("models")
-    predictions: Path = Path("reports/predictions")
+    images: Path = Layout.IMAGES
+    pixels: Path = Layout.PIXELS
+    split: Path = Layout.SPLIT
+    models_dir: Path = Layout.MODELS
+    predictions: Path = Layout.PREDICTIONS
 
 
 def run_ensemble(variants: Sequence[str], params: EnsembleParams, paths: EnsemblePaths) -> dict[str, float]:

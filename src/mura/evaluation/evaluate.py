@@ -35,7 +35,7 @@ from mura.evaluation.metrics import (
 from mura.evaluation.report import plot_figures, plot_reliability, render_report
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import ENSEMBLE, aggregate_studies, prob_column
-from mura.stage import write_csv, write_json
+from mura.stage import Layout, write_csv, write_json
 from mura.tracking import dataset_provenance
 
 __all__ = ["curves", "evaluation_table", "headline_metrics", "reliability_points", "run_evaluation"]
@@ -239,10 +239,10 @@ class EvaluatePaths:
         reports: the output folder.
     """
 
-    predictions: Path = Path("reports/predictions")
-    thresholds: Path = Path("reports/thresholds.json")
-    images: Path = Path("data/interim/images.csv")
-    split: Path = Path("data/processed/split.csv")
+    predictions: Path = Layout.PREDICTIONS
+    thresholds: Path = Layout.THRESHOLDS
+    images: Path = Layout.IMAGES
+    split: Path = Layout.SPLIT
     reports: Path = Path("reports")
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mura.config import AugmentParams, DatasetName, ModelSpec, Params, TrainParams
+from mura.stage import Layout
 
 __all__ = ["TrainPaths", "VariantPaths", "VariantSpec"]
 
@@ -76,11 +77,11 @@ class VariantPaths:
 class TrainPaths:
     """What the ``train@<variant>`` stages read and write (defaults: the standard layout)."""
 
-    images: Path = Path("data/interim/images.csv")
-    pixels: Path = Path("data/interim/pixels.npy")
-    split: Path = Path("data/processed/split.csv")
-    class_weights: Path = Path("reports/class_weights.json")
-    models_dir: Path = Path("models")
+    images: Path = Layout.IMAGES
+    pixels: Path = Layout.PIXELS
+    split: Path = Layout.SPLIT
+    class_weights: Path = Layout.CLASS_WEIGHTS
+    models_dir: Path = Layout.MODELS
     reports_dir: Path = Path("reports/train")
 
     def for_variant(self, variant: str) -> VariantPaths:

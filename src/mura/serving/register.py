@@ -34,6 +34,7 @@ from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_mode
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
 from mura.serving.schema import ServedRow
+from mura.stage import Layout
 from mura.tracking import Provenance, dataset_provenance, log_datasets, server_errors, setup_mlflow, source_tags
 
 logger = logging.getLogger(__name__)
@@ -110,14 +111,14 @@ class RegisterPaths:
         out: the stage's record (registered version, champion, precision), written by the stage script.
     """
 
-    models_dir: Path = Path("models")
-    thresholds: Path = Path("reports/thresholds.json")
-    metrics: Path = Path("reports/metrics.json")
-    images: Path = Path("data/interim/images.csv")
-    split: Path = Path("data/processed/split.csv")
-    pixels: Path = Path("data/interim/pixels.npy")
-    per_body_part: Path | None = Path("reports/per_body_part.csv")
-    predictions: Path | None = Path("reports/predictions")
+    models_dir: Path = Layout.MODELS
+    thresholds: Path = Layout.THRESHOLDS
+    metrics: Path = Layout.METRICS
+    images: Path = Layout.IMAGES
+    split: Path = Layout.SPLIT
+    pixels: Path = Layout.PIXELS
+    per_body_part: Path | None = Layout.PER_BODY_PART
+    predictions: Path | None = Layout.PREDICTIONS
     figures: tuple[Path, ...] = (Path("reports/plots/reliability.png"), Path("reports/plots/reliability_per_body_part.png"))
     model_card: Path | None = Path("reports/model_card.md")
     out: Path = Path("reports/register.json")
