@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,9 +13,12 @@ import pytest
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # The audit trail of the servers and CLIs the tests start goes to a temporary folder, not the user's home.
-os.environ.setdefault("MURA_AUDIT_DIR", tempfile.mkdtemp(prefix="mura-test-audit-"))
 # OpenVINO's compiled models too (each test model would otherwise add a blob under ~/.cache/mura/openvino).
-os.environ.setdefault("MURA_OV_CACHE", tempfile.mkdtemp(prefix="mura-test-ov-cache-"))
+# Both are removed when the test session ends.
+for _variable, _prefix in (("MURA_AUDIT_DIR", "mura-test-audit-"), ("MURA_OV_CACHE", "mura-test-ov-cache-")):
+    if _variable not in os.environ:
+        os.environ[_variable] = tempfile.mkdtemp(prefix=_prefix)
+        atexit.register(shutil.rmtree, os.environ[_variable], True)
 
 from tests.helpers import REPO  # noqa: E402  (after the environment above)
 

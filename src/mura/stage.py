@@ -38,6 +38,7 @@ class Layout:
     SPLIT = Path("data/processed/split.csv")
     CLASS_WEIGHTS = Path("reports/class_weights.json")
     MODELS = Path("models")
+    TRAIN_REPORTS = Path("reports/train")  # <variant>/history.csv, metrics.json
     PREDICTIONS = Path("reports/predictions")
     THRESHOLDS = Path("reports/thresholds.json")
     METRICS = Path("reports/metrics.json")

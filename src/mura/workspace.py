@@ -1,7 +1,7 @@
 """Self-contained pipeline workspaces (the demo, the end-to-end tests, CI checks).
 
 A workspace is a folder holding a copy of the pipeline (``dvc.yaml``,
-``stages/``, ``src/mura``), its own ``params.yaml`` (the repository's merged
+``stages/``, ``src/mura``, the plot templates of ``.dvc/plots``), its own ``params.yaml`` (the repository's merged
 with an override such as ``params.demo.yaml``) and its own DVC project, so the
 demo can run at a small image size without ever editing the real defaults.
 It gets the repository's DVC remotes (``team``: docs/team.md), so
@@ -23,6 +23,7 @@ from mura.errors import ConfigError
 
 PIPELINE_FILES = ("dvc.yaml", "MLproject")
 PIPELINE_DIRS = ("stages", "src/mura")
+PLOT_TEMPLATES = ".dvc/plots"  # dvc.yaml's custom plot templates (``template: by_model``)
 
 
 def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = None, override_name: str = "override") -> Path:
@@ -66,6 +67,8 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
     if not (dest / ".dvc").exists():
         subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True)
     copy_remotes(repo / ".dvc" / "config", dest / ".dvc" / "config")
+    if (repo / PLOT_TEMPLATES).is_dir():
+        shutil.copytree(repo / PLOT_TEMPLATES, dest / PLOT_TEMPLATES, dirs_exist_ok=True)
     return dest
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -48,6 +49,20 @@ def test_register_exports_and_records_the_precision_check(registered: dict[str, 
     assert check["verdicts"]["int8"].startswith("int8 rejected: max |dp|")
     assert check["verdicts"]["bf16"].startswith(("bf16 rejected", "bf16: not available"))
     assert float(second.tags["int8_max_abs_dp"]) == pytest.approx(check["int8"]["max_abs_dp"], rel=1e-2)
+
+
+def test_the_keras_files_are_run_files_that_only_the_keras_runtime_fetches(
+    registered: dict[str, Any], runtimes: dict[str, Predictor]
+) -> None:
+    """A server on the optimized runtime copies no ``.keras`` file; the Keras runtime downloads them from the run."""
+    local = Path(mlflow.artifacts.download_artifacts("models:/mura-ensemble/2", tracking_uri=registered["uri"]))
+    assert (local / "artifacts" / "optimized").is_dir() and not list(local.rglob("*.keras"))
+    config = runtimes["optimized"].config
+    run_id = registered["second"]["run_id"]
+    assert config.keras_variants_uri == f"runs:/{run_id}/keras"
+    files = mlflow.MlflowClient(tracking_uri=registered["uri"]).list_artifacts(run_id, "keras")
+    assert sorted(Path(f.path).name for f in files) == ["tiny_a.keras", "tiny_b.keras"]
+    assert runtimes["keras"].service.runner.description.startswith("Keras (")  # loaded from the downloaded files
 
 
 def test_runtime_parity_probabilities_and_heatmaps(runtimes: dict[str, Predictor]) -> None:

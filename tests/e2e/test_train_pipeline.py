@@ -134,6 +134,29 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
     assert "# Model card: mura-ensemble version 1" in (workspace / "reports/model_card.md").read_text()
 
 
+def test_dvc_plots_draw_a_line_per_model(workspace: Path) -> None:
+    """``dvc plots show``: the training overlays hold every variant of the workspace's params (here tiny_a and
+    tiny_b, which dvc.yaml never names), drawn with the project's template, and ROC has a line per model."""
+    shown = json.loads(_plots_json(workspace))
+    for title, metric in (("Loss", "loss"), ("Accuracy", "accuracy"), ("AUC", "auc")):
+        (plot,) = shown["data"][title]
+        rows = plot["content"]["data"]["values"]
+        assert {r["model"] for r in rows} == {"tiny_a", "tiny_b"}, title
+        assert {r["field"] for r in rows} == {metric, f"val_{metric}"}, title
+        assert len(rows) == 2 * 2 * 2  # variants x epochs x (train, validation)
+        assert plot["content"]["encoding"]["color"]["field"] == "line"
+    (roc,) = shown["data"]["reports/plots/roc.csv"]
+    assert {r["model"] for r in roc["content"]["data"]["values"]} == {"tiny_a", "tiny_b", "ensemble"}
+
+
+def _plots_json(workspace: Path) -> str:
+    proc = subprocess.run(
+        ["dvc", "plots", "show", "--json"], cwd=workspace, env=_env(workspace), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
 def _mura_runs(workspace: Path) -> dict[str, Any]:
     import mlflow
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.evaluation.evaluate import curves, evaluation_table, headline_metrics, run_metrics
+from mura.evaluation.evaluate import curves, evaluation_table, headline_metrics, run_metrics, training_curves
 
 # Two studies of patient a (wrist, abnormal: views .9 and .7; wrist, normal: .6 and .2),
 # one study of patient b (elbow, normal: .1), on the valid split, one variant "m".
@@ -127,3 +127,13 @@ def test_curves_long_format() -> None:
     assert roc.iloc[0][["fpr", "tpr"]].tolist() == [0.0, 0.0] and roc.iloc[-1][["fpr", "tpr"]].tolist() == [1.0, 1.0]
     single = curves(PREDICTIONS.assign(label=0), ["m"])
     assert single[0].empty and single[1].empty
+
+
+def test_training_curves_stack_every_variant_with_a_model_column() -> None:
+    first = pd.DataFrame({"epoch": [0, 1], "loss": [0.7, 0.6], "val_loss": [0.8, 0.75]})
+    second = pd.DataFrame({"epoch": [0, 1, 2], "loss": [0.9, 0.5, 0.4], "val_loss": [0.85, 0.7, 0.65]})
+    table = training_curves({"a": first, "b": second})
+    assert list(table.columns) == ["model", "epoch", "loss", "val_loss"]
+    assert table["model"].tolist() == ["a", "a", "b", "b", "b"]
+    assert table[table["model"] == "b"]["loss"].tolist() == [0.9, 0.5, 0.4]
+    assert training_curves({}).columns.tolist() == ["model", "epoch"]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from mura.errors import ConfigError
 from mura.modeling.calibration import Calibrator
+from mura.serving.config import ServingConfig
 from mura.serving.schema import ServedRow
-from mura.serving.service import DEFAULT_STUDY, parse_rows, study_results
+from mura.serving.service import DEFAULT_STUDY, keras_files, parse_rows, study_results
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
 
@@ -73,3 +76,42 @@ def test_output_example_has_one_column_per_variant() -> None:
         "study_label",
         "warnings",
     ]
+
+
+def _config(uri: str = "") -> ServingConfig:
+    return ServingConfig(
+        variants=("a", "b"),
+        variant_weights={"a": 1.0, "b": 1.0},
+        thresholds={"default": 0.5},
+        operating_point="default",
+        image_size=32,
+        resize="stretch",
+        max_pixels=1_000_000,
+        serve_batch_size=2,
+        synthetic_data=True,
+        keras_variants_uri=uri,
+    )
+
+
+def test_keras_files_come_from_the_artifacts_when_they_are_there() -> None:
+    assert keras_files({"b": "/m/b.keras", "a": "/m/a.keras", "x": "/m/x"}, _config()) == {
+        "a": "/m/a.keras",
+        "b": "/m/b.keras",
+    }
+
+
+def test_keras_files_are_downloaded_from_the_run_else(tmp_path: Path) -> None:
+    run_files = tmp_path / "run" / "keras"
+    run_files.mkdir(parents=True)
+    for name in ("a", "b"):
+        (run_files / f"{name}.keras").write_bytes(b"weights")
+    files = keras_files({}, _config(run_files.as_uri()))
+    assert set(files) == {"a", "b"} and Path(files["a"]).read_bytes() == b"weights"
+
+
+def test_keras_files_missing_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no .keras file for variant 'a'"):
+        keras_files({}, _config())
+    with pytest.raises(ConfigError, match=r"the Keras runtime needs the variants at file://.*nowhere") as err:
+        keras_files({}, _config((tmp_path / "nowhere").as_uri()))
+    assert "\n" not in str(err.value)

@@ -12,7 +12,7 @@ and writes its metrics, plots and report.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,19 @@ def curves(frame: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd
     return pd.DataFrame(roc_rows), pd.DataFrame(pr_rows)
 
 
+def training_curves(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every variant's training history in one long table (pure): a ``model`` column, then ``epoch`` and the metrics.
+
+    One file whatever the variants, so ``dvc.yaml``'s Loss / Accuracy / AUC overlays (template
+    ``by_model``: a line per model) need no edit when ``models:`` changes.
+    """
+    frames = [history.assign(model=variant) for variant, history in histories.items()]
+    if not frames:
+        return pd.DataFrame(columns=["model", "epoch"])
+    table = pd.concat(frames, ignore_index=True)
+    return table[["model", *(c for c in table.columns if c != "model")]]
+
+
 def reliability_points(studies: pd.DataFrame, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
     """Reliability-diagram points of the ensemble, before and after calibration, overall and per body part (pure).
 
@@ -236,6 +249,7 @@ class EvaluatePaths:
         thresholds: the operating points and the calibrator (``calibrate``).
         images: images.csv (the synthetic flag and the fingerprint).
         split: split.csv (the fingerprint).
+        train_reports: the ``train`` stages' reports (``<variant>/history.csv``).
         reports: the output folder.
     """
 
@@ -243,6 +257,7 @@ class EvaluatePaths:
     thresholds: Path = Layout.THRESHOLDS
     images: Path = Layout.IMAGES
     split: Path = Layout.SPLIT
+    train_reports: Path = Layout.TRAIN_REPORTS
     reports: Path = Path("reports")
 
 
@@ -252,8 +267,9 @@ def run_evaluation(
     """The ``evaluate`` stage: tables, DVC metrics and plots, figures and the Markdown report.
 
     Writes ``metrics.json``, ``per_body_part.csv``, ``plots/{roc,pr}.csv``, the reliability
-    points (``plots/reliability_{calibrated,uncalibrated,per_body_part}.csv``) and the figures,
-    and ``README.md`` under ``reports``.
+    points (``plots/reliability_{calibrated,uncalibrated,per_body_part}.csv``), every variant's
+    training curves in one file (``plots/training_curves.csv``), the figures and ``README.md``
+    under ``reports``.
 
     Args:
         variants: the variant names (keys of ``models:``).
@@ -282,6 +298,8 @@ def run_evaluation(
     roc, pr = curves(test_studies, models)
     write_csv(reports / "plots" / "roc.csv", roc.round(6))
     write_csv(reports / "plots" / "pr.csv", pr.round(6))
+    histories = {v: pd.read_csv(paths.train_reports / v / "history.csv") for v in variants}
+    write_csv(reports / "plots" / "training_curves.csv", training_curves(histories))
     reliability = reliability_points(test_studies, bins)
     write_csv(reports / "plots" / "reliability_per_body_part.csv", reliability.round(6))
     overall = reliability[reliability["group"] == "all"]

@@ -82,7 +82,7 @@ class TrainPaths:
     split: Path = Layout.SPLIT
     class_weights: Path = Layout.CLASS_WEIGHTS
     models_dir: Path = Layout.MODELS
-    reports_dir: Path = Path("reports/train")
+    reports_dir: Path = Layout.TRAIN_REPORTS
 
     def for_variant(self, variant: str) -> VariantPaths:
         """One variant's paths."""

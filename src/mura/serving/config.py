@@ -12,7 +12,10 @@ Versions:
        when ``optimized_precision`` is ``bf16``. Loads.
     4: ``allowed_precisions`` (float32, and bf16/int8 when register proved them harmless). Loads
        (uncalibrated: the identity map).
-    5: this version: ``calibration``, the map every entry point applies to the ensemble's probability.
+    5: ``calibration``, the map every entry point applies to the ensemble's probability. Loads.
+    6: this version: ``keras_variants_uri``, where the ``.keras`` files are when they are not among the
+       pyfunc's artifacts (a model with an optimized artifact keeps them out, so a server on the
+       optimized runtime does not copy them at every start).
 A model whose config has a newer version than this code reads fails with one
 line naming the version it needs.
 """
@@ -32,7 +35,7 @@ from mura.modeling.calibration import Calibrator
 
 __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
 
 
@@ -77,6 +80,9 @@ class ServingConfig:
         precision_check: the register-time comparison of the optimized runtime with Keras on the
             validation split (max |Δp|, study-label agreement per operating point, verdicts).
         calibration: the map from the ensemble's raw probability to the served one (``calibrate`` stage).
+        keras_variants_uri: MLflow artifact URI of the folder of ``<variant>.keras`` files the Keras
+            runtime downloads when they are not among the pyfunc's artifacts (``runs:/<id>/keras``);
+            empty: they are artifacts of the pyfunc.
         schema_version: version of this schema.
     """
 
@@ -99,6 +105,7 @@ class ServingConfig:
     allowed_precisions: tuple[Precision, ...] = ("f32",)
     precision_check: dict[str, Any] = field(default_factory=dict)
     calibration: Calibrator = field(default_factory=Calibrator)
+    keras_variants_uri: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -1,7 +1,10 @@
 """The ``register`` stage: log the ensemble as one pyfunc (models-from-code) and promote it.
 
-The served configuration is a :class:`mura.serving.config.ServingConfig`
-written next to the variants' ``.keras`` files as artifacts of the pyfunc.
+The served configuration is a :class:`mura.serving.config.ServingConfig`, an
+artifact of the pyfunc beside the optimized runtime's export. The variants'
+``.keras`` files (weights only) are the register run's ``keras/`` files, which
+only the Keras runtime downloads; a model without an optimized export keeps
+them among the pyfunc's artifacts.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CHAMPION", "RegisterPaths", "run_register", "should_promote", "validation_by_body_part", "validation_kappa"]
 
 CHAMPION = "champion"
+KERAS_RUN_PATH = "keras"  # the register run's folder of <variant>.keras files (ServingConfig.keras_variants_uri)
 
 
 def _png_base64(pixels: np.ndarray) -> str:
@@ -184,9 +188,12 @@ def run_register(
         card_images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", how="left")
         card = build_model_card(config, name, card_images, table, architectures)
         artifacts = _write_artifacts(tmp_dir, config, card, _reference(paths, card_images, pixels, config))
-        artifacts |= {v: str(copies / f"{v}.keras") for v in variant_files}
-        artifacts |= {OPTIMIZED_ARTIFACT: str(optimized)} if optimized is not None else {}
-        run_id, version = _log_model(name, config, tags, artifacts, metrics, kappa, paths, pixels[0])
+        if optimized is not None:  # the .keras files go beside the pyfunc, fetched only by the Keras runtime
+            artifacts[OPTIMIZED_ARTIFACT] = str(optimized)
+        else:
+            artifacts |= {v: str(copies / f"{v}.keras") for v in variant_files}
+        keras_run_files = copies if optimized is not None else None
+        run_id, version = _log_model(name, config, tags, artifacts, metrics, kappa, paths, pixels[0], keras_run_files)
     promoted = _register_version(name, version, tags, kappa, len(variant_files), provenance.synthetic, params.force_champion)
     _publish_card(card, name, version, run_id, promoted, paths.model_card)
     logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
@@ -282,8 +289,14 @@ def _log_model(
     kappa: float,
     paths: RegisterPaths,
     example_pixels: np.ndarray,
+    keras_run_files: Path | None = None,
 ) -> tuple[str, str]:
-    """Log the ensemble run and the pyfunc (registering a new version of ``name``); its run id and version."""
+    """Log the ensemble run and the pyfunc (registering a new version of ``name``); its run id and version.
+
+    With ``keras_run_files`` (a folder of ``<variant>.keras``), the files are logged as the run's
+    ``keras/`` artifacts and the pyfunc's config points at them (``keras_variants_uri``): a server
+    on the optimized runtime never copies them.
+    """
     import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
     from mlflow.models import infer_signature  # lazy: heavy (~1 s): only when talking to the tracking store
     from mlflow.types import ColSpec, Schema  # lazy: heavy (~1 s): only when talking to the tracking store
@@ -310,6 +323,10 @@ def _log_model(
         # the data the ensemble was made, tuned and tested on as dataset inputs (the Dataset column).
         mlflow.log_metrics({"val_kappa_study": kappa, **run_metrics(metrics)})
         log_datasets(paths.images, paths.split, ("train", "valid", "test"), tags["dataset_fingerprint"])
+        if keras_run_files is not None:
+            mlflow.log_artifacts(str(keras_run_files), artifact_path=KERAS_RUN_PATH)
+            config = replace(config, keras_variants_uri=f"runs:/{run.info.run_id}/{KERAS_RUN_PATH}")
+            config.save(Path(artifacts[CONFIG_ARTIFACT]))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(package / "serving" / "pyfunc.py"),

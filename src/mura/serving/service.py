@@ -1,8 +1,11 @@
 """The registered ``mura-ensemble`` pyfunc: request parsing, prediction, study aggregation.
 
 Logged with MLflow's models-from-code (``mura/serving/pyfunc.py``): no pickled
-classes; the four Keras variants and ``ensemble_config.json`` (a
-:class:`mura.serving.config.ServingConfig`) are artifacts.
+classes; ``ensemble_config.json`` (a :class:`mura.serving.config.ServingConfig`)
+and the optimized runtime's export are artifacts. The four Keras variants are
+artifacts of the pyfunc only when the model has no optimized export; otherwise
+they are files of the register run (``keras_variants_uri``), downloaded only
+when the Keras runtime serves.
 
 Request (``POST /invocations``, ``dataframe_records`` or ``dataframe_split``):
 rows with ``image`` (base64 of PNG, JPEG or DICOM bytes) and optional
@@ -33,6 +36,7 @@ import pandas as pd
 from PIL import Image
 
 from mura.data.uploads import DecodedUpload, ImageDecodeError, decode_upload
+from mura.errors import ConfigError
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import ENSEMBLE, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights, cam_from_features, feature_model, gradcam
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_STUDY", "EnsembleService", "Observer", "bad_request", "parse_rows", "study_results"]
+__all__ = ["DEFAULT_STUDY", "EnsembleService", "Observer", "bad_request", "keras_files", "parse_rows", "study_results"]
 
 # Called after each answered request: its rows (bytes, study id), decoded views, served frame and seconds taken.
 Observer = Callable[[list[tuple[bytes, str]], list[DecodedUpload], pd.DataFrame, float], None]
@@ -116,11 +120,35 @@ def study_results(per_image: pd.DataFrame, threshold: float, calibrator: Calibra
     return out
 
 
+def keras_files(model_paths: dict[str, str], config: ServingConfig) -> dict[str, str]:
+    """Each variant's ``.keras`` file: from ``model_paths``, else downloaded from ``config.keras_variants_uri``.
+
+    Raises:
+        ConfigError: a variant without a file and no URI, or the URI cannot be fetched (one line).
+    """
+    missing = [v for v in config.variants if v not in model_paths]
+    if not missing:
+        return {v: model_paths[v] for v in config.variants}
+    if not config.keras_variants_uri:
+        raise ConfigError(f"the served model has no .keras file for variant {missing[0]!r}")
+    import mlflow  # lazy: heavy (~1 s): only when the Keras runtime serves a model whose variants are run files
+
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=config.keras_variants_uri))
+    except Exception as exc:  # an MLflow, network or storage error: one line naming what was fetched
+        raise ConfigError(
+            f"the Keras runtime needs the variants at {config.keras_variants_uri} (the register run's files): "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    logger.info("downloaded the .keras variants from %s", config.keras_variants_uri)
+    return {v: model_paths.get(v) or str(folder / f"{v}.keras") for v in config.variants}
+
+
 class EnsembleService:
     """Loaded ensemble: decode uploads, run the variants in one call, aggregate per study.
 
     Args:
-        model_paths: variant → ``.keras`` file (the Keras runtime).
+        model_paths: variant → ``.keras`` file (the Keras runtime; see :func:`keras_files` for what is missing).
         config: the served model's configuration.
         optimized_dir: the ``optimized`` artifact (OpenVINO IR and heads), when the model has one.
         streams: requests the optimized runtime runs at once (1: every core on one request).
@@ -155,7 +183,7 @@ class EnsembleService:
         else:
             from mura.modeling.inference import VariantRunner  # lazy: imports Keras: only on the Keras path
 
-            paths = {v: model_paths[v] for v in config.variants}
+            paths = keras_files(model_paths, config)
             self.runner = VariantRunner.from_paths(paths, batch_size=config.serve_batch_size)
             warm_up = True  # Keras traces at the first call: always at load
         if self.runner.image_size != config.image_size:
@@ -181,7 +209,7 @@ class EnsembleService:
 
         config = ServingConfig.load(artifacts[CONFIG_ARTIFACT])
         settings = model_config or {}
-        paths = {name: artifacts[name] for name in config.variants}
+        paths = {name: artifacts[name] for name in config.variants if name in artifacts}
         warm_up = bool(settings.get("warm_up", True))
         card = json.loads(Path(artifacts[CARD_ARTIFACT]).read_text()) if CARD_ARTIFACT in artifacts else None
         return cls(paths, config, artifacts.get(OPTIMIZED_ARTIFACT), int(settings.get("streams", 1)), warm_up, card)
