@@ -5,8 +5,8 @@ Measured in the same run, on the same random-init variants (the compute is the s
 (when the CPU has it), (d) OpenVINO int8 (NNCF post-training quantization, calibrated on random images:
 the timing does not depend on them), (e) as served with all three allowed (the fastest, timed at load):
 load time, first request, warm p50, max |Δp| against Keras; the first request of
-every batch size up to the serving batch against a warm one; `mlflow models serve` cold start (process
-start → first answer) of the model as `register` logs it (the `.keras` files as run files) against the
+every batch size up to the serving batch against a warm one; `mlflow models serve` and `mura serve-model`
+cold start (process start → first answer) of the model as `register` logs it (the `.keras` files as run files) against the
 same model with the `.keras` files among the pyfunc's artifacts (how it was logged before), and HTTP p50
 against in-process; `mura predict` on one study, end to end, for both layouts.
 Appends to bench/RESULTS.md.
@@ -69,6 +69,7 @@ class Served:
     """What the command-line and HTTP measurements of one registered layout gave."""
 
     cold_http: float
+    cold_mura: float
     http_p50: float
     predict_s: float
 
@@ -241,14 +242,17 @@ def register_layouts(built: Built, served: Any) -> str:
     return store
 
 
-def serve_and_predict(store: str, version: int, frame: pd.DataFrame, study_dir: Path, repeats: int) -> Served:
-    """`mlflow models serve` of one version: process start → first answer, HTTP p50; `mura predict` end to end."""
-    env = dict(
+def _env(store: str) -> dict[str, str]:
+    return dict(
         os.environ,
         MLFLOW_TRACKING_URI=store,
         MLFLOW_DISABLE_TELEMETRY="true",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     )
+
+
+def cold_start(server: list[str], store: str, frame: pd.DataFrame, repeats: int) -> tuple[float, float]:
+    """Start ``server`` (its command; ``{port}`` is replaced): process start → first answer, then the HTTP p50."""
     port = _free_port()
     body = json.dumps({"dataframe_records": frame.to_dict("records")}).encode()
 
@@ -258,11 +262,10 @@ def serve_and_predict(store: str, version: int, frame: pd.DataFrame, study_dir: 
         )
         return bytes(urllib.request.urlopen(call, timeout=120).read())
 
-    model = f"models:/mura-ensemble/{version}"
     start = time.perf_counter()
-    server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", model, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env,
+    process = subprocess.Popen(
+        [part.replace("{port}", str(port)) for part in server],
+        env=_env(store),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -275,15 +278,22 @@ def serve_and_predict(store: str, version: int, frame: pd.DataFrame, study_dir: 
             except OSError:
                 if time.perf_counter() - start > 300:
                     raise
-                time.sleep(0.1)
-        cold_http = time.perf_counter() - start
-        http = _p50(_timed(request, repeats))
+                time.sleep(0.05)
+        return time.perf_counter() - start, _p50(_timed(request, repeats))
     finally:
-        os.killpg(server.pid, 15)
-        server.wait()
+        os.killpg(process.pid, 15)
+        process.wait()
+
+
+def serve_and_predict(store: str, version: int, frame: pd.DataFrame, study_dir: Path, repeats: int) -> Served:
+    """One version: `mlflow models serve` and `mura serve-model` cold starts, HTTP p50; `mura predict` end to end."""
+    model = f"models:/mura-ensemble/{version}"
+    mlflow_serve = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"]
+    cold_http, http = cold_start(mlflow_serve, store, frame, repeats)
+    cold_mura, _ = cold_start(["mura", "serve-model", "-m", model, "-H", "127.0.0.1", "-p", "{port}"], store, frame, 1)
     start = time.perf_counter()
-    subprocess.run(["mura", "predict", str(study_dir), "--model", model], env=env, check=True, capture_output=True)
-    return Served(cold_http, http, time.perf_counter() - start)
+    subprocess.run(["mura", "predict", str(study_dir), "--model", model], env=_env(store), check=True, capture_output=True)
+    return Served(cold_http, cold_mura, http, time.perf_counter() - start)
 
 
 def record(
@@ -316,9 +326,10 @@ def record(
             *[f"| {n} | {first:.3f} s | {warm:.3f} s | {first / warm:.2f} |" for n, first, warm in ratios],
             f"Worst first/warm ratio: {worst:.2f} (target <= 1.5).",
             "",
-            "| registered model | `mlflow models serve`, process start → first answer | `mura predict`, one 3-view study |",
-            "|---|---|---|",
-            *[f"| {label} | {s.cold_http:.1f} s | {s.predict_s:.1f} s |" for label, s in layouts.items()],
+            "| registered model | process start → first answer: `mlflow models serve` | `mura serve-model` "
+            "| `mura predict`, one 3-view study |",
+            "|---|---|---|---|",
+            *[f"| {label} | {s.cold_http:.1f} s | {s.cold_mura:.1f} s | {s.predict_s:.1f} s |" for label, s in layouts.items()],
             "",
             f"HTTP p50 per study / in-process p50: {now.http_p50:.3f} s / {inproc:.3f} s ({now.http_p50 / inproc - 1:+.0%}).",
         ],

@@ -27,11 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mura.data.uploads import DecodedUpload
 from mura.serving.observability import AuditTrail, ServingMetrics
-from mura.serving.predictor import Predictor, registered_version, study_result
+from mura.serving.predictor import Predictor, load_served_model, study_result
 from mura.serving.service import Observer
 from mura.stage import new_request_id
-from mura.tracking import server_errors, use_tracking_uri
-from mura.tracking import tracking_uri as default_uri
 
 __all__ = ["create_model_server", "observe_answers", "serve_model"]
 
@@ -68,13 +66,9 @@ def create_model_server(model_uri: str, tracking_uri: str | None = None, streams
         streams: requests the optimized runtime runs at once.
         audit_dir: the audit trail's folder (None: no trail).
     """
-    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
     from mlflow.pyfunc import scoring_server  # lazy: heavy (~1 s): only when talking to the tracking store
 
-    store = use_tracking_uri(tracking_uri or default_uri())
-    with server_errors(f"loading {model_uri}", store):
-        model = mlflow.pyfunc.load_model(model_uri, model_config={"streams": streams})
-        version = registered_version(model_uri)
+    model, version = load_served_model(model_uri, tracking_uri, {"streams": streams})
     service = model.unwrap_python_model().service
     predictor = Predictor(service, model_uri, version)
     metrics = ServingMetrics(ENTRY_POINT, predictor)

@@ -104,14 +104,16 @@ def choose_precision(
         candidates: the precisions that may serve (one when forced or not picking).
         compile_one: compiles one precision's model.
         openvino_version: part of what decides the fastest.
-        time_all: time the lone candidate too (the runner's warm-up uses the figure).
+        time_all: time the lone candidate too (the runner's warm-up uses the figure), unless it was remembered.
     """
     key = _precision_cache_key(optimized_dir / MODEL_XML, openvino_version, candidates) if len(candidates) > 1 else ""
     known = _read_precision_cache().get(key) if key else None
     if known in candidates:  # measured on this CPU for this model before: no need to time again
         candidates = [known]
     compiled = {c: compile_one(c) for c in candidates}
-    timings = {c: one_image_seconds(m) for c, m in compiled.items()} if time_all or len(candidates) > 1 else {}
+    # A remembered choice needs no timing: the warm-up then starts with one image (the same set-up, one inference less).
+    timed = len(candidates) > 1 or (time_all and known is None)
+    timings = {c: one_image_seconds(m) for c, m in compiled.items()} if timed else {}
     if len(candidates) == 1:
         return candidates[0], compiled, timings
     chosen = min(timings, key=timings.__getitem__)

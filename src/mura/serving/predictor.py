@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 
 from mura.data.imaging import ImageDecodeError, resize_gray
 from mura.data.sources import normalize_body_part
@@ -118,12 +123,7 @@ class Predictor:
             warm_up: run each batch size through at load so no first request is slow (servers);
                 a one-shot command (``mura predict``) skips it and starts sooner.
         """
-        import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
-
-        store = use_tracking_uri(tracking_uri or default_uri())
-        with server_errors(f"loading {uri}", store):
-            model = mlflow.pyfunc.load_model(str(uri), model_config={"streams": concurrent, "warm_up": warm_up})
-            version = registered_version(str(uri))
+        model, version = load_served_model(str(uri), tracking_uri, {"streams": concurrent, "warm_up": warm_up})
         return cls(model.unwrap_python_model().service, str(uri), version)
 
     def prepare_heatmaps(self) -> None:
@@ -277,6 +277,61 @@ def study_result(
         synthetic_data=config.synthetic_data,
         probability_raw=float(frame["study_probability_raw"].iloc[0]),
     )
+
+
+def load_served_model(uri: str, tracking_uri: str | None, model_config: dict[str, Any]) -> tuple[Any, str]:
+    """Load the ``mura-ensemble`` pyfunc at ``uri`` (``model_config``: its load-time settings); the model and its version.
+
+    MLflow's loader checks the model's requirements by mapping every installed package's files
+    to its modules (~1.2 s of each start on a full environment): the model is loaded without it,
+    and :func:`environment_mismatches` warns about the same requirements by name instead.
+
+    Raises:
+        TrackingError: the tracking server failed or refused (one line).
+    """
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+
+    store = use_tracking_uri(tracking_uri or default_uri())
+    with server_errors(f"loading {uri}", store):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        for mismatch in environment_mismatches(local):
+            logger.warning("the model at %s was logged with %s", uri, mismatch)
+        model = mlflow.pyfunc.load_model(str(local), model_config=model_config, suppress_warnings=True)
+        version = registered_version(uri)
+    return model, version
+
+
+def environment_mismatches(model_dir: Path) -> list[str]:
+    """What the model was logged with that this environment lacks: its Python minor version, unmet pinned requirements.
+
+    Reads ``MLmodel`` and ``requirements.txt`` of a downloaded pyfunc; each requirement is
+    checked by its distribution name. Markers that do not apply here are skipped.
+    """
+    out = []
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text()) if (model_dir / "MLmodel").is_file() else {}
+    logged = str((meta.get("flavors") or {}).get("python_function", {}).get("python_version") or "")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if logged and ".".join(logged.split(".")[:2]) != here:
+        out.append(f"Python {logged} (this is Python {platform.python_version()})")
+    requirements = model_dir / "requirements.txt"
+    lines = requirements.read_text().splitlines() if requirements.is_file() else []
+    for line in (raw.strip() for raw in lines):
+        if not line or line.startswith(("#", "-")):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:  # a path or URL: nothing to compare
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            out.append(f"{line} (not installed here)")
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            out.append(f"{line} (installed here: {installed})")
+    return out
 
 
 def registered_version(uri: str) -> str:
