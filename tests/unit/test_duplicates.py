@@ -54,6 +54,51 @@ def test_near_search_matches_brute_force() -> None:
     assert got == brute and len(got) >= 20
 
 
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel() - a.mean()
+    b = b.astype(np.float64).ravel() - b.mean()
+    denom = float(np.sqrt((a @ a) * (b @ b)))
+    return float(a @ b) / denom if denom > 0 else float(np.array_equal(a, b))  # centred: two constants are equal
+
+
+def test_near_groups_with_thumbnails_match_every_pair_compared() -> None:
+    """Clusters of noisy copies (as in augmented datasets), look-alikes that are not copies, and constant images:
+    the grouping equals the one from comparing every pair (Hamming distance, then Pearson correlation)."""
+    rng = np.random.default_rng(5)
+    bases = rng.integers(0, 256, (6, 16, 16)).astype(np.int16)
+    thumbs, hashes = [], []
+    for k in range(120):
+        cluster = k % 6
+        noise = rng.integers(-3 if k % 5 else -60, 4 if k % 5 else 61, (16, 16))  # every fifth: too noisy to be a copy
+        thumbs.append(np.clip(bases[cluster] + noise, 0, 255).astype(np.uint8))
+        hashes.append((cluster * 0x1111_1111_1111) ^ (1 << int(rng.integers(0, 64))))
+    for value in (0, 0, 255):  # blank images (constant thumbnails) with one hash: all alike
+        thumbs.append(np.full((16, 16), value, np.uint8))
+        hashes.append(0xABCD)
+    thumbnails = np.stack(thumbs)
+    images = _frame([(f"i{k:03d}", f"p{k}", h, "train") for k, h in enumerate(hashes)])
+    groups = find_duplicate_groups(images, 4, thumbnails=thumbnails, min_correlation=0.97)
+
+    parent = list(range(len(hashes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a in range(len(hashes)):
+        for b in range(a + 1, len(hashes)):
+            if (hashes[a] ^ hashes[b]).bit_count() <= 4 and _pearson(thumbnails[a], thumbnails[b]) >= 0.97:
+                parent[max(root(a), root(b))] = min(root(a), root(b))
+    expected: dict[int, set[str]] = {}
+    for k in range(len(hashes)):
+        expected.setdefault(root(k), set()).add(f"i{k:03d}")
+    got = [set(g["image_id"]) for _, g in groups.groupby("group_id")]
+    assert sorted(map(sorted, got)) == sorted(sorted(m) for m in expected.values() if len(m) > 1)
+    assert {"i120", "i121", "i122"} in got
+    assert len(got) >= 6
+
+
 def test_drop_later_split_policy() -> None:
     images = _frame([("a", "p1", 0, "train"), ("b", "p1", 0, "test"), ("c", "p1", 0, "val"), ("d", "p9", 2**40, "test")])
     groups = find_duplicate_groups(images, 0)
