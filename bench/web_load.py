@@ -1,12 +1,15 @@
-"""Load test of the web interface: N concurrent clients posting 1-view studies (heatmaps on) for a fixed time.
+"""Load test of the web interface: N concurrent clients posting 1-view studies for a fixed time.
 
 Starts ``mura serve-ui`` on 127.0.0.1 (on the given model, or on a freshly registered
 random-init model of the demo's size, exported to the optimized runtime as ``register`` does)
-once per runtime — Keras (the baseline) and the optimized one, in the same run — runs the
-clients, samples the server's resident memory, and appends p50/p95/p99, throughput, errors and
-RSS (start/end) to bench/RESULTS.md. Traffic goes to 127.0.0.1 only and stops by itself.
+once per set-up — a runtime and how heatmaps are drawn: ``inline`` (every answer draws them, as
+the page asked before) or ``lazy`` (the page's default: the answer carries a URL per view, drawn
+when the user shows them; here never) — in the same run, runs the clients, samples the server's
+resident memory, and appends p50/p95/p99, throughput, errors and RSS (start/end) to
+bench/RESULTS.md. Traffic goes to 127.0.0.1 only and stops by itself.
 
-Usage: python bench/web_load.py [--clients 8] [--seconds 60] [--runtimes keras,optimized] [--tracking-uri URI --model URI]
+Usage: python bench/web_load.py [--clients 8] [--seconds 60] [--setups keras:inline,optimized:inline,optimized:lazy]
+       [--tracking-uri URI --model URI]
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _multipart(data: bytes) -> tuple[bytes, str]:
+def _multipart(data: bytes, heatmaps: str) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
         (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="heatmaps"\r\n\r\n{heatmaps}\r\n'
             f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="view.png"\r\n'
             f"Content-Type: image/png\r\n\r\n"
         ).encode()
@@ -116,27 +120,33 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image size of the random model when none is given")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--runtimes", default="keras,optimized", help="comma-separated MURA_RUNTIME values to compare")
+    parser.add_argument(
+        "--setups",
+        default="keras:inline,optimized:inline,optimized:lazy",
+        help="comma-separated MURA_RUNTIME:heatmaps pairs to compare (heatmaps: inline, lazy or none)",
+    )
     args = parser.parse_args()
     store = Path(tempfile.mkdtemp(prefix="mura-web-load-"))
     uri, model = (args.tracking_uri, args.model) if args.model else _register_random(args.size, store)
-    rows = [_load(runtime, uri, model, args.clients, args.seconds) for runtime in args.runtimes.split(",")]
+    setups = [tuple(setup.split(":")) for setup in args.setups.split(",")]
+    rows = [_load(runtime, heatmaps, uri, model, args.clients, args.seconds) for runtime, heatmaps in setups]
     append(
-        f"web UI load: {args.clients} clients x {args.seconds:.0f} s, 1-view studies, heatmaps on ({model}, {args.size}²)",
+        f"web UI load: {args.clients} clients x {args.seconds:.0f} s, 1-view studies ({model}, {args.size}²)",
         [
-            "| runtime | requests | errors | throughput | p50 | p95 | p99 | RSS start | RSS end | RSS trend |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| runtime | heatmaps | requests | errors | throughput | p50 | p95 | p99 | RSS start | RSS end | RSS trend |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "Keras serves one study at a time (an asyncio gate of 1); the optimized runtime runs one study per core "
-            "at once (`mura serve-ui --concurrency`). Heatmaps are computed for every request, as the page shows them.",
+            "at once (`mura serve-ui --concurrency`). inline: every answer draws the heatmaps (the page before); lazy: "
+            "the answer names where each view's heatmap is drawn when the user shows it (the page now; none asked here).",
         ],
     )
     shutil.rmtree(store, ignore_errors=True)
 
 
-def _load(runtime: str, uri: str, model: str, clients: int, seconds: float) -> str:
-    """One load run of ``mura serve-ui`` with ``MURA_RUNTIME=runtime``; returns its table row."""
+def _load(runtime: str, heatmaps: str, uri: str, model: str, clients: int, seconds: float) -> str:
+    """One load run of ``mura serve-ui`` with ``MURA_RUNTIME=runtime``, posting ``heatmaps``; returns its table row."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -152,7 +162,7 @@ def _load(runtime: str, uri: str, model: str, clients: int, seconds: float) -> s
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (512, 400)).astype(np.uint8)).save(buffer, "PNG")
-    body, content_type = _multipart(buffer.getvalue())
+    body, content_type = _multipart(buffer.getvalue(), heatmaps)
 
     def post() -> None:
         request = urllib.request.Request(f"{url}/api/predict", data=body, headers={"Content-Type": content_type})
@@ -201,9 +211,9 @@ def _load(runtime: str, uri: str, model: str, clients: int, seconds: float) -> s
     third = max(len(samples) // 3, 1)
     trend = np.mean(samples[-third:]) - np.mean(samples[:third]) if samples else float("nan")
     return (
-        f"| {runtime} | {len(lat)} | {len(errors)} | {len(lat) / elapsed:.2f} req/s | {np.percentile(lat, 50):.0f} ms | "
-        f"{np.percentile(lat, 95):.0f} ms | {np.percentile(lat, 99):.0f} ms | {rss_start:.0f} MiB | "
-        f"{rss_end:.0f} MiB | {trend:+.0f} MiB |"
+        f"| {runtime} | {heatmaps} | {len(lat)} | {len(errors)} | {len(lat) / elapsed:.2f} req/s | "
+        f"{np.percentile(lat, 50):.0f} ms | {np.percentile(lat, 95):.0f} ms | {np.percentile(lat, 99):.0f} ms | "
+        f"{rss_start:.0f} MiB | {rss_end:.0f} MiB | {trend:+.0f} MiB |"
     )
 
 

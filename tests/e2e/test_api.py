@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tests.dicom_utils import PATIENT_NAME, make_dicom
 from tests.helpers import png_bytes
@@ -118,8 +120,24 @@ def test_web_predict(client) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["verdict"] in ("normal", "abnormal") and body["body_part"] == "XR_WRIST"
-    assert len(body["views"]) == 2 and body["views"][0]["heatmap"].startswith("data:image/png;base64,")
-    assert body["synthetic_data"] is True
+    assert len(body["views"]) == 2 and body["synthetic_data"] is True
+    # By default the heatmaps are drawn when asked: a URL per view, a PNG there, the same image twice (kept).
+    assert all(v["heatmap"] is None for v in body["views"])
+    first = client.get(body["views"][0]["heatmap_url"])
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    assert first.content.startswith(b"\x89PNG") and client.get(body["views"][0]["heatmap_url"]).content == first.content
+    assert client.get(body["views"][0]["heatmap_url"].rsplit("/", 1)[0] + "/7").status_code == 404
+    assert "no longer kept" in client.get("/api/heatmap/not-a-token/0").json()["error"]
+    # heatmaps=inline: drawn into the answer, the same overlay; heatmaps=none: none.
+    inline = client.post("/api/predict", files=files, data={"body_part": "wrist", "heatmaps": "inline"}).json()
+    drawn_inline = base64.b64decode(inline["views"][0]["heatmap"].removeprefix("data:image/png;base64,"))
+    lazy_pixels, inline_pixels = (np.asarray(Image.open(io.BytesIO(png)), np.int16) for png in (first.content, drawn_inline))
+    assert lazy_pixels.shape == inline_pixels.shape and np.abs(lazy_pixels - inline_pixels).max() <= 2  # one view vs a batch
+    assert inline["probability"] == body["probability"] and inline["views"][0]["heatmap_url"] is None
+    bare = client.post("/api/predict", files=files, data={"heatmaps": "none"}).json()
+    assert bare["views"][0]["heatmap"] is None and bare["views"][0]["heatmap_url"] is None
+    refused = client.post("/api/predict", files=files, data={"heatmaps": "later"})
+    assert refused.status_code == 400 and "heatmaps must be one of lazy, inline, none" in refused.json()["error"]
     info = client.get("/api/info").json()
     assert info["synthetic_data"] is True and info["heatmaps"] is True
     assert "pre-screening aid, not a diagnosis" in client.get("/").text.lower()

@@ -139,8 +139,13 @@ def test_upload_study_see_verdict_toggle_heatmap(ui_url: str, browser, tmp_path:
     first = page.locator(".view img").first
     before = first.get_attribute("src")
     page.screenshot(path=str(ARTIFACTS / "browser-result.png"), full_page=True)
-    page.click("#toggle-heatmap")
-    assert first.get_attribute("data-showing") == "heatmap" and first.get_attribute("src") != before
+    # The answer carried no heatmap: each view's is drawn by the server when shown (token-protected like the rest).
+    assert all(v["heatmap"] is None and v["heatmap_url"].startswith("/api/heatmap/") for v in answer["views"])
+    with page.expect_response(lambda r: "/api/heatmap/" in r.url, timeout=120_000) as drawn:
+        page.click("#toggle-heatmap")
+    assert drawn.value.status == 200 and drawn.value.headers["content-type"] == "image/png"
+    page.wait_for_selector(".view img[data-showing='heatmap']", timeout=120_000)
+    assert first.get_attribute("data-showing") == "heatmap" and first.get_attribute("src").startswith("blob:")
     assert page.inner_text("#toggle-heatmap") == "Hide heatmaps"
     page.screenshot(path=str(ARTIFACTS / "browser-heatmap.png"), full_page=True)
     page.click("#toggle-heatmap")

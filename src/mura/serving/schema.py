@@ -75,7 +75,8 @@ class ViewAnswer(BaseModel):
     variants: dict[str, float]
     warnings: list[str]
     image: str | None = None  # data: URL of the thumbnail (in-process only)
-    heatmap: str | None = None  # data: URL of the ensemble's Grad-CAM overlay (in-process only)
+    heatmap: str | None = None  # data: URL of the ensemble's Grad-CAM overlay (in-process, heatmaps=inline)
+    heatmap_url: str | None = None  # where that overlay is drawn when asked (in-process, heatmaps=lazy; a PNG)
 
 
 class StudyAnswer(BaseModel):

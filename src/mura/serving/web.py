@@ -2,8 +2,13 @@
 
 Serves one page (``webui/index.html``) and a JSON API. The model runs in-process
 (``Predictor``) or is forwarded to a running ``mlflow models serve`` URL.
-Uploaded files and DICOM tags are never written to disk or to the logs: they
-live in memory for the duration of the request. Binds 127.0.0.1 by default.
+
+Heatmaps are drawn when asked: ``/api/predict`` answers with the probabilities (the served
+precision's fast pass) and, per view, a ``heatmap_url`` that the page fetches when the user
+shows the heatmaps (``heatmaps=inline`` puts them in the answer instead). For that, the decoded
+views of the last answers stay in memory (never on disk) for at most ``WebSettings.heatmap_ttl_s``
+seconds, behind an unguessable token. Uploaded files and DICOM tags are never written to disk or
+to the logs. Binds 127.0.0.1 by default.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at runtime.
@@ -16,9 +21,12 @@ import hmac
 import json
 import logging
 import os
+import secrets
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,9 +50,10 @@ from mura.stage import new_request_id
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ForwardingPredictor", "WebSettings", "create_app", "serve"]
+__all__ = ["ForwardingPredictor", "HeatmapCache", "WebSettings", "create_app", "serve"]
 
 PAGE = Path(__file__).with_name("webui") / "index.html"
+HEATMAP_MODES = ("lazy", "inline", "none")  # /api/predict's heatmaps field (see _answer)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,52 @@ class WebSettings:
     max_files: int = 8  # the pixel limit comes from the registered model (register.max_pixels)
     concurrency: int = 0  # studies analysed at once when the runtime allows it (0 = one per CPU core)
     audit_dir: Path | None = None  # one JSON line per answer (mura.serving.observability.AuditTrail); None: off
+    heatmap_studies: int = 32  # answers whose views are kept for their heatmaps (oldest dropped first)
+    heatmap_ttl_s: float = 600.0  # how long an answer's heatmaps can be asked for
+
+
+class HeatmapCache:
+    """The decoded views of the latest answers, kept so their heatmaps can be drawn when the page asks.
+
+    Bounded by ``studies`` and ``ttl_s``; in memory only. Thread-safe. Each view's drawn overlay
+    (PNG) is kept too, so showing the heatmaps twice computes them once.
+    """
+
+    def __init__(self, studies: int, ttl_s: float, clock: Any = time.monotonic) -> None:
+        self.studies, self.ttl_s, self._clock = studies, ttl_s, clock
+        self._entries: OrderedDict[str, tuple[float, list[tuple[np.ndarray, np.ndarray]], dict[int, bytes]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, views: list[tuple[np.ndarray, np.ndarray]]) -> str:
+        """Keep one answer's views (model pixels, thumbnail); the token that names them."""
+        token = secrets.token_urlsafe(16)
+        with self._lock:
+            self._expire()
+            self._entries[token] = (self._clock(), views, {})
+            while len(self._entries) > self.studies:
+                self._entries.popitem(last=False)
+        return token
+
+    def get(self, token: str, index: int) -> tuple[np.ndarray, np.ndarray, bytes | None] | None:
+        """View ``index`` of the answer ``token``: pixels, thumbnail and the overlay if drawn; None when gone."""
+        with self._lock:
+            self._expire()
+            entry = self._entries.get(token)
+            if entry is None or not 0 <= index < len(entry[1]):
+                return None
+            pixels, thumb = entry[1][index]
+            return pixels, thumb, entry[2].get(index)
+
+    def keep_overlay(self, token: str, index: int, png: bytes) -> None:
+        """Remember the drawn overlay of a view (if its answer is still kept)."""
+        with self._lock:
+            if token in self._entries:
+                self._entries[token][2][index] = png
+
+    def _expire(self) -> None:
+        oldest = self._clock() - self.ttl_s
+        while self._entries and next(iter(self._entries.values()))[0] < oldest:
+            self._entries.popitem(last=False)
 
 
 def _data_url(png: bytes) -> str:
@@ -117,6 +172,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     audit = AuditTrail(settings.audit_dir) if settings.audit_dir is not None and predictor is not None else None
     app = FastAPI(title="mura pre-screening", docs_url=None, redoc_url=None)
     app.state.metrics, app.state.audit = metrics, audit
+    kept = HeatmapCache(settings.heatmap_studies, settings.heatmap_ttl_s)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -172,7 +228,10 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
 
     @app.post("/api/predict")
     async def predict(
-        request: Request, files: Annotated[list[UploadFile], File()], body_part: Annotated[str, Form()] = ""
+        request: Request,
+        files: Annotated[list[UploadFile], File()],
+        body_part: Annotated[str, Form()] = "",
+        heatmaps: Annotated[str, Form()] = "lazy",
     ) -> Any:
         def refuse(status: int, reason: str, message: str) -> JSONResponse:
             metrics.refused(reason)
@@ -180,6 +239,8 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
 
         if not authorized(request):
             return refuse(401, "unauthorized", "a valid access token is required")
+        if heatmaps not in HEATMAP_MODES:
+            return refuse(400, "bad_request", f"heatmaps must be one of {', '.join(HEATMAP_MODES)}")
         if not files:
             return refuse(400, "no_file", "no file uploaded: add one or more views of one study")
         if len(files) > settings.max_files:
@@ -203,31 +264,70 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
                     assert predictor is not None  # loaded above unless forwarding
                     part = normalize_body_part(body_part)
                     # Decoding, inference, heatmaps and PNG encoding all run off the event loop.
-                    return await asyncio.to_thread(_answer, predictor, blobs, part, metrics, audit)
+                    cache = kept if heatmaps == "lazy" else None
+                    return await asyncio.to_thread(_answer, predictor, blobs, part, metrics, audit, heatmaps, cache)
         except ValueError as exc:
             return refuse(422, "undecodable", _plain(str(exc)))
+
+    @app.get("/api/heatmap/{token}/{index}")
+    async def heatmap(request: Request, token: str, index: int) -> Any:
+        """The ensemble's Grad-CAM overlay of one view of a recent answer (PNG), drawn at the first ask."""
+        if not authorized(request):
+            return error(401, "a valid access token is required")
+        found = kept.get(token, index)
+        if found is None or predictor is None:
+            return error(404, "this heatmap is no longer kept: analyse the study again")
+        pixels, thumb, png = found
+        if png is None:
+            async with gate:
+                png = await asyncio.to_thread(_overlay_png, predictor, pixels, thumb, metrics)
+            kept.keep_overlay(token, index, png)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
     return app
 
 
 def _answer(
-    predictor: Predictor, blobs: list[bytes], body_part: str | None, metrics: ServingMetrics, audit: AuditTrail | None
+    predictor: Predictor,
+    blobs: list[bytes],
+    body_part: str | None,
+    metrics: ServingMetrics,
+    audit: AuditTrail | None,
+    heatmaps: str = "inline",
+    cache: HeatmapCache | None = None,
 ) -> dict[str, Any]:
-    """One study through the shared scoring path, each phase timed, then counted and audited."""
+    """One study through the shared scoring path, each phase timed, then counted and audited.
+
+    ``heatmaps``: ``inline`` draws them into the answer; ``lazy`` keeps the views in ``cache`` and
+    answers with each view's ``heatmap_url``; ``none`` draws none.
+    """
     started = time.perf_counter()
     with metrics.time("decode"):
         decoded = predictor.decode_views(blobs)
     with metrics.time("inference"):
         result = predictor.predict_decoded(decoded, body_part)
-    with metrics.time("heatmaps"):
-        result = predictor.with_heatmaps(result, decoded)
+    if heatmaps == "inline":
+        with metrics.time("heatmaps"):
+            result = predictor.with_heatmaps(result, decoded)
     with metrics.time("render"):
-        page = _present(result, predictor.config)
+        thumbs = [_thumbnail(view.gray) for view in result.views]
+        page = _present(result, predictor.config, thumbs)
+        if heatmaps == "lazy" and cache is not None:
+            token = cache.put([(upload.pixels, thumb) for (_, upload), thumb in zip(decoded, thumbs, strict=True)])
+            for index, view in enumerate(page["views"]):
+                view["heatmap_url"] = f"/api/heatmap/{token}/{index}"
     metrics.answered(result)
     if audit is not None:
         identity = b"".join(hashlib.sha256(blob).digest() for blob in blobs)  # the upload's content, keyed later
         audit.record("web", predictor, result, decoded, identity, time.perf_counter() - started)
     return page
+
+
+def _overlay_png(predictor: Predictor, pixels: np.ndarray, thumb: np.ndarray, metrics: ServingMetrics) -> bytes:
+    """Grad-CAM of one view (the ensemble's map, float32 pass) drawn over its thumbnail."""
+    with metrics.time("heatmaps"):
+        heat = predictor.heatmaps(pixels[None])[ENSEMBLE][0]
+        return png_bytes(overlay(thumb, heat), compress_level=1)
 
 
 def _plain(message: str) -> str:
@@ -245,11 +345,10 @@ def _plain(message: str) -> str:
     return message
 
 
-def _present(result: StudyResult, config: ServingConfig) -> dict[str, Any]:
+def _present(result: StudyResult, config: ServingConfig, thumbs: list[np.ndarray]) -> dict[str, Any]:
     """The answer the page renders: verdict, per-view thumbnails and overlays, per-variant breakdown."""
     views = []
-    for view in result.views:
-        thumb = _thumbnail(view.gray)
+    for view, thumb in zip(result.views, thumbs, strict=True):
         heatmap = view.heatmaps.get(ENSEMBLE)
         views.append(
             ViewAnswer(

@@ -1,0 +1,45 @@
+"""The web UI's store of recent answers for heatmaps drawn on demand (mura.serving.web.HeatmapCache)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mura.serving.web import HeatmapCache
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _views(n: int, value: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.full((4, 4), value + k, np.uint8), np.full((2, 2), value + k, np.uint8)) for k in range(n)]
+
+
+def test_views_come_back_by_token_and_index_with_their_drawn_overlay() -> None:
+    cache = HeatmapCache(studies=4, ttl_s=60)
+    token = cache.put(_views(2, value=10))
+    found = cache.get(token, 1)
+    assert found is not None
+    pixels, thumb, png = found
+    assert int(pixels[0, 0]) == 11 and int(thumb[0, 0]) == 11 and png is None
+    cache.keep_overlay(token, 1, b"png-bytes")
+    again = cache.get(token, 1)
+    assert again is not None and again[2] == b"png-bytes"
+    assert cache.get(token, 2) is None and cache.get(token, -1) is None and cache.get("other", 0) is None
+    assert len(token) >= 20 and cache.put(_views(1)) != token
+
+
+def test_the_oldest_answers_go_first_and_none_outlives_the_ttl() -> None:
+    clock = _Clock()
+    cache = HeatmapCache(studies=2, ttl_s=60, clock=clock)
+    first, second = cache.put(_views(1)), cache.put(_views(1))
+    third = cache.put(_views(1))
+    assert cache.get(first, 0) is None and cache.get(second, 0) is not None and cache.get(third, 0) is not None
+    clock.now += 61
+    assert cache.get(second, 0) is None and cache.get(third, 0) is None
+    cache.keep_overlay(third, 0, b"late")  # an answer already dropped: nothing kept
+    assert cache.get(third, 0) is None
