@@ -494,8 +494,11 @@ def test_mlflow_run_of_the_container_project_logs_and_registers_on_the_server(
     settings = stack.client_env(user)
     env_file = tmp_path / "container.env"  # credentials reach the container without appearing in MLflow's log
     write_env_file(env_file, {k: v for k, v in settings.items() if k != "MLFLOW_TRACKING_URI"})
+    # One variant, one epoch, a small synthetic set (the image's default is the demo's 400 patients): what is
+    # tested is where the runs and the model go, not the training.
+    small = {"patients": 30, "fracture_images": 0}
     override = yaml.safe_dump(
-        dict(OVERRIDE, models={**OVERRIDE["models"], "tiny_b": None}, train=dict(OVERRIDE["train"], epochs=1))
+        dict(OVERRIDE, models={**OVERRIDE["models"], "tiny_b": None}, train=dict(OVERRIDE["train"], epochs=1), synth=small)
     )
     proc = _run(
         ["mlflow", "run", str(repo_root / "docker/mlproject"), "-e", "main", "-A", "network=host",
