@@ -21,38 +21,35 @@ from mura.config import merge_params, parse_params
 from tests.helpers import IMAGE, NO_SEED_VARIANTS, SIZE
 
 
-@pytest.fixture(scope="session")
-def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two random simple_cnn variants registered as mura-ensemble v1 in a temp store."""
-    import keras
+def register_variants(
+    repo_root: Path, ws: Path, models: dict[str, Any], register: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Register ``models`` (variant → Keras model, ``SIZE``-px input) as ``mura-ensemble`` in a store under ``ws``.
 
-    from mura.config import AugmentParams, ModelSpec
-    from mura.modeling.models import build_model
+    Writes what the ``register`` stage reads (models, thresholds, metrics, ten validation images in
+    five studies with the Keras predictions as the reference of the precision check) and runs it once.
+    Returns the stage's ``reports/register.json`` record, the store's ``uri`` and what a second
+    registration needs (``params``, ``inputs``).
+    """
+    from mura.modeling.inference import VariantRunner
     from mura.serving.register import RegisterPaths, run_register
 
-    ws = tmp_path_factory.mktemp("serve")
+    names = list(models)
     doc = merge_params(
         yaml.safe_load((repo_root / "params.yaml").read_text()),
         {
             "data": {"image_size": SIZE},
-            "models": {
-                **NO_SEED_VARIANTS,
-                "tiny_a": {"arch": "simple_cnn"},
-                "tiny_b": {"arch": "simple_cnn"},
-            },
-            "register": {"max_pixels": 1_000_000},
+            "models": {**NO_SEED_VARIANTS, **{name: {"arch": "simple_cnn"} for name in names}},
+            "register": {"max_pixels": 1_000_000, **(register or {})},
         },
     )
     params = parse_params(doc)
     (ws / "models").mkdir()
-    for k, name in enumerate(("tiny_a", "tiny_b")):
-        keras.utils.set_random_seed(k)
-        build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k).save(
-            ws / f"models/{name}.keras"
-        )
+    for name, model in models.items():
+        model.save(ws / f"models/{name}.keras")
     (ws / "reports").mkdir()
     (ws / "reports/thresholds.json").write_text(
-        json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3}, "variant_weights": {"tiny_a": 1.0, "tiny_b": 1.0}})
+        json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3}, "variant_weights": {n: 1.0 for n in names}})
     )
     (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
     # Ten validation images in five studies: the precision check of the optimized runtime runs on them.
@@ -62,18 +59,14 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (12, SIZE, SIZE)).astype(np.uint8)
     np.save(ws / "pixels.npy", pixels)
-    from mura.modeling.inference import VariantRunner
-
-    runner = VariantRunner.from_paths({n: ws / f"models/{n}.keras" for n in ("tiny_a", "tiny_b")})
-    keras_probs = runner.predict(pixels[2:])
+    reference = VariantRunner.from_paths({n: ws / f"models/{n}.keras" for n in names}).predict(pixels[2:])
     (ws / "reports/predictions").mkdir()
     pd.DataFrame(
         {
             "image_id": ids[2:],
             "study_id": [f"s{k // 2}" for k in range(10)],
             "label": [(k // 2) % 2 for k in range(10)],
-            "p_tiny_a": keras_probs[:, 0],
-            "p_tiny_b": keras_probs[:, 1],
+            **{f"p_{n}": reference[:, i] for i, n in enumerate(names)},
         }
     ).to_csv(ws / "reports/predictions/valid.csv", index=False)
     inputs = RegisterPaths(
@@ -92,14 +85,34 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     with pytest.MonkeyPatch.context() as patch:  # the stage's working folder and store, undone after
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(ws)
-        size, resize = params.data.image_size, params.data.resize
-        result = run_register(list(params.models), params.register, size, resize, inputs)
+        result = run_register(names, params.register, params.data.image_size, params.data.resize, inputs)
+    return {"ws": ws, "uri": uri, "first": result, "params": params, "inputs": inputs}
+
+
+@pytest.fixture(scope="session")
+def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two random simple_cnn variants registered as mura-ensemble v1 and v2 in a temp store."""
+    import keras
+
+    from mura.config import AugmentParams, ModelSpec
+    from mura.modeling.models import build_model
+    from mura.serving.register import run_register
+
+    models = {}
+    for k, name in enumerate(("tiny_a", "tiny_b")):
+        keras.utils.set_random_seed(k)
+        models[name] = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k)
+    done = register_variants(repo_root, tmp_path_factory.mktemp("serve"), models)
+    ws, params = done["ws"], done["params"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", done["uri"])
+        patch.chdir(ws)
         # A second, worse version must not take the champion alias; its bf16 limit is impossible
         # (|dp| <= 0), so the guard must fall back to float32.
         (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
         strict = dataclasses.replace(params.register, reduced_max_abs_dp=0.0)
-        second = run_register(list(params.models), strict, size, resize, inputs)
-    return {"ws": ws, "uri": uri, "first": result, "second": second}
+        second = run_register(list(models), strict, params.data.image_size, params.data.resize, done["inputs"])
+    return {"ws": ws, "uri": done["uri"], "first": done["first"], "second": second}
 
 
 @pytest.fixture(scope="session")

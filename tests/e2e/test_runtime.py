@@ -15,6 +15,8 @@ import pytest
 
 from mura.api import Predictor
 from mura.serving.runtime import OpenVinoRunner
+from tests.e2e.conftest import register_variants
+from tests.helpers import SIZE
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +49,7 @@ def test_register_exports_and_records_the_precision_check(registered: dict[str, 
     # int8 was exported (register.int8), run on valid, measured and rejected by the impossible limit.
     assert check["int8"]["images"] == 10 and check["int8"]["max_abs_dp"] > 0
     assert check["verdicts"]["int8"].startswith("int8 rejected: max |dp|")
+    assert "; max |dp| per variant: tiny_a " in check["verdicts"]["int8"] and len(check["int8"]["variant_max_abs_dp"]) == 2
     assert check["verdicts"]["bf16"].startswith(("bf16 rejected", "bf16: not available"))
     assert float(second.tags["int8_max_abs_dp"]) == pytest.approx(check["int8"]["max_abs_dp"], rel=1e-2)
 
@@ -139,3 +142,45 @@ def test_a_concurrent_server_gets_one_stream_per_study(registered: dict[str, Any
     runners = [p.service.runner for p in (single, server)]
     assert all(isinstance(r, OpenVinoRunner) for r in runners)
     assert [int(r.compiled.get_property("NUM_STREAMS")) for r in runners if isinstance(r, OpenVinoRunner)] == [1, 2]
+
+
+def _scaled_head(seed: int, scale: float, pixels: np.ndarray) -> Any:
+    """A simple_cnn whose output logit is ``scale`` times the random one, centred on ``pixels`` (p spread around 0.5)."""
+    import keras
+
+    from mura.config import AugmentParams, ModelSpec
+    from mura.modeling.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=seed)
+    head = model.get_layer("abnormal")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * scale, bias])
+    p = model.predict(pixels[..., None], verbose=0).ravel().astype(np.float64)
+    logits = np.log(np.clip(p, 1e-12, 1) / np.clip(1 - p, 1e-12, 1))
+    head.set_weights([kernel * scale, bias - np.float32(np.median(logits))])
+    return model
+
+
+def test_int8_serves_the_variants_that_keep_within_the_limit_and_float32_the_others(repo_root: Path, tmp_path: Path) -> None:
+    """A variant whose output int8 moves too far blocks int8 for the ensemble; register then quantizes the others
+    alone, checks the mix like any precision, and serves it: the calm variant in int8, the touchy one exact."""
+    pixels = np.random.default_rng(0).integers(0, 256, (12, SIZE, SIZE)).astype(np.uint8)  # register_variants' images
+    models = {"calm": _scaled_head(0, 0.01, pixels), "touchy": _scaled_head(1, 3000.0, pixels)}
+    done = register_variants(repo_root, tmp_path, models)
+    assert done["first"]["optimized_precision"] in ("int8", "f32", "bf16")
+    client = mlflow.MlflowClient(tracking_uri=done["uri"])
+    tags = client.get_model_version("mura-ensemble", "1").tags
+    assert tags["int8_variants"] == "calm" and "int8" in tags["allowed_precisions"].split(",")
+    predictor = _load({"uri": done["uri"]}, 1, "optimized")
+    check = predictor.config.precision_check
+    assert check["int8_variants"] == ["calm"]
+    assert check["verdicts"]["int8"].startswith("int8 allowed") and "int8 for calm only" in check["verdicts"]["int8"]
+    assert "touchy" in check["verdicts"]["int8"].split("all in int8: ")[1]  # why the full int8 was not kept
+    calm_dp, touchy_dp = check["int8"]["variant_max_abs_dp"]
+    assert touchy_dp <= 1e-4 and calm_dp <= check["limits"]["max_abs_dp"]  # the touchy variant ran in float32
+    served = predictor.service.runner
+    assert isinstance(served, OpenVinoRunner)
+    runner = OpenVinoRunner(served.optimized_dir, ["calm", "touchy"], 8, warm_up=False, force="int8")
+    exact = OpenVinoRunner(served.optimized_dir, ["calm", "touchy"], 8, warm_up=False, force="f32")
+    np.testing.assert_allclose(runner.predict(pixels)[:, 1], exact.predict(pixels)[:, 1], atol=1e-4)

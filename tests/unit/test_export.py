@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mura.serving.export import compare_runtimes, judge_precision
+from mura.serving.export import compare_runtimes, int8_variants, judge_precision
 
 ROWS = pd.DataFrame({"study_id": ["a", "a", "b", "c"], "label": [1, 1, 0, 0]})
 REFERENCE = np.array([[0.9, 0.7], [0.6, 0.5], [0.2, 0.4], [0.49, 0.52]])
@@ -17,7 +18,20 @@ REFERENCE = np.array([[0.9, 0.7], [0.6, 0.5], [0.2, 0.4], [0.49, 0.52]])
 
 def test_identical_runtimes_agree_fully() -> None:
     result = compare_runtimes(REFERENCE, REFERENCE.copy(), ROWS, [1.0, 1.0], {"default": 0.5, "high_sensitivity": 0.3})
-    assert result == {"max_abs_dp": 0.0, "studies": 3, "images": 4, "agreement": {"default": 1.0, "high_sensitivity": 1.0}}
+    assert result == {
+        "max_abs_dp": 0.0,
+        "variant_max_abs_dp": [0.0, 0.0],
+        "studies": 3,
+        "images": 4,
+        "agreement": {"default": 1.0, "high_sensitivity": 1.0},
+    }
+
+
+def test_each_variant_has_its_own_largest_shift() -> None:
+    candidate = REFERENCE.copy()
+    candidate[0, 1] += 0.05  # only the second variant moves
+    result = compare_runtimes(REFERENCE, candidate, ROWS, [1.0, 1.0], {"default": 0.5})
+    assert result["variant_max_abs_dp"] == pytest.approx([0.0, 0.05]) and result["max_abs_dp"] == pytest.approx(0.05)
 
 
 def test_a_small_shift_that_flips_one_study() -> None:
@@ -26,6 +40,7 @@ def test_a_small_shift_that_flips_one_study() -> None:
     candidate[3] -= 0.01
     result = compare_runtimes(REFERENCE, candidate, ROWS, [1.0, 1.0], {"default": 0.5})
     assert result["max_abs_dp"] == pytest.approx(0.01)
+    assert result["variant_max_abs_dp"] == pytest.approx([0.01, 0.01])
     assert result["agreement"]["default"] == pytest.approx(2 / 3)
 
 
@@ -167,3 +182,24 @@ def test_inference_copies_drop_the_optimizer_state_and_predict_alike(tmp_path: P
     original = keras.saving.load_model(trained, compile=False)
     served = keras.saving.load_model(copy, compile=False)
     np.testing.assert_array_equal(np.asarray(served(pixels, training=False)), np.asarray(original(pixels, training=False)))
+
+
+def _check(per_variant: list[float] | None, allowed: tuple[str, ...] = ("f32",)) -> dict[str, Any]:
+    comparison = None if per_variant is None else {"variant_max_abs_dp": per_variant}
+    return {"int8": comparison, "allowed": list(allowed), "limits": {"max_abs_dp": 0.01}}
+
+
+@pytest.mark.parametrize(
+    "check,expected",
+    [
+        (_check([0.004, 0.03, 0.01]), ["a", "c"]),  # the variants within the limit alone (the limit included)
+        (_check([0.02, 0.03, 0.05]), None),  # none: nothing to keep in int8
+        (_check([0.001, 0.002, 0.003]), None),  # all within but rejected (labels flipped): a mix cannot help
+        (_check([0.004, 0.03, 0.001], ("f32", "int8")), None),  # int8 allowed already
+        (_check(None), None),  # no int8 export
+    ],
+)
+def test_int8_variants_are_tried_only_when_some_but_not_all_keep_within_the_limit(
+    check: dict[str, Any], expected: list[str] | None
+) -> None:
+    assert int8_variants(check, ["a", "b", "c"]) == expected

@@ -7,6 +7,7 @@ quantization); serving reads the result without either (:mod:`mura.serving.runti
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,16 @@ from mura.serving.runtime import HEADS_FILE, OpenVinoRunner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_precision", "compare_runtimes", "export_optimized", "inference_copies", "judge_precision", "quantize_int8"]
+__all__ = [
+    "check_precision",
+    "compare_runtimes",
+    "export_optimized",
+    "inference_copies",
+    "int8_variants",
+    "judge_precision",
+    "quantize_int8",
+    "variant_operations",
+]
 
 
 def inference_copies(model_paths: dict[str, Path], out_dir: Path, models: dict[str, Any] | None = None) -> dict[str, Path]:
@@ -130,12 +140,14 @@ def compare_runtimes(
             thresholds (None: the identity).
 
     Returns:
-        ``max_abs_dp`` over variants and the ensemble, ``studies``, and per operating point the
-        fraction of studies whose label agrees (``agreement.<point>``).
+        ``max_abs_dp`` over variants and the ensemble, each variant's own (``variant_max_abs_dp``, in
+        column order: which variants a reduced precision hurts), ``studies``, and per operating point
+        the fraction of studies whose label agrees (``agreement.<point>``).
     """
     ref_ens = average_probabilities(reference, weights)
     new_ens = average_probabilities(candidate, weights)
-    max_dp = float(max(np.abs(reference - candidate).max(initial=0.0), np.abs(ref_ens - new_ens).max(initial=0.0)))
+    per_variant = np.abs(reference - candidate).max(axis=0, initial=0.0) if reference.size else np.zeros(reference.shape[1:])
+    max_dp = float(max(per_variant.max(initial=0.0), np.abs(ref_ens - new_ens).max(initial=0.0)))
     frame = rows[["study_id", "label"]].assign(ref=ref_ens, new=new_ens)
     studies = aggregate_studies(frame, ["ref", "new"])
     if calibrator is not None:
@@ -144,10 +156,56 @@ def compare_runtimes(
         point: float(np.mean((studies["ref"] >= t) == (studies["new"] >= t))) if len(studies) else 1.0
         for point, t in thresholds.items()
     }
-    return {"max_abs_dp": max_dp, "studies": int(len(studies)), "images": int(len(rows)), "agreement": agreement}
+    return {
+        "max_abs_dp": max_dp,
+        "variant_max_abs_dp": [float(x) for x in per_variant],
+        "studies": int(len(studies)),
+        "images": int(len(rows)),
+        "agreement": agreement,
+    }
 
 
-def quantize_int8(optimized_dir: Path, calibration: np.ndarray, batch_size: int = 8) -> Path:
+def variant_operations(model: Any, variants: Sequence[str]) -> dict[str, list[str]]:
+    """Each variant's own operations in the exported model (friendly names), for NNCF's ignored scope.
+
+    A variant's operations are those its probability (``<variant>/abnormal/Sigmoid``) depends on
+    and no other variant's does: the input's cast and layout ops, which OpenVINO shares between
+    the variants, belong to none. Found by walking the graph back from each sigmoid, because
+    OpenVINO renames most convolutions (``Transpose_1067``), dropping the variant's prefix.
+
+    Raises:
+        ValueError: a variant's sigmoid is not in the model.
+    """
+    ends: dict[str, Any] = {}
+    for op in model.get_ops():
+        for variant in variants:
+            pattern = rf"/{re.escape(variant)}(_\d+)?/abnormal(_\d+)?/Sigmoid$"
+            if op.get_type_name() == "Sigmoid" and re.search(pattern, op.get_friendly_name()):
+                ends[variant] = op
+    missing = [v for v in variants if v not in ends]
+    if missing:
+        raise ValueError(f"the exported model has no output sigmoid for variant {missing[0]!r}")
+    reached: dict[str, set[str]] = {}
+    for variant, end in ends.items():
+        seen: set[str] = set()
+        stack = [end]
+        while stack:
+            node = stack.pop()
+            if node.get_friendly_name() in seen:
+                continue
+            seen.add(node.get_friendly_name())
+            stack += [value.get_node() for value in node.input_values()]
+        reached[variant] = seen
+    return {v: sorted(reached[v].difference(*(reached[o] for o in variants if o != v))) for v in variants}
+
+
+def quantize_int8(
+    optimized_dir: Path,
+    calibration: np.ndarray,
+    batch_size: int = 8,
+    keep_float: Sequence[str] = (),
+    variants: Sequence[str] = (),
+) -> Path:
     """Quantize the exported float32 IR to int8 with NNCF post-training quantization.
 
     NNCF reads the calibration images in batches of ``batch_size`` (the serving batch): on the
@@ -159,6 +217,9 @@ def quantize_int8(optimized_dir: Path, calibration: np.ndarray, batch_size: int 
         optimized_dir: the folder :func:`export_optimized` wrote.
         calibration: (N, S, S) uint8 training images NNCF collects activation statistics on.
         batch_size: images per calibration batch.
+        keep_float: variants left in float32 (NNCF's ignored scope: :func:`variant_operations`); the
+            int8 IR then mixes precisions per variant.
+        variants: every variant, in output order (needed with ``keep_float``).
 
     Returns:
         The int8 IR (``model_int8.xml``, next to the float32 one).
@@ -174,9 +235,14 @@ def quantize_int8(optimized_dir: Path, calibration: np.ndarray, batch_size: int 
         np.ascontiguousarray(calibration[i : i + batch_size, ..., None], dtype=np.uint8)
         for i in range(0, len(calibration), batch_size)
     ]
-    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+    ignored = None
+    if keep_float:
+        own = variant_operations(model, variants)
+        ignored = nncf.IgnoredScope(names=[name for v in keep_float for name in own[v]], validate=False)
+    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), ignored_scope=ignored)
     ov.save_model(quantized, str(optimized_dir / INT8_XML))
-    logger.info("quantized to int8 on %d training images in %.1f s", len(calibration), time.perf_counter() - start)
+    kept = f" ({', '.join(keep_float)} kept in float32)" if keep_float else ""
+    logger.info("quantized to int8%s on %d training images in %.1f s", kept, len(calibration), time.perf_counter() - start)
     return optimized_dir / INT8_XML
 
 
@@ -246,6 +312,9 @@ def check_precision(
         if precision != "f32":
             ok, verdicts[precision] = judge_precision(precision, out[precision], max_abs_dp, min_agreement)
             allowed += [precision] if ok else []
+            if not ok:  # which variants it hurts: the figures a per-variant choice of precision would start from
+                shifts = zip(variants, out[precision]["variant_max_abs_dp"], strict=True)
+                verdicts[precision] += "; max |dp| per variant: " + ", ".join(f"{v} {d:.2g}" for v, d in shifts)
     for precision in ("bf16", "int8"):
         if precision not in runnable:
             verdicts[precision] = judge_precision(precision, None, max_abs_dp, min_agreement)[1]
@@ -255,3 +324,18 @@ def check_precision(
     out["reason"] = "; ".join(verdicts.values()) + f"; fastest allowed here: {served}"
     logger.info("optimized runtime: float32 max |dp| %.2g vs Keras; %s", out["f32"]["max_abs_dp"], out["reason"])
     return out
+
+
+def int8_variants(check: dict[str, Any], variants: Sequence[str]) -> list[str] | None:
+    """When int8 was rejected for the whole ensemble: the variants whose own |Δp| is within the limit (pure).
+
+    None when there is nothing to try per variant: int8 allowed already, not run, or no variant (or
+    every variant) within the limit. Quantizing again with the others kept in float32
+    (``quantize_int8(keep_float=…)``) and checking again decides whether that mix serves.
+    """
+    comparison = check.get("int8")
+    if comparison is None or "int8" in check.get("allowed", []):
+        return None
+    limit = check["limits"]["max_abs_dp"]
+    within = [v for v, dp in zip(variants, comparison["variant_max_abs_dp"], strict=True) if dp <= limit]
+    return within if 0 < len(within) < len(variants) else None

@@ -32,7 +32,7 @@ from mura.evaluation.predict import model_paths
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import ENSEMBLE
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
-from mura.serving.export import check_precision, export_optimized, inference_copies, quantize_int8
+from mura.serving.export import check_precision, export_optimized, inference_copies, int8_variants, quantize_int8
 from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
@@ -260,6 +260,8 @@ def version_tags(
     }
     if optimized:
         tags["allowed_precisions"] = ",".join(config.allowed_precisions)
+    if precision_check.get("int8_variants"):  # int8 mixed with float32, variant by variant
+        tags["int8_variants"] = ",".join(precision_check["int8_variants"])
     for reduced in ("bf16", "int8"):
         if precision_check.get(reduced):
             tags[f"{reduced}_max_abs_dp"] = f"{precision_check[reduced]['max_abs_dp']:.3g}"
@@ -421,27 +423,43 @@ def _export_and_check(
     if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():
         raise DataError("register.runtime needs reports/predictions/valid.csv (the Keras reference): rerun `dvc repro ensemble`")
     export_optimized(paths, out_dir, copies_dir)
+    variants = list(paths)
     row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
+    calibration = np.empty((0, *pixels.shape[1:]), np.uint8)
     if params.int8:
         train_ids = split.loc[split["split"] == "train", "image_id"]
         picked = train_ids.sample(min(params.int8_calibration_images, len(train_ids)), random_state=0)
-        quantize_int8(out_dir, _rows(pixels, row_of.loc[picked].to_numpy()), params.serve_batch_size)
+        calibration = _rows(pixels, row_of.loc[picked].to_numpy())
+        quantize_int8(out_dir, calibration, params.serve_batch_size)
     valid = pd.read_csv(predictions_dir / "valid.csv")
     valid_pixels = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
     weights = [float(thresholds["variant_weights"][v]) for v in paths]
-    check = check_precision(
-        out_dir,
-        list(paths),
-        valid,
-        valid_pixels,
-        weights,
-        thresholds["thresholds"],
-        params.serve_batch_size,
-        params.reduced_max_abs_dp,
-        params.reduced_min_agreement,
-        Calibrator.from_dict(thresholds.get("calibration")),
-    )
-    return out_dir, check
+
+    def check() -> dict[str, Any]:
+        return check_precision(
+            out_dir,
+            variants,
+            valid,
+            valid_pixels,
+            weights,
+            thresholds["thresholds"],
+            params.serve_batch_size,
+            params.reduced_max_abs_dp,
+            params.reduced_min_agreement,
+            Calibrator.from_dict(thresholds.get("calibration")),
+        )
+
+    result = check()
+    in_int8 = int8_variants(result, variants)
+    if in_int8 is not None:  # int8 for the variants that keep within the limit alone, float32 for the others
+        rejected = result["verdicts"]["int8"]
+        quantize_int8(out_dir, calibration, params.serve_batch_size, [v for v in variants if v not in in_int8], variants)
+        result = check()
+        mix = f"int8 for {', '.join(in_int8)} only (the others float32; all in int8: {rejected})"
+        result["verdicts"]["int8"] = f"{result['verdicts']['int8']} — {mix}"
+        result["reason"] += f"; {mix}"
+        result["int8_variants"] = in_int8
+    return out_dir, result
 
 
 def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
