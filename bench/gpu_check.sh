@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a GPU node (the `gpu` image, or any machine with the package and a Keras backend):
 # prints the accelerator, measures training throughput of DenseNet-169 and ResNet-101 at 320², bf16,
-# batch 64 with our own feeding and augmentation (bench/train_throughput.py), then runs a two-epoch
+# batch 64, Keras's default set-up against our own feeding and augmentation (bench/train_throughput.py), then runs a two-epoch
 # `train` of one variant at 320² on synthetic data through DVC; figures are appended to bench/RESULTS.md.
 # Targets (shared anchors, H100): >= 1,000 img/s DenseNet-169, >= 1,370 img/s ResNet-101. Under 8 minutes.
 #
@@ -20,7 +20,7 @@ print("keras", keras.__version__, "backend", keras.backend.backend())
 PY
 echo "== training throughput (${SIZE}², mixed_bfloat16, batch ${BATCH})"
 python bench/train_throughput.py --archs densenet169,resnet101 --size "$SIZE" --batch "$BATCH" \
-  --precision mixed_bfloat16 --steps 30 --no-baseline
+  --precision mixed_bfloat16 --steps 30 --setups keras-default,project
 echo "== two-epoch train of densenet169_a at ${SIZE}² on synthetic data"
 ws=$(mktemp -d /tmp/mura-gpu-check.XXXXXX)
 cat > "$ws/override.yaml" <<YAML

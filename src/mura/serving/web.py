@@ -264,8 +264,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
                     assert predictor is not None  # loaded above unless forwarding
                     part = normalize_body_part(body_part)
                     # Decoding, inference, heatmaps and PNG encoding all run off the event loop.
-                    cache = kept if heatmaps == "lazy" else None
-                    return await asyncio.to_thread(_answer, predictor, blobs, part, metrics, audit, heatmaps, cache)
+                    return await asyncio.to_thread(_answer, predictor, blobs, part, metrics, audit, heatmaps, kept)
         except ValueError as exc:
             return refuse(422, "undecodable", _plain(str(exc)))
 
@@ -294,11 +293,11 @@ def _answer(
     metrics: ServingMetrics,
     audit: AuditTrail | None,
     heatmaps: str = "inline",
-    cache: HeatmapCache | None = None,
+    kept: HeatmapCache | None = None,
 ) -> dict[str, Any]:
     """One study through the shared scoring path, each phase timed, then counted and audited.
 
-    ``heatmaps``: ``inline`` draws them into the answer; ``lazy`` keeps the views in ``cache`` and
+    ``heatmaps``: ``inline`` draws them into the answer; ``lazy`` keeps the views in ``kept`` and
     answers with each view's ``heatmap_url``; ``none`` draws none.
     """
     started = time.perf_counter()
@@ -312,8 +311,8 @@ def _answer(
     with metrics.time("render"):
         thumbs = [_thumbnail(view.gray) for view in result.views]
         page = _present(result, predictor.config, thumbs)
-        if heatmaps == "lazy" and cache is not None:
-            token = cache.put([(upload.pixels, thumb) for (_, upload), thumb in zip(decoded, thumbs, strict=True)])
+        if heatmaps == "lazy" and kept is not None:
+            token = kept.put([(upload.pixels, thumb) for (_, upload), thumb in zip(decoded, thumbs, strict=True)])
             for index, view in enumerate(page["views"]):
                 view["heatmap_url"] = f"/api/heatmap/{token}/{index}"
     metrics.answered(result)
