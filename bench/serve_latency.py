@@ -23,7 +23,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append  # noqa: E402
+
+from mura.deploy.processes import free_port  # noqa: E402
 
 VARIANTS = {
     "densenet169_a": "densenet169",
@@ -99,12 +100,6 @@ def _timed(call, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
         call()
         out.append(time.perf_counter() - start)
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build(size: int, calibration: int, folder: Path) -> Built:
@@ -253,7 +248,7 @@ def _env(store: str) -> dict[str, str]:
 
 def cold_start(server: list[str], store: str, frame: pd.DataFrame, repeats: int) -> tuple[float, float]:
     """Start ``server`` (its command; ``{port}`` is replaced): process start → first answer, then the HTTP p50."""
-    port = _free_port()
+    port = free_port()
     body = json.dumps({"dataframe_records": frame.to_dict("records")}).encode()
 
     def request() -> bytes:
