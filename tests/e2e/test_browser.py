@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/ (kept as CI artifacts).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,9 @@ def ui_url(registered: dict[str, Any]):
     proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, through Playwright (what the ``browser`` fixture yields)."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: run scripts/ensure-system.sh (make test does)")
     from playwright.sync_api import sync_playwright
@@ -86,6 +89,12 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as launched:
+        yield launched
 
 
 def _open(browser, url: str, **kwargs: Any):

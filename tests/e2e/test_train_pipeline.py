@@ -26,7 +26,7 @@ import yaml
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.workspace import create_workspace
-from tests.e2e.test_browser import ARTIFACTS, browser  # noqa: F401 (the fixture)
+from tests.e2e.test_browser import ARTIFACTS, chromium
 from tests.helpers import NO_SEED_VARIANTS
 
 pytestmark = pytest.mark.slow
@@ -255,9 +255,14 @@ def test_dvc_experiment_runs_are_tagged_and_match_dvc_exp_show(workspace: Path, 
     assert by_name["ensemble"].data.metrics["test_study_kappa"] == pytest.approx(dvc_kappa, abs=1e-12)
 
 
-def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path, browser: Any) -> None:  # noqa: F811
+def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path) -> None:
     """`mura mlflow-ui` (what `make mlflow-ui` runs) prints an address whose first screen, in a fresh
-    browser profile, is the runs table of our experiment with the Dataset column filled."""
+    browser profile, is the runs table of our experiment with the Dataset column filled.
+
+    The browser is launched here, not taken from the ``browser`` fixture: pytest-playwright
+    parametrizes the tests that use that fixture by browser name, and pytest then regrouped this
+    test with the other module's browser tests, so the module's pipeline workspace was built twice
+    (53 s of every `make test`)."""
     import socket
     import threading
 
@@ -285,19 +290,20 @@ def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path, browse
             time.sleep(0.3)
         url = next(line for line in lines if "http://" in line).split()[-1]
         assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and url.endswith("/runs?workflowType=machine_learning")
-        context = browser.new_context(viewport={"width": 1600, "height": 1000})  # a fresh profile: empty storage
-        page = context.new_page()
-        page.goto(url)
-        for name in ("tiny_a", "tiny_b", "ensemble"):
-            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
-        page.get_by_text("synthetic-mura/train").first.wait_for(timeout=30_000)
-        text = page.inner_text("body")
-        assert "Detect issues in your traces" not in text  # not the GenAI overview
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "mlflow-runs.png"))
+        with chromium() as browser:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})  # a fresh profile: empty storage
+            page = context.new_page()
+            page.goto(url)
+            for name in ("tiny_a", "tiny_b", "ensemble"):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("synthetic-mura/train").first.wait_for(timeout=30_000)
+            text = page.inner_text("body")
+            assert "Detect issues in your traces" not in text  # not the GenAI overview
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-runs.png"))
+            context.close()
         telemetry = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/3.0/mlflow/ui-telemetry").read())
         assert telemetry["disable_ui_telemetry"] is True
-        context.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
