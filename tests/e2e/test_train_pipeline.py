@@ -196,6 +196,13 @@ def test_runs_record_their_datasets_pipeline_run_and_headline_metrics(workspace:
     assert logged["test_study_kappa"] == pytest.approx(study["kappa"], abs=1e-12)
     assert logged["test_study_accuracy"] == pytest.approx(study["accuracy"], abs=1e-12)
     assert "valid_image_kappa" in logged and "test_study_kappa_high_sensitivity" in logged
+    # ...and linked to the logged model (what the model's page and the registered version show).
+    import mlflow
+
+    outputs = runs["ensemble"].outputs.model_outputs
+    assert len(outputs) == 1
+    linked = {m.key: m.value for m in mlflow.get_logged_model(outputs[0].model_id).metrics or []}
+    assert linked["test_study_kappa"] == pytest.approx(study["kappa"], abs=1e-12) and linked.keys() == logged.keys()
 
 
 def test_dvc_experiment_runs_are_tagged_and_match_dvc_exp_show(workspace: Path, tmp_path: Path) -> None:
