@@ -2,6 +2,7 @@
 # Image build step: a venv at /opt/venv with exactly the pinned dependencies of pyproject.toml
 # (the base list plus one extra: cpu or gpu). Used by docker/Dockerfile's builder stages.
 set -eu
+cd "$(dirname "$0")"  # pyproject.toml is copied next to this script
 extra="$1"
 # A CA bundle mounted at /etc/xdg/pip (docker/setup-podman.sh, behind an intercepting proxy) is used if present.
 if [ -f /etc/xdg/pip/ca.crt ]; then export SSL_CERT_FILE=/etc/xdg/pip/ca.crt; fi
@@ -15,6 +16,6 @@ open("/tmp/requirements.txt", "w").write("\n".join(pins) + "\n")
 PY
 /opt/venv/bin/uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python -r /tmp/requirements.txt
 /opt/venv/bin/pip uninstall -y -q uv
-rm /tmp/requirements.txt
+rm -f /tmp/requirements.txt /tmp/uv-*.lock
 # TensorFlow's C++ headers (~290 MB) are for building extensions, never used at run time.
 rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include

@@ -270,12 +270,11 @@ def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path) -> Non
     parametrizes the tests that use that fixture by browser name, and pytest then regrouped this
     test with the other module's browser tests, so the module's pipeline workspace was built twice
     (53 s of every `make test`)."""
-    import socket
     import threading
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from mura.deploy.processes import free_port
+
+    port = free_port()
     uri = _env(workspace)["MLFLOW_TRACKING_URI"]
     cmd = [sys.executable, "-m", "mura.cli", "mlflow-ui", "--tracking-uri", uri, "--port", str(port)]
     proc = subprocess.Popen(

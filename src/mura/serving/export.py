@@ -146,7 +146,7 @@ def compare_runtimes(
     """
     ref_ens = average_probabilities(reference, weights)
     new_ens = average_probabilities(candidate, weights)
-    per_variant = np.abs(reference - candidate).max(axis=0, initial=0.0) if reference.size else np.zeros(reference.shape[1:])
+    per_variant = np.abs(reference - candidate).max(axis=0, initial=0.0)  # zeros when there are no rows
     max_dp = float(max(per_variant.max(initial=0.0), np.abs(ref_ens - new_ens).max(initial=0.0)))
     frame = rows[["study_id", "label"]].assign(ref=ref_ens, new=new_ens)
     studies = aggregate_studies(frame, ["ref", "new"])
@@ -176,12 +176,11 @@ def variant_operations(model: Any, variants: Sequence[str]) -> dict[str, list[st
     Raises:
         ValueError: a variant's sigmoid is not in the model.
     """
+    patterns = {v: re.compile(rf"/{re.escape(v)}(_\d+)?/abnormal(_\d+)?/Sigmoid$") for v in variants}
     ends: dict[str, Any] = {}
     for op in model.get_ops():
-        for variant in variants:
-            pattern = rf"/{re.escape(variant)}(_\d+)?/abnormal(_\d+)?/Sigmoid$"
-            if op.get_type_name() == "Sigmoid" and re.search(pattern, op.get_friendly_name()):
-                ends[variant] = op
+        if op.get_type_name() == "Sigmoid":
+            ends |= {v: op for v, pattern in patterns.items() if pattern.search(op.get_friendly_name())}
     missing = [v for v in variants if v not in ends]
     if missing:
         raise ValueError(f"the exported model has no output sigmoid for variant {missing[0]!r}")
