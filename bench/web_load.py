@@ -66,7 +66,7 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
     from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
-    from mura.serving.export import export_optimized, quantize_int8
+    from mura.serving.export import export_optimized
     from mura.serving.runtime import OPTIMIZED_ARTIFACT
 
     paths = {}
@@ -94,8 +94,8 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
         runtime="auto",
         allowed_precisions=("f32", "bf16", "int8"),  # as a registered model that passed the check; heatmaps: float32
     ).save(store / "config.json")
-    optimized = export_optimized({n: Path(p) for n, p in paths.items()}, store / OPTIMIZED_ARTIFACT)
-    quantize_int8(optimized, np.random.default_rng(1).integers(0, 256, (16, size, size)).astype(np.uint8))
+    calibration = np.random.default_rng(1).integers(0, 256, (16, size, size)).astype(np.uint8)
+    optimized = export_optimized({n: Path(p) for n, p in paths.items()}, store / OPTIMIZED_ARTIFACT, calibration=calibration).dir
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     package = Path(mura.__file__).parent

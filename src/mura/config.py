@@ -174,6 +174,7 @@ class RegisterParams:
     runtime: ServingRuntime = "auto"  # what serves (MURA_RUNTIME overrides at serve time)
     int8: bool = True  # also export an int8 model (NNCF post-training quantization on training images)
     int8_calibration_images: int = 300  # training images NNCF calibrates on (NNCF's default subset size)
+    export_workers: int = 0  # processes exporting and quantizing the variants; 0 = one per core, 1 = in the stage's process
     reduced_max_abs_dp: float = 0.01  # bf16/int8 serve only if |Δp| vs Keras stays within this on valid ...
     reduced_min_agreement: float = 0.995  # ... and this share of valid study labels agree at every operating point
 

@@ -65,12 +65,12 @@ def test_judge_precision(precision: str, comparison: dict | None, allowed: bool)
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two tiny variants exported to float32 and quantized to int8 on 16 calibration images."""
+    """Two tiny variants exported to float32 and quantized to int8 on 16 calibration images, one worker process each."""
     import keras
 
     from mura.config import ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.export import export_optimized, quantize_int8
+    from mura.serving.export import export_optimized
 
     tmp = tmp_path_factory.mktemp("export")
     paths = {}
@@ -78,10 +78,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
         keras.utils.set_random_seed(k)
         paths[name] = tmp / f"{name}.keras"
         build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=k).save(paths[name])
-    out = export_optimized(paths, tmp / "optimized")
-    rng = np.random.default_rng(1)
-    quantize_int8(out, rng.integers(0, 256, (16, 32, 32)).astype(np.uint8))
-    return {"paths": paths, "dir": out, "pixels": np.random.default_rng(0).integers(0, 256, (5, 32, 32)).astype(np.uint8)}
+    calibration = np.random.default_rng(1).integers(0, 256, (16, 32, 32)).astype(np.uint8)
+    export = export_optimized(paths, tmp / "optimized", calibration=calibration, workers=2)
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 32, 32)).astype(np.uint8)
+    return {"paths": paths, "dir": export.dir, "export": export, "pixels": pixels}
 
 
 def test_float32_runner_equals_keras(exported: dict, tmp_path, monkeypatch) -> None:
@@ -203,3 +203,23 @@ def test_int8_variants_are_tried_only_when_some_but_not_all_keep_within_the_limi
     check: dict[str, Any], expected: list[str] | None
 ) -> None:
     assert int8_variants(check, ["a", "b", "c"]) == expected
+
+
+def test_a_mixed_int8_export_quantizes_only_the_chosen_variants(exported: dict, tmp_path, monkeypatch) -> None:
+    """write_int8(["a"]): variant a answers as the all-int8 model's a, variant b exactly as float32."""
+    from mura.serving.runtime import OpenVinoRunner
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pixels, export = exported["pixels"], exported["export"]
+    f32 = OpenVinoRunner(export.dir, ["a", "b"], batch_size=2).predict(pixels)
+    all_int8 = OpenVinoRunner(export.dir, ["a", "b"], batch_size=2, force="int8").predict(pixels)
+    try:
+        export.write_int8(["a"])
+        mixed = OpenVinoRunner(export.dir, ["a", "b"], batch_size=2, force="int8").predict(pixels)
+    finally:
+        export.write_int8(["a", "b"])  # the module's fixture again
+    np.testing.assert_allclose(mixed[:, 0], all_int8[:, 0], atol=1e-6)
+    assert np.abs(mixed[:, 0] - f32[:, 0]).max() > 0  # quantized
+    np.testing.assert_allclose(mixed[:, 1], f32[:, 1], atol=1e-6)  # float32 graph
+    with pytest.raises(KeyError):
+        export.write_int8(["c"])

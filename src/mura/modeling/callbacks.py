@@ -105,16 +105,30 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     them, ours then restores them; their ``on_epoch_end`` updates them, ours then
     saves them).
 
+    The training's final epoch (``last_epoch``, or the one ``EarlyStopping`` ends it on) is not
+    backed up: the run finishes right after it and deletes the backup, and the save cost a
+    weights file written and the previous one copied (~1.5 GB of writes per ResNet-101 stage
+    at 64² with Adam's moments).
+
     Args:
         backup_dir: the backup folder.
         stateful: callbacks whose counters are saved and restored.
+        last_epoch: the training's number of epochs (over every ``fit`` of a phased schedule).
     """
 
     STATE_ATTRIBUTES = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
 
-    def __init__(self, backup_dir: str | Path, stateful: list[keras.callbacks.Callback]) -> None:
+    def __init__(self, backup_dir: str | Path, stateful: list[keras.callbacks.Callback], last_epoch: int) -> None:
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False, double_checkpoint=True)
         self.stateful = stateful
+        self.last_epoch = last_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        final_fit = self.params.get("epochs") == self.last_epoch
+        if epoch + 1 >= self.last_epoch or (final_fit and self.model.stop_training):
+            self._current_epoch = epoch + 1  # the training ends here: nothing will resume from this epoch
+            return
+        super().on_epoch_end(epoch, logs)
 
     def _state_path(self, epoch: int) -> Path:
         return Path(self.backup_dir) / f"{_STATE_PREFIX}{epoch}.json"

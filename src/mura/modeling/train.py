@@ -32,6 +32,7 @@ from mura.modeling.callbacks import (
 )
 from mura.modeling.feed import CacheBatches, fit_input, sample_weights, training_indices
 from mura.modeling.models import build_model, set_backbone_trainable
+from mura.modeling.optimizer import Adam
 from mura.modeling.registry import (
     clear_pending,
     log_history,
@@ -131,7 +132,7 @@ def resolve_precision(precision: str) -> str:
 
 
 def compile_model(model: keras.Model, learning_rate: float, build_optimizer: bool = True) -> None:
-    """Adam + binary cross-entropy with accuracy, AUC, precision and recall.
+    """Adam (:class:`mura.modeling.optimizer.Adam`) + binary cross-entropy with accuracy, AUC, precision and recall.
 
     With ``build_optimizer`` (the default) the optimizer's slot variables are created
     here, not lazily inside the first traced training step: on the TensorFlow backend
@@ -140,7 +141,7 @@ def compile_model(model: keras.Model, learning_rate: float, build_optimizer: boo
     ResNet-101 38 s → 20 s). ``False`` keeps Keras's lazy default (for benchmarks).
     """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=Adam(learning_rate),
         loss="binary_crossentropy",
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy"),
@@ -233,7 +234,9 @@ def fit_variant(
             verbose=2,
         )
         start = end
-    if model_path.exists():  # the best epoch, written by AtomicBestCheckpoint
+    if model_path.exists() and len(phases) == 1:  # the best epoch, written by AtomicBestCheckpoint
+        model.load_weights(model_path)  # weights and optimizer state into the built model: no rebuild from the config
+    elif model_path.exists():  # its optimizer may be the frozen phase's (other variables): rebuild from the file
         model = keras.saving.load_model(model_path)
     else:
         save_model_atomic(model, model_path)
@@ -302,7 +305,7 @@ def _callbacks(
         EpochSetter(train_batches),
         reduce_lr,
         early_stopping,
-        ResumableBackup(backup, stateful=[reduce_lr, early_stopping]),
+        ResumableBackup(backup, stateful=[reduce_lr, early_stopping], last_epoch=train.epochs),
         HistoryTrimmer(backup, history_csv),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         AtomicBestCheckpoint(model_path, train.monitor, mode, best_so_far),

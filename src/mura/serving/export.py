@@ -7,9 +7,12 @@ quantization); serving reads the result without either (:mod:`mura.serving.runti
 from __future__ import annotations
 
 import logging
-import re
+import multiprocessing
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +30,28 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "check_precision",
     "compare_runtimes",
+    "OptimizedExport",
+    "VariantIR",
     "export_optimized",
+    "export_variant",
     "inference_copies",
     "int8_variants",
     "judge_precision",
-    "quantize_int8",
-    "variant_operations",
+    "merge_variants",
 ]
 
 
-def inference_copies(model_paths: dict[str, Path], out_dir: Path, models: dict[str, Any] | None = None) -> dict[str, Path]:
+def inference_copies(model_paths: dict[str, Path], out_dir: Path) -> dict[str, Path]:
     """Each variant saved for serving: its weights without the optimizer's state.
 
     The training stage's ``.keras`` keeps Adam's two moments beside the weights (three times the
     weights' size); nothing that serves reads them, and every server start copies the registered
     files. On the demo's variants: 156 → 53 MB (DenseNet-169), 501 → 168 MB (ResNet-101).
+    :func:`export_optimized` writes the same copies from the variants it loads anyway.
 
     Args:
         model_paths: variant → the trained ``.keras`` file.
         out_dir: folder for ``<variant>.keras``.
-        models: the variants already loaded (``compile=False``), to save without loading again.
 
     Returns:
         variant → the copy.
@@ -54,41 +59,193 @@ def inference_copies(model_paths: dict[str, Path], out_dir: Path, models: dict[s
     from mura.modeling.inference import load_variants  # lazy: imports Keras: only on the Keras path
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = models if models is not None else load_variants(model_paths)
     copies = {name: out_dir / f"{name}.keras" for name in model_paths}
-    for name, model in loaded.items():
+    for name, model in load_variants(model_paths).items():
         model.save(copies[name])
     return copies
 
 
-def export_optimized(model_paths: dict[str, Path], out_dir: Path, copies_dir: Path | None = None) -> Path:
-    """Export the variants (probabilities + feature maps) to OpenVINO IR, with their heads' weights.
+@dataclass(frozen=True)
+class VariantIR:
+    """One variant exported alone: its float32 IR, its int8 IR (when quantized), its head's weights."""
+
+    name: str
+    xml: Path
+    int8_xml: Path | None
+    head: HeadWeights
+
+
+@dataclass(frozen=True)
+class OptimizedExport:
+    """The served export (``dir``: the variants merged into one IR per precision) and each variant's own IRs."""
+
+    dir: Path
+    parts: dict[str, VariantIR]
+
+    def write_int8(self, in_int8: Sequence[str]) -> Path:
+        """Write ``model_int8.xml``: the variants in ``in_int8`` quantized, the others float32 (a mixed-precision ensemble)."""
+        missing = [v for v in in_int8 if self.parts[v].int8_xml is None]
+        if missing:
+            raise ValueError(f"variant {missing[0]!r} was not quantized")
+        chosen = [part.int8_xml if name in in_int8 else part.xml for name, part in self.parts.items()]
+        merge_variants([xml for xml in chosen if xml is not None], self.dir / INT8_XML)
+        return self.dir / INT8_XML
+
+
+def export_variant(
+    name: str,
+    keras_path: Path,
+    parts_dir: Path,
+    copy_path: Path | None = None,
+    calibration: np.ndarray | None = None,
+    batch_size: int = 8,
+) -> VariantIR:
+    """Export one variant (probability + feature maps) to OpenVINO IR, and quantize it to int8 with NNCF.
+
+    Runs in a worker process of :func:`export_optimized` (it imports Keras, OpenVINO and NNCF).
+    NNCF reads the calibration images in batches of ``batch_size`` (the serving batch): on the
+    demo's four variants at 64² on 2 cores, statistics collection took 14 s instead of 50 s one
+    image at a time, and the int8 model's largest |Δp| on valid fell from 0.26 to 0.19
+    (bench/RESULTS.md).
 
     Args:
-        model_paths: variant → ``.keras`` file, in ensemble order.
-        out_dir: folder to write ``model.xml``, ``model.bin`` and ``heads.npz`` into.
-        copies_dir: also write :func:`inference_copies` there (from the models loaded once).
-
-    Returns:
-        ``out_dir``.
+        name: the variant.
+        keras_path: its trained ``.keras`` file.
+        parts_dir: folder for ``<name>.xml`` (float32) and ``<name>_int8.xml``.
+        copy_path: also save the variant's serving copy there (:func:`inference_copies`).
+        calibration: (N, S, S) uint8 training images NNCF collects activation statistics on; None: no int8.
+        batch_size: images per calibration batch.
     """
     import keras  # lazy: heavy (seconds): only when a model is built, trained or run
 
-    from mura.modeling.inference import combine_with_features, load_variants  # lazy: imports Keras: only on the Keras path
+    from mura.modeling.inference import combine_with_features, load_variants  # lazy: imports Keras
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    models = load_variants(model_paths)
-    if copies_dir is not None:  # before combining: combine() renames the models
-        inference_copies(model_paths, copies_dir, models)
     start = time.perf_counter()
-    combined = combine_with_features(models)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    model = load_variants({name: keras_path})[name]
+    if copy_path is not None:  # before combining: the combined graph renames the model
+        copy_path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(copy_path)
+    head = HeadWeights.from_model(model)
+    combined = combine_with_features({name: model})
+    xml = parts_dir / f"{name}.xml"
     if keras.backend.backend() == "tensorflow":
-        _export_frozen(combined, out_dir / MODEL_XML)
+        _export_frozen(combined, xml)
     else:  # JAX/torch: Keras's own exporter (through jax2tf or TorchScript)
-        combined.export(str(out_dir / MODEL_XML), format="openvino", verbose=False)
-    HeadWeights.save_all({name: HeadWeights.from_model(model) for name, model in models.items()}, out_dir / HEADS_FILE)
-    logger.info("exported %d variants to OpenVINO in %.1f s", len(models), time.perf_counter() - start)
-    return out_dir
+        combined.export(str(xml), format="openvino", verbose=False)
+    exported = time.perf_counter()
+    int8_xml, quantized = None, ""
+    if calibration is not None:
+        int8_xml = _quantize(xml, calibration, batch_size, parts_dir / f"{name}_int8.xml")
+        quantized = f", quantized to int8 on {len(calibration)} images in {time.perf_counter() - exported:.1f} s"
+    logger.info("%s: exported to OpenVINO in %.1f s%s", name, exported - start, quantized)
+    return VariantIR(name, xml, int8_xml, head)
+
+
+def export_optimized(
+    model_paths: dict[str, Path],
+    out_dir: Path,
+    copies_dir: Path | None = None,
+    calibration: np.ndarray | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+    parts_dir: Path | None = None,
+) -> OptimizedExport:
+    """Export the variants to OpenVINO IR (float32, and int8 with ``calibration``), one worker process per core.
+
+    Each variant is exported and quantized alone (:func:`export_variant`), the variants spread
+    over ``workers`` processes: tracing, freezing, converting and NNCF's passes are mostly
+    single-threaded Python, so on 2 cores two variants at a time take about half the time of
+    one after the other (bench/RESULTS.md). The served IRs are then the variants merged into
+    one model per precision (:func:`merge_variants`): ``model.xml`` and ``model_int8.xml``
+    (every variant in int8; :meth:`OptimizedExport.write_int8` mixes precisions), with the
+    heads' weights (``heads.npz``).
+
+    Args:
+        model_paths: variant → ``.keras`` file, in ensemble order.
+        out_dir: folder for the served IRs (what is logged).
+        copies_dir: also write each variant's :func:`inference_copies` there.
+        calibration: (N, S, S) uint8 training images for int8; None: float32 only.
+        batch_size: images per calibration batch (the serving batch).
+        workers: processes (at most one per variant); 1: in this process; 0: one per core, or in this
+            process when the variants are small (:func:`_auto_workers`).
+        parts_dir: folder for each variant's own IRs (default: beside ``out_dir``, ``<out_dir>-variants``).
+    """
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = parts_dir or out_dir.with_name(out_dir.name + "-variants")
+    jobs = [
+        (name, Path(path), parts_dir, copies_dir / f"{name}.keras" if copies_dir else None, calibration, batch_size)
+        for name, path in model_paths.items()
+    ]
+    count = min(workers or _auto_workers(model_paths.values()), len(jobs))
+    if count <= 1:
+        done = [export_variant(*job) for job in jobs]
+    else:  # spawned, not forked: a forked TensorFlow or OpenVINO is not safe
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(count, mp_context=context, initializer=_worker_logging) as pool:
+            done = list(pool.map(export_variant, *zip(*jobs, strict=True)))
+    parts = {part.name: part for part in done}
+    merge_variants([part.xml for part in done], out_dir / MODEL_XML)
+    HeadWeights.save_all({part.name: part.head for part in done}, out_dir / HEADS_FILE)
+    export = OptimizedExport(out_dir, parts)
+    if calibration is not None:
+        export.write_int8(list(parts))
+    logger.info(
+        "exported %d variants to OpenVINO%s in %.1f s (%d process%s)",
+        len(parts),
+        " and int8" if calibration is not None else "",
+        time.perf_counter() - start,
+        count,
+        "es" if count > 1 else "",
+    )
+    return export
+
+
+SMALL_EXPORT_BYTES = 20_000_000  # below this much .keras in all, worker processes cost more than they save
+
+
+def _auto_workers(paths: Iterable[Path]) -> int:
+    """One process per core, or 1 (this process) for small variants.
+
+    A worker spends ~7 s importing TensorFlow and NNCF before its first variant: the tests'
+    tiny variants export in about a second each in the stage's own process.
+    """
+    total = sum(Path(path).stat().st_size for path in paths)
+    return (os.cpu_count() or 1) if total >= SMALL_EXPORT_BYTES else 1
+
+
+def _worker_logging() -> None:
+    """A spawned worker logs as the stage does."""
+    from mura.stage import configure_logging  # lazy: only in a worker process
+
+    configure_logging()
+
+
+def merge_variants(xmls: Sequence[Path], out: Path) -> None:
+    """Merge variants exported alone into the served graph: one uint8 image input, outputs
+    ``[probabilities (N, n_variants), features of variant 1, ...]`` (:func:`combine_with_features`' order).
+
+    Args:
+        xmls: each variant's IR (outputs: probability (N, 1), feature maps), in ensemble order.
+        out: the merged IR.
+    """
+    import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
+
+    core = ov.Core()
+    models = [core.read_model(str(xml)) for xml in xmls]
+    first = models[0].get_parameters()[0]
+    image = ov.opset13.parameter(first.get_partial_shape(), first.get_element_type(), name="image")
+    image.output(0).get_tensor().set_names({"image"})
+    probabilities, features = [], []
+    for model in models:
+        for target in model.get_parameters()[0].output(0).get_target_inputs():
+            target.replace_source_output(image.output(0))
+        outputs = [result.input_value(0) for result in model.get_results()]
+        probabilities.append(outputs[0])
+        features += outputs[1:]
+    merged = ov.opset13.concat(probabilities, axis=1).output(0) if len(probabilities) > 1 else probabilities[0]
+    ov.save_model(ov.Model([merged, *features], [image], "mura_variants_features"), str(out), compress_to_fp16=False)
 
 
 def _export_frozen(model: Any, xml: Path) -> None:
@@ -165,84 +322,20 @@ def compare_runtimes(
     }
 
 
-def variant_operations(model: Any, variants: Sequence[str]) -> dict[str, list[str]]:
-    """Each variant's own operations in the exported model (friendly names), for NNCF's ignored scope.
-
-    A variant's operations are those its probability (``<variant>/abnormal/Sigmoid``) depends on
-    and no other variant's does: the input's cast and layout ops, which OpenVINO shares between
-    the variants, belong to none. Found by walking the graph back from each sigmoid, because
-    OpenVINO renames most convolutions (``Transpose_1067``), dropping the variant's prefix.
-
-    Raises:
-        ValueError: a variant's sigmoid is not in the model.
-    """
-    patterns = {v: re.compile(rf"/{re.escape(v)}(_\d+)?/abnormal(_\d+)?/Sigmoid$") for v in variants}
-    ends: dict[str, Any] = {}
-    for op in model.get_ops():
-        if op.get_type_name() == "Sigmoid":
-            ends |= {v: op for v, pattern in patterns.items() if pattern.search(op.get_friendly_name())}
-    missing = [v for v in variants if v not in ends]
-    if missing:
-        raise ValueError(f"the exported model has no output sigmoid for variant {missing[0]!r}")
-    reached: dict[str, set[str]] = {}
-    for variant, end in ends.items():
-        seen: set[str] = set()
-        stack = [end]
-        while stack:
-            node = stack.pop()
-            if node.get_friendly_name() in seen:
-                continue
-            seen.add(node.get_friendly_name())
-            stack += [value.get_node() for value in node.input_values()]
-        reached[variant] = seen
-    return {v: sorted(reached[v].difference(*(reached[o] for o in variants if o != v))) for v in variants}
-
-
-def quantize_int8(
-    optimized_dir: Path,
-    calibration: np.ndarray,
-    batch_size: int = 8,
-    keep_float: Sequence[str] = (),
-    variants: Sequence[str] = (),
-) -> Path:
-    """Quantize the exported float32 IR to int8 with NNCF post-training quantization.
-
-    NNCF reads the calibration images in batches of ``batch_size`` (the serving batch): on the
-    demo's four variants at 64² on 2 cores, statistics collection took 14 s instead of 50 s
-    one image at a time (quantization 62 s instead of 99 s), and the int8 model's largest
-    |Δp| on valid fell from 0.26 to 0.19 (bench/RESULTS.md).
-
-    Args:
-        optimized_dir: the folder :func:`export_optimized` wrote.
-        calibration: (N, S, S) uint8 training images NNCF collects activation statistics on.
-        batch_size: images per calibration batch.
-        keep_float: variants left in float32 (NNCF's ignored scope: :func:`variant_operations`); the
-            int8 IR then mixes precisions per variant.
-        variants: every variant, in output order (needed with ``keep_float``).
-
-    Returns:
-        The int8 IR (``model_int8.xml``, next to the float32 one).
-    """
-    import nncf  # lazy: optional runtime: only when exporting or serving with it
+def _quantize(xml: Path, calibration: np.ndarray, batch_size: int, out: Path) -> Path:
+    """NNCF post-training quantization of one float32 IR to int8, calibrated on serving-size batches."""
+    import nncf  # lazy: optional runtime: only when exporting
     import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
 
     if len(calibration) == 0:
         raise ValueError("int8 quantization needs at least one calibration image")
-    start = time.perf_counter()
-    model = ov.Core().read_model(str(optimized_dir / MODEL_XML))
     batches = [
         np.ascontiguousarray(calibration[i : i + batch_size, ..., None], dtype=np.uint8)
         for i in range(0, len(calibration), batch_size)
     ]
-    ignored = None
-    if keep_float:
-        own = variant_operations(model, variants)
-        ignored = nncf.IgnoredScope(names=[name for v in keep_float for name in own[v]], validate=False)
-    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), ignored_scope=ignored)
-    ov.save_model(quantized, str(optimized_dir / INT8_XML))
-    kept = f" ({', '.join(keep_float)} kept in float32)" if keep_float else ""
-    logger.info("quantized to int8%s on %d training images in %.1f s", kept, len(calibration), time.perf_counter() - start)
-    return optimized_dir / INT8_XML
+    quantized = nncf.quantize(ov.Core().read_model(str(xml)), nncf.Dataset(batches), subset_size=len(batches))
+    ov.save_model(quantized, str(out))
+    return out
 
 
 def judge_precision(name: str, comparison: dict[str, Any] | None, max_abs_dp: float, min_agreement: float) -> tuple[bool, str]:
@@ -329,8 +422,8 @@ def int8_variants(check: dict[str, Any], variants: Sequence[str]) -> list[str] |
     """When int8 was rejected for the whole ensemble: the variants whose own |Δp| is within the limit (pure).
 
     None when there is nothing to try per variant: int8 allowed already, not run, or no variant (or
-    every variant) within the limit. Quantizing again with the others kept in float32
-    (``quantize_int8(keep_float=…)``) and checking again decides whether that mix serves.
+    every variant) within the limit. Their int8 IRs merged with the others' float32 ones
+    (:meth:`OptimizedExport.write_int8`) and checked again decide whether that mix serves.
     """
     comparison = check.get("int8")
     if comparison is None or "int8" in check.get("allowed", []):

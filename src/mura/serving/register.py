@@ -32,7 +32,7 @@ from mura.evaluation.predict import model_paths
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import ENSEMBLE
 from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
-from mura.serving.export import check_precision, export_optimized, inference_copies, int8_variants, quantize_int8
+from mura.serving.export import check_precision, export_optimized, inference_copies, int8_variants
 from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
 from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
 from mura.serving.runtime import OPTIMIZED_ARTIFACT
@@ -420,20 +420,20 @@ def _export_and_check(
 ) -> tuple[Path, dict[str, Any]]:
     """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid.
 
-    The variants are loaded once: their serving copies (:func:`mura.serving.export.inference_copies`) go to ``copies_dir``.
+    Each variant is loaded once, in a worker process: its serving copy
+    (:func:`mura.serving.export.inference_copies`) goes to ``copies_dir``.
     """
 
     if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():
         raise DataError("register.runtime needs reports/predictions/valid.csv (the Keras reference): rerun `dvc repro ensemble`")
-    export_optimized(paths, out_dir, copies_dir)
     variants = list(paths)
     row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
-    calibration = np.empty((0, *pixels.shape[1:]), np.uint8)
+    calibration = None
     if params.int8:
         train_ids = split.loc[split["split"] == "train", "image_id"]
         picked = train_ids.sample(min(params.int8_calibration_images, len(train_ids)), random_state=0)
         calibration = _rows(pixels, row_of.loc[picked].to_numpy())
-        quantize_int8(out_dir, calibration, params.serve_batch_size)
+    export = export_optimized(paths, out_dir, copies_dir, calibration, params.serve_batch_size, params.export_workers)
     valid = pd.read_csv(predictions_dir / "valid.csv")
     valid_pixels = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
     weights = [float(thresholds["variant_weights"][v]) for v in paths]
@@ -456,7 +456,7 @@ def _export_and_check(
     in_int8 = int8_variants(result, variants)
     if in_int8 is not None:  # int8 for the variants that keep within the limit alone, float32 for the others
         rejected = result["verdicts"]["int8"]
-        quantize_int8(out_dir, calibration, params.serve_batch_size, [v for v in variants if v not in in_int8], variants)
+        export.write_int8(in_int8)
         result = check()
         mix = f"int8 for {', '.join(in_int8)} only (the others float32; all in int8: {rejected})"
         result["verdicts"]["int8"] = f"{result['verdicts']['int8']} — {mix}"
