@@ -43,15 +43,42 @@ def test_single_class_edge_cases() -> None:
         binary_metrics(np.zeros(3), np.zeros(2))
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_fast_metrics_agree_with_sklearn(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, 40)
-    p = np.round(rng.random(40), 1)  # many ties
-    t = float(rng.choice([0.3, 0.5, 0.7]))
-    slow, fast = binary_metrics(y, p, t), fast_metrics(y, p, t)
+def _sklearn_metrics(y: np.ndarray, p: np.ndarray, t: float) -> dict[str, float]:
+    """The reference: scikit-learn's functions (zero_division=0; kappa 1.0 when labels and predictions are one equal constant)."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    pred = (p >= t).astype(int)
+    kappa = cohen_kappa_score(y, pred) if len(np.unique(np.concatenate([y, pred]))) > 1 else 1.0
+    return {
+        "accuracy": accuracy_score(y, pred),
+        "precision": precision_score(y, pred, zero_division=0),
+        "recall": recall_score(y, pred, zero_division=0),
+        "specificity": recall_score(y, pred, pos_label=0, zero_division=0),
+        "f1": f1_score(y, pred, zero_division=0),
+        "roc_auc": roc_auc_score(y, p) if len(np.unique(y)) == 2 else float("nan"),
+        "kappa": 0.0 if np.isnan(kappa) else kappa,
+    }
+
+
+CASES = [
+    (np.random.default_rng(seed).integers(0, 2, 40), np.round(np.random.default_rng(seed + 100).random(40), 1))  # many ties
+    for seed in range(8)
+] + [
+    (np.zeros(5, int), np.array([0.1, 0.2, 0.3, 0.4, 0.9])),  # one class
+    (np.ones(4, int), np.full(4, 0.9)),  # one class, predicted constant and equal
+    (np.ones(4, int), np.full(4, 0.1)),  # one class, predicted constant and wrong
+    (np.array([0, 1, 0, 1]), np.full(4, 0.2)),  # predictions constant
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("t", [0.3, 0.5, 0.7])
+def test_fast_and_binary_metrics_agree_with_sklearn(case: int, t: float) -> None:
+    y, p = CASES[case]
+    reference, fast, full = _sklearn_metrics(y, p, t), fast_metrics(y, p, t), binary_metrics(y, p, t)
     for name in METRICS:
-        assert fast[name] == pytest.approx(slow[name], abs=1e-12), name
+        assert fast[name] == pytest.approx(reference[name], abs=1e-12, nan_ok=True), name
+        assert full[name] == pytest.approx(reference[name], abs=1e-12, nan_ok=True), name
 
 
 def test_bootstrap_covers_the_truth_on_a_toy_case() -> None:
