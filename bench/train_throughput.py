@@ -4,10 +4,12 @@ Each set-up runs in its own process (the allocator and TensorFlow's generator "m
 are process-wide, so they cannot be compared in one process):
 
 - ``keras-default`` (the baseline): the ``PyDataset`` given to ``model.fit`` as it is (Keras wraps
-  it in ``tf.data.Dataset.from_generator``, whose kernel fixes glibc's trim threshold), glibc's malloc.
-- ``jemalloc``: the same feed with Debian's jemalloc preloaded (``LD_PRELOAD``; skipped when absent).
+  it in ``tf.data.Dataset.from_generator``, whose kernel fixes glibc's trim threshold), Keras's
+  Adam, glibc's malloc.
+- ``jemalloc``: the same with Debian's jemalloc preloaded (``LD_PRELOAD``; skipped when absent).
 - ``project``: what ``stages/train.py`` does: :func:`mura.modeling.feed.fit_input` (``tf.data`` over
-  the cache), glibc's malloc.
+  the cache) and :class:`mura.modeling.optimizer.Adam` (the same update, traced in fewer
+  operations), glibc's malloc.
 - ``project+jemalloc``: both.
 
 Per set-up: first epoch (compile + steps), steady images/s, and during the steady epochs the
@@ -38,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append, machine  # noqa: E402
 
-SETUPS = {  # name -> (jemalloc, tf.data feed)
+SETUPS = {  # name -> (jemalloc, the project's training step: tf.data feed and Adam)
     "keras-default": (False, False),
     "jemalloc": (True, False),
     "project": (False, True),
@@ -77,7 +79,7 @@ def _cpu() -> tuple[float, float, int]:
     return usage.ru_utime, usage.ru_stime, usage.ru_minflt
 
 
-def measure(arch: str, size: int, batch: int, precision: str, steps: int, epochs: int, tf_data: bool) -> dict[str, float]:
+def measure(arch: str, size: int, batch: int, precision: str, steps: int, epochs: int, project_step: bool) -> dict[str, float]:
     """First epoch and steady-state figures of one architecture in this process."""
     import keras
 
@@ -93,9 +95,9 @@ def measure(arch: str, size: int, batch: int, precision: str, steps: int, epochs
     pixels = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
     labels = rng.integers(0, 2, n)
     batches = CacheBatches(pixels, np.arange(n), labels, batch, shuffle=True, seed=0, sample_weights=np.ones(n), workers=2)
-    data = fit_input(batches) if tf_data else batches
+    data = fit_input(batches) if project_step else batches
     model = build_model(ModelSpec(arch), size, "none", AugmentParams(), seed=0)
-    compile_model(model, 1e-4)
+    compile_model(model, 1e-4, optimizer=None if project_step else keras.optimizers.Adam(1e-4))
     t0 = time.perf_counter()
     model.fit(data, epochs=1, verbose=0)
     first = time.perf_counter() - t0
@@ -116,8 +118,8 @@ def measure(arch: str, size: int, batch: int, precision: str, steps: int, epochs
 
 def child(args: argparse.Namespace) -> None:
     """One set-up, one architecture: print its figures as one JSON line."""
-    tf_data = SETUPS[args.child][1]
-    figures = measure(args.archs, args.size, args.batch, args.precision, args.steps, args.epochs, tf_data)
+    project_step = SETUPS[args.child][1]
+    figures = measure(args.archs, args.size, args.batch, args.precision, args.steps, args.epochs, project_step)
     allocator = "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
     print("RESULT " + json.dumps({**figures, "allocator": allocator, "device": device_name()}), flush=True)
 
@@ -189,8 +191,9 @@ def main() -> None:
     rows += [
         "",
         f"{args.steps} steps per epoch, {args.precision}; figures after the first epoch over {args.epochs} epoch(s). "
-        "Each set-up in its own process. Project training step: uint8 cache → RandomAffine → backbone + head, "
-        "class-weighted BCE, Adam; random init (same compute as ImageNet weights).",
+        "Each set-up in its own process. Training step: uint8 cache → RandomAffine → backbone + head, "
+        "class-weighted BCE, Adam (Keras's in keras-default and jemalloc, the project's in project); "
+        "random init (same compute as ImageNet weights).",
     ]
     append("training throughput: Keras's default set-up vs the project's", rows, device=device)
 
