@@ -28,10 +28,10 @@ from mura.serving.runtime import HEADS_FILE, OpenVinoRunner
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "check_precision",
-    "compare_runtimes",
     "OptimizedExport",
     "VariantIR",
+    "check_precision",
+    "compare_runtimes",
     "export_optimized",
     "export_variant",
     "inference_copies",
