@@ -188,7 +188,7 @@ def fit_variant(
         callbacks: extra callbacks (e.g. MLflow logging).
 
     Returns:
-        The best model (restored weights), its history and validation metrics.
+        The best model (its weights, uncompiled: no optimizer state), its history and validation metrics.
     """
     train = spec.train
     keras.utils.set_random_seed(spec.seed)
@@ -237,12 +237,12 @@ def fit_variant(
             verbose=2,
         )
         start = end
-    if model_path.exists():  # the best epoch, written by AtomicBestCheckpoint
-        # Not model.load_weights(): it reads the .keras archive's weights through zipfile, seeking
-        # backwards, and took 20 s instead of 6 s for ResNet-101 at 64² (profiled).
-        model = keras.saving.load_model(model_path)
-    else:
+    if not model_path.exists():  # no epoch improved on the monitor: the last one is the model
         save_model_atomic(model, model_path)
+    # The best epoch (AtomicBestCheckpoint's file), uncompiled: what is logged and registered needs no
+    # optimizer state (a third of a ResNet-101's size); the file keeps it. Not model.load_weights():
+    # it reads the archive's weights through zipfile, seeking backwards (20 s for ResNet-101, profiled).
+    model = keras.saving.load_model(model_path, compile=False)
     history = pd.read_csv(history_csv)
     shutil.rmtree(backup, ignore_errors=True)  # finished: the next run starts fresh
     history_csv.unlink()
@@ -394,7 +394,7 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
             log_datasets(paths.images, paths.split, ("train", "valid"), fingerprint)
         if pending is not None:  # trained before, its logging failed: log it now, no retraining
             logger.info("%s: trained already (%s); logging and registering it without retraining", spec.name, paths.model)
-            model = keras.saving.load_model(paths.model)
+            model = keras.saving.load_model(paths.model, compile=False)
             history = pd.read_csv(reports / "history.csv")
             metrics: dict[str, Any] = json.loads((reports / "metrics.json").read_text())
             best = {k: v for k, v in metrics.items() if k != "synthetic_data"}
