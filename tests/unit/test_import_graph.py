@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("mura", "mura.errors"),  # the package (its version) and the error types
     ("mura.config",),  # params.yaml as typed sections
-    ("mura.stage", "mura.tracking", "mura.deploy"),  # the shell: logging, seeds, MLflow, local servers
+    ("mura.stage", "mura.tracking", "mura.deploy", "mura.parallel"),  # the shell: logging, seeds, MLflow, servers, workers
     ("mura.data",),
     ("mura.modeling",),
     ("mura.evaluation",),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from mura.data.duplicates import choose_dropped, find_duplicate_groups
 from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
 from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_fracture, list_mura
 from mura.errors import ConfigError, DataError
+from mura.parallel import process_context, worker_count
 from mura.stage import Layout, write_csv, write_json
 
 logger = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ def _map_ordered(jobs: list[_Job], workers: int) -> Iterator[PreparedImage | tup
     if workers <= 1 or len(jobs) < 64:
         yield from map(_load, jobs)
         return
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers) as pool:
+    with process_context().Pool(workers) as pool:
         yield from pool.imap(_load, jobs, chunksize=32)
 
 
@@ -220,7 +219,7 @@ def ingest(data: DataParams, params: IngestParams, pixels_path: Path, progress: 
         )
         offset = handle.tell()
         handle.truncate(offset + len(entries) * size * size)
-    workers = params.workers or os.cpu_count() or 1
+    workers = worker_count(params.workers)
     jobs = [_Job(i, str(e.file), size, data.resize, params.max_pixels, str(tmp), offset) for i, e in enumerate(entries)]
     written: list[int] = []
     rows: list[dict[str, Any]] = []

@@ -18,8 +18,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import multiprocessing
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +29,7 @@ from PIL import Image, ImageFilter
 
 from mura.config import SynthParams
 from mura.data.sources import BODY_PARTS, SYNTHETIC_MARKER
+from mura.parallel import process_context, worker_count
 
 FRACTURE_DIR = "Bone_Fracture_Binary_Classification"
 
@@ -284,12 +283,12 @@ def _image_writer(workers: int = 0) -> Iterator[Callable[[Path, np.ndarray, str,
     Args:
         workers: encoding processes; 0 = one per core (1: encode in this process).
     """
-    count = workers or os.cpu_count() or 1
+    count = worker_count(workers)
     if count <= 1:
         yield _write_encoded
         return
     pending: list[Future[None]] = []
-    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(count, mp_context=process_context()) as pool:
 
         def write(path: Path, gray: np.ndarray, fmt: str, mode: str) -> None:
             pending.append(pool.submit(_write_encoded, path, gray, fmt, mode))

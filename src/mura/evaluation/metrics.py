@@ -37,8 +37,9 @@ def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.
     y_prob = np.asarray(y_prob, dtype=np.float64).ravel()
     if y_true.shape != y_prob.shape or y_true.size == 0:
         raise ValueError(f"y_true {y_true.shape} and y_prob {y_prob.shape} must be equal, non-empty shapes")
-    tn, fp, fn, tp = _confusion(y_true.astype(bool), y_prob >= threshold)
-    values = {name: float(value) for name, value in fast_metrics(y_true, y_prob, threshold).items()}
+    y = y_true.astype(bool)
+    tn, fp, fn, tp = confusion = _confusion(y, y_prob >= threshold)
+    values = {name: float(value) for name, value in _from_counts(y, y_prob, confusion).items()}
     return values | {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "n": int(y_true.size)}
 
 
@@ -60,7 +61,12 @@ def fast_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> di
     scikit-learn six times per replicate.
     """
     y = y_true.astype(bool)
-    tn, fp, fn, tp = (float(count) for count in _confusion(y, y_prob >= threshold))
+    return _from_counts(y, y_prob, _confusion(y, y_prob >= threshold))
+
+
+def _from_counts(y: np.ndarray, y_prob: np.ndarray, confusion: tuple[int, int, int, int]) -> dict[str, float]:
+    """:func:`fast_metrics` given the boolean labels and their confusion counts ``(tn, fp, fn, tp)``."""
+    tn, fp, fn, tp = (float(count) for count in confusion)
     n = tp + fp + fn + tn
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0

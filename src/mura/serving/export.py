@@ -7,8 +7,6 @@ quantization); serving reads the result without either (:mod:`mura.serving.runti
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +20,7 @@ import pandas as pd
 from mura.modeling.calibration import Calibrator
 from mura.modeling.ensemble import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights
+from mura.parallel import process_context, worker_count
 from mura.serving.precision import INT8_XML, MODEL_XML, available_precisions
 from mura.serving.runtime import HEADS_FILE, OpenVinoRunner
 
@@ -181,9 +180,8 @@ def export_optimized(
     count = min(workers or _auto_workers(model_paths.values()), len(jobs))
     if count <= 1:
         done = [export_variant(*job) for job in jobs]
-    else:  # spawned, not forked: a forked TensorFlow or OpenVINO is not safe
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(count, mp_context=context, initializer=_worker_logging) as pool:
+    else:
+        with ProcessPoolExecutor(count, mp_context=process_context(), initializer=_worker_logging) as pool:
             done = list(pool.map(export_variant, *zip(*jobs, strict=True)))
     parts = {part.name: part for part in done}
     merge_variants([part.xml for part in done], out_dir / MODEL_XML)
@@ -212,11 +210,11 @@ def _auto_workers(paths: Iterable[Path]) -> int:
     tiny variants export in about a second each in the stage's own process.
     """
     total = sum(Path(path).stat().st_size for path in paths)
-    return (os.cpu_count() or 1) if total >= SMALL_EXPORT_BYTES else 1
+    return worker_count(0) if total >= SMALL_EXPORT_BYTES else 1
 
 
 def _worker_logging() -> None:
-    """A spawned worker logs as the stage does."""
+    """A worker process logs as the stage does."""
     from mura.stage import configure_logging  # lazy: only in a worker process
 
     configure_logging()
