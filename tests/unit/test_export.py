@@ -184,6 +184,32 @@ def test_inference_copies_drop_the_optimizer_state_and_predict_alike(tmp_path: P
     np.testing.assert_array_equal(np.asarray(served(pixels, training=False)), np.asarray(original(pixels, training=False)))
 
 
+def test_the_frozen_graph_holds_the_weights_as_constants_and_computes_what_tensorflows_public_freeze_does() -> None:
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from mura.config import ModelSpec
+    from mura.modeling.models import build_model
+    from mura.serving.export import _frozen_graph_def
+
+    model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
+    spec = tf.TensorSpec((None, 32, 32, 1), tf.uint8, name="image")
+    function = tf.function(lambda image: model(image, training=False)).get_concrete_function(spec)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1)).astype(np.uint8)
+
+    def run(graph_def: Any) -> np.ndarray:  # the GraphDef alone: no variables anywhere
+        ops = {node.op for node in graph_def.node}
+        assert not ops & {"VarHandleOp", "ReadVariableOp"} and "Const" in ops
+        imported = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
+        pruned = imported.prune(imported.graph.get_tensor_by_name("image:0"), function.outputs[0].name)
+        return np.asarray(pruned(tf.constant(pixels)))
+
+    ours = _frozen_graph_def(function)
+    public = convert_variables_to_constants_v2(function).graph.as_graph_def()
+    np.testing.assert_array_equal(run(ours), run(public))
+    np.testing.assert_allclose(run(ours), np.asarray(model(pixels, training=False)), atol=1e-6)
+
+
 def _check(per_variant: list[float] | None, allowed: tuple[str, ...] = ("f32",)) -> dict[str, Any]:
     comparison = None if per_variant is None else {"variant_max_abs_dp": per_variant}
     return {"int8": comparison, "allowed": list(allowed), "limits": {"max_abs_dp": 0.01}}
