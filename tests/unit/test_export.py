@@ -132,6 +132,58 @@ def test_compiled_models_are_cached_and_answer_alike(exported: dict, tmp_path, m
     assert compile_cache_dir() is None
 
 
+def test_the_compile_cache_keeps_the_most_recent_models_within_its_budget(tmp_path, monkeypatch) -> None:
+    import os
+
+    from mura.errors import ConfigError
+    from mura.serving.runtime import _cache_budget_bytes, prune_compile_cache
+
+    mb = 2**20
+    for age, name in enumerate(["newest", "recent", "old", "oldest"]):
+        (tmp_path / f"{name}.blob").write_bytes(b"x" * mb)
+        os.utime(tmp_path / f"{name}.blob", (1_000_000 - age * 100, 1_000_000 - age * 100))
+    (tmp_path / "notes.txt").write_bytes(b"x" * 3 * mb)  # not OpenVINO's: never touched
+    os.utime(tmp_path / "old.blob", (1_000_500, 1_000_000 - 200))  # read lately: as recent as its last access
+
+    removed = prune_compile_cache(tmp_path, 2 * mb)
+    assert sorted(p.name for p in removed) == ["oldest.blob", "recent.blob"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["newest.blob", "notes.txt", "old.blob"]
+    assert prune_compile_cache(tmp_path, 0) == [tmp_path / "newest.blob"]  # the most recent stays, even over budget
+    assert (tmp_path / "old.blob").exists() and prune_compile_cache(tmp_path, 0) == []
+
+    monkeypatch.setenv("MURA_OV_CACHE_MAX_MB", "1.5")
+    assert _cache_budget_bytes() == int(1.5 * mb)
+    monkeypatch.setenv("MURA_OV_CACHE_MAX_MB", "lots")
+    with pytest.raises(ConfigError, match="MURA_OV_CACHE_MAX_MB"):
+        _cache_budget_bytes()
+
+
+def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write_nothing(
+    exported: dict, tmp_path, monkeypatch
+) -> None:
+    from mura.modeling.inference import VariantRunner
+    from mura.serving.export import check_precision
+    from mura.serving.runtime import OpenVinoRunner
+
+    cache = tmp_path / "ov"
+    monkeypatch.setenv("MURA_OV_CACHE", str(cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    pixels = exported["pixels"]
+    reference = VariantRunner.from_paths(exported["paths"]).predict(pixels)
+    predictions = pd.DataFrame({"study_id": ["s1", "s1", "s2", "s3", "s3"], "label": [1, 1, 0, 0, 0]})
+    predictions = predictions.assign(p_a=reference[:, 0], p_b=reference[:, 1])
+    check = check_precision(exported["dir"], ["a", "b"], predictions, pixels, [1.0, 1.0], {"default": 0.5}, 2, 0.01, 0.995)
+    assert check["f32"]["max_abs_dp"] < 1e-5 and check["int8"] is not None  # both precisions compiled and ran ...
+    assert not list(cache.glob("*.blob"))  # ... without a blob left behind for a model this machine may never serve
+
+    cache.mkdir()
+    stale = cache / "0123.blob"
+    stale.write_bytes(b"x" * 2**20)
+    monkeypatch.setenv("MURA_OV_CACHE_MAX_MB", "0.5")
+    OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2, warm_up=False)
+    assert not stale.exists() and len(list(cache.glob("*.blob"))) == 1  # this server's own compiled model stays
+
+
 def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.errors import ConfigError
     from mura.serving.precision import available_precisions, cpu_has_bf16

@@ -412,7 +412,7 @@ def check_precision(
     verdicts: dict[str, str] = {}
     allowed = ["f32"]
     for precision in runnable:
-        runner = OpenVinoRunner(optimized_dir, variants, batch_size, warm_up=False, force=precision)
+        runner = OpenVinoRunner(optimized_dir, variants, batch_size, warm_up=False, force=precision, compile_cache=False)
         out[precision] = compare_runtimes(reference, runner.predict(pixels), predictions, weights, thresholds, calibrator)
         if precision != "f32":
             ok, verdicts[precision] = judge_precision(precision, out[precision], max_abs_dp, min_agreement)
@@ -423,7 +423,7 @@ def check_precision(
     for precision in ("bf16", "int8"):
         if precision not in runnable:
             verdicts[precision] = judge_precision(precision, None, max_abs_dp, min_agreement)[1]
-    served = OpenVinoRunner(optimized_dir, variants, batch_size, allowed, warm_up=False, force="").precision
+    served = OpenVinoRunner(optimized_dir, variants, batch_size, allowed, warm_up=False, force="", compile_cache=False).precision
     limits = {"max_abs_dp": max_abs_dp, "min_agreement": min_agreement}
     out.update(verdicts=verdicts, allowed=allowed, precision=served, limits=limits)
     out["reason"] = "; ".join(verdicts.values()) + f"; fastest allowed here: {served}"

@@ -47,12 +47,22 @@ from mura.serving.precision import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADS_FILE", "OPTIMIZED_ARTIFACT", "RUNTIMES", "OpenVinoRunner", "Runner", "compile_cache_dir", "resolve_runtime"]
+__all__ = [
+    "HEADS_FILE",
+    "OPTIMIZED_ARTIFACT",
+    "RUNTIMES",
+    "OpenVinoRunner",
+    "Runner",
+    "compile_cache_dir",
+    "prune_compile_cache",
+    "resolve_runtime",
+]
 
 RUNTIMES: tuple[ServingRuntime, ...] = typing.get_args(ServingRuntime)
 OPTIMIZED_ARTIFACT = "optimized"  # artifact key: a folder holding MODEL_XML (+ .bin), maybe INT8_XML, and HEADS_FILE
 HEADS_FILE = "heads.npz"
 WARM_UP_BUDGET_S = 1.5  # at load, warm further batch sizes while this many seconds suffice
+OV_CACHE_MAX_MB = 4096  # compiled models kept in the cache (least recently used dropped first); $MURA_OV_CACHE_MAX_MB
 
 
 class Runner(Protocol):
@@ -125,6 +135,9 @@ class OpenVinoRunner:
             requests a server runs at once, each on its own stream (``mura serve-ui``; measured at 64²
             on 2 cores: 13.3 against 10.6 studies/s).
         force: serve this precision (``""``: none forced); default ``$MURA_PRECISION``.
+        compile_cache: keep the compiled models in OpenVINO's cache (:func:`compile_cache_dir`) for
+            later starts; ``register``'s checks turn it off (this machine will likely never serve
+            the model they compile, and each precision's blob is the size of its weights).
 
     Thread-safe: each thread gets its own infer request, and OpenVINO releases the
     GIL while it computes, so concurrent requests overlap.
@@ -142,15 +155,16 @@ class OpenVinoRunner:
         pick_faster: bool = True,
         streams: int = 1,
         force: str | None = None,
+        compile_cache: bool = True,
     ) -> None:
         import openvino as ov  # lazy: optional runtime: only when exporting or serving with it
 
         self.optimized_dir = Path(optimized_dir)
         forced = forced_precision(self.optimized_dir, force)
         self._core = ov.Core()
-        cache_dir = compile_cache_dir()
-        if cache_dir is not None:
-            self._core.set_property({"CACHE_DIR": str(cache_dir)})
+        self._cache_dir = compile_cache_dir() if compile_cache else None
+        if self._cache_dir is not None:
+            self._core.set_property({"CACHE_DIR": str(self._cache_dir)})
         self._streams = streams
         self._lock = threading.Lock()
         self.names = list(names)
@@ -181,7 +195,10 @@ class OpenVinoRunner:
         xml = self.optimized_dir / (INT8_XML if precision == "int8" else MODEL_XML)
         hint = "f32" if precision == "int8" else precision
         settings = {"INFERENCE_PRECISION_HINT": hint, **_scheduling(self._streams)}
-        return self._core.compile_model(str(xml), "CPU", settings)
+        compiled = self._core.compile_model(str(xml), "CPU", settings)
+        if self._cache_dir is not None:
+            prune_compile_cache(self._cache_dir, _cache_budget_bytes())
+        return compiled
 
     @property
     def description(self) -> str:
@@ -255,6 +272,56 @@ def _scheduling(streams: int) -> dict[str, Any]:
     if streams <= 1:
         return {"PERFORMANCE_HINT": "LATENCY"}
     return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
+
+
+def prune_compile_cache(directory: Path, budget_bytes: int) -> list[Path]:
+    """Drop the least recently used compiled models until the cache holds at most ``budget_bytes``.
+
+    OpenVINO never removes an entry, and each one is the size of its model's weights (a
+    four-variant ensemble: ~450 MB in float32, ~120 MB in int8), so every new model version
+    or setting served on a machine would add to it for good. Recency is a blob's last access
+    or write, whichever is later; the most recent entry is always kept (a server's own, just
+    written). A server whose entry was dropped compiles again at its next start.
+
+    Returns:
+        The blobs removed.
+    """
+    entries = []
+    for blob in Path(directory).glob("*.blob"):
+        try:
+            stat = blob.stat()
+        except OSError:  # removed by another process meanwhile
+            continue
+        entries.append((max(stat.st_atime, stat.st_mtime), stat.st_size, blob))
+    entries.sort(reverse=True)  # most recent first
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, blob in entries[1:][::-1]:  # oldest first, never the most recent
+        if total <= budget_bytes:
+            break
+        try:
+            blob.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(blob)
+    if removed:
+        logger.info(
+            "OpenVINO cache %s: dropped %d least recently used compiled models (limit %d MB)",
+            directory,
+            len(removed),
+            budget_bytes // 2**20,
+        )
+    return removed
+
+
+def _cache_budget_bytes() -> int:
+    """``$MURA_OV_CACHE_MAX_MB`` (default ``OV_CACHE_MAX_MB``) in bytes."""
+    wanted = os.environ.get("MURA_OV_CACHE_MAX_MB") or str(OV_CACHE_MAX_MB)
+    try:
+        return int(float(wanted) * 2**20)
+    except ValueError:
+        raise ConfigError(f"MURA_OV_CACHE_MAX_MB={wanted!r}: expected a number of megabytes") from None
 
 
 def compile_cache_dir() -> Path | None:
