@@ -148,6 +148,7 @@ def test_the_compile_cache_keeps_the_most_recent_models_within_its_budget(tmp_pa
     removed = prune_compile_cache(tmp_path, 2 * mb)
     assert sorted(p.name for p in removed) == ["oldest.blob", "recent.blob"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["newest.blob", "notes.txt", "old.blob"]
+    assert prune_compile_cache(tmp_path, 0, keep_since=999_999) == []  # both used since: a server's own entries stay
     assert prune_compile_cache(tmp_path, 0) == [tmp_path / "newest.blob"]  # the most recent stays, even over budget
     assert (tmp_path / "old.blob").exists() and prune_compile_cache(tmp_path, 0) == []
 
@@ -161,6 +162,8 @@ def test_the_compile_cache_keeps_the_most_recent_models_within_its_budget(tmp_pa
 def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write_nothing(
     exported: dict, tmp_path, monkeypatch
 ) -> None:
+    import os
+
     from mura.modeling.inference import VariantRunner
     from mura.serving.export import check_precision
     from mura.serving.runtime import OpenVinoRunner
@@ -179,6 +182,7 @@ def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write
     cache.mkdir()
     stale = cache / "0123.blob"
     stale.write_bytes(b"x" * 2**20)
+    os.utime(stale, (1_000_000, 1_000_000))  # another model's entry, last used long ago
     monkeypatch.setenv("MURA_OV_CACHE_MAX_MB", "0.5")
     OpenVinoRunner(exported["dir"], ["a", "b"], batch_size=2, warm_up=False)
     assert not stale.exists() and len(list(cache.glob("*.blob"))) == 1  # this server's own compiled model stays

@@ -35,6 +35,7 @@ __all__ = [
     "choose_precision",
     "cpu_has_bf16",
     "forced_precision",
+    "one_image_seconds",
 ]
 
 PRECISIONS: tuple[Precision, ...] = typing.get_args(Precision)

@@ -163,6 +163,8 @@ class OpenVinoRunner:
         forced = forced_precision(self.optimized_dir, force)
         self._core = ov.Core()
         self._cache_dir = compile_cache_dir() if compile_cache else None
+        self._cache_budget = _cache_budget_bytes() if self._cache_dir is not None else 0
+        self._started = time.time()  # the cache entries this runner writes or reads are not pruned
         if self._cache_dir is not None:
             self._core.set_property({"CACHE_DIR": str(self._cache_dir)})
         self._streams = streams
@@ -175,6 +177,7 @@ class OpenVinoRunner:
         self.precision, compiled, timings = choose_precision(
             self.optimized_dir, candidates, self._compile, ov.__version__, time_all=warm_up
         )
+        self._prune_cache()
         self.compiled = compiled[self.precision]
         self.image_size = int(self.compiled.inputs[0].get_partial_shape()[1].get_length())
         # Grad-CAM reads float32 feature maps (exact heatmaps); compiled when first needed, or by prepare_heatmaps().
@@ -195,10 +198,12 @@ class OpenVinoRunner:
         xml = self.optimized_dir / (INT8_XML if precision == "int8" else MODEL_XML)
         hint = "f32" if precision == "int8" else precision
         settings = {"INFERENCE_PRECISION_HINT": hint, **_scheduling(self._streams)}
-        compiled = self._core.compile_model(str(xml), "CPU", settings)
+        return self._core.compile_model(str(xml), "CPU", settings)
+
+    def _prune_cache(self) -> None:
+        """Keep the compile cache within its budget, once this runner's compiles are done (its own entries stay)."""
         if self._cache_dir is not None:
-            prune_compile_cache(self._cache_dir, _cache_budget_bytes())
-        return compiled
+            prune_compile_cache(self._cache_dir, self._cache_budget, keep_since=self._started - 2)  # 2 s: timestamp granularity
 
     @property
     def description(self) -> str:
@@ -210,6 +215,7 @@ class OpenVinoRunner:
         with self._lock:
             if self._features_compiled is None:
                 self._features_compiled = self._compile("f32")
+                self._prune_cache()
                 one = np.zeros((1, self.image_size, self.image_size, 1), np.uint8)
                 self._features_compiled.create_infer_request().infer([one])
 
@@ -274,14 +280,15 @@ def _scheduling(streams: int) -> dict[str, Any]:
     return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
 
 
-def prune_compile_cache(directory: Path, budget_bytes: int) -> list[Path]:
+def prune_compile_cache(directory: Path, budget_bytes: int, keep_since: float | None = None) -> list[Path]:
     """Drop the least recently used compiled models until the cache holds at most ``budget_bytes``.
 
     OpenVINO never removes an entry, and each one is the size of its model's weights (a
     four-variant ensemble: ~450 MB in float32, ~120 MB in int8), so every new model version
     or setting served on a machine would add to it for good. Recency is a blob's last access
-    or write, whichever is later; the most recent entry is always kept (a server's own, just
-    written). A server whose entry was dropped compiles again at its next start.
+    or write, whichever is later; the most recent entry, and every entry used since
+    ``keep_since`` (a server's own, just written or read), are always kept. A server whose entry
+    was dropped compiles again at its next start.
 
     Returns:
         The blobs removed.
@@ -295,8 +302,9 @@ def prune_compile_cache(directory: Path, budget_bytes: int) -> list[Path]:
         entries.append((max(stat.st_atime, stat.st_mtime), stat.st_size, blob))
     entries.sort(reverse=True)  # most recent first
     total = sum(size for _, size, _ in entries)
+    kept = max(1, sum(1 for used, _, _ in entries if keep_since is not None and used >= keep_since))
     removed = []
-    for _, size, blob in entries[1:][::-1]:  # oldest first, never the most recent
+    for _, size, blob in entries[kept:][::-1]:  # oldest first
         if total <= budget_bytes:
             break
         try:
