@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from mura.data.imaging import REASON_EMPTY, REASON_TOO_LARGE, REASON_UNDECODABLE, ImageDecodeError
 from mura.data.sources import BODY_PARTS
@@ -134,6 +132,8 @@ def _syntax_name(ds: Dataset) -> str:
 def _first_frame(ds: Dataset) -> np.ndarray:
     """Decode only the first frame of the pixel data (all of it for single-frame images)."""
 
+    from pydicom.pixels import pixel_array  # loaded by decode_dicom already
+
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     return np.asarray(pixel_array(ds, index=0) if frames > 1 else pixel_array(ds))
 
@@ -141,6 +141,8 @@ def _first_frame(ds: Dataset) -> np.ndarray:
 def _to_luminance(pixels: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
     """Colour → luminance; grayscale passes through. pydicom already returns RGB for YBR data."""
     if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut  # loaded by decode_dicom already
+
         pixels = np.asarray(apply_color_lut(pixels, ds))
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
         weights = np.array([0.299, 0.587, 0.114])
@@ -167,6 +169,10 @@ def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
 
     if not data:
         raise ImageDecodeError(REASON_EMPTY, "file is empty")
+    # lazy: pydicom and its pixel plugins take ~0.2 s to import, paid only when a DICOM file comes
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception:  # pydicom raises many types for broken files
