@@ -240,6 +240,31 @@ def test_inference_copies_drop_the_optimizer_state_and_predict_alike(tmp_path: P
     np.testing.assert_array_equal(np.asarray(served(pixels, training=False)), np.asarray(original(pixels, training=False)))
 
 
+def test_the_training_save_has_no_optimizer_state_and_its_serving_copy_is_the_same_file(tmp_path: Path) -> None:
+    import keras
+
+    from mura.config import ModelSpec
+    from mura.modeling.callbacks import save_model_atomic
+    from mura.modeling.models import build_model
+    from mura.serving.export import has_optimizer_state, inference_copies
+
+    model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    with_state, trained = tmp_path / "with_state.keras", tmp_path / "a.keras"
+    model.save(with_state)
+    save_model_atomic(model, trained)  # what the training stage writes
+    assert has_optimizer_state(with_state) and not has_optimizer_state(trained)
+    assert trained.stat().st_size < 0.6 * with_state.stat().st_size
+    assert model.optimizer is not None  # the model itself stays compiled: training goes on
+    loaded = keras.saving.load_model(trained, compile=False)
+    assert loaded.name == model.name and [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1)).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(loaded(pixels, training=False)), np.asarray(model(pixels, training=False)))
+    copy = inference_copies({"a": trained}, tmp_path / "served")["a"]
+    assert copy.read_bytes() == trained.read_bytes()
+
+
 def test_the_frozen_graph_holds_the_weights_as_constants_and_computes_what_tensorflows_public_freeze_does() -> None:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2

