@@ -259,6 +259,10 @@ def test_the_training_save_has_no_optimizer_state_and_its_serving_copy_is_the_sa
     assert model.optimizer is not None  # the model itself stays compiled: training goes on
     loaded = keras.saving.load_model(trained, compile=False)
     assert loaded.name == model.name and [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    original_config = keras.saving.load_model(with_state, compile=False).get_config()
+    for key in ("input_layers", "output_layers"):  # one tensor in, one out: not one-element lists
+        assert loaded.get_config()[key] == original_config[key]
+    assert not isinstance(loaded(keras.Input((32, 32, 1), dtype="uint8")), (list, tuple))  # as inside the ensemble
     pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1)).astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(loaded(pixels, training=False)), np.asarray(model(pixels, training=False)))
     copy = inference_copies({"a": trained}, tmp_path / "served")["a"]

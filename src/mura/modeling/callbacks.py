@@ -57,7 +57,9 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if getattr(model, "optimizer", None) is not None and getattr(model, "inputs", None):  # compiled and functional
-        model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, uncompiled
+        # the same layers, uncompiled; input/output keep the structures the model was built with
+        # (inputs/outputs are lists: a one-output model would come back returning a list)
+        model = keras.Model(model.input, model.output, name=model.name)
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=path.parent, prefix=f".{path.stem}.")
     os.close(fd)
     try:
