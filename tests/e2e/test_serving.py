@@ -44,6 +44,35 @@ def test_versions_aliases_and_tags(registered: dict[str, Any]) -> None:
     assert experiment is not None and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+def test_an_alias_moved_during_the_load_names_the_version_that_was_loaded(
+    registered: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``models:/…@champion`` is resolved once: a promotion during a (re)start cannot make the answers name another version."""
+    import mlflow
+
+    from mura.serving.predictor import load_served_model
+
+    client = mlflow.MlflowClient(tracking_uri=registered["uri"])
+    download = mlflow.artifacts.download_artifacts
+    loaded: list[str] = []
+
+    def download_during_a_promotion(*args: Any, **kwargs: Any) -> str:
+        client.set_registered_model_alias("mura-ensemble", "champion", "2")  # moved before the download ...
+        local = download(*args, **kwargs)
+        loaded.append(local)
+        client.set_registered_model_alias("mura-ensemble", "champion", "2")  # ... and still there after it
+        return local
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download_during_a_promotion)
+    try:
+        model, version = load_served_model("models:/mura-ensemble@champion", registered["uri"], {"warm_up": False})
+    finally:
+        client.set_registered_model_alias("mura-ensemble", "champion", "1")
+    assert version == "1"  # the version the alias named when the load began ...
+    assert model.metadata.run_id == client.get_model_version("mura-ensemble", "1").run_id  # ... is the one loaded
+    assert model.metadata.run_id != client.get_model_version("mura-ensemble", "2").run_id and len(loaded) == 1
+
+
 def test_pyfunc_reloads_and_predicts(registered: dict[str, Any]) -> None:
     import mlflow
 

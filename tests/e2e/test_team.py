@@ -29,7 +29,7 @@ from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.deploy.processes import free_port
 from mura.deploy.team import ARTIFACT_BUCKET, DVC_BUCKET, TeamError, TeamStack, write_env_file
-from mura.tracking import dataset_fingerprint
+from mura.tracking import FAIL_FAST, dataset_fingerprint
 from mura.workspace import create_workspace, track_data
 from tests.helpers import NO_SEED_VARIANTS, png_bytes, wait_http
 
@@ -410,6 +410,40 @@ def test_tracking_server_killed_during_training_loses_nothing_and_a_rerun_logs_w
     finally:
         for key in alice:
             os.environ.pop(key, None)
+
+
+def test_a_failed_champion_lookup_promotes_nothing(stack: TeamStack, workspace: Path, alice: dict[str, str]) -> None:
+    """Only "no champion alias" may mean no champion: a refused or unreachable server stops the promotion."""
+    import mlflow
+
+    from mura.errors import TrackingError
+    from mura.serving.register import CHAMPION, promote_if_better
+
+    name = "mura-ensemble"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {**alice, **FAIL_FAST}.items():  # the stage's retries: seconds, not MLflow's minutes
+            patch.setenv(key, value)
+        mlflow.set_tracking_uri(stack.tracking_uri)
+        client = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+        # A new version, just registered, that would win against any recorded kappa (1.0 >= all)
+        assert champion.source is not None
+        logged_model = champion.source.removeprefix("models:/")  # MLflow 3: a version's source is its logged model
+        challenger = client.create_model_version(name, champion.source, champion.run_id, model_id=logged_model).version
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password-0123456789")  # refused between registering and the lookup
+        with pytest.raises(TrackingError, match=r"refused the credentials .* looking up the champion of mura-ensemble"):
+            promote_if_better(name, challenger, 1.0, force=False)
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", alice["MLFLOW_TRACKING_PASSWORD"])
+        stack.stop_mlflow()  # down between registering and the lookup
+        try:
+            with pytest.raises(
+                TrackingError, match=r"unreachable .* looking up the champion of mura-ensemble \(nothing promoted\)"
+            ):
+                promote_if_better(name, challenger, 1.0, force=False)
+        finally:
+            stack.start_mlflow()
+        assert client.get_model_version_by_alias(name, CHAMPION).version == champion.version
+        client.delete_model_version(name, challenger)
 
 
 def test_make_team_up_writes_a_private_env_file_that_works(stack: TeamStack, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "clear_pending",
     "log_history",
     "log_trained_variant",
+    "metrics_to_replay",
     "restore_pending",
     "stash_pending",
     "registered_name",
@@ -163,15 +165,48 @@ def clear_pending(work_dir: Path) -> None:
     shutil.rmtree(work_dir / PENDING_DIR, ignore_errors=True)
 
 
-def log_history(history: Any, from_epoch: int) -> None:
-    """Log the per-epoch metrics of ``history`` rows from epoch ``from_epoch`` on (those the epoch logger missed)."""
-    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+def metrics_to_replay(history: Any, from_epoch: int, logged: dict[str, set[int]]) -> list[tuple[str, float, int]]:
+    """The (key, value, step) of ``history`` rows from epoch ``from_epoch`` on that the run does not have yet (pure).
 
+    Args:
+        history: the training's per-epoch table (``epoch`` 0-based, one column per metric).
+        from_epoch: the first epoch (0-based) the epoch logger did not see logged.
+        logged: key → the steps (1-based epochs) the tracking server already holds.
+
+    Returns:
+        What to send, in epoch then column order: nothing the server has, so a replay after a
+        server that stored an epoch and died before answering logs each step once.
+    """
+    out = []
     for _, row in history.iterrows():
         epoch = int(row["epoch"])
-        if epoch >= from_epoch:
-            values = {k: float(v) for k, v in row.items() if k != "epoch"}
-            mlflow.log_metrics(values, step=epoch + 1)
+        if epoch < from_epoch:
+            continue
+        for key, value in row.items():
+            if key != "epoch" and epoch + 1 not in logged.get(str(key), set()):
+                out.append((str(key), float(value), epoch + 1))
+    return out
+
+
+def log_history(history: Any, from_epoch: int) -> None:
+    """Log the per-epoch metrics of ``history`` rows from epoch ``from_epoch`` on that the active run lacks.
+
+    Idempotent: the run's metric histories are read first, so an epoch the server stored before
+    it died (the epoch logger saw a failure, not the write) is not sent twice.
+    """
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+    from mlflow.entities import Metric  # lazy: heavy (~1 s): only when talking to the tracking store
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_history needs an active MLflow run")
+    client = mlflow.MlflowClient()
+    keys = [str(k) for k in history.columns if k != "epoch"]
+    logged = {k: {m.step for m in client.get_metric_history(run.info.run_id, k)} for k in keys}
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, step) for key, value, step in metrics_to_replay(history, from_epoch, logged)]
+    if metrics:
+        client.log_batch(run.info.run_id, metrics=metrics)
 
 
 def log_trained_variant(

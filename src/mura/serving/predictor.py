@@ -33,7 +33,16 @@ from mura.tracking import tracking_uri as default_uri
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Predictor", "StudyResult", "ViewInput", "ViewResult", "registered_name", "registered_version", "study_result"]
+__all__ = [
+    "Predictor",
+    "StudyResult",
+    "ViewInput",
+    "ViewResult",
+    "registered_name",
+    "registered_version",
+    "resolve_model_uri",
+    "study_result",
+]
 
 ViewInput = str | Path | bytes | np.ndarray
 
@@ -293,11 +302,13 @@ def load_served_model(uri: str, tracking_uri: str | None, model_config: dict[str
 
     store = use_tracking_uri(tracking_uri or default_uri())
     with server_errors(f"loading {uri}", store):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        # Resolved once: an alias that moves during the download (a promotion while a server
+        # restarts) cannot make the server load one version and name another.
+        concrete, version = resolve_model_uri(uri)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=concrete))
         for mismatch in environment_mismatches(local):
             logger.warning("the model at %s was logged with %s", uri, mismatch)
         model = mlflow.pyfunc.load_model(str(local), model_config=model_config, suppress_warnings=True)
-        version = registered_version(uri)
     return model, version
 
 
@@ -334,16 +345,27 @@ def environment_mismatches(model_dir: Path) -> list[str]:
     return out
 
 
-def registered_version(uri: str) -> str:
-    """The registry version a ``models:/name/N`` or ``models:/name@alias`` URI names ("local" otherwise)."""
+def resolve_model_uri(uri: str) -> tuple[str, str]:
+    """The concrete URI and version ``uri`` names now: ``models:/name@alias`` → (``models:/name/N``, ``N``).
+
+    A ``models:/name/N`` URI is already concrete; anything else (a local folder, ``runs:/``) is
+    returned as it is, with the version ``local``. Resolve once and use both halves: resolving
+    an alias twice can name two versions if it moves in between.
+    """
     from mlflow import MlflowClient  # lazy: heavy (~1 s): only when talking to the tracking store
 
     if not uri.startswith("models:/"):
-        return "local"
-    name, _, rest = uri.removeprefix("models:/").partition("@")
-    if rest:
-        return str(MlflowClient().get_model_version_by_alias(name, rest).version)
-    return uri.rstrip("/").rsplit("/", 1)[-1]
+        return uri, "local"
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    if alias:
+        version = str(MlflowClient().get_model_version_by_alias(name, alias.strip("/")).version)
+        return f"models:/{name}/{version}", version
+    return uri, uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def registered_version(uri: str) -> str:
+    """The registry version a ``models:/name/N`` or ``models:/name@alias`` URI names now ("local" otherwise)."""
+    return resolve_model_uri(uri)[1]
 
 
 def registered_name(uri: str) -> str:

@@ -42,7 +42,16 @@ from mura.tracking import Provenance, dataset_provenance, log_datasets, server_e
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHAMPION", "RegisterPaths", "run_register", "should_promote", "validation_by_body_part", "validation_kappa"]
+__all__ = [
+    "CHAMPION",
+    "RegisterPaths",
+    "champion_kappa",
+    "promote_if_better",
+    "run_register",
+    "should_promote",
+    "validation_by_body_part",
+    "validation_kappa",
+]
 
 CHAMPION = "champion"
 KERAS_RUN_PATH = "keras"  # the register run's folder of <variant>.keras files (ServingConfig.keras_variants_uri)
@@ -370,12 +379,37 @@ def _register_version(
                 + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
             ),
         )
-        try:
-            current = client.get_model_version_by_alias(name, CHAMPION)
-            champion_kappa: float | None = float(current.tags.get("val_kappa", "nan"))
-        except Exception:  # no champion yet
-            champion_kappa = None
-        promoted = should_promote(kappa, champion_kappa, force)
+    return promote_if_better(name, version, kappa, force)
+
+
+def champion_kappa(client: Any, name: str) -> float | None:
+    """The current champion's recorded validation kappa; None only when ``name`` has no ``champion`` alias.
+
+    The registered model's aliases are read, never inferred from an exception: a tracking
+    server that is down, refuses the credentials or times out raises, so a failed lookup can
+    never be mistaken for "no champion yet".
+
+    Raises:
+        Exception: whatever the tracking client raised (the caller turns it into one line).
+    """
+    aliases = client.get_registered_model(name).aliases or {}
+    if CHAMPION not in aliases:
+        return None
+    current = client.get_model_version(name, str(aliases[CHAMPION]))
+    return float(current.tags.get("val_kappa", "nan"))
+
+
+def promote_if_better(name: str, version: str, kappa: float, force: bool) -> bool:
+    """Alias ``version`` as ``champion`` when :func:`should_promote` says so; whether it did.
+
+    Raises:
+        TrackingError: the champion could not be looked up or the alias not set (nothing promoted).
+    """
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+
+    with server_errors(f"looking up the champion of {name} (nothing promoted)"):
+        client = mlflow.MlflowClient()
+        promoted = should_promote(kappa, champion_kappa(client, name), force)
         if promoted:
             client.set_registered_model_alias(name, CHAMPION, version)
     return promoted
