@@ -24,7 +24,7 @@ from _results import append  # noqa: E402
 from web_load import _register_random  # noqa: E402
 
 from mura.api import Predictor  # noqa: E402
-from mura.serving.observability import AuditTrail  # noqa: E402
+from mura.operations.telemetry import AuditTrail  # noqa: E402
 
 
 def main() -> None:

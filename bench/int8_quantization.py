@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import append  # noqa: E402
 
 from mura.config import load_params  # noqa: E402
-from mura.modeling.ensemble import prob_column  # noqa: E402
+from mura.modeling.averaging import prob_column  # noqa: E402
 from mura.stage import Layout  # noqa: E402
 
 BATCH = 8  # register.serve_batch_size
@@ -182,7 +182,7 @@ def strategies(data: Data, max_drop: float, iterations: int) -> dict[str, Callab
 
 
 def export_float32(name: str, keras_path: Path, folder: Path) -> Path:
-    from mura.serving.export import export_variant
+    from mura.packaging.export import export_variant
 
     return Path(export_variant(name, keras_path, folder).xml)
 

@@ -107,8 +107,8 @@ def build(size: int, calibration: int, folder: Path) -> Built:
 
     from mura.config import ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.export import export_optimized
-    from mura.serving.runtime import OPTIMIZED_ARTIFACT
+    from mura.packaging.export import export_optimized
+    from mura.runtime.runners import OPTIMIZED_ARTIFACT
 
     paths = {}
     for k, (name, arch) in enumerate(VARIANTS.items()):
@@ -123,7 +123,7 @@ def build(size: int, calibration: int, folder: Path) -> Built:
 
 def configs(size: int, batch: int, variants: list[str]) -> tuple[Any, Any]:
     """The Keras configuration (the baseline) and the served one (optimized, every precision allowed)."""
-    from mura.serving.config import ServingConfig
+    from mura.runtime.served_config import ServingConfig
 
     base = ServingConfig(
         variants=tuple(variants),
@@ -144,8 +144,8 @@ def in_process(
     built: Built, keras_config: Any, served: Any, frame: pd.DataFrame, repeats: int
 ) -> tuple[list[str], dict[str, float], str]:
     """Every path through ``predict_frame``: table rows, p50 per path, and the served path's label."""
-    from mura.serving.precision import cpu_has_bf16
-    from mura.serving.service import EnsembleService
+    from mura.runtime.numeric_precision import cpu_has_bf16
+    from mura.runtime.service import EnsembleService
 
     setups = {KERAS_LABEL: (keras_config, "")}  # label: (config, MURA_PRECISION)
     setups["OpenVINO float32"] = (served, "f32")
@@ -179,7 +179,7 @@ def first_requests(
     built: Built, served: Any, batch: int, frame: pd.DataFrame, repeats: int
 ) -> tuple[list[tuple[int, float, float]], float]:
     """The first request of each batch size after start against a warm one (a fresh service); in-process p50."""
-    from mura.serving.service import EnsembleService
+    from mura.runtime.service import EnsembleService
 
     fast = EnsembleService(built.paths, served, built.optimized)
     batch_frame = _frame(_study(batch))
@@ -202,9 +202,9 @@ def register_layouts(built: Built, served: Any) -> str:
     import mlflow
 
     import mura
-    from mura.serving.config import CONFIG_ARTIFACT
-    from mura.serving.register import KERAS_RUN_PATH
-    from mura.serving.runtime import OPTIMIZED_ARTIFACT
+    from mura.packaging.register import KERAS_RUN_PATH
+    from mura.runtime.runners import OPTIMIZED_ARTIFACT
+    from mura.runtime.served_config import CONFIG_ARTIFACT
 
     package = Path(mura.__file__).parent
     store = f"sqlite:///{built.folder / 'mlflow.db'}"
@@ -224,7 +224,7 @@ def register_layouts(built: Built, served: Any) -> str:
             config.save(config_file)
             mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(package / "serving" / "pyfunc.py"),
+                python_model=str(package / "runtime" / "pyfunc.py"),
                 code_paths=[str(package)],
                 artifacts=artifacts,
                 model_config={"streams": 1, "warm_up": True},

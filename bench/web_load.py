@@ -65,9 +65,9 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
     import mura
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
-    from mura.serving.export import export_optimized
-    from mura.serving.runtime import OPTIMIZED_ARTIFACT
+    from mura.packaging.export import export_optimized
+    from mura.runtime.runners import OPTIMIZED_ARTIFACT
+    from mura.runtime.served_config import CONFIG_ARTIFACT, ServingConfig
 
     paths = {}
     for k, (name, arch) in enumerate(
@@ -103,7 +103,7 @@ def _register_random(size: int, store: Path) -> tuple[str, str]:
     with mlflow.start_run(experiment_id=experiment):
         mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(package / "serving" / "pyfunc.py"),
+            python_model=str(package / "runtime" / "pyfunc.py"),
             code_paths=[str(package)],
             artifacts={CONFIG_ARTIFACT: str(store / "config.json"), OPTIMIZED_ARTIFACT: str(optimized), **paths},
             model_config={"streams": 1},

@@ -12,7 +12,7 @@ Params: ``models`` (the variant names), ``register``, ``data.image_size``, ``dat
 from __future__ import annotations
 
 from mura.config import load_params
-from mura.serving.register import RegisterPaths, run_register
+from mura.packaging.register import RegisterPaths, run_register
 from mura.stage import parse_stage_args, run_main, set_seed, write_json
 
 

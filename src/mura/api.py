@@ -1,11 +1,11 @@
 """Python API: ``Predictor.load(uri).predict_study(views)``.
 
 The public entry point for scripts and notebooks; the implementation lives in
-:mod:`mura.serving.predictor`, the one scoring path the CLI, the web UI and the
+:mod:`mura.runtime.predictor`, the one scoring path the CLI, the web UI and the
 DICOM node share with ``mlflow models serve``. A pre-screening suggestion for a
 radiologist, never a diagnosis.
 """
 
-from mura.serving.predictor import Predictor, StudyResult, ViewInput, ViewResult
+from mura.runtime.predictor import Predictor, StudyResult, ViewInput, ViewResult
 
 __all__ = ["Predictor", "StudyResult", "ViewInput", "ViewResult"]

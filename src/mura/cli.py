@@ -11,11 +11,13 @@ import argparse
 import hashlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 from mura.config import SynthParams, load_params
-from mura.stage import LOG_FORMATS, configure_logging, run_main
+from mura.operations.logging_context import LOG_FORMATS, configure_service_logging
+from mura.stage import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +87,9 @@ def cmd_workspace(args: argparse.Namespace) -> None:
     if args.repro:  # one command for container entry points (docker/mlproject): no shell needed
         import subprocess
 
-        raise SystemExit(subprocess.run(["dvc", "repro"], cwd=dest, check=False).returncode)
+        from mura.deploy.processes import venv_program
+
+        raise SystemExit(subprocess.run([*venv_program("dvc"), "repro"], cwd=dest, check=False).returncode)
 
 
 def cmd_team(args: argparse.Namespace) -> None:
@@ -150,7 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise DataError(str(exc)) from None
     audit_dir = os.environ.get("MURA_AUDIT_DIR")
     if audit_dir:  # the same trail as the servers', when the operator asks for one
-        from mura.serving.observability import AuditTrail
+        from mura.operations.telemetry import AuditTrail
 
         identity = b"".join(hashlib.sha256(Path(f).read_bytes()).digest() for f in files)
         AuditTrail(Path(audit_dir)).record("cli", predictor, result, decoded, identity, time.perf_counter() - started)
@@ -209,7 +213,7 @@ def cmd_monitor(args: argparse.Namespace) -> None:
     """Write and log a drift report of the audit trail against the model's validation profile."""
     import datetime as dt
 
-    from mura.serving.monitoring import DriftLimits, DriftMetrics, monitor_every, run_monitor
+    from mura.operations.drift import DriftLimits, DriftMetrics, monitor_every, run_monitor
 
     since = dt.datetime.fromisoformat(args.since) if args.since else None
     if since is not None and since.tzinfo is None:
@@ -236,7 +240,7 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 
 def cmd_serve_model(args: argparse.Namespace) -> None:
     """MLflow's scoring server on the registered model, with /metrics."""
-    from mura.serving.model_server import serve_model
+    from mura.apps.model_server import serve_model
 
     serve_model(args.model, args.host, args.port, args.tracking_uri, Path(args.audit_dir) if args.audit_dir else None)
 
@@ -245,7 +249,7 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
     """Start the web interface."""
     import os
 
-    from mura.serving.web import WebSettings, serve
+    from mura.apps.web import WebSettings, serve
 
     settings = WebSettings(
         model_uri=args.model,
@@ -265,8 +269,9 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
     import subprocess
     import webbrowser
 
-    from mura.deploy.processes import wait_tcp
-    from mura.tracking import find_experiment_id, is_server, redact, runs_url, tracking_uri
+    from mura.deploy.mlflow_ui import find_experiment_id, runs_url
+    from mura.deploy.processes import venv_program, wait_tcp
+    from mura.tracking import is_server, redact, tracking_uri
 
     if args.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
@@ -279,7 +284,8 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
             webbrowser.open(url)
         return
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "-h", args.host, "-p", str(args.port)]
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # what `mlflow ui` starts in turn
+    command = [*venv_program("mlflow"), "ui", "--backend-store-uri", uri, "-h", args.host, "-p", str(args.port)]
     server = subprocess.Popen(command, env=env)
     base = f"http://{args.host}:{args.port}"
     try:
@@ -524,10 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mura`` command."""
     args = build_parser().parse_args(argv)
-    if args.log_format:  # the stage shell reads it too (run_main configures logging again)
+    if args.log_format:  # worker processes (the DICOM node's, register's export) inherit it
         os.environ["MURA_LOG_FORMAT"] = args.log_format
-    configure_logging()
-    run_main(lambda: args.func(args))
+    configure_service_logging()
+    run_main(lambda: args.func(args), logging_ready=True)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ __all__ = [
 ResizePolicy = Literal["stretch", "pad"]
 DuplicatePolicy = Literal["keep", "drop_later_split"]
 DatasetName = Literal["mura", "fracture"]
-ServingRuntime = Literal["auto", "optimized", "keras"]  # see mura.serving.runtime
+ServingRuntime = Literal["auto", "optimized", "keras"]  # see mura.runtime.runners
 Precision = Literal["f32", "bf16", "int8"]  # inference precisions of the optimized runtime
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextvars
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
 import random
 import sys
 import typing
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,48 +58,17 @@ def set_seed(seed: int) -> None:
         keras.utils.set_random_seed(seed)
 
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("mura_request_id", default="")
-LOG_FORMATS = ("text", "json")
+def configure_logging(level: str | None = None, formatter: logging.Formatter | None = None) -> None:
+    """Log to stderr as ``LEVEL name: message`` lines (or with ``formatter``), once per process.
 
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, the current request id, and the traceback if any.
-
-    The message is the same text as the plain format (never pixels, DICOM tags or file names:
-    those are not logged anywhere); ``request_id`` ties a server's lines to one answer.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if request_id := REQUEST_ID.get():
-            entry["request_id"] = request_id
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def new_request_id(given: str | None = None) -> str:
-    """Set and return this request's id: the caller's ``X-Request-ID`` when it is a plain token, else a new one."""
-    request_id = given if given and len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
-    REQUEST_ID.set(request_id)
-    return request_id
-
-
-def configure_logging(level: str | None = None, log_format: str | None = None) -> None:
-    """Log to stderr: ``LEVEL name: message`` lines, or JSON lines (:class:`JsonFormatter`).
+    Stage scripts log plain lines; servers and the ``mura`` command choose their format in
+    :func:`mura.operations.logging_context.configure_service_logging` (JSON lines with request
+    ids), so a log format is no dependency of a training stage.
 
     Args:
         level: default ``$MURA_LOG_LEVEL`` or INFO.
-        log_format: ``text`` or ``json``; default ``$MURA_LOG_FORMAT`` or text.
+        formatter: default the plain line format.
     """
-    chosen = (log_format or os.environ.get("MURA_LOG_FORMAT") or "text").lower()
-    if chosen not in LOG_FORMATS:
-        raise ValueError(f"log format must be one of {LOG_FORMATS}, got {chosen!r}")
     root = logging.getLogger()
     for previous in [h for h in root.handlers if getattr(h, "mura", False)]:
         root.removeHandler(previous)
@@ -110,7 +76,7 @@ def configure_logging(level: str | None = None, log_format: str | None = None) -
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.mura = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter or logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel((level or os.environ.get("MURA_LOG_LEVEL", "INFO")).upper())
 
@@ -154,9 +120,15 @@ def parse_stage_args(
     return args, paths_type(**values)
 
 
-def run_main(main: Callable[[], Any]) -> None:
-    """Run a stage's ``main()``; a :class:`MuraError` becomes one line on stderr and exit 2."""
-    configure_logging()
+def run_main(main: Callable[[], Any], logging_ready: bool = False) -> None:
+    """Run a stage's ``main()``; a :class:`MuraError` becomes one line on stderr and exit 2.
+
+    Args:
+        main: the stage's (or command's) body.
+        logging_ready: the caller configured logging already (the ``mura`` command); else plain lines.
+    """
+    if not logging_ready:
+        configure_logging()
     try:
         main()
     except MuraError as exc:

@@ -19,6 +19,7 @@ import yaml
 from configobj import ConfigObj
 
 from mura.config import merge_params, parse_params
+from mura.deploy.processes import venv_program
 from mura.errors import ConfigError
 
 PIPELINE_FILES = ("dvc.yaml", "MLproject")
@@ -65,7 +66,7 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
         (dest / "params.yaml").write_text(text)
     (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
     if not (dest / ".dvc").exists():
-        subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dest, check=True)
+        subprocess.run([*venv_program("dvc"), "init", "--no-scm", "-q"], cwd=dest, check=True)
     copy_remotes(repo / ".dvc" / "config", dest / ".dvc" / "config")
     if (repo / PLOT_TEMPLATES).is_dir():
         shutil.copytree(repo / PLOT_TEMPLATES, dest / PLOT_TEMPLATES, dirs_exist_ok=True)
@@ -93,7 +94,7 @@ def copy_remotes(source: Path, dest: Path) -> None:
 
 def track_data(dest: Path, folder: str | Path) -> None:
     """``dvc add`` a raw dataset folder, so a clone pulls the data its ``ingest`` stage reads."""
-    subprocess.run(["dvc", "add", "-q", str(folder)], cwd=dest, check=True)
+    subprocess.run([*venv_program("dvc"), "add", "-q", str(folder)], cwd=dest, check=True)
 
 
 def load_override_text(text: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def register_variants(
     registration needs (``params``, ``inputs``).
     """
     from mura.modeling.inference import VariantRunner
-    from mura.serving.register import RegisterPaths, run_register
+    from mura.packaging.register import RegisterPaths, run_register
 
     names = list(models)
     doc = merge_params(
@@ -96,7 +96,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.register import run_register
+    from mura.packaging.register import run_register
 
     models = {}
     for k, name in enumerate(("tiny_a", "tiny_b")):

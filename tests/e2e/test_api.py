@@ -109,7 +109,7 @@ def test_cli_help(command: str, registered: dict[str, Any]) -> None:
 def client(predictor):
     from fastapi.testclient import TestClient
 
-    from mura.serving.web import WebSettings, create_app
+    from mura.apps.web import WebSettings, create_app
 
     return TestClient(create_app(WebSettings(max_file_bytes=200_000, max_files=3), predictor=predictor))
 
@@ -162,7 +162,7 @@ def test_web_errors_in_plain_words(client, files: list[Any], status: int, words:
 def test_web_token(predictor) -> None:
     from fastapi.testclient import TestClient
 
-    from mura.serving.web import WebSettings, create_app
+    from mura.apps.web import WebSettings, create_app
 
     secured = TestClient(create_app(WebSettings(token="s3cret"), predictor=predictor))
     assert secured.get("/api/info").status_code == 401

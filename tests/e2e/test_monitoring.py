@@ -178,7 +178,7 @@ def test_mura_monitor_reports_drift_against_the_validation_profile(
     """The audit trail of the requests above (random noise images) against the registered validation profile."""
     import mlflow
 
-    from mura.serving.monitoring import run_monitor
+    from mura.operations.drift import run_monitor
 
     before = os.environ.get("MLFLOW_EXPERIMENT_ID")
     table = run_monitor(servers["work"] / "web-audit", "models:/mura-ensemble@champion", tmp_path, tracking_uri=registered["uri"])

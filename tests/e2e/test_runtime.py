@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mura.api import Predictor
-from mura.serving.runtime import OpenVinoRunner
+from mura.runtime.runners import OpenVinoRunner
 from tests.e2e.conftest import register_variants
 from tests.helpers import SIZE
 

@@ -50,7 +50,7 @@ def test_an_alias_moved_during_the_load_names_the_version_that_was_loaded(
     """``models:/…@champion`` is resolved once: a promotion during a (re)start cannot make the answers name another version."""
     import mlflow
 
-    from mura.serving.predictor import load_served_model
+    from mura.runtime.predictor import load_served_model
 
     client = mlflow.MlflowClient(tracking_uri=registered["uri"])
     download = mlflow.artifacts.download_artifacts

@@ -417,7 +417,7 @@ def test_a_failed_champion_lookup_promotes_nothing(stack: TeamStack, workspace: 
     import mlflow
 
     from mura.errors import TrackingError
-    from mura.serving.register import CHAMPION, promote_if_better
+    from mura.packaging.register import CHAMPION, promote_if_better
 
     name = "mura-ensemble"
     with pytest.MonkeyPatch.context() as patch:

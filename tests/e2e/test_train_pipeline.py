@@ -276,11 +276,13 @@ def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path) -> Non
 
     port = free_port()
     uri = _env(workspace)["MLFLOW_TRACKING_URI"]
-    cmd = [sys.executable, "-m", "mura.cli", "mlflow-ui", "--tracking-uri", uri, "--port", str(port)]
+    # The venv's own `mura`, started by path with the venv *not* on PATH (as `.venv/bin/mura` by a
+    # new user): everything it starts in turn must be found without PATH's help.
+    cmd = [str(Path(sys.executable).parent / "mura"), "mlflow-ui", "--tracking-uri", uri, "--port", str(port)]
     proc = subprocess.Popen(
         cmd,
         cwd=workspace,
-        env=_env(workspace),
+        env=dict(_env(workspace), PATH="/usr/bin:/bin"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

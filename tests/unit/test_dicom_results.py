@@ -19,7 +19,7 @@ from mura.integrations.dicom_results import (
     legend_lines,
     structured_report,
 )
-from mura.serving.predictor import StudyResult, ViewResult
+from mura.runtime.predictor import StudyResult, ViewResult
 
 
 def _result(n: int, warnings: tuple[str, ...] = ()) -> StudyResult:

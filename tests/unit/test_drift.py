@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mura.serving.monitoring import current_profile, drift_table, psi, read_audit, reference_profile, render_report
+from mura.operations.drift import drift_table, psi, read_audit, render_report
+from mura.operations.profile import current_profile, reference_profile
 
 
 def _profile(rng: np.random.Generator, n: int, shift: float = 0.0, parts: tuple[str, ...] = ("XR_WRIST", "XR_HAND")) -> dict:
@@ -82,7 +83,7 @@ def test_a_reference_without_a_feature_still_renders() -> None:
 
 
 def test_drift_metrics_carry_the_last_report(tmp_path: Path) -> None:
-    from mura.serving.monitoring import DriftMetrics
+    from mura.operations.drift import DriftMetrics
 
     rng = np.random.default_rng(1)
     metrics = DriftMetrics()

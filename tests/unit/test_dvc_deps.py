@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src"
 # The served model runs code that the register stage's own imports do not reach: the
 # models-from-code file, which MLflow executes when it validates and loads the model.
-EXTRA_ROOTS = {"register": ["src/mura/serving/pyfunc.py"]}
+EXTRA_ROOTS = {"register": ["src/mura/runtime/pyfunc.py"]}
 
 
 def _module_file(name: str) -> Path | None:
@@ -181,3 +181,34 @@ def test_the_training_overlays_read_one_file_drawn_per_model() -> None:
     evaluate = dvc["stages"]["evaluate"]
     assert "reports/train" in evaluate["deps"]
     assert {"reports/plots/training_curves.csv": {"cache": False}} in evaluate["outs"]
+
+
+# What a pipeline stage before register computes never includes the served process, the apps or
+# what operators run: editing the web page, a log format or the drift report reruns no training.
+NOT_FOR_TRAINING = (
+    "src/mura/apps/",
+    "src/mura/operations/",
+    "src/mura/integrations/",
+    "src/mura/packaging/",
+    "src/mura/runtime/",
+    "src/mura/deploy/mlflow_ui.py",
+)
+
+
+@pytest.mark.parametrize("stage_name", ["ingest", "split", "class_weights", "train", "ensemble", "calibrate", "evaluate"])
+def test_no_training_stage_depends_on_serving_apps_or_operations(stage_name: str) -> None:
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    stage = dvc["stages"][stage_name]
+    cmd = (stage.get("do") or stage)["cmd"]
+    script = next(t for t in cmd.split() if t.startswith("stages/") and t.endswith(".py"))
+    closure = import_closure([REPO / script])
+    declared = _paths((stage.get("do") or stage).get("deps", []))
+    found = sorted(f for f in closure | declared if f.startswith(NOT_FOR_TRAINING))
+    assert not found, f"{stage_name} depends on {found}"
+    assert "src/mura/stage.py" in closure  # the check reads the real closure, not an empty one
+
+
+def test_register_does_not_depend_on_the_drift_report_or_the_apps() -> None:
+    closure = import_closure([REPO / "stages/register.py", *(REPO / r for r in EXTRA_ROOTS["register"])])
+    assert "src/mura/operations/profile.py" in closure  # the reference profile it stores ...
+    assert not {f for f in closure if f.endswith(("operations/drift.py", "operations/telemetry.py")) or "/apps/" in f}

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mura.evaluation.calibrate import threshold_for_recall
-from mura.modeling.ensemble import aggregate_studies, average_probabilities, ensemble_weights
+from mura.modeling.averaging import aggregate_studies, average_probabilities, ensemble_weights
 
 
 def test_average_equal_and_weighted() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura.serving.export import compare_runtimes, int8_variants, judge_precision
+from mura.packaging.export import compare_runtimes, int8_variants, judge_precision
 
 ROWS = pd.DataFrame({"study_id": ["a", "a", "b", "c"], "label": [1, 1, 0, 0]})
 REFERENCE = np.array([[0.9, 0.7], [0.6, 0.5], [0.2, 0.4], [0.49, 0.52]])
@@ -70,7 +70,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     from mura.config import ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.export import export_optimized
+    from mura.packaging.export import export_optimized
 
     tmp = tmp_path_factory.mktemp("export")
     paths = {}
@@ -86,7 +86,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_float32_runner_equals_keras(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.modeling.inference import VariantRunner
-    from mura.serving.runtime import OpenVinoRunner
+    from mura.runtime.runners import OpenVinoRunner
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     pixels = exported["pixels"]
@@ -100,7 +100,7 @@ def test_float32_runner_equals_keras(exported: dict, tmp_path, monkeypatch) -> N
 
 
 def test_int8_runs_close_to_float32_and_its_heatmaps_come_from_float32(exported: dict, tmp_path, monkeypatch) -> None:
-    from mura.serving.runtime import OpenVinoRunner
+    from mura.runtime.runners import OpenVinoRunner
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     pixels = exported["pixels"]
@@ -118,7 +118,7 @@ def test_int8_runs_close_to_float32_and_its_heatmaps_come_from_float32(exported:
 
 
 def test_compiled_models_are_cached_and_answer_alike(exported: dict, tmp_path, monkeypatch) -> None:
-    from mura.serving.runtime import OpenVinoRunner, compile_cache_dir
+    from mura.runtime.runners import OpenVinoRunner, compile_cache_dir
 
     monkeypatch.setenv("MURA_OV_CACHE", str(tmp_path / "ov"))
     assert compile_cache_dir() == tmp_path / "ov"
@@ -136,7 +136,7 @@ def test_the_compile_cache_keeps_the_most_recent_models_within_its_budget(tmp_pa
     import os
 
     from mura.errors import ConfigError
-    from mura.serving.runtime import _cache_budget_bytes, prune_compile_cache
+    from mura.runtime.runners import _cache_budget_bytes, prune_compile_cache
 
     mb = 2**20
     for age, name in enumerate(["newest", "recent", "old", "oldest"]):
@@ -165,8 +165,8 @@ def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write
     import os
 
     from mura.modeling.inference import VariantRunner
-    from mura.serving.export import check_precision
-    from mura.serving.runtime import OpenVinoRunner
+    from mura.packaging.export import check_precision
+    from mura.runtime.runners import OpenVinoRunner
 
     cache = tmp_path / "ov"
     monkeypatch.setenv("MURA_OV_CACHE", str(cache))
@@ -190,8 +190,8 @@ def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write
 
 def test_the_fastest_allowed_precision_is_timed_once_and_remembered(exported: dict, tmp_path, monkeypatch) -> None:
     from mura.errors import ConfigError
-    from mura.serving.precision import available_precisions, cpu_has_bf16
-    from mura.serving.runtime import OpenVinoRunner
+    from mura.runtime.numeric_precision import available_precisions, cpu_has_bf16
+    from mura.runtime.runners import OpenVinoRunner
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     allowed = ("f32", "bf16", "int8")
@@ -225,7 +225,7 @@ def test_inference_copies_drop_the_optimizer_state_and_predict_alike(tmp_path: P
 
     from mura.config import ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.export import inference_copies
+    from mura.packaging.export import inference_copies
 
     model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
@@ -246,7 +246,7 @@ def test_the_training_save_has_no_optimizer_state_and_its_serving_copy_is_the_sa
     from mura.config import ModelSpec
     from mura.modeling.callbacks import save_model_atomic
     from mura.modeling.models import build_model
-    from mura.serving.export import has_optimizer_state, inference_copies
+    from mura.packaging.export import has_optimizer_state, inference_copies
 
     model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
@@ -275,7 +275,7 @@ def test_the_frozen_graph_holds_the_weights_as_constants_and_computes_what_tenso
 
     from mura.config import ModelSpec
     from mura.modeling.models import build_model
-    from mura.serving.export import _frozen_graph_def
+    from mura.packaging.export import _frozen_graph_def
 
     model = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), 32, "none", None, seed=0)
     spec = tf.TensorSpec((None, 32, 32, 1), tf.uint8, name="image")
@@ -318,7 +318,7 @@ def test_int8_variants_are_tried_only_when_some_but_not_all_keep_within_the_limi
 
 def test_a_mixed_int8_export_quantizes_only_the_chosen_variants(exported: dict, tmp_path, monkeypatch) -> None:
     """write_int8(["a"]): variant a answers as the all-int8 model's a, variant b exactly as float32."""
-    from mura.serving.runtime import OpenVinoRunner
+    from mura.runtime.runners import OpenVinoRunner
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     pixels, export = exported["pixels"], exported["export"]

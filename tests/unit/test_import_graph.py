@@ -21,8 +21,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("mura.data",),
     ("mura.modeling",),
     ("mura.evaluation",),
-    ("mura.serving",),
-    ("mura.integrations",),
+    ("mura.runtime",),  # what a served process needs: loading, runners, the ensemble's answer, the pyfunc
+    ("mura.operations",),  # metrics, audit, profiles and drift, server logging
+    ("mura.packaging",),  # register, export, the precision check, the model card
+    ("mura.apps", "mura.integrations"),  # the HTTP apps and the DICOM node
     ("mura.api", "mura.cli", "mura.workspace"),  # entry points
 ]
 
@@ -103,8 +105,8 @@ def test_the_checker_sees_function_level_and_type_checking_imports(tmp_path: Pat
     source = tmp_path / "m.py"
     source.write_text(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from mura.serving import web\n"
+        "if TYPE_CHECKING:\n    from mura.apps import web\n"
         "def f():\n    from mura.evaluation.ensemble import run_ensemble\n    import mura.cli\n"
     )
-    known = {"mura.serving", "mura.serving.web", "mura.evaluation.ensemble", "mura.cli"}
-    assert _imports(source, known) == {"mura.serving.web", "mura.evaluation.ensemble", "mura.cli"}
+    known = {"mura.apps", "mura.apps.web", "mura.evaluation.ensemble", "mura.cli"}
+    assert _imports(source, known) == {"mura.apps.web", "mura.evaluation.ensemble", "mura.cli"}

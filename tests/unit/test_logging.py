@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from mura.cli import duration
-from mura.stage import REQUEST_ID, JsonFormatter, new_request_id
+from mura.operations.logging_context import REQUEST_ID, JsonFormatter, new_request_id
 
 
 def _line(message: str, *args: object, exc: bool = False) -> dict:

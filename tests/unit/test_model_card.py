@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from mura.modeling.calibration import Calibrator
-from mura.serving.config import ServingConfig
-from mura.serving.model_card import build_model_card, render_model_card
+from mura.packaging.model_card import build_model_card, render_model_card
+from mura.runtime.served_config import ServingConfig
 
 
 def _config(synthetic: bool = True) -> ServingConfig:

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from mura.data.uploads import DecodedUpload
-from mura.serving.observability import AuditTrail, ServingMetrics, view_statistics, warning_kind
-from mura.serving.predictor import StudyResult, ViewResult
+from mura.operations.telemetry import AuditTrail, ServingMetrics, view_statistics, warning_kind
+from mura.runtime.predictor import StudyResult, ViewResult
 
 
 def _result(p: float = 0.7, part: str | None = "XR_WRIST", warnings: tuple[str, ...] = ()) -> StudyResult:

@@ -1,4 +1,4 @@
-"""The served model's loader: its environment check (mura.serving.predictor)."""
+"""The served model's loader: its environment check (mura.runtime.predictor)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from mura.serving.predictor import environment_mismatches
+from mura.runtime.predictor import environment_mismatches
 
 
 def _model(folder: Path, requirements: list[str], python: str | None = None) -> Path:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mura.errors import DataError
-from mura.serving.register import should_promote, validation_by_body_part, validation_kappa
+from mura.packaging.register import should_promote, validation_by_body_part, validation_kappa
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_validation_by_body_part_keeps_valid_study_ensemble_rows() -> None:
 def test_the_served_model_requires_exactly_the_pins_of_pyproject() -> None:
     import tomllib
 
-    from mura.serving.register import served_requirements
+    from mura.packaging.register import served_requirements
     from tests.helpers import REPO
 
     pinned = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]

@@ -12,9 +12,9 @@ from mlflow.exceptions import MlflowException
 
 from mura.errors import ConfigError
 from mura.modeling.calibration import Calibrator
-from mura.serving.config import ServingConfig
-from mura.serving.schema import ServedRow
-from mura.serving.service import DEFAULT_STUDY, keras_files, parse_rows, study_results
+from mura.runtime.schema import ServedRow
+from mura.runtime.served_config import ServingConfig
+from mura.runtime.service import DEFAULT_STUDY, keras_files, parse_rows, study_results
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mura.errors import ConfigError
-from mura.serving.config import SCHEMA_VERSION, ServingConfig, ValidationMetrics
+from mura.runtime.served_config import SCHEMA_VERSION, ServingConfig, ValidationMetrics
 
 CONFIG = ServingConfig(
     variants=("a", "b"),

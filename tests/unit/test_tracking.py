@@ -69,7 +69,7 @@ def test_runs_started_under_mlflow_run_are_children_not_the_launchers_run(
 
 
 def test_runs_url_opens_the_runs_table_in_model_training_mode() -> None:
-    from mura.tracking import runs_url
+    from mura.deploy.mlflow_ui import runs_url
 
     assert runs_url("http://127.0.0.1:5001/", "7") == "http://127.0.0.1:5001/#/experiments/7/runs?workflowType=machine_learning"
     assert runs_url("http://h:1", None) == "http://h:1/#/experiments?workflowType=machine_learning"

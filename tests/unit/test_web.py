@@ -1,10 +1,10 @@
-"""The web UI's store of recent answers for heatmaps drawn on demand (mura.serving.web.HeatmapCache)."""
+"""The web UI's store of recent answers for heatmaps drawn on demand (mura.apps.web.HeatmapCache)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mura.serving.web import HeatmapCache
+from mura.apps.web import HeatmapCache
 
 
 class _Clock:

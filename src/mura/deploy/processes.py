@@ -13,18 +13,27 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from mura.errors import MuraError
 
-__all__ = ["HOST", "ServerError", "Supervisor", "free_port", "wait_tcp", "write_private"]
+__all__ = ["HOST", "ServerError", "Supervisor", "free_port", "venv_program", "wait_tcp", "write_private"]
 
 HOST = "127.0.0.1"
 
 
 class ServerError(MuraError):
     """A local server could not be started or reached."""
+
+
+def venv_program(module: str) -> list[str]:
+    """The command that runs ``module``'s program with this interpreter (``python -m mlflow``, ``python -m dvc``).
+
+    Started by path, never by bare name: ``.venv/bin/mura`` works without the venv on ``PATH``.
+    """
+    return [sys.executable, "-m", module]
 
 
 def write_private(path: Path, text: str) -> None:

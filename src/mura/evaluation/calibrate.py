@@ -36,8 +36,8 @@ from sklearn.model_selection import StratifiedKFold
 from mura.config import CalibrateParams, CalibrationMethod, EnsembleParams
 from mura.errors import DataError
 from mura.evaluation.metrics import calibration_metrics
+from mura.modeling.averaging import ENSEMBLE, aggregate_studies, ensemble_weights, prob_column
 from mura.modeling.calibration import Calibrator, fit_calibrator
-from mura.modeling.ensemble import ENSEMBLE, aggregate_studies, ensemble_weights, prob_column
 from mura.stage import Layout, write_json
 
 logger = logging.getLogger(__name__)

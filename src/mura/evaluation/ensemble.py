@@ -1,4 +1,4 @@
-"""The ``ensemble`` stage: every variant's predictions on valid and test (the averaging is :mod:`mura.modeling.ensemble`).
+"""The ``ensemble`` stage: every variant's predictions on valid and test (the averaging is :mod:`mura.modeling.averaging`).
 
 Operating points are chosen on ``valid`` by the ``calibrate`` stage and applied unchanged to ``test``.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 from mura.config import EnsembleParams
 from mura.errors import DataError
 from mura.evaluation.predict import model_paths, predict_images
-from mura.modeling.ensemble import ensemble_weights
+from mura.modeling.averaging import ensemble_weights
 from mura.stage import Layout, write_csv
 
 __all__ = ["run_ensemble"]

@@ -33,8 +33,8 @@ from mura.evaluation.metrics import (
     reliability_curve,
 )
 from mura.evaluation.report import plot_figures, plot_reliability, render_report
+from mura.modeling.averaging import ENSEMBLE, aggregate_studies, prob_column
 from mura.modeling.calibration import Calibrator
-from mura.modeling.ensemble import ENSEMBLE, aggregate_studies, prob_column
 from mura.stage import Layout, write_csv, write_json
 from mura.tracking import dataset_provenance
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mura.errors import DataError
-from mura.modeling.ensemble import ENSEMBLE, prob_column
+from mura.modeling.averaging import ENSEMBLE, prob_column
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from mura.evaluation.metrics import CALIBRATION_METRICS
+from mura.modeling.averaging import ENSEMBLE
 from mura.modeling.calibration import Calibrator
-from mura.modeling.ensemble import ENSEMBLE
 
 UNCALIBRATED = "_uncalibrated"
 

@@ -8,7 +8,7 @@ Instances are grouped by StudyInstanceUID: a study is complete ``idle_seconds``
 after its last instance arrived, whichever association brought it.
 
 Each complete study is scored by the registered champion through the same
-:class:`mura.serving.predictor.Predictor` as ``mura predict`` and the web UI, and
+:class:`mura.runtime.predictor.Predictor` as ``mura predict`` and the web UI, and
 answered with a TID 1500 SR and one heatmap Secondary Capture per view
 (:mod:`mura.integrations.dicom_results`), sent to every destination by C-STORE or
 STOW-RS, retried with back-off until delivered. The spool
@@ -54,9 +54,9 @@ from mura.integrations.dicom_delivery import (
 )
 from mura.integrations.dicom_results import MANUFACTURER, ModelIdentity, heatmap_capture, structured_report
 from mura.integrations.dicom_spool import ResultSet, Spool
-from mura.serving.observability import AuditTrail, ServingMetrics
-from mura.serving.predictor import Predictor, registered_name
-from mura.stage import new_request_id
+from mura.operations.logging_context import new_request_id
+from mura.operations.telemetry import AuditTrail, ServingMetrics
+from mura.runtime.predictor import Predictor, registered_name
 
 __all__ = ["RADIOGRAPH_SOP_CLASSES", "DicomNode", "NodeSettings"]
 

@@ -30,9 +30,9 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from mura.modeling.ensemble import ENSEMBLE
+from mura.modeling.averaging import ENSEMBLE
 from mura.modeling.gradcam import overlay
-from mura.serving.predictor import StudyResult, ViewResult
+from mura.runtime.predictor import StudyResult, ViewResult
 
 __all__ = [
     "DISCLAIMER",

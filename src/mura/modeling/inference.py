@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 import mura.modeling.layers  # noqa: F401  (registers the custom layers for loading)
-from mura.modeling.ensemble import average_probabilities
+from mura.modeling.averaging import average_probabilities
 
 logger = logging.getLogger(__name__)
 

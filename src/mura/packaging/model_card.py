@@ -19,12 +19,11 @@ import pandas as pd
 
 from mura.data.dicom import RADIOGRAPH_MODALITIES
 from mura.data.sources import BODY_PARTS
-from mura.modeling.ensemble import ENSEMBLE
-from mura.serving.config import ServingConfig
+from mura.modeling.averaging import ENSEMBLE
+from mura.runtime.served_config import ServingConfig
 
-__all__ = ["CARD_ARTIFACT", "build_model_card", "render_model_card"]
+__all__ = ["build_model_card", "render_model_card"]
 
-CARD_ARTIFACT = "model_card"  # the pyfunc artifact key (and file stem) of the card's JSON
 HEADLINE = ("accuracy", "recall", "specificity", "roc_auc", "kappa")
 CALIBRATION = ("ece", "ece_adaptive", "brier", "log_loss")
 

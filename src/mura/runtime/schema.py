@@ -1,7 +1,7 @@
 """The served answers' shapes, defined once (pydantic): the model server's rows and the web UI's study answer.
 
 :class:`ServedRow` is one row of ``POST /invocations``' answer (one image, its study's probability
-and label, each variant's ``p_<variant>``), as :meth:`mura.serving.service.EnsembleService.predict_frame`
+and label, each variant's ``p_<variant>``), as :meth:`mura.runtime.service.EnsembleService.predict_frame`
 returns it; the registered model's signature is built from it. :class:`StudyAnswer` is what the web
 UI's ``/api/predict`` answers — from the in-process model or from rows forwarded by a model server.
 """
@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from mura.modeling.ensemble import prob_column
+from mura.modeling.averaging import prob_column
 
 __all__ = ["WARNING_SEPARATOR", "ServedRow", "StudyAnswer", "ViewAnswer"]
 

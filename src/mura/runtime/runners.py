@@ -16,7 +16,7 @@ serve with it start in about a second instead of ten.
 
 Precisions. ``register`` exports the float32 IR and, with ``register.int8``, an
 int8 IR quantized by NNCF on training images (``model_int8.xml``); which one
-serves is :mod:`mura.serving.precision`'s choice. Grad-CAM always comes from the
+serves is :mod:`mura.runtime.numeric_precision`'s choice. Grad-CAM always comes from the
 float32 model, so heatmaps stay exact whatever serves the probabilities (an int8
 model's feature maps moved normalized heatmaps by up to 0.2).
 """
@@ -36,7 +36,7 @@ import numpy as np
 
 from mura.config import ServingRuntime
 from mura.errors import ConfigError
-from mura.serving.precision import (
+from mura.runtime.numeric_precision import (
     INT8_XML,
     MODEL_XML,
     available_precisions,

@@ -1,7 +1,7 @@
 """Register-time export of the variants to the optimized runtime, and the reduced-precision guard.
 
 Imports Keras (it reads the trained ``.keras`` files) and NNCF (int8
-quantization); serving reads the result without either (:mod:`mura.serving.runtime`).
+quantization); serving reads the result without either (:mod:`mura.runtime.runners`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mura.modeling.averaging import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.calibration import Calibrator
-from mura.modeling.ensemble import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights
 from mura.parallel import process_context, worker_count
-from mura.serving.precision import INT8_XML, MODEL_XML, available_precisions, one_image_seconds
-from mura.serving.runtime import HEADS_FILE, OpenVinoRunner
+from mura.runtime.numeric_precision import INT8_XML, MODEL_XML, available_precisions, one_image_seconds
+from mura.runtime.runners import HEADS_FILE, OpenVinoRunner
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from mura.serving.service import EnsembleService
+from mura.runtime.service import EnsembleService
 
 
 class MuraEnsemble(PythonModel):

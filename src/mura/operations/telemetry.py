@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from mura.data.sources import BODY_PARTS
 from mura.data.uploads import DecodedUpload
-from mura.serving.predictor import Predictor, StudyResult, registered_name
+from mura.runtime.predictor import Predictor, StudyResult, registered_name
 
 __all__ = ["AuditTrail", "ServingMetrics", "view_statistics", "warning_kind"]
 

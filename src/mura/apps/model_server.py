@@ -22,14 +22,12 @@ from typing import Any
 import pandas as pd
 import uvicorn
 from fastapi import Request
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mura.apps.http import add_metrics_route, add_request_ids
 from mura.data.uploads import DecodedUpload
-from mura.serving.observability import AuditTrail, ServingMetrics
-from mura.serving.predictor import Predictor, load_served_model, study_result
-from mura.serving.service import Observer
-from mura.stage import new_request_id
+from mura.operations.telemetry import AuditTrail, ServingMetrics
+from mura.runtime.predictor import Predictor, load_served_model, study_result
+from mura.runtime.service import Observer
 
 __all__ = ["create_model_server", "observe_answers", "serve_model"]
 
@@ -40,7 +38,7 @@ def observe_answers(metrics: ServingMetrics, audit: AuditTrail | None, predictor
     """The service's observer: count each answered study and append it to the audit trail.
 
     A request may carry several studies (rows grouped by ``study_id``); each becomes one
-    :class:`~mura.serving.predictor.StudyResult`, exactly as the web UI and the node see theirs.
+    :class:`~mura.runtime.predictor.StudyResult`, exactly as the web UI and the node see theirs.
     The study key hashes the study's image bytes (keyed), never the client's ``study_id``.
     """
 
@@ -76,13 +74,10 @@ def create_model_server(model_uri: str, tracking_uri: str | None = None, streams
     service.observer = observe_answers(metrics, audit, predictor)
     app = scoring_server.init(model)
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    add_metrics_route(app, metrics.registry)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Any:
-        rid = new_request_id(request.headers.get("x-request-id"))  # on every log line of this request
         if request.url.path != "/invocations":
             response = await call_next(request)
         else:  # answered studies are counted (and audited) by the service's observer; here: time and refusals
@@ -92,9 +87,9 @@ def create_model_server(model_uri: str, tracking_uri: str | None = None, streams
             metrics.phase.labels(ENTRY_POINT, "request").observe(time.perf_counter() - started)
             if response.status_code != 200:
                 metrics.refused("bad_request" if response.status_code < 500 else "server_error")
-        response.headers["X-Request-ID"] = rid
         return response
 
+    add_request_ids(app)  # last added, first run: the id is set for the observer and every log line
     return app
 
 

@@ -1,7 +1,7 @@
 """The registered ``mura-ensemble`` pyfunc: request parsing, prediction, study aggregation.
 
-Logged with MLflow's models-from-code (``mura/serving/pyfunc.py``): no pickled
-classes; ``ensemble_config.json`` (a :class:`mura.serving.config.ServingConfig`)
+Logged with MLflow's models-from-code (``mura/runtime/pyfunc.py``): no pickled
+classes; ``ensemble_config.json`` (a :class:`mura.runtime.served_config.ServingConfig`)
 and the optimized runtime's export are artifacts. The four Keras variants are
 artifacts of the pyfunc only when the model has no optimized export; otherwise
 they are files of the register run (``keras_variants_uri``), downloaded only
@@ -37,13 +37,12 @@ from PIL import Image
 
 from mura.data.uploads import DecodedUpload, ImageDecodeError, decode_upload
 from mura.errors import ConfigError
+from mura.modeling.averaging import ENSEMBLE, average_probabilities, prob_column
 from mura.modeling.calibration import Calibrator
-from mura.modeling.ensemble import ENSEMBLE, average_probabilities, prob_column
 from mura.modeling.gradcam import HeadWeights, cam_from_features, feature_model, gradcam
-from mura.serving.config import CONFIG_ARTIFACT, ServingConfig
-from mura.serving.model_card import CARD_ARTIFACT
-from mura.serving.runtime import HEADS_FILE, OPTIMIZED_ARTIFACT, OpenVinoRunner, Runner, resolve_runtime
-from mura.serving.schema import WARNING_SEPARATOR
+from mura.runtime.runners import HEADS_FILE, OPTIMIZED_ARTIFACT, OpenVinoRunner, Runner, resolve_runtime
+from mura.runtime.schema import WARNING_SEPARATOR
+from mura.runtime.served_config import CARD_ARTIFACT, CONFIG_ARTIFACT, ServingConfig
 
 if TYPE_CHECKING:
     from mura.modeling.inference import VariantRunner

@@ -37,6 +37,7 @@ __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetr
 
 SCHEMA_VERSION = 6
 CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
+CARD_ARTIFACT = "model_card"  # the pyfunc artifact key (and file stem) of the model card's JSON
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ServingConfig:
         dataset_fingerprint: SHA-256 of images.csv + split.csv.
         git_commit: code version that trained it.
         mura_version: package version that registered it.
-        runtime: ``auto`` | ``optimized`` | ``keras`` (see :mod:`mura.serving.runtime`).
+        runtime: ``auto`` | ``optimized`` | ``keras`` (see :mod:`mura.runtime.runners`).
         optimized_precision: the precision the optimized runtime served on the machine that
             registered it (informative: each server times the allowed ones on its own CPU).
         allowed_precisions: precisions the optimized runtime may serve: ``f32`` always, ``bf16`` and

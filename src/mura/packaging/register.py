@@ -1,6 +1,6 @@
 """The ``register`` stage: log the ensemble as one pyfunc (models-from-code) and promote it.
 
-The served configuration is a :class:`mura.serving.config.ServingConfig`, an
+The served configuration is a :class:`mura.runtime.served_config.ServingConfig`, an
 artifact of the pyfunc beside the optimized runtime's export. The variants'
 ``.keras`` files (weights only) are the register run's ``keras/`` files, which
 only the Keras runtime downloads; a model without an optimized export keeps
@@ -29,14 +29,14 @@ from mura.config import RegisterParams, ResizePolicy
 from mura.errors import DataError
 from mura.evaluation.evaluate import run_metrics
 from mura.evaluation.predict import model_paths
+from mura.modeling.averaging import ENSEMBLE
 from mura.modeling.calibration import Calibrator
-from mura.modeling.ensemble import ENSEMBLE
-from mura.serving.config import CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
-from mura.serving.export import check_precision, export_optimized, inference_copies, int8_variants
-from mura.serving.model_card import CARD_ARTIFACT, build_model_card, render_model_card
-from mura.serving.monitoring import REFERENCE_ARTIFACT, validation_profile
-from mura.serving.runtime import OPTIMIZED_ARTIFACT
-from mura.serving.schema import ServedRow
+from mura.operations.profile import REFERENCE_ARTIFACT, validation_profile
+from mura.packaging.export import check_precision, export_optimized, inference_copies, int8_variants
+from mura.packaging.model_card import build_model_card, render_model_card
+from mura.runtime.runners import OPTIMIZED_ARTIFACT
+from mura.runtime.schema import ServedRow
+from mura.runtime.served_config import CARD_ARTIFACT, CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
 from mura.stage import Layout
 from mura.tracking import Provenance, dataset_provenance, log_datasets, server_errors, setup_mlflow, source_tags
 
@@ -150,7 +150,7 @@ def run_register(
     With ``register.runtime`` other than ``keras``, the variants are also exported to
     the optimized runtime (float32 and, with ``register.int8``, int8) and checked against
     Keras on the validation split; bf16 and int8 are allowed only when that check passes
-    (see :func:`mura.serving.export.check_precision`).
+    (see :func:`mura.packaging.export.check_precision`).
 
     Args:
         variants: the variant names (keys of ``models:``), in ensemble order.
@@ -338,7 +338,7 @@ def _log_model(
             config.save(Path(artifacts[CONFIG_ARTIFACT]))
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(package / "serving" / "pyfunc.py"),
+            python_model=str(package / "runtime" / "pyfunc.py"),
             artifacts=artifacts,
             code_paths=[str(package)],
             signature=signature,
@@ -455,7 +455,7 @@ def _export_and_check(
     """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid.
 
     Each variant is loaded once, in a worker process: its serving copy
-    (:func:`mura.serving.export.inference_copies`) goes to ``copies_dir``.
+    (:func:`mura.packaging.export.inference_copies`) goes to ``copies_dir``.
     """
 
     if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():

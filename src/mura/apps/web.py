@@ -17,7 +17,6 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -33,20 +32,19 @@ from typing import Annotated, Any
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI, File, Form, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Response, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mura.apps.http import add_metrics_route, add_request_ids, add_unauthorized_handler, error_response, require_token
 from mura.data.sources import BODY_PARTS, normalize_body_part
 from mura.data.uploads import sniff_kind
-from mura.modeling.ensemble import ENSEMBLE
+from mura.modeling.averaging import ENSEMBLE
 from mura.modeling.gradcam import overlay, png_bytes
-from mura.serving.config import ServingConfig
-from mura.serving.observability import AuditTrail, ServingMetrics
-from mura.serving.predictor import Predictor, StudyResult
-from mura.serving.schema import ServedRow, StudyAnswer, ViewAnswer
-from mura.stage import new_request_id
+from mura.operations.telemetry import AuditTrail, ServingMetrics
+from mura.runtime.predictor import Predictor, StudyResult
+from mura.runtime.schema import ServedRow, StudyAnswer, ViewAnswer
+from mura.runtime.served_config import ServingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ class WebSettings:
     max_file_bytes: int = 20 * 1024 * 1024
     max_files: int = 8  # the pixel limit comes from the registered model (register.max_pixels)
     concurrency: int = 0  # studies analysed at once when the runtime allows it (0 = one per CPU core)
-    audit_dir: Path | None = None  # one JSON line per answer (mura.serving.observability.AuditTrail); None: off
+    audit_dir: Path | None = None  # one JSON line per answer (mura.operations.telemetry.AuditTrail); None: off
     heatmap_studies: int = 32  # answers whose views are kept for their heatmaps (oldest dropped first)
     heatmap_ttl_s: float = 600.0  # how long an answer's heatmaps can be asked for
 
@@ -153,7 +151,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
 
     Args:
         settings: UI settings.
-        predictor: an already loaded :class:`mura.serving.predictor.Predictor` (tests); loaded
+        predictor: an already loaded :class:`mura.runtime.predictor.Predictor` (tests); loaded
             from ``settings.model_uri`` when None and not forwarding.
     """
 
@@ -174,22 +172,11 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     app.state.metrics, app.state.audit = metrics, audit
     kept = HeatmapCache(settings.heatmap_studies, settings.heatmap_ttl_s)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
-
-    def authorized(request: Request) -> bool:
-        if not settings.token:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given, f"Bearer {settings.token}")
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Any:
-        """Every log line of a request carries its id (the caller's ``X-Request-ID`` or a new one), echoed back."""
-        rid = new_request_id(request.headers.get("x-request-id"))
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+    error = error_response
+    authorized = Depends(require_token(settings.token))
+    add_unauthorized_handler(app)
+    add_request_ids(app)
+    add_metrics_route(app, metrics.registry)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -199,15 +186,8 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics")
-    def prometheus_metrics() -> Response:
-        """Prometheus text format (no identifying label; scrape it from the monitoring network)."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/api/info")
-    def info(request: Request) -> Any:
-        if not authorized(request):
-            return error(401, "a valid access token is required")
+    @app.get("/api/info", dependencies=[authorized])
+    def info() -> Any:
         config: ServingConfig | None = predictor.config if predictor is not None else None
         return {
             "model_uri": settings.model_uri if forwarder is None else settings.forward_url,
@@ -226,9 +206,8 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             "token_required": bool(settings.token),
         }
 
-    @app.post("/api/predict")
+    @app.post("/api/predict", dependencies=[Depends(require_token(settings.token, lambda: metrics.refused("unauthorized")))])
     async def predict(
-        request: Request,
         files: Annotated[list[UploadFile], File()],
         body_part: Annotated[str, Form()] = "",
         heatmaps: Annotated[str, Form()] = "lazy",
@@ -237,8 +216,6 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             metrics.refused(reason)
             return error(status, message)
 
-        if not authorized(request):
-            return refuse(401, "unauthorized", "a valid access token is required")
         if heatmaps not in HEATMAP_MODES:
             return refuse(400, "bad_request", f"heatmaps must be one of {', '.join(HEATMAP_MODES)}")
         if not files:
@@ -268,11 +245,9 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
         except ValueError as exc:
             return refuse(422, "undecodable", _plain(str(exc)))
 
-    @app.get("/api/heatmap/{token}/{index}")
-    async def heatmap(request: Request, token: str, index: int) -> Any:
+    @app.get("/api/heatmap/{token}/{index}", dependencies=[authorized])
+    async def heatmap(token: str, index: int) -> Any:
         """The ensemble's Grad-CAM overlay of one view of a recent answer (PNG), drawn at the first ask."""
-        if not authorized(request):
-            return error(401, "a valid access token is required")
         found = kept.get(token, index)
         if found is None or predictor is None:
             return error(404, "this heatmap is no longer kept: analyse the study again")

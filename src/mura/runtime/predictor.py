@@ -1,7 +1,7 @@
 """The one scoring path: ``Predictor.load(uri).predict_study(views)`` (re-exported as :mod:`mura.api`).
 
 Uses the registered ``mura-ensemble`` (or a local pyfunc folder) through the
-same :class:`mura.serving.service.EnsembleService` as ``mlflow models serve``, so the
+same :class:`mura.runtime.service.EnsembleService` as ``mlflow models serve``, so the
 API, the CLI, the web UI, the DICOM node and the served model preprocess and predict alike.
 A pre-screening suggestion for a radiologist, never a diagnosis.
 """
@@ -25,9 +25,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from mura.data.imaging import ImageDecodeError, resize_gray
 from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload, decode_upload
-from mura.modeling.ensemble import prob_column
-from mura.serving.config import ServingConfig
-from mura.serving.service import EnsembleService
+from mura.modeling.averaging import prob_column
+from mura.runtime.served_config import ServingConfig
+from mura.runtime.service import EnsembleService
 from mura.tracking import server_errors, use_tracking_uri
 from mura.tracking import tracking_uri as default_uri
 

@@ -1,0 +1,83 @@
+"""What the web page and the model server share over HTTP: request ids, ``/metrics`` and the access token.
+
+Written once here: each app adds the request-id middleware and the Prometheus route, and
+declares the token check as a FastAPI dependency on the routes it protects.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from mura.operations.logging_context import new_request_id
+
+__all__ = ["Unauthorized", "add_metrics_route", "add_request_ids", "add_unauthorized_handler", "error_response", "require_token"]
+
+TOKEN_REQUIRED = "a valid access token is required"
+
+
+class Unauthorized(Exception):
+    """A request without the deployment's bearer token (answered 401 with one line)."""
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    """The apps' error body: ``{"error": message}``."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def add_request_ids(app: FastAPI) -> None:
+    """Every log line of a request carries its id (the caller's ``X-Request-ID`` or a new one), echoed back.
+
+    Add it last: the last middleware added runs first, so the id is set for every other one.
+    """
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Any) -> Any:
+        rid = new_request_id(request.headers.get("x-request-id"))
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
+
+
+def add_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
+    """``GET /metrics`` in Prometheus's text format (no identifying label; scrape it from the monitoring network)."""
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def require_token(token: str | None, on_refusal: Callable[[], None] | None = None) -> Callable[[Request], None]:
+    """A FastAPI dependency that lets a request through only with ``Authorization: Bearer <token>``.
+
+    Args:
+        token: the deployment's token; None or empty: every request passes.
+        on_refusal: called for each refused request (e.g. to count it).
+
+    Raises:
+        Unauthorized: from the dependency, when the header is missing or wrong (install
+            :func:`add_unauthorized_handler`'s handler on the app to answer 401).
+    """
+
+    def check(request: Request) -> None:
+        if not token:
+            return
+        if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+            if on_refusal is not None:
+                on_refusal()
+            raise Unauthorized(TOKEN_REQUIRED)
+
+    return check
+
+
+def add_unauthorized_handler(app: FastAPI) -> None:
+    """Answer :class:`Unauthorized` with 401 and the apps' error body."""
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        return error_response(401, str(exc))

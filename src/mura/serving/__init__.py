@@ -1,1 +1,0 @@
-"""Serving phase: the served model's configuration, the pyfunc service, registration, the web UI."""
