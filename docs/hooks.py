@@ -110,6 +110,18 @@ def config_reference() -> str:
     return "\n\n".join(blocks)
 
 
+def settings_reference() -> str:
+    """A Markdown table of the ``MURA_*`` runtime settings (pure: reads mura/settings.py)."""
+    from mura.settings import ENV_PREFIX, RuntimeSettings
+
+    rows = []
+    for name, field in RuntimeSettings.model_fields.items():
+        kind = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
+        shown = f"`{field.default}`" if field.default is not None else "unset"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{_cell(kind)}` | {shown} | {_cell(field.description or '')} |")
+    return "| variable | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
 def bench_results() -> str:
     """bench/RESULTS.md, its headings moved one level down (under the page's)."""
     text = (REPO / "bench" / "RESULTS.md").read_text()
@@ -120,6 +132,8 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
     """MkDocs hook: fill the generated sections."""
     if "<!-- config-reference -->" in markdown:
         markdown = markdown.replace("<!-- config-reference -->", config_reference())
+    if "<!-- settings-reference -->" in markdown:
+        markdown = markdown.replace("<!-- settings-reference -->", settings_reference())
     if "<!-- readme -->" in markdown:
         readme = (REPO / "README.md").read_text().replace("](docs/index.md)", "](index.md)").replace("](docs/", "](")
         markdown = markdown.replace("<!-- readme -->", readme)

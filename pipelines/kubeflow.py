@@ -3,7 +3,7 @@
 The DAG is derived from ``dvc.yaml`` (and ``params.yaml``'s ``models:``, through DVC's
 own ``foreach`` expansion): one task per DVC stage, running that stage's own ``cmd``,
 with the same dependency edges — ingest → split → class_weights → one train task per
-variant, in parallel → ensemble → evaluate → register. Adding a variant to ``models:``
+variant, in parallel → ensemble → evaluate → register → serve. Adding a variant to ``models:``
 adds a train task; nothing here changes.
 
 Data between steps: a KFP workspace (``dsl.WorkspaceConfig``; on a cluster a
@@ -96,7 +96,7 @@ def dvc_stages(root: Path = ROOT) -> list[Stage]:
                     name=stage.name,
                     cmd=" ".join(cmd.split()),
                     upstream=tuple(upstream),
-                    uses_mlflow="stages/train.py" in cmd or "stages/register.py" in cmd,
+                    uses_mlflow=any(f"stages/{name}.py" in cmd for name in ("train", "register", "serve")),
                     trains="stages/train.py" in cmd,
                 )
             )

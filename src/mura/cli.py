@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mura.config import SynthParams, load_params
 from mura.operations.logging_context import LOG_FORMATS, configure_service_logging
+from mura.settings import runtime_settings
 from mura.stage import run_main
 
 logger = logging.getLogger(__name__)
@@ -152,8 +153,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         result = predictor.predict_decoded(decoded, args.body_part, heatmaps=bool(args.heatmaps))
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    audit_dir = os.environ.get("MURA_AUDIT_DIR")
-    if audit_dir:  # the same trail as the servers', when the operator asks for one
+    audit_dir = runtime_settings().audit_dir
+    if audit_dir is not None:  # the same trail as the servers', when the operator asks for one
         from mura.operations.telemetry import AuditTrail
 
         identity = b"".join(hashlib.sha256(Path(f).read_bytes()).digest() for f in files)
@@ -247,7 +248,6 @@ def cmd_serve_model(args: argparse.Namespace) -> None:
 
 def cmd_serve_ui(args: argparse.Namespace) -> None:
     """Start the web interface."""
-    import os
 
     from mura.apps.web import WebSettings, serve
 
@@ -255,7 +255,7 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
         model_uri=args.model,
         tracking_uri=args.tracking_uri,
         forward_url=args.forward_url,
-        token=args.token or os.environ.get("MURA_UI_TOKEN") or None,
+        token=args.token or runtime_settings().ui_token,
         max_file_bytes=args.max_file_mb * 2**20,
         concurrency=args.concurrency,
         audit_dir=Path(args.audit_dir) if args.audit_dir else None,
@@ -307,7 +307,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
 
 def default_audit_dir() -> str:
     """The servers' audit trail folder: ``$MURA_AUDIT_DIR``, else ``~/.local/state/mura/audit``."""
-    return os.environ.get("MURA_AUDIT_DIR") or str(Path.home() / ".local/state/mura/audit")
+    return str(runtime_settings().server_audit_dir)
 
 
 def duration(text: str) -> float:

@@ -180,6 +180,16 @@ class RegisterParams:
 
 
 @dataclass(frozen=True)
+class ServeParams:
+    """``serve:`` section: the last stage serves the version ``register`` made with ``mlflow models serve`` and checks it."""
+
+    enabled: bool = True  # false: the stage records that it was skipped (a pipeline step without a free loopback port)
+    port: int = 0  # 0: a free loopback port
+    startup_timeout_s: float = 300.0  # MLflow's start-up plus the model's load and warm-up
+    warm_requests: int = 5  # requests after the first, for the warm latency's p50/p95
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml, one typed section per stage (``models`` maps variant → spec)."""
 
@@ -195,6 +205,7 @@ class Params:
     calibrate: CalibrateParams = field(default_factory=CalibrateParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
+    serve: ServeParams = field(default_factory=ServeParams)
 
     def model(self, variant: str) -> ModelSpec:
         """The spec of one variant.

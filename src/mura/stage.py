@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mura.errors import MuraError
+from mura.settings import runtime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def configure_logging(level: str | None = None, formatter: logging.Formatter | N
     handler.mura = True  # type: ignore[attr-defined]
     handler.setFormatter(formatter or logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
-    root.setLevel((level or os.environ.get("MURA_LOG_LEVEL", "INFO")).upper())
+    root.setLevel((level or runtime_settings().log_level).upper())
 
 
 def parse_stage_args(

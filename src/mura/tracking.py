@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from mura.errors import MuraError, TrackingError
+from mura.settings import runtime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,6 @@ def server_errors(doing: str, uri: str | None = None) -> Iterator[None]:
 # Set by DVC in every stage's environment during `dvc exp run` (workspace or queued).
 DVC_EXP_NAME = "DVC_EXP_NAME"
 DVC_EXP_BASELINE_REV = "DVC_EXP_BASELINE_REV"
-PIPELINE_RUN_ENV = "MURA_PIPELINE_RUN_ID"
 PIPELINE_RUN_TAG = "mura.pipeline_run"
 DVC_EXP_TAG = "dvc.exp_name"
 DVC_BASELINE_TAG = "dvc.exp_baseline_rev"
@@ -209,8 +209,8 @@ def pipeline_run_id() -> str | None:
     ``dvc exp run`` the experiment's name; under ``dvc repro`` a hash of the ``dvc`` process
     (its pid and start time: one value per ``dvc repro``); None for a stage started by hand.
     """
-    if os.environ.get(PIPELINE_RUN_ENV):
-        return os.environ[PIPELINE_RUN_ENV]
+    if run_id := runtime_settings().pipeline_run_id:
+        return run_id
     if os.environ.get(DVC_EXP_NAME):
         return f"dvc-exp-{os.environ[DVC_EXP_NAME]}"
     ancestor = _dvc_ancestor()
@@ -293,8 +293,8 @@ def dataset_provenance(images_csv: str | Path, split_csv: str | Path) -> Provena
 
 def git_commit() -> str:
     """``$MURA_GIT_COMMIT``, else ``git rev-parse HEAD``, else ``unknown``."""
-    if os.environ.get("MURA_GIT_COMMIT"):
-        return os.environ["MURA_GIT_COMMIT"]
+    if commit := runtime_settings().git_commit:
+        return commit
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
         return out.stdout.strip()

@@ -48,6 +48,7 @@ OVERRIDE: dict[str, Any] = {
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001, "pretrained": "none", "workers": 1},
     "evaluate": {"bootstrap_resamples": 10},
     "register": {"runtime": "keras"},  # the OpenVINO export is tested elsewhere; here the stores matter
+    "serve": {"enabled": False},  # the serve stage is tested on a local store (test_train_pipeline, test_serve_stage)
     "models": {
         **NO_SEED_VARIANTS,
         "tiny_a": dict(TINY),

@@ -111,7 +111,13 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
         assert (workspace / f"reports/plots/{png}.png").stat().st_size > 1000
     registered = json.loads((workspace / "reports/register.json").read_text())
     assert registered["model_name"] == "mura-ensemble" and registered["version"] == 1 and registered["champion"]
-    assert "metrics.json" in _dvc(workspace, "metrics", "show")
+    shown = _dvc(workspace, "metrics", "show")
+    assert "metrics.json" in shown and "serve.json" in shown
+    # The last stage served that version with `mlflow models serve` and got the registered answer back.
+    served = json.loads((workspace / "reports/serve.json").read_text())
+    assert served["model_uri"] == "models:/mura-ensemble/1" and served["answer_check"]["ok"] and not served["skipped"]
+    assert served["answer_check"]["study_id"] == registered["serve_reference"]["study_id"]
+    assert served["startup_s"] > 0 and served["p50_ms"] <= served["p95_ms"]
     # Calibration: fitted on valid, three operating points on the calibrated probability, before/after figures.
     chosen = json.loads((workspace / "reports/thresholds.json").read_text())
     assert set(chosen["thresholds"]) == {"default", "high_sensitivity", "high_specificity"}
@@ -319,7 +325,7 @@ def test_mlflow_ui_lands_on_the_runs_table_with_datasets(workspace: Path) -> Non
 
 def test_pipeline_is_reproducible(workspace: Path, repo_root: Path, tmp_path: Path) -> None:
     """Run from clean twice: byte-identical data outputs, metrics equal within 1e-6 (the CI check)."""
-    again = create_workspace(repo_root, tmp_path / "again", OVERRIDE)
+    again = create_workspace(repo_root, tmp_path / "again", {**OVERRIDE, "serve": {"enabled": False}})  # served once above
     write_synthetic(again / "data/raw/synthetic", seed=5, sizes=SynthParams(patients=30, fracture_images=0))
     _dvc(again, "repro")
     for rel in ("data/interim/images.csv", "data/interim/pixels.npy", "data/processed/split.csv", "reports/class_weights.json"):

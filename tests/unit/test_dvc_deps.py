@@ -129,7 +129,7 @@ def stages() -> dict[str, dict[str, Any]]:
 
 def test_every_stage_is_checked(stages: dict[str, dict[str, Any]]) -> None:
     names = {n.split("@")[0] for n in stages}
-    assert names == {"ingest", "split", "class_weights", "train", "ensemble", "calibrate", "evaluate", "register"}
+    assert names == {"ingest", "split", "class_weights", "train", "ensemble", "calibrate", "evaluate", "register", "serve"}
     assert sum(n.startswith("train@") for n in stages) == 4
 
 

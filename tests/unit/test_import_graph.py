@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # Lowest first. A module may import its own layer and those below, never one above.
 LAYERS: list[tuple[str, ...]] = [
     ("mura", "mura.errors"),  # the package (its version) and the error types
-    ("mura.config",),  # params.yaml as typed sections
+    ("mura.config", "mura.settings"),  # params.yaml as typed sections; the MURA_* runtime settings
     ("mura.stage", "mura.tracking", "mura.deploy", "mura.parallel"),  # the shell: logging, seeds, MLflow, servers, workers
     ("mura.data",),
     ("mura.modeling",),

@@ -82,6 +82,9 @@ def test_every_executor_runs_our_image_and_every_training_gets_a_gpu(tmp_path: P
             assert executor["image"] == "reg.example/mura:cpu"
             assert "accelerator" not in executor.get("resources", {})
     assert "python stages/register.py" in str(executors)
+    assert "python stages/serve.py" in str(executors)  # the DAG ends with serving the registered version
+    serve = next(t for t in tasks.values() if t["taskInfo"]["name"] == "serve")
+    assert sorted(serve["dependentTasks"]) == ["ingest", "register"]  # the version, and the reference images
 
 
 def test_every_stage_step_tags_its_runs_with_the_kfp_run_id(tmp_path: Path) -> None:
@@ -103,7 +106,7 @@ def test_every_stage_step_tags_its_runs_with_the_kfp_run_id(tmp_path: Path) -> N
 def test_secret_goes_to_the_tracking_steps_only(tmp_path: Path) -> None:
     platform = _compile(tmp_path, "--secret", "mura-team")["platform"]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert len(executors) == 5  # four train steps and register
+    assert len(executors) == 6  # four train steps, register and serve
     assert all(e["secretAsEnv"][0]["secretName"] == "mura-team" for e in executors.values())
 
 

@@ -8,7 +8,6 @@ the objects in its spool and tries again later (see :mod:`mura.integrations.dico
 from __future__ import annotations
 
 import base64
-import os
 import re
 import urllib.error
 import urllib.request
@@ -21,9 +20,11 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from mura.settings import runtime_settings
+
 __all__ = ["CStoreDestination", "DeliveryError", "Destination", "StowDestination", "parse_destination"]
 
-STOW_AUTH_ENV = "MURA_STOW_AUTH"  # "user:password" for a STOW-RS server behind basic auth
+
 _AE_ADDRESS = re.compile(r"^(?P<ae>[^@\s\\]{1,16})@(?P<host>[^:\s]+):(?P<port>\d{1,5})$")
 
 
@@ -96,7 +97,7 @@ class StowDestination:
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": "application/dicom+json",
         }
-        auth = os.environ.get(STOW_AUTH_ENV)
+        auth = runtime_settings().stow_auth
         if auth:
             headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
         request = urllib.request.Request(self.url.rstrip("/") + "/studies", data=body, headers=headers, method="POST")

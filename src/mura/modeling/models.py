@@ -26,6 +26,7 @@ import keras
 from mura.config import AugmentParams, ModelSpec
 from mura.errors import ConfigError
 from mura.modeling.layers import RadiographPreprocess, RandomAffine
+from mura.settings import runtime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def resolve_weights(arch: str, weights: str) -> str | None:
         cached = keras_cache_dir() / spec.weights_file
         if cached.is_file():
             return str(cached)
-        if os.environ.get("MURA_OFFLINE", "0") == "1":
+        if runtime_settings().offline:
             raise ConfigError(
                 f"ImageNet weights for {arch} not found: put {spec.weights_file} at {cached} "
                 f"(or set train.pretrained to its path, or to none); unset MURA_OFFLINE to let Keras download it"

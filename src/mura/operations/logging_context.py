@@ -10,9 +10,9 @@ import contextvars
 import datetime as dt
 import json
 import logging
-import os
 import uuid
 
+from mura.settings import runtime_settings
 from mura.stage import configure_logging
 
 __all__ = ["LOG_FORMATS", "REQUEST_ID", "JsonFormatter", "configure_service_logging", "new_request_id"]
@@ -59,7 +59,7 @@ def configure_service_logging(level: str | None = None, log_format: str | None =
     Raises:
         ValueError: an unknown format.
     """
-    chosen = (log_format or os.environ.get("MURA_LOG_FORMAT") or "text").lower()
+    chosen = (log_format or runtime_settings().log_format).lower()
     if chosen not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {chosen!r}")
     configure_logging(level, JsonFormatter() if chosen == "json" else None)

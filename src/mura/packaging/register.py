@@ -34,6 +34,7 @@ from mura.modeling.calibration import Calibrator
 from mura.operations.profile import REFERENCE_ARTIFACT, validation_profile
 from mura.packaging.export import check_precision, export_optimized, inference_copies, int8_variants
 from mura.packaging.model_card import build_model_card, render_model_card
+from mura.packaging.serve_reference import ServeReference, choose_serve_reference
 from mura.runtime.runners import OPTIMIZED_ARTIFACT
 from mura.runtime.schema import ServedRow
 from mura.runtime.served_config import CARD_ARTIFACT, CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
@@ -204,6 +205,7 @@ def run_register(
         keras_run_files = copies if optimized is not None else None
         run_id, version = _log_model(name, config, tags, artifacts, metrics, kappa, paths, pixels[0], keras_run_files)
     promoted = _register_version(name, version, tags, kappa, len(variant_files), provenance.synthetic, params.force_champion)
+    reference_study = _serve_reference(paths, config, serve_tolerance(config, params.reduced_max_abs_dp))
     _publish_card(card, name, version, run_id, promoted, paths.model_card)
     logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
     return {
@@ -215,7 +217,24 @@ def run_register(
         "synthetic_data": provenance.synthetic,
         "runtime": config.runtime,
         "optimized_precision": tags["optimized_precision"],
+        "serve_reference": reference_study.to_dict() if reference_study is not None else None,
     }
+
+
+FLOAT32_TOLERANCE = 1e-4  # float32 runtimes agree with Keras to ~1e-6 (OpenVINO vs Keras measured: 1.4e-07 / 5.4e-07)
+
+
+def serve_tolerance(config: ServingConfig, reduced_max_abs_dp: float) -> float:
+    """How far a served probability may be from Keras's: the reduced-precision guard's limit when bf16/int8 may serve."""
+    reduced = any(p != "f32" for p in config.allowed_precisions)
+    return max(reduced_max_abs_dp if reduced else 0.0, FLOAT32_TOLERANCE)
+
+
+def _serve_reference(paths: RegisterPaths, config: ServingConfig, tolerance: float) -> ServeReference | None:
+    """The study the ``serve`` stage sends to this version (None without the ensemble stage's predictions)."""
+    if paths.predictions is None or not (paths.predictions / "valid.csv").is_file():
+        return None
+    return choose_serve_reference(pd.read_csv(paths.predictions / "valid.csv"), config, tolerance)
 
 
 def serving_config(

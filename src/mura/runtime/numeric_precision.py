@@ -23,6 +23,7 @@ import numpy as np
 
 from mura.config import Precision
 from mura.errors import ConfigError
+from mura.settings import runtime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def forced_precision(optimized_dir: Path, force: str | None = None) -> str | Non
     Raises:
         ConfigError: an unknown precision, or int8 for a model without an int8 export.
     """
-    forced = (os.environ.get("MURA_PRECISION") if force is None else force) or None
+    forced = (runtime_settings().precision if force is None else force) or None
     if forced is not None and forced not in PRECISIONS:
         raise ConfigError(f"MURA_PRECISION={forced!r}: expected one of {', '.join(PRECISIONS)}")
     if forced == "int8" and not (Path(optimized_dir) / INT8_XML).is_file():

@@ -44,6 +44,7 @@ from mura.runtime.numeric_precision import (
     choose_precision,
     forced_precision,
 )
+from mura.settings import runtime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ RUNTIMES: tuple[ServingRuntime, ...] = typing.get_args(ServingRuntime)
 OPTIMIZED_ARTIFACT = "optimized"  # artifact key: a folder holding MODEL_XML (+ .bin), maybe INT8_XML, and HEADS_FILE
 HEADS_FILE = "heads.npz"
 WARM_UP_BUDGET_S = 1.5  # at load, warm further batch sizes while this many seconds suffice
-OV_CACHE_MAX_MB = 4096  # compiled models kept in the cache (least recently used dropped first); $MURA_OV_CACHE_MAX_MB
 
 
 class Runner(Protocol):
@@ -96,7 +96,7 @@ def resolve_runtime(configured: str, optimized_dir: Path | None) -> Literal["opt
     Raises:
         ConfigError: an unknown runtime, or ``optimized`` without its artifact or without OpenVINO.
     """
-    wanted = os.environ.get("MURA_RUNTIME") or configured
+    wanted = runtime_settings().runtime or configured
     if wanted not in RUNTIMES:
         raise ConfigError(f"runtime {wanted!r} is not one of {list(RUNTIMES)} (MURA_RUNTIME or register.runtime)")
     if wanted == "keras":
@@ -325,11 +325,7 @@ def prune_compile_cache(directory: Path, budget_bytes: int, keep_since: float | 
 
 def _cache_budget_bytes() -> int:
     """``$MURA_OV_CACHE_MAX_MB`` (default ``OV_CACHE_MAX_MB``) in bytes."""
-    wanted = os.environ.get("MURA_OV_CACHE_MAX_MB") or str(OV_CACHE_MAX_MB)
-    try:
-        return int(float(wanted) * 2**20)
-    except ValueError:
-        raise ConfigError(f"MURA_OV_CACHE_MAX_MB={wanted!r}: expected a number of megabytes") from None
+    return int(runtime_settings().ov_cache_max_mb * 2**20)
 
 
 def compile_cache_dir() -> Path | None:
@@ -338,7 +334,7 @@ def compile_cache_dir() -> Path | None:
     ``MURA_OV_CACHE=off`` turns it off. OpenVINO keys each entry by the model's content, the
     device and the settings, so a new model version or OpenVINO release compiles afresh.
     """
-    wanted = os.environ.get("MURA_OV_CACHE")
+    wanted = runtime_settings().ov_cache
     if wanted == "off":
         return None
     path = Path(wanted) if wanted else cache_base() / "openvino"
