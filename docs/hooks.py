@@ -116,7 +116,12 @@ def settings_reference() -> str:
 
     rows = []
     for name, field in RuntimeSettings.model_fields.items():
-        kind = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
+        annotation = field.annotation
+        kind = (
+            annotation.__name__
+            if isinstance(annotation, type)
+            else str(annotation).replace("typing.", "").replace("pathlib.", "")
+        )
         shown = f"`{field.default}`" if field.default is not None else "unset"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{_cell(kind)}` | {shown} | {_cell(field.description or '')} |")
     return "| variable | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows)
