@@ -1,0 +1,129 @@
+"""``mura serve-model``, ``mura serve-ui`` and ``mura mlflow-ui``: the servers people open."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mura.cli.options import add_audit_option, add_model_option, add_tracking_option
+from mura.settings import runtime_settings
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_serve_model(args: argparse.Namespace) -> None:
+    """MLflow's scoring server on the registered model, with /metrics."""
+    from mura.apps.model_server import serve_model
+
+    serve_model(args.model, args.host, args.port, args.tracking_uri, Path(args.audit_dir) if args.audit_dir else None)
+
+
+def cmd_serve_ui(args: argparse.Namespace) -> None:
+    """Start the web interface."""
+
+    from mura.apps.web import WebSettings, serve
+
+    settings = WebSettings(
+        model_uri=args.model,
+        tracking_uri=args.tracking_uri,
+        forward_url=args.forward_url,
+        token=args.token or runtime_settings().ui_token,
+        max_file_bytes=args.max_file_mb * 2**20,
+        concurrency=args.concurrency,
+        audit_dir=Path(args.audit_dir) if args.audit_dir else None,
+    )
+    serve(settings, host=args.host, port=args.port)
+
+
+def cmd_mlflow_ui(args: argparse.Namespace) -> None:
+    """Start the MLflow UI on a local store (or point at a tracking server's) and print the runs table's address."""
+    import subprocess
+    import webbrowser
+
+    from mura.deploy.mlflow_ui import find_experiment_id, runs_url
+    from mura.deploy.processes import venv_program, wait_tcp
+    from mura.tracking import is_server, redact, tracking_uri
+
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    uri = tracking_uri()
+    experiment = find_experiment_id(args.experiment)
+    if is_server(uri):  # a tracking server is its own UI
+        url = runs_url(redact(uri), experiment)
+        print(f"MLflow UI (the tracking server): {url}")
+        if args.open:
+            webbrowser.open(url)
+        return
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # what `mlflow ui` starts in turn
+    command = [*venv_program("mlflow"), "ui", "--backend-store-uri", uri, "-h", args.host, "-p", str(args.port)]
+    server = subprocess.Popen(command, env=env)
+    base = f"http://{args.host}:{args.port}"
+    try:
+        wait_tcp(args.port, 60, server, "`mlflow ui`")
+        url = runs_url(base, experiment)
+        print(f"MLflow UI, runs of experiment {args.experiment or 'mura'}: {url}", flush=True)
+        if experiment is None:
+            print("(no run logged in this store yet: run `dvc repro` or `make demo` first)", flush=True)
+        if args.open:
+            webbrowser.open(url)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def add_commands(sub: Any) -> None:
+    """Add this group's commands to the ``mura`` parser's subparsers."""
+    sm = sub.add_parser(
+        "serve-model",
+        help="serve the registered model: MLflow's scoring server (same /invocations contract) plus /metrics",
+        description="The app `mlflow models serve` runs (POST /invocations, GET /ping, /health, /version), built by "
+        "MLflow on the loaded model, with Prometheus /metrics added. Binds 127.0.0.1 unless --host is given.",
+    )
+    add_model_option(sm, short=True)
+    add_tracking_option(sm)
+    sm.add_argument("--host", "-H", default="127.0.0.1")
+    sm.add_argument("--port", "-p", type=int, default=5000)
+    add_audit_option(sm)
+    sm.set_defaults(func=cmd_serve_model)
+
+    ui = sub.add_parser(
+        "serve-ui",
+        help="start the web interface for clinicians",
+        description="Serve the upload page and its API (binds 127.0.0.1 unless --host is given).",
+    )
+    add_model_option(ui)
+    add_tracking_option(ui)
+    ui.add_argument(
+        "--forward-url", default=None, help="use a running `mlflow models serve` at this URL instead of loading the model"
+    )
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8000)
+    ui.add_argument("--token", default=None, help="require this bearer token (or set MURA_UI_TOKEN)")
+    ui.add_argument("--max-file-mb", type=int, default=20)
+    ui.add_argument(
+        "--concurrency", type=int, default=0, help="studies analysed at once on the optimized runtime (default: one per core)"
+    )
+    add_audit_option(ui)
+    ui.set_defaults(func=cmd_serve_ui)
+
+    mui = sub.add_parser(
+        "mlflow-ui",
+        help="open the MLflow UI on the runs table (make mlflow-ui)",
+        description="Start `mlflow ui` on the local tracking store (telemetry off) and print the address of the "
+        "experiment's runs table in model-training mode; with a tracking server, print its address only.",
+    )
+    add_tracking_option(mui)
+    mui.add_argument("--experiment", default=None, help="experiment name (default $MLFLOW_EXPERIMENT_NAME or mura)")
+    mui.add_argument("--host", default="127.0.0.1")
+    mui.add_argument("--port", type=int, default=5001)
+    mui.add_argument("--open", action="store_true", help="also open the address in the default browser")
+    mui.set_defaults(func=cmd_mlflow_ui)
