@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,6 +219,16 @@ class Params:
         return self.models[variant]
 
 
+# A scalar annotation: (does the YAML value fit, what was expected, the conversion). bool is an int in
+# Python but never a number here.
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    float: (lambda v: not isinstance(v, bool) and isinstance(v, (int, float)), "a number", float),
+    int: (lambda v: not isinstance(v, bool) and isinstance(v, int), "an integer", int),
+    bool: (lambda v: isinstance(v, bool), "true or false", bool),
+    str: (lambda v: isinstance(v, str), "a string", str),
+}
+
+
 def _check(value: Any, tp: Any, name: str) -> Any:
     """Validate ``value`` against the annotation ``tp``; return it converted."""
     origin = typing.get_origin(tp)
@@ -225,50 +236,48 @@ def _check(value: Any, tp: Any, name: str) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"param '{name}' = {value!r}: expected one of {list(typing.get_args(tp))}")
         return value
-    if origin is tuple:
+    if origin in (typing.Union, types.UnionType):
+        return _check_union(value, typing.get_args(tp), name)
+    if origin in (tuple, dict):
+        return _check_container(value, tp, name)
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(typing.cast(type, tp), value, name)
+    if tp in _SCALARS:
+        fits, expected, convert = _SCALARS[tp]
+        if not fits(value):
+            raise ConfigError(f"param '{name}' = {value!r}: expected {expected}")
+        return convert(value)
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {name}")
+
+
+def _check_union(value: Any, args: tuple[Any, ...], name: str) -> Any:
+    """The first member of a union (``X | None``) that takes ``value``; the first member's error otherwise."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _check(value, arg, name)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[0] if errors else f"param '{name}': bad value {value!r}")
+
+
+def _check_container(value: Any, tp: Any, name: str) -> Any:
+    """A ``tuple[X, ...]`` from a YAML list, a ``dict[K, V]`` from a mapping, each item checked."""
+    if typing.get_origin(tp) is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"param '{name}' = {value!r}: expected a list")
         (item_tp, _ellipsis) = typing.get_args(tp)
         return tuple(_check(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(value, arg, name)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"param '{name}': bad value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(typing.cast(type, tp), value, name)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"param '{name}' = {value!r}: expected a number")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"param '{name}' = {value!r}: expected an integer")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"param '{name}' = {value!r}: expected true or false")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"param '{name}' = {value!r}: expected a string")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"param '{name}' = {value!r}: expected a mapping")
-        key_tp, value_tp = typing.get_args(tp)
-        return {_check(k, key_tp, f"{name} key"): _check(v, value_tp, f"{name}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for {name}")
+    if not isinstance(value, dict):
+        raise ConfigError(f"param '{name}' = {value!r}: expected a mapping")
+    key_tp, value_tp = typing.get_args(tp)
+    return {_check(k, key_tp, f"{name} key"): _check(v, value_tp, f"{name}.{k}") for k, v in value.items()}
 
 
 def build_dataclass(cls: type, values: Any, prefix: str) -> Any:

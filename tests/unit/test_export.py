@@ -165,7 +165,7 @@ def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write
     import os
 
     from mura.modeling.inference import VariantRunner
-    from mura.packaging.export import check_precision
+    from mura.packaging.export import KerasReference, PrecisionLimits, check_precision
     from mura.runtime.runners import OpenVinoRunner
 
     cache = tmp_path / "ov"
@@ -175,7 +175,8 @@ def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write
     reference = VariantRunner.from_paths(exported["paths"]).predict(pixels)
     predictions = pd.DataFrame({"study_id": ["s1", "s1", "s2", "s3", "s3"], "label": [1, 1, 0, 0, 0]})
     predictions = predictions.assign(p_a=reference[:, 0], p_b=reference[:, 1])
-    check = check_precision(exported["dir"], ["a", "b"], predictions, pixels, [1.0, 1.0], {"default": 0.5}, 2, 0.01, 0.995)
+    keras = KerasReference(["a", "b"], predictions, pixels, [1.0, 1.0], {"default": 0.5})
+    check = check_precision(exported["dir"], keras, PrecisionLimits(0.01, 0.995), 2)
     assert check["f32"]["max_abs_dp"] < 1e-5 and check["int8"] is not None  # both precisions compiled and ran ...
     assert not list(cache.glob("*.blob"))  # ... without a blob left behind for a model this machine may never serve
 

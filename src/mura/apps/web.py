@@ -155,15 +155,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             from ``settings.model_uri`` when None and not forwarding.
     """
 
-    wanted = settings.concurrency or os.cpu_count() or 1
-    if predictor is None and settings.forward_url is None:
-        predictor = Predictor.load(settings.model_uri, settings.tracking_uri, concurrent=wanted)
-        predictor.prepare_heatmaps()  # the page asks for heatmaps by default
-    forwarder = ForwardingPredictor(settings.forward_url) if settings.forward_url else None
-    # The optimized runtime is thread-safe and releases the GIL: analyse several studies at once
-    # (one per core by default). Keras/TensorFlow serving keeps one study at a time.
-    thread_safe = forwarder is not None or (predictor is not None and predictor.thread_safe)
-    in_flight = wanted if thread_safe else 1
+    predictor, forwarder, in_flight = _model_for(settings, predictor)
     gate = asyncio.Semaphore(in_flight)
     logger.info("web UI: up to %d studies in flight", in_flight)
     metrics = ServingMetrics("web", predictor)
@@ -188,23 +180,7 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
 
     @app.get("/api/info", dependencies=[authorized])
     def info() -> Any:
-        config: ServingConfig | None = predictor.config if predictor is not None else None
-        return {
-            "model_uri": settings.model_uri if forwarder is None else settings.forward_url,
-            "mode": "forward" if forwarder else "in-process",
-            "synthetic_data": config.synthetic_data if config else False,
-            "thresholds": config.thresholds if config else {},
-            "operating_point": config.operating_point if config else "default",
-            "variants": list(config.variants) if config else [],
-            "validation_per_body_part": {k: dataclasses.asdict(v) for k, v in config.validation_per_body_part.items()}
-            if config
-            else {},
-            "git_commit": config.git_commit if config else None,
-            "body_parts": list(BODY_PARTS),
-            "heatmaps": forwarder is None,
-            "model_card": predictor.model_card if predictor is not None else None,
-            "token_required": bool(settings.token),
-        }
+        return _model_info(settings, predictor, forwarding=forwarder is not None)
 
     @app.post("/api/predict", dependencies=[Depends(require_token(settings.token, lambda: metrics.refused("unauthorized")))])
     async def predict(
@@ -216,22 +192,10 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             metrics.refused(reason)
             return error(status, message)
 
-        if heatmaps not in HEATMAP_MODES:
-            return refuse(400, "bad_request", f"heatmaps must be one of {', '.join(HEATMAP_MODES)}")
-        if not files:
-            return refuse(400, "no_file", "no file uploaded: add one or more views of one study")
-        if len(files) > settings.max_files:
-            return refuse(413, "too_many_files", f"too many files: at most {settings.max_files} views per study")
-        blobs: list[bytes] = []
-        for index, upload in enumerate(files, 1):
-            data = await upload.read(settings.max_file_bytes + 1)
-            if len(data) > settings.max_file_bytes:
-                return refuse(413, "too_large", f"file {index} is too large (limit {settings.max_file_bytes // 2**20} MB)")
-            if not data:
-                return refuse(400, "empty", f"file {index} is empty")
-            if sniff_kind(data) is None:
-                return refuse(415, "file_type", f"file {index} is not a PNG, JPEG or DICOM image (wrong file type)")
-            blobs.append(data)
+        try:
+            blobs = await _read_uploads(files, heatmaps, settings)
+        except _Refused as refusal:
+            return refuse(refusal.status, refusal.reason, str(refusal))
         try:
             with metrics.in_flight.labels("web").track_inprogress():
                 async with gate:
@@ -259,6 +223,84 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
     return app
+
+
+def _model_for(settings: WebSettings, predictor: Any | None) -> tuple[Any | None, ForwardingPredictor | None, int]:
+    """The in-process model (loaded unless given or forwarding), the forwarder, and the studies analysed at once.
+
+    The optimized runtime is thread-safe and releases the GIL: several studies at once (one per
+    core by default). Keras/TensorFlow serving keeps one study at a time.
+    """
+    wanted = settings.concurrency or os.cpu_count() or 1
+    if predictor is None and settings.forward_url is None:
+        predictor = Predictor.load(settings.model_uri, settings.tracking_uri, concurrent=wanted)
+        predictor.prepare_heatmaps()  # the page asks for heatmaps by default
+    forwarder = ForwardingPredictor(settings.forward_url) if settings.forward_url else None
+    thread_safe = forwarder is not None or (predictor is not None and predictor.thread_safe)
+    return predictor, forwarder, wanted if thread_safe else 1
+
+
+def _model_info(settings: WebSettings, predictor: Predictor | None, forwarding: bool) -> dict[str, Any]:
+    """What the page shows about the model: its URI, scope, operating points, validation figures and card."""
+    info: dict[str, Any] = {
+        "model_uri": settings.forward_url if forwarding else settings.model_uri,
+        "mode": "forward" if forwarding else "in-process",
+        "synthetic_data": False,
+        "thresholds": {},
+        "operating_point": "default",
+        "variants": [],
+        "validation_per_body_part": {},
+        "git_commit": None,
+        "body_parts": list(BODY_PARTS),
+        "heatmaps": not forwarding,
+        "model_card": None,
+        "token_required": bool(settings.token),
+    }
+    if predictor is None:
+        return info
+    config: ServingConfig = predictor.config
+    return info | {
+        "synthetic_data": config.synthetic_data,
+        "thresholds": config.thresholds,
+        "operating_point": config.operating_point,
+        "variants": list(config.variants),
+        "validation_per_body_part": {k: dataclasses.asdict(v) for k, v in config.validation_per_body_part.items()},
+        "git_commit": config.git_commit,
+        "model_card": predictor.model_card,
+    }
+
+
+class _Refused(Exception):
+    """An upload refused before any work: its HTTP status, the metrics' reason label, and the message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
+async def _read_uploads(files: list[UploadFile], heatmaps: str, settings: WebSettings) -> list[bytes]:
+    """The uploaded views' bytes, each checked (size, emptiness, type by content) before anything decodes them.
+
+    Raises:
+        _Refused: a bad request, no file, too many or too large files, an empty one or not an image.
+    """
+    if heatmaps not in HEATMAP_MODES:
+        raise _Refused(400, "bad_request", f"heatmaps must be one of {', '.join(HEATMAP_MODES)}")
+    if not files:
+        raise _Refused(400, "no_file", "no file uploaded: add one or more views of one study")
+    if len(files) > settings.max_files:
+        raise _Refused(413, "too_many_files", f"too many files: at most {settings.max_files} views per study")
+    blobs: list[bytes] = []
+    for index, upload in enumerate(files, 1):
+        data = await upload.read(settings.max_file_bytes + 1)
+        if len(data) > settings.max_file_bytes:
+            raise _Refused(413, "too_large", f"file {index} is too large (limit {settings.max_file_bytes // 2**20} MB)")
+        if not data:
+            raise _Refused(400, "empty", f"file {index} is empty")
+        if sniff_kind(data) is None:
+            raise _Refused(415, "file_type", f"file {index} is not a PNG, JPEG or DICOM image (wrong file type)")
+        blobs.append(data)
+    return blobs
 
 
 def _answer(

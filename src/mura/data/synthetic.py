@@ -149,8 +149,12 @@ def _rotate(points: np.ndarray, centre: np.ndarray, angle: float) -> np.ndarray:
     return rotated
 
 
-def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> np.ndarray:
+def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> np.ndarray:  # noqa: C901, PLR0915
     """Render one radiograph-like phantom.
+
+    Long on purpose: one picture drawn top to bottom, and every random draw must stay in the same
+    order (the phantoms are a pure function of the generator's state, byte for byte across
+    versions); splitting it would hide that order across helpers.
 
     Args:
         body_part: one of :data:`mura.data.sources.BODY_PARTS`.

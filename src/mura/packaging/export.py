@@ -30,7 +30,9 @@ from mura.runtime.runners import HEADS_FILE, OpenVinoRunner
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "KerasReference",
     "OptimizedExport",
+    "PrecisionLimits",
     "VariantIR",
     "check_precision",
     "compare_runtimes",
@@ -393,18 +395,36 @@ def judge_precision(name: str, comparison: dict[str, Any] | None, max_abs_dp: fl
     return False, f"{name} rejected: {figures}"
 
 
-def check_precision(
-    optimized_dir: Path,
-    variants: list[str],
-    predictions: pd.DataFrame,
-    pixels: np.ndarray,
-    weights: Sequence[float],
-    thresholds: dict[str, float],
-    batch_size: int,
-    max_abs_dp: float,
-    min_agreement: float,
-    calibrator: Calibrator | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class KerasReference:
+    """What the optimized runtime is checked against: Keras's validation predictions and what turns them into answers.
+
+    Attributes:
+        variants: variant names, in the export's output order.
+        predictions: the ``ensemble`` stage's valid predictions (``p_<variant>``, ``study_id``).
+        pixels: their cache rows, (N, S, S) uint8, in the same order.
+        weights: variant weights.
+        thresholds: operating points (on the calibrated probability).
+        calibrator: the served calibration map.
+    """
+
+    variants: list[str]
+    predictions: pd.DataFrame
+    pixels: np.ndarray
+    weights: Sequence[float]
+    thresholds: dict[str, float]
+    calibrator: Calibrator | None = None
+
+
+@dataclass(frozen=True)
+class PrecisionLimits:
+    """How close a reduced numeric precision must stay to Keras float32 to be allowed (``register.reduced_*``)."""
+
+    max_abs_dp: float
+    min_agreement: float
+
+
+def check_precision(optimized_dir: Path, reference: KerasReference, limits: PrecisionLimits, batch_size: int) -> dict[str, Any]:
     """Run the optimized model in every precision this machine can on the validation images, against Keras.
 
     Float32 is always allowed (it is the exported Keras graph); bf16 (native bf16 CPUs) and int8
@@ -413,21 +433,18 @@ def check_precision(
 
     Args:
         optimized_dir: the exported model.
-        variants: variant names in output order.
-        predictions: the ``ensemble`` stage's valid predictions (Keras, per variant).
-        pixels: their cache rows, (N, S, S) uint8, in the same order.
-        weights: variant weights.
-        thresholds: operating points.
+        reference: Keras's validation predictions and the ensemble's weights, thresholds and calibration.
+        limits: largest reduced-precision |Δp| and smallest study-label agreement (every operating point) accepted.
         batch_size: the serving batch.
-        max_abs_dp: largest reduced-precision |Δp| accepted.
-        min_agreement: smallest reduced-precision study-label agreement accepted, at every operating point.
-        calibrator: the served calibration map (the thresholds are on the calibrated probability).
 
     Returns:
         ``f32``, ``bf16`` and ``int8`` comparisons (None where not run), ``verdicts`` (precision →
         reason), ``allowed`` precisions, the ``precision`` served here, ``limits``.
     """
-    reference = predictions[[prob_column(v) for v in variants]].to_numpy(np.float64)
+    variants, predictions, pixels = reference.variants, reference.predictions, reference.pixels
+    weights, thresholds, calibrator = reference.weights, reference.thresholds, reference.calibrator
+    max_abs_dp, min_agreement = limits.max_abs_dp, limits.min_agreement
+    keras_p = predictions[[prob_column(v) for v in variants]].to_numpy(np.float64)
     runnable = available_precisions(optimized_dir, ("bf16", "int8"))
     out: dict[str, Any] = {"bf16": None, "int8": None}
     verdicts: dict[str, str] = {}
@@ -438,7 +455,7 @@ def check_precision(
             optimized_dir, variants, batch_size, warm_up=False, force=precision, compile_cache=False
         )
         out[precision] = compare_runtimes(
-            reference, runners[precision].predict(pixels), predictions, weights, thresholds, calibrator
+            keras_p, runners[precision].predict(pixels), predictions, weights, thresholds, calibrator
         )
         if precision != "f32":
             ok, verdicts[precision] = judge_precision(precision, out[precision], max_abs_dp, min_agreement)
@@ -451,8 +468,9 @@ def check_precision(
             verdicts[precision] = judge_precision(precision, None, max_abs_dp, min_agreement)[1]
     # The fastest allowed one on this CPU, timed as a server times them (one image), on the models compiled above.
     served = min(allowed, key=lambda p: one_image_seconds(runners[p].compiled)) if len(allowed) > 1 else "f32"
-    limits = {"max_abs_dp": max_abs_dp, "min_agreement": min_agreement}
-    out.update(verdicts=verdicts, allowed=allowed, precision=served, limits=limits)
+    out.update(
+        verdicts=verdicts, allowed=allowed, precision=served, limits={"max_abs_dp": max_abs_dp, "min_agreement": min_agreement}
+    )
     out["reason"] = "; ".join(verdicts.values()) + f"; fastest allowed here: {served}"
     logger.info("optimized runtime: float32 max |dp| %.2g vs Keras; %s", out["f32"]["max_abs_dp"], out["reason"])
     return out

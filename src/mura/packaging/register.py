@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
@@ -32,9 +33,16 @@ from mura.evaluation.predict import model_paths
 from mura.modeling.averaging import ENSEMBLE
 from mura.modeling.calibration import Calibrator
 from mura.operations.profile import REFERENCE_ARTIFACT, validation_profile
-from mura.packaging.export import check_precision, export_optimized, inference_copies, int8_variants
+from mura.packaging.export import (
+    KerasReference,
+    PrecisionLimits,
+    check_precision,
+    export_optimized,
+    inference_copies,
+    int8_variants,
+)
 from mura.packaging.model_card import build_model_card, render_model_card
-from mura.packaging.serve_reference import ServeReference, choose_serve_reference
+from mura.packaging.serve_reference import choose_serve_reference
 from mura.runtime.runners import OPTIMIZED_ARTIFACT
 from mura.runtime.schema import ServedRow
 from mura.runtime.served_config import CARD_ARTIFACT, CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
@@ -168,57 +176,164 @@ def run_register(
     Raises:
         DataError: missing models, metrics or predictions.
     """
-    variant_files = model_paths(variants, paths.models_dir)
     setup_mlflow()  # a tracking server that is down or refuses us fails here, before minutes of export
-    thresholds = json.loads(paths.thresholds.read_text())
-    metrics = json.loads(paths.metrics.read_text())
-    kappa = validation_kappa(metrics)
-    images = pd.read_csv(paths.images, usecols=["image_id", "synthetic"])
-    provenance = dataset_provenance(paths.images, paths.split)
-    table_path = paths.per_body_part
-    table = pd.read_csv(table_path) if table_path is not None and table_path.exists() else pd.DataFrame()
-    pixels = np.load(paths.pixels, mmap_mode="r")
+    outputs = read_pipeline_outputs(variants, paths)
+    settings = RegisterSettings(params, image_size, resize, architectures or {})
     name = params.model_name
     with tempfile.TemporaryDirectory(prefix="mura-register-") as tmp:  # the export and the config, logged then removed
-        tmp_dir = Path(tmp)
-        copies = tmp_dir / "variants"  # what is registered: the weights without the optimizer's state
-        optimized = None
-        precision_check: dict[str, Any] = {}
-        if params.runtime != "keras":
-            split = pd.read_csv(paths.split, usecols=["image_id", "split"])
-            optimized, precision_check = _export_and_check(
-                variant_files, params, thresholds, paths.predictions, images, split, pixels, tmp_dir / OPTIMIZED_ARTIFACT, copies
-            )
-        else:
-            inference_copies(variant_files, copies)
-        config = serving_config(
-            list(variant_files), params, thresholds, metrics, image_size, resize, provenance, table, precision_check, optimized
-        )
-        tags = version_tags(config, provenance, kappa, precision_check, optimized is not None)
-        card_images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", how="left")
-        card = build_model_card(config, name, card_images, table, architectures)
-        artifacts = _write_artifacts(tmp_dir, config, card, _reference(paths, card_images, pixels, config))
-        if optimized is not None:  # the .keras files go beside the pyfunc, fetched only by the Keras runtime
-            artifacts[OPTIMIZED_ARTIFACT] = str(optimized)
-        else:
-            artifacts |= {v: str(copies / f"{v}.keras") for v in variant_files}
-        keras_run_files = copies if optimized is not None else None
-        run_id, version = _log_model(name, config, tags, artifacts, metrics, kappa, paths, pixels[0], keras_run_files)
-    promoted = _register_version(name, version, tags, kappa, len(variant_files), provenance.synthetic, params.force_champion)
-    reference_study = _serve_reference(paths, config, serve_tolerance(config, params.reduced_max_abs_dp))
-    _publish_card(card, name, version, run_id, promoted, paths.model_card)
-    logger.info("registered %s version %s (val kappa %.3f)%s", name, version, kappa, ", alias champion" if promoted else "")
+        export = export_variants(outputs, params, Path(tmp))
+        package = build_package(outputs, export, settings, Path(tmp))
+        logged = log_package(name, package, outputs)
+    promoted = _register_version(name, logged.version, package, outputs, params.force_champion)
+    tolerance = serve_tolerance(package.config, params.reduced_max_abs_dp)
+    reference_study = choose_serve_reference(outputs.valid, package.config, tolerance) if outputs.valid is not None else None
+    _publish_card(package.card, name, logged, promoted, paths.model_card)
+    logger.info(
+        "registered %s version %s (val kappa %.3f)%s", name, logged.version, outputs.kappa, ", alias champion" if promoted else ""
+    )
     return {
         "model_name": name,
-        "version": int(version),
+        "version": int(logged.version),
         "champion": promoted,
-        "val_kappa": kappa,
-        "run_id": run_id,
-        "synthetic_data": provenance.synthetic,
-        "runtime": config.runtime,
-        "optimized_precision": tags["optimized_precision"],
+        "val_kappa": outputs.kappa,
+        "run_id": logged.run_id,
+        "synthetic_data": outputs.provenance.synthetic,
+        "runtime": package.config.runtime,
+        "optimized_precision": package.tags["optimized_precision"],
         "serve_reference": reference_study.to_dict() if reference_study is not None else None,
     }
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    """What the stage's params say about the package: the ``register`` section, the input side and resize, the architectures."""
+
+    params: RegisterParams
+    image_size: int
+    resize: ResizePolicy
+    architectures: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PipelineOutputs:
+    """What the earlier stages left for ``register``, read once.
+
+    Attributes:
+        variant_files: variant → its ``.keras`` file, in ensemble order.
+        thresholds: ``reports/thresholds.json`` (operating points, calibration, variant weights).
+        metrics: ``reports/metrics.json``; ``kappa``: its promotion figure.
+        images: images.csv with the split column merged (the model card's data; image ids, synthetic flag).
+        provenance: the dataset's fingerprint, synthetic flag and commit.
+        table: the evaluation table (empty when absent).
+        pixels: the cache (memory-mapped).
+        valid: the ensemble stage's validation predictions (None when absent).
+        paths: where they were read from (figures, model card).
+    """
+
+    variant_files: dict[str, Path]
+    thresholds: dict[str, Any]
+    metrics: dict[str, Any]
+    kappa: float
+    images: pd.DataFrame
+    provenance: Provenance
+    table: pd.DataFrame
+    pixels: np.ndarray
+    valid: pd.DataFrame | None
+    paths: RegisterPaths
+
+    def rows_of(self, image_ids: Sequence[str] | pd.Series) -> np.ndarray:
+        """The cache rows of ``image_ids``, in their order."""
+        row_of = pd.Series(np.arange(len(self.images)), index=self.images["image_id"])
+        return _rows(self.pixels, row_of.loc[list(image_ids)].to_numpy())
+
+    @property
+    def calibrator(self) -> Calibrator:
+        """The calibration map ``calibrate`` chose."""
+        return Calibrator.from_dict(self.thresholds.get("calibration"))
+
+
+def read_pipeline_outputs(variants: Sequence[str], paths: RegisterPaths) -> PipelineOutputs:
+    """Read what ``register`` needs from the earlier stages' outputs.
+
+    Raises:
+        DataError: a model, the metrics or the thresholds are missing.
+    """
+    variant_files = model_paths(list(variants), paths.models_dir)
+    for path in (paths.thresholds, paths.metrics):
+        if not path.is_file():
+            raise DataError(f"missing {path}: rerun `dvc repro`")
+    metrics = json.loads(paths.metrics.read_text())
+    table_path = paths.per_body_part
+    valid_csv = paths.predictions / "valid.csv" if paths.predictions is not None else None
+    return PipelineOutputs(
+        variant_files=variant_files,
+        thresholds=json.loads(paths.thresholds.read_text()),
+        metrics=metrics,
+        kappa=validation_kappa(metrics),
+        images=pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", how="left"),
+        provenance=dataset_provenance(paths.images, paths.split),
+        table=pd.read_csv(table_path) if table_path is not None and table_path.exists() else pd.DataFrame(),
+        pixels=np.load(paths.pixels, mmap_mode="r"),
+        valid=pd.read_csv(valid_csv) if valid_csv is not None and valid_csv.is_file() else None,
+        paths=paths,
+    )
+
+
+@dataclass(frozen=True)
+class ExportedVariants:
+    """The variants as they will be served.
+
+    Attributes:
+        copies: folder of the ``<variant>.keras`` serving copies (weights without the optimizer's state).
+        optimized: the optimized runtime's export (None: Keras serves).
+        precision_check: the reduced-precision check's report (empty without an export).
+    """
+
+    copies: Path
+    optimized: Path | None
+    precision_check: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Package:
+    """What is logged as ``mura-ensemble``: its configuration, tags, model card and artifact files."""
+
+    config: ServingConfig
+    tags: dict[str, str]
+    card: dict[str, Any]
+    artifacts: dict[str, str]
+    keras_run_files: Path | None  # the .keras files logged beside the pyfunc (optimized runtime), else None
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """The register run and the registered version."""
+
+    run_id: str
+    version: str
+
+
+def export_variants(outputs: PipelineOutputs, params: RegisterParams, folder: Path) -> ExportedVariants:
+    """The serving copies, and the optimized export with its precision check unless ``register.runtime`` is keras."""
+    copies = folder / "variants"
+    if params.runtime == "keras":
+        inference_copies(outputs.variant_files, copies)
+        return ExportedVariants(copies, None, {})
+    optimized, check = _export_and_check(outputs, params, folder / OPTIMIZED_ARTIFACT, copies)
+    return ExportedVariants(copies, optimized, check)
+
+
+def build_package(outputs: PipelineOutputs, export: ExportedVariants, settings: RegisterSettings, folder: Path) -> Package:
+    """The served configuration, the tags, the model card and the artifact files (written into ``folder``)."""
+    config = serving_config(outputs, export, settings)
+    tags = version_tags(config, outputs.provenance, outputs.kappa, export.precision_check, export.optimized is not None)
+    card = build_model_card(config, settings.params.model_name, outputs.images, outputs.table, settings.architectures)
+    artifacts = _write_artifacts(folder, config, card, _reference(outputs, config))
+    if export.optimized is not None:  # the .keras files go beside the pyfunc, fetched only by the Keras runtime
+        artifacts[OPTIMIZED_ARTIFACT] = str(export.optimized)
+    else:
+        artifacts |= {v: str(export.copies / f"{v}.keras") for v in outputs.variant_files}
+    return Package(config, tags, card, artifacts, export.copies if export.optimized is not None else None)
 
 
 FLOAT32_TOLERANCE = 1e-4  # float32 runtimes agree with Keras to ~1e-6 (OpenVINO vs Keras measured: 1.4e-07 / 5.4e-07)
@@ -230,46 +345,29 @@ def serve_tolerance(config: ServingConfig, reduced_max_abs_dp: float) -> float:
     return max(reduced_max_abs_dp if reduced else 0.0, FLOAT32_TOLERANCE)
 
 
-def _serve_reference(paths: RegisterPaths, config: ServingConfig, tolerance: float) -> ServeReference | None:
-    """The study the ``serve`` stage sends to this version (None without the ensemble stage's predictions)."""
-    if paths.predictions is None or not (paths.predictions / "valid.csv").is_file():
-        return None
-    return choose_serve_reference(pd.read_csv(paths.predictions / "valid.csv"), config, tolerance)
-
-
-def serving_config(
-    variants: list[str],
-    params: RegisterParams,
-    thresholds: dict[str, Any],
-    metrics: dict[str, Any],
-    image_size: int,
-    resize: ResizePolicy,
-    provenance: Provenance,
-    table: pd.DataFrame,
-    precision_check: dict[str, Any],
-    optimized: Path | None,
-) -> ServingConfig:
+def serving_config(outputs: PipelineOutputs, export: ExportedVariants, settings: RegisterSettings) -> ServingConfig:
     """The served model's configuration from the pipeline's outputs (pure)."""
+    params, check = settings.params, export.precision_check
     return ServingConfig(
-        variants=tuple(variants),
-        variant_weights=thresholds["variant_weights"],
-        thresholds=thresholds["thresholds"],
-        calibration=Calibrator.from_dict(thresholds.get("calibration")),
+        variants=tuple(outputs.variant_files),
+        variant_weights=outputs.thresholds["variant_weights"],
+        thresholds=outputs.thresholds["thresholds"],
+        calibration=outputs.calibrator,
         operating_point=params.operating_point,
-        image_size=image_size,
-        resize=resize,
+        image_size=settings.image_size,
+        resize=settings.resize,
         max_pixels=params.max_pixels,
         serve_batch_size=params.serve_batch_size,
-        synthetic_data=provenance.synthetic,
-        validation_per_body_part=validation_by_body_part(table) if not table.empty else {},
-        metrics=metrics,
-        dataset_fingerprint=provenance.fingerprint,
-        git_commit=provenance.git_commit,
+        synthetic_data=outputs.provenance.synthetic,
+        validation_per_body_part=validation_by_body_part(outputs.table) if not outputs.table.empty else {},
+        metrics=outputs.metrics,
+        dataset_fingerprint=outputs.provenance.fingerprint,
+        git_commit=outputs.provenance.git_commit,
         mura_version=mura.__version__,
-        runtime=params.runtime if optimized is not None else "keras",
-        optimized_precision=precision_check.get("precision", "f32"),
-        allowed_precisions=tuple(precision_check.get("allowed", ["f32"])),
-        precision_check=precision_check,
+        runtime=params.runtime if export.optimized is not None else "keras",
+        optimized_precision=check.get("precision", "f32"),
+        allowed_precisions=tuple(check.get("allowed", ["f32"])),
+        precision_check=check,
     )
 
 
@@ -310,22 +408,12 @@ def _write_artifacts(folder: Path, config: ServingConfig, card: dict[str, Any], 
     return {key: str(path) for key, path in paths.items()}
 
 
-def _log_model(
-    name: str,
-    config: ServingConfig,
-    tags: dict[str, str],
-    artifacts: dict[str, str],
-    metrics: dict[str, Any],
-    kappa: float,
-    paths: RegisterPaths,
-    example_pixels: np.ndarray,
-    keras_run_files: Path | None = None,
-) -> tuple[str, str]:
-    """Log the ensemble run and the pyfunc (registering a new version of ``name``); its run id and version.
+def log_package(name: str, package: Package, outputs: PipelineOutputs) -> LoggedModel:
+    """Log the ensemble run and the pyfunc (registering a new version of ``name``).
 
-    With ``keras_run_files`` (a folder of ``<variant>.keras``), the files are logged as the run's
-    ``keras/`` artifacts and the pyfunc's config points at them (``keras_variants_uri``): a server
-    on the optimized runtime never copies them.
+    With ``package.keras_run_files`` (a folder of ``<variant>.keras``), the files are logged as the
+    run's ``keras/`` artifacts and the pyfunc's config points at them (``keras_variants_uri``): a
+    server on the optimized runtime never copies them.
     """
     import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
     from mlflow.models import infer_signature  # lazy: heavy (~1 s): only when talking to the tracking store
@@ -334,10 +422,11 @@ def _log_model(
     # One view: MLflow checks the example by loading and calling the model, and a
     # one-image batch is the shape the model's warm-up already traced (a second
     # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
-    example = pd.DataFrame({"image": [_png_base64(example_pixels)], "study_id": ["example-study"]})
+    config, tags, artifacts, paths = package.config, package.tags, package.artifacts, outputs.paths
+    example = pd.DataFrame({"image": [_png_base64(outputs.pixels[0])], "study_id": ["example-study"]})
     signature = infer_signature(example, ServedRow.example(list(config.variants)))
     signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
-    package = Path(mura.__file__).parent
+    code = Path(mura.__file__).parent
     run_tags = {**tags, **source_tags(), "mura.stage": "register"}
     with server_errors(f"logging {name}"), mlflow.start_run(run_name="ensemble", tags=run_tags) as run:
         mlflow.log_params(
@@ -351,15 +440,15 @@ def _log_model(
         )
         # The data the ensemble was made, tuned and tested on as dataset inputs (the Dataset column).
         log_datasets(paths.images, paths.split, ("train", "valid", "test"), tags["dataset_fingerprint"])
-        if keras_run_files is not None:
-            mlflow.log_artifacts(str(keras_run_files), artifact_path=KERAS_RUN_PATH)
+        if package.keras_run_files is not None:
+            mlflow.log_artifacts(str(package.keras_run_files), artifact_path=KERAS_RUN_PATH)
             config = replace(config, keras_variants_uri=f"runs:/{run.info.run_id}/{KERAS_RUN_PATH}")
             config.save(Path(artifacts[CONFIG_ARTIFACT]))
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(package / "runtime" / "pyfunc.py"),
+            python_model=str(code / "runtime" / "pyfunc.py"),
             artifacts=artifacts,
-            code_paths=[str(package)],
+            code_paths=[str(code)],
             signature=signature,
             input_example=example,
             # Load-time settings a server may change (mlflow.pyfunc.load_model(..., model_config=...)):
@@ -373,22 +462,21 @@ def _log_model(
         # the logged model in the same call. Logged after the model: log_model links every metric the run
         # already has to the model by asking the server for each one's history (one request per metric,
         # ~125 in the tests: 66 s of the stage against a team server that hashed the password of every request).
-        mlflow.log_metrics({"val_kappa_study": kappa, **run_metrics(metrics)}, model_id=info.model_id)
+        mlflow.log_metrics({"val_kappa_study": outputs.kappa, **run_metrics(outputs.metrics)}, model_id=info.model_id)
         for figure in paths.figures:
             if figure.exists():
                 mlflow.log_artifact(str(figure), artifact_path="evaluation")
-    return run.info.run_id, str(info.registered_model_version)
+    return LoggedModel(run.info.run_id, str(info.registered_model_version))
 
 
-def _register_version(
-    name: str, version: str, tags: dict[str, str], kappa: float, n_variants: int, synthetic: bool, force: bool
-) -> bool:
+def _register_version(name: str, version: str, package: Package, outputs: PipelineOutputs, force: bool) -> bool:
     """Tag and describe the new version; alias it ``champion`` when :func:`should_promote` says so."""
+    kappa, n_variants, synthetic = outputs.kappa, len(outputs.variant_files), outputs.provenance.synthetic
     import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     with server_errors(f"registering {name}"):
         client = mlflow.MlflowClient()
-        for key, value in tags.items():
+        for key, value in package.tags.items():
             client.set_model_version_tag(name, version, key, value)
         client.update_model_version(
             name,
@@ -434,11 +522,15 @@ def promote_if_better(name: str, version: str, kappa: float, force: bool) -> boo
     return promoted
 
 
-def _publish_card(card: dict[str, Any], name: str, version: str, run_id: str, promoted: bool, out: Path | None) -> None:
+def _publish_card(card: dict[str, Any], name: str, logged: LoggedModel, promoted: bool, out: Path | None) -> None:
     """The model card with its registered version and run: logged to the run, and written to ``out`` (+ its JSON)."""
     import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
-    card["lineage"] |= {"version": version, "run_id": run_id, "champion_when_registered": promoted}
+    run_id = logged.run_id
+    card = {
+        **card,
+        "lineage": {**card["lineage"], "version": logged.version, "run_id": run_id, "champion_when_registered": promoted},
+    }
     markdown = render_model_card(card)
     with server_errors(f"registering {name}"):
         client = mlflow.MlflowClient()
@@ -450,72 +542,53 @@ def _publish_card(card: dict[str, Any], name: str, version: str, run_id: str, pr
         out.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
-def _reference(paths: RegisterPaths, images: pd.DataFrame, pixels: np.ndarray, config: ServingConfig) -> dict[str, Any]:
+def _reference(outputs: PipelineOutputs, config: ServingConfig) -> dict[str, Any]:
     """The validation split's profile the drift reports compare production with (empty without predictions)."""
-    if paths.predictions is None or not (paths.predictions / "valid.csv").is_file():
+    if outputs.valid is None:
         return {}
-    valid = pd.read_csv(paths.predictions / "valid.csv")
-    row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
-    rows = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
-    return validation_profile(valid, images, rows, config.variants, config.weights_in_order, config.calibration)
+    rows = outputs.rows_of(outputs.valid["image_id"])
+    return validation_profile(outputs.valid, outputs.images, rows, config.variants, config.weights_in_order, config.calibration)
 
 
 def _export_and_check(
-    paths: dict[str, Path],
-    params: RegisterParams,
-    thresholds: dict[str, Any],
-    predictions_dir: Path | None,
-    images: pd.DataFrame,
-    split: pd.DataFrame,
-    pixels: np.ndarray,
-    out_dir: Path,
-    copies_dir: Path,
+    outputs: PipelineOutputs, params: RegisterParams, out_dir: Path, copies_dir: Path
 ) -> tuple[Path, dict[str, Any]]:
     """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid.
 
     Each variant is loaded once, in a worker process: its serving copy
     (:func:`mura.packaging.export.inference_copies`) goes to ``copies_dir``.
     """
-
-    if predictions_dir is None or not (predictions_dir / "valid.csv").is_file():
+    if outputs.valid is None:
         raise DataError("register.runtime needs reports/predictions/valid.csv (the Keras reference): rerun `dvc repro ensemble`")
-    variants = list(paths)
-    row_of = pd.Series(np.arange(len(images)), index=images["image_id"])
+    variants = list(outputs.variant_files)
     calibration = None
     if params.int8:
-        train_ids = split.loc[split["split"] == "train", "image_id"]
+        train_ids = outputs.images.loc[outputs.images["split"] == "train", "image_id"]
         picked = train_ids.sample(min(params.int8_calibration_images, len(train_ids)), random_state=0)
-        calibration = _rows(pixels, row_of.loc[picked].to_numpy())
-    export = export_optimized(paths, out_dir, copies_dir, calibration, params.serve_batch_size, params.export_workers)
-    valid = pd.read_csv(predictions_dir / "valid.csv")
-    valid_pixels = _rows(pixels, row_of.loc[valid["image_id"]].to_numpy())
-    weights = [float(thresholds["variant_weights"][v]) for v in paths]
-
-    def check() -> dict[str, Any]:
-        return check_precision(
-            out_dir,
-            variants,
-            valid,
-            valid_pixels,
-            weights,
-            thresholds["thresholds"],
-            params.serve_batch_size,
-            params.reduced_max_abs_dp,
-            params.reduced_min_agreement,
-            Calibrator.from_dict(thresholds.get("calibration")),
-        )
-
-    result = check()
+        calibration = outputs.rows_of(picked)
+    export = export_optimized(
+        outputs.variant_files, out_dir, copies_dir, calibration, params.serve_batch_size, params.export_workers
+    )
+    reference = KerasReference(
+        variants=variants,
+        predictions=outputs.valid,
+        pixels=outputs.rows_of(outputs.valid["image_id"]),
+        weights=[float(outputs.thresholds["variant_weights"][v]) for v in variants],
+        thresholds=outputs.thresholds["thresholds"],
+        calibrator=outputs.calibrator,
+    )
+    limits = PrecisionLimits(params.reduced_max_abs_dp, params.reduced_min_agreement)
+    result = check_precision(out_dir, reference, limits, params.serve_batch_size)
     in_int8 = int8_variants(result, variants)
-    if in_int8 is not None:  # int8 for the variants that keep within the limit alone, float32 for the others
-        rejected = result["verdicts"]["int8"]
-        export.write_int8(in_int8)
-        result = check()
-        mix = f"int8 for {', '.join(in_int8)} only (the others float32; all in int8: {rejected})"
-        result["verdicts"]["int8"] = f"{result['verdicts']['int8']} — {mix}"
-        result["reason"] += f"; {mix}"
-        result["int8_variants"] = in_int8
-    return out_dir, result
+    if in_int8 is None:
+        return out_dir, result
+    # int8 for the variants that keep within the limit alone, float32 for the others
+    rejected = result["verdicts"]["int8"]
+    export.write_int8(in_int8)
+    mixed = check_precision(out_dir, reference, limits, params.serve_batch_size)
+    mix = f"int8 for {', '.join(in_int8)} only (the others float32; all in int8: {rejected})"
+    verdicts = {**mixed["verdicts"], "int8": f"{mixed['verdicts']['int8']} — {mix}"}
+    return out_dir, {**mixed, "verdicts": verdicts, "reason": f"{mixed['reason']}; {mix}", "int8_variants": in_int8}
 
 
 def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
