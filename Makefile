@@ -78,6 +78,7 @@ repro: $(STAMP)  ## dvc repro in the repository (real or synthetic data per para
 bench: $(STAMP)  ## benchmarks; figures are appended to bench/RESULTS.md
 	python bench/ingest.py
 	python bench/train_throughput.py
+	python bench/feed_throughput.py
 	python bench/serve_latency.py
 	python bench/web_load.py
 	python bench/dicom_node.py
