@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from mura.config import merge_params, parse_params
+from mura.modeling.operating_points import OperatingPoints
 from tests.helpers import IMAGE, NO_SEED_VARIANTS, SIZE
 
 
@@ -48,8 +49,8 @@ def register_variants(
     for name, model in models.items():
         model.save(ws / f"models/{name}.keras")
     (ws / "reports").mkdir()
-    (ws / "reports/thresholds.json").write_text(
-        json.dumps({"thresholds": {"default": 0.5, "high_sensitivity": 0.3}, "variant_weights": {n: 1.0 for n in names}})
+    OperatingPoints(thresholds={"default": 0.5, "high_sensitivity": 0.3}, variant_weights={n: 1.0 for n in names}).save(
+        ws / "reports/thresholds.json"
     )
     (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
     # Ten validation images in five studies: the precision check of the optimized runtime runs on them.

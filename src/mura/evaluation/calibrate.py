@@ -38,7 +38,8 @@ from mura.errors import DataError
 from mura.evaluation.metrics import calibration_metrics
 from mura.modeling.averaging import ENSEMBLE, aggregate_studies, ensemble_weights, prob_column
 from mura.modeling.calibration import Calibrator, fit_calibrator
-from mura.stage import Layout, write_json
+from mura.modeling.operating_points import OperatingPoints
+from mura.stage import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -176,21 +177,18 @@ def run_calibrate(
         logger.warning(
             "calibration %s not kept: it does not improve ECE and Brier out of fold on valid (%s)", params.method, check
         )
-    result = {
-        "thresholds": operating_points(y, calibrator.apply(raw), ensemble.target_recall, ensemble.target_specificity),
-        "chosen_on": "valid",
-        "level": "study",
-        "probability": "calibrated",
-        "target_recall": ensemble.target_recall,
-        "target_specificity": ensemble.target_specificity,
-        "variant_weights": dict(zip(variants, ensemble_weights(list(variants), ensemble.variant_weights), strict=True)),
-        "calibration": {
+    points = OperatingPoints(
+        thresholds=operating_points(y, calibrator.apply(raw), ensemble.target_recall, ensemble.target_specificity),
+        variant_weights=dict(zip(variants, ensemble_weights(list(variants), ensemble.variant_weights), strict=True)),
+        calibration={
             **calibrator.to_dict(),
             "requested": params.method,
             "fitted_on": "valid studies",
             "n_studies": int(len(studies)),
             "out_of_fold_check": check,
         },
-    }
-    write_json(paths.thresholds, result)
-    return result
+        target_recall=ensemble.target_recall,
+        target_specificity=ensemble.target_specificity,
+    )
+    points.save(paths.thresholds)
+    return points.to_dict()

@@ -11,7 +11,6 @@ and writes its metrics, plots and report.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from mura.evaluation.metrics import (
 from mura.evaluation.report import plot_figures, plot_reliability, render_report
 from mura.modeling.averaging import ENSEMBLE, aggregate_studies, prob_column
 from mura.modeling.calibration import Calibrator
+from mura.modeling.operating_points import OperatingPoints
 from mura.stage import Layout, write_csv, write_json
 from mura.tracking import dataset_provenance
 
@@ -284,9 +284,8 @@ def run_evaluation(
 
     reports = paths.reports
     predictions = pd.concat([pd.read_csv(paths.predictions / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
-    chosen = json.loads(paths.thresholds.read_text())
-    thresholds = chosen["thresholds"]
-    calibrator = Calibrator.from_dict(chosen.get("calibration"))
+    chosen = OperatingPoints.load(paths.thresholds)
+    thresholds, calibrator = chosen.thresholds, chosen.calibrator
     models = [*variants, ENSEMBLE]
     table = evaluation_table(predictions, models, thresholds, params.bootstrap_resamples, seed, params.ci_level, calibrator, bins)
     metrics = headline_metrics(table)
@@ -316,6 +315,6 @@ def run_evaluation(
     plot_figures(roc, pr, table, reports / "plots", source.synthetic)
     plot_reliability(reliability, reports / "plots", source.synthetic)
     (reports / "README.md").write_text(
-        render_report(table, models, thresholds, provenance, calibrator, chosen.get("calibration"))
+        render_report(table, models, thresholds, provenance, calibrator, chosen.calibration or None)
     )
     return metrics

@@ -31,7 +31,7 @@ from mura.errors import DataError
 from mura.evaluation.evaluate import run_metrics
 from mura.evaluation.predict import model_paths
 from mura.modeling.averaging import ENSEMBLE
-from mura.modeling.calibration import Calibrator
+from mura.modeling.operating_points import OperatingPoints
 from mura.operations.profile import REFERENCE_ARTIFACT, validation_profile
 from mura.packaging.export import (
     KerasReference,
@@ -231,7 +231,7 @@ class PipelineOutputs:
     """
 
     variant_files: dict[str, Path]
-    thresholds: dict[str, Any]
+    thresholds: OperatingPoints
     metrics: dict[str, Any]
     kappa: float
     images: pd.DataFrame
@@ -246,11 +246,6 @@ class PipelineOutputs:
         row_of = pd.Series(np.arange(len(self.images)), index=self.images["image_id"])
         return _rows(self.pixels, row_of.loc[list(image_ids)].to_numpy())
 
-    @property
-    def calibrator(self) -> Calibrator:
-        """The calibration map ``calibrate`` chose."""
-        return Calibrator.from_dict(self.thresholds.get("calibration"))
-
 
 def read_pipeline_outputs(variants: Sequence[str], paths: RegisterPaths) -> PipelineOutputs:
     """Read what ``register`` needs from the earlier stages' outputs.
@@ -259,15 +254,14 @@ def read_pipeline_outputs(variants: Sequence[str], paths: RegisterPaths) -> Pipe
         DataError: a model, the metrics or the thresholds are missing.
     """
     variant_files = model_paths(list(variants), paths.models_dir)
-    for path in (paths.thresholds, paths.metrics):
-        if not path.is_file():
-            raise DataError(f"missing {path}: rerun `dvc repro`")
+    if not paths.metrics.is_file():
+        raise DataError(f"missing {paths.metrics}: run `dvc repro evaluate` first")
     metrics = json.loads(paths.metrics.read_text())
     table_path = paths.per_body_part
     valid_csv = paths.predictions / "valid.csv" if paths.predictions is not None else None
     return PipelineOutputs(
         variant_files=variant_files,
-        thresholds=json.loads(paths.thresholds.read_text()),
+        thresholds=OperatingPoints.load(paths.thresholds),
         metrics=metrics,
         kappa=validation_kappa(metrics),
         images=pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", how="left"),
@@ -350,9 +344,9 @@ def serving_config(outputs: PipelineOutputs, export: ExportedVariants, settings:
     params, check = settings.params, export.precision_check
     return ServingConfig(
         variants=tuple(outputs.variant_files),
-        variant_weights=outputs.thresholds["variant_weights"],
-        thresholds=outputs.thresholds["thresholds"],
-        calibration=outputs.calibrator,
+        variant_weights=outputs.thresholds.variant_weights,
+        thresholds=outputs.thresholds.thresholds,
+        calibration=outputs.thresholds.calibrator,
         operating_point=params.operating_point,
         image_size=settings.image_size,
         resize=settings.resize,
@@ -573,9 +567,9 @@ def _export_and_check(
         variants=variants,
         predictions=outputs.valid,
         pixels=outputs.rows_of(outputs.valid["image_id"]),
-        weights=[float(outputs.thresholds["variant_weights"][v]) for v in variants],
-        thresholds=outputs.thresholds["thresholds"],
-        calibrator=outputs.calibrator,
+        weights=[outputs.thresholds.variant_weights[v] for v in variants],
+        thresholds=outputs.thresholds.thresholds,
+        calibrator=outputs.thresholds.calibrator,
     )
     limits = PrecisionLimits(params.reduced_max_abs_dp, params.reduced_min_agreement)
     result = check_precision(out_dir, reference, limits, params.serve_batch_size)
