@@ -94,3 +94,4 @@ verdict  # pydantic field of StudyAnswer (serialized by model_dump, read by the 
 heatmap_url  # pydantic field of ViewAnswer (set in the answer dict by mura.apps.web._answer, read by the page)
 _upper  # pydantic field validator (src/mura/settings.py)
 _empty_is_unset  # pydantic field validator (src/mura/settings.py)
+chosen_on  # a field of the thresholds.json contract (OperatingPoints), serialized for the people who read the file
