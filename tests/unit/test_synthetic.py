@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mura.data.sources import BODY_PARTS, SYNTHETIC_MARKER, list_fracture, list_mura
 from mura.data.synthetic import render_phantom, write_mura
@@ -46,3 +47,42 @@ def test_no_size_or_intensity_shortcut(part: str) -> None:
     # Mean brightness is not a give-away: the class means are within the spread of either class.
     mean_n, mean_a = (np.array([i.mean() for i in s]) for s in (normal, abnormal))
     assert abs(mean_n.mean() - mean_a.mean()) < 2 * max(mean_n.std(), mean_a.std()) + 3
+
+
+def test_every_abnormal_phantom_has_its_findings_boxed_and_normal_ones_none() -> None:
+    from mura.data.sources import BODY_PARTS
+    from mura.data.synthetic import FINDING_KINDS, render_phantom_annotated
+
+    seen = set()
+    for seed in range(12):
+        for part in BODY_PARTS:
+            for abnormal in (False, True):
+                a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+                gray, findings = render_phantom_annotated(part, abnormal, a)
+                # the boxes draw no random number: the picture and the generator's state are those of render_phantom
+                assert np.array_equal(gray, render_phantom(part, abnormal, b))
+                assert a.bit_generator.state == b.bit_generator.state
+                assert bool(findings) == abnormal
+                h, w = gray.shape
+                for finding in findings:
+                    x0, y0, x1, y1 = finding.box
+                    assert finding.kind in FINDING_KINDS and 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+                    assert (x1 - x0) * (y1 - y0) < 0.5 * h * w  # a finding, not the whole picture
+                    seen.add(finding.kind)
+    assert seen == set(FINDING_KINDS)
+
+
+def test_write_mura_writes_the_findings_as_coco_beside_the_csvs(tmp_path: Path) -> None:
+    from mura.data.annotations import read_coco_boxes
+    from mura.data.synthetic import FINDINGS_FILE
+
+    root = write_mura(tmp_path, seed=3, patients=10, defects=False, workers=1)
+    boxes = read_coco_boxes(root / FINDINGS_FILE)
+    listed = [line for split in ("train", "valid") for line in (root / f"{split}_image_paths.csv").read_text().split()]
+    assert sorted(set(boxes["file_name"])) == sorted(listed)  # every image, normal ones without a box
+    with_box = boxes.dropna(subset=["kind"])
+    assert not with_box.empty and all("_positive/" in name for name in with_box["file_name"])
+    assert boxes.loc[boxes["kind"].isna(), "file_name"].str.contains("_negative/").all()
+    for row in with_box.itertuples():
+        width, height = Image.open(tmp_path / row.file_name).size
+        assert (row.width, row.height) == (width, height) and 0 <= row.x0 < row.x1 <= width and 0 <= row.y0 < row.y1 <= height

@@ -149,8 +149,39 @@ def _rotate(points: np.ndarray, centre: np.ndarray, angle: float) -> np.ndarray:
     return rotated
 
 
-def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> np.ndarray:  # noqa: C901, PLR0915
-    """Render one radiograph-like phantom.
+FINDING_KINDS = ("fracture", "dislocation", "lytic_lesion", "hardware")  # COCO category ids 1-4, in this order
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One planted finding of an abnormal phantom: its kind and its box in the written image's pixels.
+
+    Attributes:
+        kind: one of :data:`FINDING_KINDS`.
+        box: ``(x0, y0, x1, y1)``, pixels, x1/y1 exclusive, clipped to the image.
+    """
+
+    kind: str
+    box: tuple[int, int, int, int]
+
+
+def _box(points: list[np.ndarray], margin: float, h: int, w: int) -> tuple[int, int, int, int]:
+    """The box around ``points`` widened by ``margin`` pixels, clipped to the image."""
+    xy = np.array(points, dtype=np.float64)
+    x0, y0 = np.floor(xy.min(axis=0) - margin)
+    x1, y1 = np.ceil(xy.max(axis=0) + margin)
+    return max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1))
+
+
+def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> np.ndarray:
+    """Render one radiograph-like phantom (:func:`render_phantom_annotated` without its findings)."""
+    return render_phantom_annotated(body_part, abnormal, rng)[0]
+
+
+def render_phantom_annotated(  # noqa: C901, PLR0915
+    body_part: str, abnormal: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, list[Finding]]:
+    """Render one radiograph-like phantom, and the box of each finding planted in it.
 
     Long on purpose: one picture drawn top to bottom, and every random draw must stay in the same
     order (the phantoms are a pure function of the generator's state, byte for byte across
@@ -162,9 +193,12 @@ def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> 
         rng: random generator (the picture is a pure function of its state).
 
     Returns:
-        uint8 array (H, W), H and W between 280 and 512, independent of the label.
+        uint8 array (H, W), H and W between 280 and 512, independent of the label; and the findings
+        (none for a normal phantom). The boxes are computed from the drawn geometry and draw no
+        random number, so the pixels are the same as before boxes existed.
     """
     h, w = int(rng.integers(300, 513)), int(rng.integers(280, 513))
+    findings: list[Finding] = []
     scale = min(h, w)
     ana = anatomy(body_part, rng)
     angle = float(rng.uniform(-0.35, 0.35))
@@ -198,20 +232,26 @@ def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> 
             distal_end = _rotate(p1 + shift_px, distal_start, tilt)
             bones[idx] = (p0, pm, r)
             bones.append((distal_start, distal_end, r))
+            findings.append(Finding("fracture", _box([pm, distal_start], r * 1.2, h, w)))
         elif kind == "dislocation":
             idx = int(rng.choice(ana.joints))
             p0, p1, r = bones[idx]
             offset = normal * r * float(rng.uniform(1.0, 1.8)) * rng.choice([-1, 1]) + unit * r * float(rng.uniform(0.3, 0.8))
             bones[idx] = (p0 + offset, p1 + offset * 0.6, r)
+            findings.append(Finding("dislocation", _box([p0, p0 + offset], r * 1.2, h, w)))
         elif kind == "lesion":  # a lytic lesion with a sclerotic rim
             centre_px = p0 + axis * float(rng.uniform(0.25, 0.75))
             lesions.append((centre_px, centre_px + unit * r * float(rng.uniform(0.3, 1.2)), r * float(rng.uniform(0.45, 0.7))))
+            start, end, radius = lesions[-1]
+            findings.append(Finding("lytic_lesion", _box([start, end], radius, h, w)))
         else:  # plate with screws along the bone
             start, end = p0 + axis * 0.25 + normal * r * 0.9, p0 + axis * 0.75 + normal * r * 0.9
             hardware.append((start, end, r * 0.3))
             for s in np.linspace(0.3, 0.7, int(rng.integers(3, 6))):
                 base = p0 + axis * s
                 hardware.append((base + normal * r * 1.1, base - normal * r * 0.8, r * 0.09))
+            ends = [point for a, b, _ in hardware for point in (a, b)]
+            findings.append(Finding("hardware", _box(ends, max(r * 0.3, 1.5), h, w)))
         if kind != "hardware" or rng.random() < 0.5:
             # Swelling around the site: broad, so it survives downsampling (as in real studies).
             site = bones[idx][0] + (bones[idx][1] - bones[idx][0]) * 0.5
@@ -250,7 +290,9 @@ def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> 
         ImageFilter.GaussianBlur(float(rng.uniform(0.5, 1.6)))
     )
     image = np.asarray(blurred, np.float32) / 255.0 + rng.normal(0, float(rng.uniform(0.01, 0.035)), (h, w))
-    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), [
+        f for f in findings if f.box[0] < f.box[2] and f.box[1] < f.box[3]
+    ]
 
 
 def encode(gray: np.ndarray, fmt: str, mode: str) -> bytes:
@@ -314,6 +356,42 @@ def _mark(folder: Path, layout: str, seed: int) -> None:
     (folder / SYNTHETIC_MARKER).write_text(MARKER_TEXT.format(layout=layout, seed=seed))
 
 
+FINDINGS_FILE = "synthetic_findings.coco.json"  # beside MURA-v1.1's CSV files
+
+
+def write_coco(path: Path, images: list[tuple[str, tuple[int, int], list[Finding]]]) -> None:
+    """The planted findings as COCO object-detection JSON (FracAtlas ships its boxes the same way).
+
+    Args:
+        path: the file to write.
+        images: (file name as in the dataset's CSV, (height, width), findings) of every image;
+            normal images are listed with no annotation, as COCO does.
+    """
+    import json
+
+    doc: dict[str, list[dict[str, object]]] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": k + 1, "name": name, "supercategory": "finding"} for k, name in enumerate(FINDING_KINDS)],
+    }
+    for image_id, (name, (height, width), findings) in enumerate(images, 1):
+        doc["images"].append({"id": image_id, "file_name": name, "height": int(height), "width": int(width)})
+        for finding in findings:
+            x0, y0, x1, y1 = finding.box
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": FINDING_KINDS.index(finding.kind) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    info = {"description": "SYNTHETIC phantoms (not patient data): boxes of the planted findings", "version": "1"}
+    path.write_text(json.dumps({"info": info, **doc}, separators=(",", ":")) + "\n")
+
+
 def write_mura(
     out_dir: Path,
     seed: int,
@@ -343,6 +421,7 @@ def write_mura(
     _mark(root, "MURA-v1.1", seed)
     n_valid = max(1, round(patients * valid_fraction))
     listing: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "valid": ([], [])}
+    annotated: list[tuple[str, tuple[int, int], list[Finding]]] = []  # (path, (height, width), findings)
     with _image_writer(workers) as write:
         for p in range(patients):
             split = "valid" if p >= patients - n_valid else "train"
@@ -356,9 +435,10 @@ def write_mura(
                 listing[split][1].append(f"{study}/,{int(abnormal)}")
                 for v in range(1, int(rng.integers(1, 5)) + 1):
                     rel = f"{study}/image{v}.png"
-                    gray = render_phantom(str(part), abnormal, rng)
+                    gray, findings = render_phantom_annotated(str(part), abnormal, rng)
                     write(Path(out_dir) / rel, gray, "png", _pick_mode(rng))
                     listing[split][0].append(rel)
+                    annotated.append((rel, gray.shape, findings))
     if defects:
         paths = listing["train"][0]
         picks = rng.choice(len(paths), size=min(4, len(paths)), replace=False)
@@ -379,6 +459,7 @@ def write_mura(
     for split, (images, studies) in listing.items():
         (root / f"{split}_image_paths.csv").write_text("".join(f"{p}\n" for p in images))
         (root / f"{split}_labeled_studies.csv").write_text("".join(f"{s}\n" for s in studies))
+    write_coco(root / FINDINGS_FILE, annotated)
     logger.info("wrote synthetic MURA to %s", root)
     return root
 
