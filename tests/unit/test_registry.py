@@ -41,8 +41,9 @@ def test_replay_after_a_kill_logs_every_epoch_exactly_once(
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("replay")  # its own: an experiment another test made active is elsewhere
     failed_at = 2
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=experiment) as run:
         for _, row in HISTORY[HISTORY["epoch"] < failed_at].iterrows():  # what the epoch logger got through
             mlflow.log_metrics({"loss": row["loss"], "val_loss": row["val_loss"]}, step=int(row["epoch"]) + 1)
         if stored:
