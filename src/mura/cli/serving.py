@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
     import webbrowser
 
     from mura.deploy.mlflow_ui import find_experiment_id, runs_url
-    from mura.deploy.processes import venv_program, wait_tcp
+    from mura.deploy.processes import venv_program, venv_program_env, wait_tcp
     from mura.tracking import is_server, redact, tracking_uri
 
     if args.tracking_uri:
@@ -58,8 +57,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
         if args.open:
             webbrowser.open(url)
         return
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # what `mlflow ui` starts in turn
+    env = venv_program_env(dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true"))
     command = [*venv_program("mlflow"), "ui", "--backend-store-uri", uri, "-h", args.host, "-p", str(args.port)]
     server = subprocess.Popen(command, env=env)
     base = f"http://{args.host}:{args.port}"

@@ -7,7 +7,6 @@ experiment and model: a team shares its runs.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mura.deploy.processes import HOST, ServerError, Supervisor
+from mura.deploy.processes import HOST, ServerError, Supervisor, venv_program_env
 
 __all__ = ["ADMIN", "MlflowServer", "create_user"]
 
@@ -81,8 +80,7 @@ class MlflowServer:
         ]
         log = processes.log_path(NAME)
         offset = log.stat().st_size if log.exists() else 0
-        env = {**self.env, "MLFLOW_AUTH_CONFIG_PATH": str(self.folder / "basic_auth.ini")}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env = venv_program_env({**self.env, "MLFLOW_AUTH_CONFIG_PATH": str(self.folder / "basic_auth.ini")})
         proc = processes.spawn(NAME, cmd, env, self.folder)
         self._wait(proc, processes, log, offset, timeout)
 

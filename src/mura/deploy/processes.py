@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mura.errors import MuraError
 
-__all__ = ["HOST", "ServerError", "Supervisor", "free_port", "venv_program", "wait_tcp", "write_private"]
+__all__ = ["HOST", "ServerError", "Supervisor", "free_port", "venv_program", "venv_program_env", "wait_tcp", "write_private"]
 
 HOST = "127.0.0.1"
 
@@ -34,6 +34,15 @@ def venv_program(module: str) -> list[str]:
     Started by path, never by bare name: ``.venv/bin/mura`` works without the venv on ``PATH``.
     """
     return [sys.executable, "-m", module]
+
+
+def venv_program_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this interpreter's ``bin/`` first on ``PATH``: for programs (MLflow) that start others by bare name.
+
+    ``mlflow models serve`` and ``mlflow server`` exec ``uvicorn``; started from ``.venv/bin/mura`` without the
+    venv on ``PATH``, they would not find it.
+    """
+    return {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])}
 
 
 def write_private(path: Path, text: str) -> None:

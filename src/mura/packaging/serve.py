@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from mura.config import ServeParams
-from mura.deploy.processes import HOST, free_port, venv_program
+from mura.deploy.processes import HOST, free_port, venv_program, venv_program_env
 from mura.errors import DataError, MuraError
 from mura.modeling.gradcam import png_bytes
 from mura.packaging.serve_reference import ServeReference, label_at
@@ -125,8 +124,7 @@ def served_model(model_uri: str, port: int, timeout: float, log: Path) -> Iterat
     Raises:
         ServeCheckError: it exited or did not answer ``/ping`` within ``timeout`` seconds.
     """
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # MLflow execs uvicorn by name
+    env = venv_program_env(dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true"))
     command = [*venv_program("mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", HOST, "-p", str(port)]
     previous = signal.getsignal(signal.SIGTERM)
 
