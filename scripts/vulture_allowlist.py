@@ -95,3 +95,5 @@ heatmap_url  # pydantic field of ViewAnswer (set in the answer dict by mura.apps
 _upper  # pydantic field validator (src/mura/settings.py)
 _empty_is_unset  # pydantic field validator (src/mura/settings.py)
 chosen_on  # a field of the thresholds.json contract (OperatingPoints), serialized for the people who read the file
+f32  # a field of the precision-check contract (PrecisionCheck), read through PrecisionCheck.comparison("f32") and getattr
+bf16  # a field of the precision-check contract (PrecisionCheck), read through PrecisionCheck.comparison("bf16") and getattr

@@ -44,14 +44,15 @@ def test_register_exports_and_records_the_precision_check(registered: dict[str, 
     assert registered["second"]["optimized_precision"] == "f32"
     config = _load(registered, 2, "optimized").config
     check = config.precision_check
-    assert config.optimized_precision == "f32" and check["precision"] == "f32" and config.allowed_precisions == ("f32",)
-    assert check["f32"]["max_abs_dp"] <= 1e-4 and check["f32"]["images"] == 10 and check["f32"]["studies"] == 5
+    assert check is not None and check.limits is not None and check.f32 is not None and check.int8 is not None
+    assert config.optimized_precision == "f32" and check.precision == "f32" and config.allowed_precisions == ("f32",)
+    assert check.f32.max_abs_dp <= 1e-4 and check.f32.images == 10 and check.f32.studies == 5
     # int8 was exported (register.int8), run on valid, measured and rejected by the impossible limit.
-    assert check["int8"]["images"] == 10 and check["int8"]["max_abs_dp"] > 0
-    assert check["verdicts"]["int8"].startswith("int8 rejected: max |dp|")
-    assert "; max |dp| per variant: tiny_a " in check["verdicts"]["int8"] and len(check["int8"]["variant_max_abs_dp"]) == 2
-    assert check["verdicts"]["bf16"].startswith(("bf16 rejected", "bf16: not available"))
-    assert float(second.tags["int8_max_abs_dp"]) == pytest.approx(check["int8"]["max_abs_dp"], rel=1e-2)
+    assert check.int8.images == 10 and check.int8.max_abs_dp > 0
+    assert check.verdicts["int8"].startswith("int8 rejected: max |dp|")
+    assert "; max |dp| per variant: tiny_a " in check.verdicts["int8"] and len(check.int8.variant_max_abs_dp) == 2
+    assert check.verdicts["bf16"].startswith(("bf16 rejected", "bf16: not available"))
+    assert float(second.tags["int8_max_abs_dp"]) == pytest.approx(check.int8.max_abs_dp, rel=1e-2)
 
 
 def test_the_keras_files_are_run_files_that_only_the_keras_runtime_fetches(
@@ -86,14 +87,15 @@ def test_a_reduced_precision_serves_only_when_allowed_and_stays_within_its_limit
     reference = _load(registered, 1, "keras")
     config = predictor.config
     check = config.precision_check
-    passed = [p for p in ("bf16", "int8") if check["verdicts"][p].startswith(f"{p} allowed")]
+    assert check is not None and check.limits is not None
+    passed = [p for p in ("bf16", "int8") if check.verdicts[p].startswith(f"{p} allowed")]
     assert set(config.allowed_precisions) == {"f32", *passed}
     assert predictor.service.runner.precision in config.allowed_precisions
     if predictor.service.runner.precision == "f32":
-        pytest.skip(f"version 1 serves float32 on this CPU: {check['reason']}")
+        pytest.skip(f"version 1 serves float32 on this CPU: {check.reason}")
     views = [np.random.default_rng(10 + k).integers(0, 256, (32, 32)).astype(np.uint8) for k in range(4)]
     delta = abs(predictor.predict_study(views).probability - reference.predict_study(views).probability)
-    assert delta <= check["limits"]["max_abs_dp"]
+    assert delta <= check.limits.max_abs_dp
 
 
 def test_int8_serves_probabilities_and_float32_the_heatmaps(registered: dict[str, Any], monkeypatch) -> None:
@@ -174,11 +176,12 @@ def test_int8_serves_the_variants_that_keep_within_the_limit_and_float32_the_oth
     assert tags["int8_variants"] == "calm" and "int8" in tags["allowed_precisions"].split(",")
     predictor = _load({"uri": done["uri"]}, 1, "optimized")
     check = predictor.config.precision_check
-    assert check["int8_variants"] == ["calm"]
-    assert check["verdicts"]["int8"].startswith("int8 allowed") and "int8 for calm only" in check["verdicts"]["int8"]
-    assert "touchy" in check["verdicts"]["int8"].split("all in int8: ")[1]  # why the full int8 was not kept
-    calm_dp, touchy_dp = check["int8"]["variant_max_abs_dp"]
-    assert touchy_dp <= 1e-4 and calm_dp <= check["limits"]["max_abs_dp"]  # the touchy variant ran in float32
+    assert check is not None and check.limits is not None and check.f32 is not None and check.int8 is not None
+    assert check.int8_variants == ("calm",)
+    assert check.verdicts["int8"].startswith("int8 allowed") and "int8 for calm only" in check.verdicts["int8"]
+    assert "touchy" in check.verdicts["int8"].split("all in int8: ")[1]  # why the full int8 was not kept
+    calm_dp, touchy_dp = check.int8.variant_max_abs_dp
+    assert touchy_dp <= 1e-4 and calm_dp <= check.limits.max_abs_dp  # the touchy variant ran in float32
     served = predictor.service.runner
     assert isinstance(served, OpenVinoRunner)
     runner = OpenVinoRunner(served.optimized_dir, ["calm", "touchy"], 8, warm_up=False, force="int8")

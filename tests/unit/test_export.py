@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mura.config import Precision
 from mura.packaging.export import compare_runtimes, int8_variants, judge_precision
+from mura.runtime.precision_check import PrecisionCheck, PrecisionLimits, RuntimeComparison
 
 ROWS = pd.DataFrame({"study_id": ["a", "a", "b", "c"], "label": [1, 1, 0, 0]})
 REFERENCE = np.array([[0.9, 0.7], [0.6, 0.5], [0.2, 0.4], [0.49, 0.52]])
@@ -18,20 +20,20 @@ REFERENCE = np.array([[0.9, 0.7], [0.6, 0.5], [0.2, 0.4], [0.49, 0.52]])
 
 def test_identical_runtimes_agree_fully() -> None:
     result = compare_runtimes(REFERENCE, REFERENCE.copy(), ROWS, [1.0, 1.0], {"default": 0.5, "high_sensitivity": 0.3})
-    assert result == {
-        "max_abs_dp": 0.0,
-        "variant_max_abs_dp": [0.0, 0.0],
-        "studies": 3,
-        "images": 4,
-        "agreement": {"default": 1.0, "high_sensitivity": 1.0},
-    }
+    assert result == RuntimeComparison(
+        max_abs_dp=0.0,
+        agreement={"default": 1.0, "high_sensitivity": 1.0},
+        studies=3,
+        images=4,
+        variant_max_abs_dp=(0.0, 0.0),
+    )
 
 
 def test_each_variant_has_its_own_largest_shift() -> None:
     candidate = REFERENCE.copy()
     candidate[0, 1] += 0.05  # only the second variant moves
     result = compare_runtimes(REFERENCE, candidate, ROWS, [1.0, 1.0], {"default": 0.5})
-    assert result["variant_max_abs_dp"] == pytest.approx([0.0, 0.05]) and result["max_abs_dp"] == pytest.approx(0.05)
+    assert result.variant_max_abs_dp == pytest.approx([0.0, 0.05]) and result.max_abs_dp == pytest.approx(0.05)
 
 
 def test_a_small_shift_that_flips_one_study() -> None:
@@ -39,23 +41,23 @@ def test_a_small_shift_that_flips_one_study() -> None:
     candidate = REFERENCE.copy()
     candidate[3] -= 0.01
     result = compare_runtimes(REFERENCE, candidate, ROWS, [1.0, 1.0], {"default": 0.5})
-    assert result["max_abs_dp"] == pytest.approx(0.01)
-    assert result["variant_max_abs_dp"] == pytest.approx([0.01, 0.01])
-    assert result["agreement"]["default"] == pytest.approx(2 / 3)
+    assert result.max_abs_dp == pytest.approx(0.01)
+    assert result.variant_max_abs_dp == pytest.approx([0.01, 0.01])
+    assert result.agreement["default"] == pytest.approx(2 / 3) and result.worst_agreement == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize(
     "comparison,allowed",
     [
-        ({"max_abs_dp": 0.003, "agreement": {"default": 1.0, "high_sensitivity": 0.996}}, True),
-        ({"max_abs_dp": 0.02, "agreement": {"default": 1.0}}, False),  # |dp| too large
-        ({"max_abs_dp": 0.003, "agreement": {"default": 1.0, "high_sensitivity": 0.99}}, False),  # a label flipped too often
+        (RuntimeComparison(0.003, {"default": 1.0, "high_sensitivity": 0.996}), True),
+        (RuntimeComparison(0.02, {"default": 1.0}), False),  # |dp| too large
+        (RuntimeComparison(0.003, {"default": 1.0, "high_sensitivity": 0.99}), False),  # a label flipped too often
         (None, False),  # could not run here (no native bf16, or no int8 export)
     ],
 )
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_judge_precision(precision: str, comparison: dict | None, allowed: bool) -> None:
-    ok, reason = judge_precision(precision, comparison, 0.01, 0.995)
+def test_judge_precision(precision: str, comparison: RuntimeComparison | None, allowed: bool) -> None:
+    ok, reason = judge_precision(precision, comparison, PrecisionLimits(0.01, 0.995))
     assert ok is allowed
     if comparison is None:
         assert reason.startswith(f"{precision}: not available")
@@ -165,7 +167,7 @@ def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write
     import os
 
     from mura.modeling.inference import VariantRunner
-    from mura.packaging.export import KerasReference, PrecisionLimits, check_precision
+    from mura.packaging.export import KerasReference, check_precision
     from mura.runtime.runners import OpenVinoRunner
 
     cache = tmp_path / "ov"
@@ -177,7 +179,7 @@ def test_a_server_start_keeps_the_cache_within_budget_and_registers_checks_write
     predictions = predictions.assign(p_a=reference[:, 0], p_b=reference[:, 1])
     keras = KerasReference(["a", "b"], predictions, pixels, [1.0, 1.0], {"default": 0.5})
     check = check_precision(exported["dir"], keras, PrecisionLimits(0.01, 0.995), 2)
-    assert check["f32"]["max_abs_dp"] < 1e-5 and check["int8"] is not None  # both precisions compiled and ran ...
+    assert check.f32 is not None and check.f32.max_abs_dp < 1e-5 and check.int8 is not None  # both compiled and ran ...
     assert not list(cache.glob("*.blob"))  # ... without a blob left behind for a model this machine may never serve
 
     cache.mkdir()
@@ -296,9 +298,9 @@ def test_the_frozen_graph_holds_the_weights_as_constants_and_computes_what_tenso
     np.testing.assert_allclose(run(ours), np.asarray(model(pixels, training=False)), atol=1e-6)
 
 
-def _check(per_variant: list[float] | None, allowed: tuple[str, ...] = ("f32",)) -> dict[str, Any]:
-    comparison = None if per_variant is None else {"variant_max_abs_dp": per_variant}
-    return {"int8": comparison, "allowed": list(allowed), "limits": {"max_abs_dp": 0.01}}
+def _check(per_variant: list[float] | None, allowed: tuple[Precision, ...] = ("f32",)) -> PrecisionCheck:
+    comparison = None if per_variant is None else RuntimeComparison(0.05, {"default": 0.9}, variant_max_abs_dp=tuple(per_variant))
+    return PrecisionCheck(PrecisionLimits(0.01, 0.995), int8=comparison, allowed=allowed)
 
 
 @pytest.mark.parametrize(
@@ -312,7 +314,7 @@ def _check(per_variant: list[float] | None, allowed: tuple[str, ...] = ("f32",))
     ],
 )
 def test_int8_variants_are_tried_only_when_some_but_not_all_keep_within_the_limit(
-    check: dict[str, Any], expected: list[str] | None
+    check: PrecisionCheck, expected: list[str] | None
 ) -> None:
     assert int8_variants(check, ["a", "b", "c"]) == expected
 

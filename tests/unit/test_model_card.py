@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import json
 
+import pandas as pd
+import pytest
+
+from mura.errors import ConfigError
 from mura.modeling.calibration import Calibrator
 from mura.packaging.model_card import build_model_card, render_model_card
+from mura.runtime.card_schema import ModelCard
 from mura.runtime.served_config import ServingConfig
 
 
@@ -75,21 +80,19 @@ IMAGES = pd.DataFrame(
 def test_the_card_follows_the_metrics_and_says_what_it_must() -> None:
     card = build_model_card(_config(), "mura-ensemble", IMAGES, _table(0.41), {"dn_a": "densenet169", "rn_a": "resnet101"})
     other = build_model_card(_config(), "mura-ensemble", IMAGES, _table(0.63), {"dn_a": "densenet169", "rn_a": "resnet101"})
-    assert card["evaluation"]["operating_points"]["default"]["kappa"]["value"] == 0.41
-    assert other["evaluation"]["operating_points"]["default"]["kappa"]["value"] == 0.63
+    assert card.evaluation is not None and card.evaluation.operating_points["default"]["kappa"]["value"] == 0.41
+    assert other.evaluation is not None and other.evaluation.operating_points["default"]["kappa"]["value"] == 0.63
     assert "0.410 [0.310, 0.510]" in render_model_card(card) and "0.630" in render_model_card(other)
-    assert set(card["evaluation"]["operating_points"]) == {"default", "high_sensitivity", "high_specificity"}
-    assert card["evaluation"]["calibration"]["all"]["ece"] == {"before": 0.12, "after": 0.04}
-    assert (
-        card["evaluation"]["per_body_part"]["XR_WRIST"]["n"] == 40 and "dataset:mura" not in card["evaluation"]["per_body_part"]
-    )
-    assert card["training_data"]["images_per_split_and_body_part"] == {
+    assert set(card.evaluation.operating_points) == {"default", "high_sensitivity", "high_specificity"}
+    assert card.evaluation.calibration["all"]["ece"] == {"before": 0.12, "after": 0.04}
+    assert card.evaluation.per_body_part["XR_WRIST"]["n"] == 40 and "dataset:mura" not in card.evaluation.per_body_part
+    assert card.training_data.images_per_split_and_body_part == {
         "test": {"XR_WRIST": 1},
         "train": {"XR_HAND": 1, "XR_WRIST": 1},
     }
-    assert card["model"]["variants"] == {"dn_a": "densenet169", "rn_a": "resnet101"}
-    assert card["model"]["calibration"]["temperature"] == 1.7 and "T = 1.700" in render_model_card(card)
-    assert card["lineage"]["git_commit"] == "c0ffee" * 6
+    assert card.model.variants == {"dn_a": "densenet169", "rn_a": "resnet101"}
+    assert card.model.calibration["temperature"] == 1.7 and "T = 1.700" in render_model_card(card)
+    assert card.lineage["git_commit"] == "c0ffee" * 6
     text = render_model_card(card)
     for needed in ("Intended use", "Out of scope", "Training data", "Operating points", "Limitations", "Lineage", "SYNTHETIC"):
         assert needed in text
@@ -100,4 +103,40 @@ def test_a_real_data_card_has_no_synthetic_warning_and_tolerates_missing_inputs(
         _config(synthetic=False), "mura-ensemble", IMAGES[["image_id"]].assign(synthetic=False), pd.DataFrame()
     )
     text = render_model_card(card)
-    assert "SYNTHETIC" not in text and card["evaluation"] == {} and card["model"]["variants"]["dn_a"] == "unknown"
+    assert "SYNTHETIC" not in text and card.evaluation is None and card.model.variants["dn_a"] == "unknown"
+
+
+def test_the_card_round_trips_through_its_json(tmp_path) -> None:
+    card = build_model_card(_config(), "mura-ensemble", IMAGES, _table(0.41), {"dn_a": "densenet169"})
+    path = tmp_path / "model_card.json"
+    path.write_text(json.dumps(card.to_dict()))
+    assert ModelCard.from_dict(json.loads(path.read_text())) == card
+
+
+def test_a_card_written_before_it_was_typed_still_loads() -> None:
+    """Cards registered before schema_version carried ``schema``, nested ``ensemble``/``runtimes`` and ``{}`` evaluations."""
+    card = build_model_card(_config(), "mura-ensemble", IMAGES, pd.DataFrame())
+    old = json.loads(json.dumps(card.to_dict()))
+    model = old["model"]
+    old["model"] = {k: v for k, v in model.items() if k not in ("average", "variant_weights", "runtime", "allowed_precisions")}
+    old["model"] |= {
+        "ensemble": {"average": model["average"], "variant_weights": model["variant_weights"]},
+        "runtimes": {"runtime": model["runtime"], "allowed_precisions": model["allowed_precisions"]},
+    }
+    old |= {"schema": "mura-model-card/1", "evaluation": {}}
+    del old["schema_version"]
+    assert ModelCard.from_dict(old) == card
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"intended_use": {"purpose": "x", "users": "all"}}, r"model card\.intended_use\.users' = 'all': expected a list"),
+        ({"synthetic_data": "yes"}, r"model card\.synthetic_data"),
+        ({"schema_version": 2}, "model card schema version 2: .* upgrade mura"),
+    ],
+)
+def test_a_wrong_card_names_the_field(change: dict, message: str) -> None:
+    card = build_model_card(_config(), "mura-ensemble", IMAGES, pd.DataFrame())
+    with pytest.raises(ConfigError, match=message):
+        ModelCard.from_dict({**json.loads(json.dumps(card.to_dict())), **change})

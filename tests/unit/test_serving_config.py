@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from mura.errors import ConfigError
+from mura.runtime.precision_check import PrecisionCheck, PrecisionLimits, RuntimeComparison
 from mura.runtime.served_config import SCHEMA_VERSION, ServingConfig, ValidationMetrics
 
 CONFIG = ServingConfig(
@@ -90,3 +92,45 @@ def test_a_newer_schema_fails_with_one_line() -> None:
 def test_invalid_configs_are_one_line_errors(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ServingConfig.from_dict({**CONFIG.to_dict(), **change})
+
+
+CHECK = PrecisionCheck(
+    limits=PrecisionLimits(0.01, 0.995),
+    f32=RuntimeComparison(1e-7, {"default": 1.0}, studies=5, images=10, variant_max_abs_dp=(1e-7, 5e-8)),
+    int8=RuntimeComparison(0.004, {"default": 1.0}, studies=5, images=10, variant_max_abs_dp=(0.004, 0.002)),
+    verdicts={"bf16": "bf16: not available here", "int8": "int8 allowed: max |dp| 0.004 (limit 0.01)"},
+    allowed=("f32", "int8"),
+    precision="int8",
+    reason="…; fastest allowed here: int8",
+)
+
+
+def test_the_precision_check_travels_typed_in_the_config(tmp_path: Path) -> None:
+    config = dataclasses.replace(CONFIG, runtime="auto", allowed_precisions=("f32", "int8"), precision_check=CHECK)
+    config.save(tmp_path / "c.json")
+    loaded = ServingConfig.load(tmp_path / "c.json")
+    assert loaded.precision_check == CHECK and isinstance(loaded.precision_check.int8, RuntimeComparison)
+    assert loaded.precision_check.comparison("int8") == CHECK.int8 and loaded.precision_check.comparison("bf16") is None
+
+
+def test_a_version_6_config_reads_its_untyped_precision_check() -> None:
+    """Schema 6 wrote the check as a loose mapping (no version inside), or ``{}`` without an export."""
+    untyped = {**CHECK.to_dict(), "int8_variants": []}
+    del untyped["schema_version"]
+    v6 = {**json.loads(json.dumps(CONFIG.to_dict())), "schema_version": 6, "precision_check": untyped}
+    assert ServingConfig.from_dict(v6).precision_check == CHECK
+    assert ServingConfig.from_dict({**v6, "precision_check": {}}).precision_check is None
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"int8": {"max_abs_dp": "small", "agreement": {}}}, r"precision_check\.int8\.max_abs_dp' = 'small'"),
+        ({"allowed": ["f32", "fp8"]}, r"precision_check\.allowed\[1\]"),
+        ({"schema_version": 2}, "precision check schema version 2: .* upgrade mura"),
+    ],
+)
+def test_a_wrong_precision_check_names_the_field(change: dict, message: str) -> None:
+    doc = {**json.loads(json.dumps(CONFIG.to_dict())), "precision_check": {**CHECK.to_dict(), **change}}
+    with pytest.raises(ConfigError, match=message):
+        ServingConfig.from_dict(doc)

@@ -266,7 +266,7 @@ def _model_info(settings: WebSettings, predictor: Predictor | None, forwarding: 
         "variants": list(config.variants),
         "validation_per_body_part": {k: dataclasses.asdict(v) for k, v in config.validation_per_body_part.items()},
         "git_commit": config.git_commit,
-        "model_card": predictor.model_card,
+        "model_card": card.to_dict() if (card := predictor.model_card) is not None else None,
     }
 
 

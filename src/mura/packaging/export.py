@@ -15,16 +15,18 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
+from mura.config import Precision
 from mura.modeling.averaging import aggregate_studies, average_probabilities, prob_column
 from mura.modeling.calibration import Calibrator
 from mura.modeling.gradcam import HeadWeights
 from mura.parallel import process_context, worker_count
 from mura.runtime.numeric_precision import INT8_XML, MODEL_XML, available_precisions, one_image_seconds
+from mura.runtime.precision_check import PrecisionCheck, PrecisionLimits, RuntimeComparison
 from mura.runtime.runners import HEADS_FILE, OpenVinoRunner
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "KerasReference",
     "OptimizedExport",
-    "PrecisionLimits",
     "VariantIR",
     "check_precision",
     "compare_runtimes",
@@ -320,7 +321,7 @@ def compare_runtimes(
     weights: Sequence[float],
     thresholds: dict[str, float],
     calibrator: Calibrator | None = None,
-) -> dict[str, Any]:
+) -> RuntimeComparison:
     """How far a runtime's probabilities are from the Keras reference (pure).
 
     Args:
@@ -334,8 +335,8 @@ def compare_runtimes(
 
     Returns:
         ``max_abs_dp`` over variants and the ensemble, each variant's own (``variant_max_abs_dp``, in
-        column order: which variants a reduced precision hurts), ``studies``, and per operating point
-        the fraction of studies whose label agrees (``agreement.<point>``).
+        column order: which variants a reduced precision hurts), the studies and images compared, and
+        per operating point the fraction of studies whose label agrees.
     """
     ref_ens = average_probabilities(reference, weights)
     new_ens = average_probabilities(candidate, weights)
@@ -349,13 +350,13 @@ def compare_runtimes(
         point: float(np.mean((studies["ref"] >= t) == (studies["new"] >= t))) if len(studies) else 1.0
         for point, t in thresholds.items()
     }
-    return {
-        "max_abs_dp": max_dp,
-        "variant_max_abs_dp": [float(x) for x in per_variant],
-        "studies": int(len(studies)),
-        "images": int(len(rows)),
-        "agreement": agreement,
-    }
+    return RuntimeComparison(
+        max_abs_dp=max_dp,
+        agreement=agreement,
+        studies=int(len(studies)),
+        images=int(len(rows)),
+        variant_max_abs_dp=tuple(float(x) for x in per_variant),
+    )
 
 
 def _quantize(xml: Path, calibration: np.ndarray, batch_size: int, out: Path) -> Path:
@@ -374,23 +375,23 @@ def _quantize(xml: Path, calibration: np.ndarray, batch_size: int, out: Path) ->
     return out
 
 
-def judge_precision(name: str, comparison: dict[str, Any] | None, max_abs_dp: float, min_agreement: float) -> tuple[bool, str]:
+def judge_precision(name: str, comparison: RuntimeComparison | None, limits: PrecisionLimits) -> tuple[bool, str]:
     """Whether a reduced precision's comparison with Keras passes both limits, and why (pure).
 
     Args:
         name: ``bf16`` or ``int8``.
         comparison: :func:`compare_runtimes` of that precision, or None when it could not run here.
-        max_abs_dp: largest |Δp| accepted (every variant and the ensemble).
-        min_agreement: smallest study-label agreement accepted, at every operating point.
+        limits: the largest |Δp| accepted (every variant and the ensemble) and the smallest
+            study-label agreement accepted, at every operating point.
     """
     if comparison is None:
         return False, f"{name}: not available here (no native bf16, or not exported)"
-    worst = min(comparison["agreement"].values(), default=1.0)
+    worst = comparison.worst_agreement
     figures = (
-        f"max |dp| {comparison['max_abs_dp']:.2g} (limit {max_abs_dp}), "
-        f"study labels agree {worst:.2%} (limit {min_agreement:.2%})"
+        f"max |dp| {comparison.max_abs_dp:.2g} (limit {limits.max_abs_dp}), "
+        f"study labels agree {worst:.2%} (limit {limits.min_agreement:.2%})"
     )
-    if comparison["max_abs_dp"] <= max_abs_dp and worst >= min_agreement:
+    if comparison.max_abs_dp <= limits.max_abs_dp and worst >= limits.min_agreement:
         return True, f"{name} allowed: {figures}"
     return False, f"{name} rejected: {figures}"
 
@@ -416,15 +417,7 @@ class KerasReference:
     calibrator: Calibrator | None = None
 
 
-@dataclass(frozen=True)
-class PrecisionLimits:
-    """How close a reduced numeric precision must stay to Keras float32 to be allowed (``register.reduced_*``)."""
-
-    max_abs_dp: float
-    min_agreement: float
-
-
-def check_precision(optimized_dir: Path, reference: KerasReference, limits: PrecisionLimits, batch_size: int) -> dict[str, Any]:
+def check_precision(optimized_dir: Path, reference: KerasReference, limits: PrecisionLimits, batch_size: int) -> PrecisionCheck:
     """Run the optimized model in every precision this machine can on the validation images, against Keras.
 
     Float32 is always allowed (it is the exported Keras graph); bf16 (native bf16 CPUs) and int8
@@ -438,17 +431,16 @@ def check_precision(optimized_dir: Path, reference: KerasReference, limits: Prec
         batch_size: the serving batch.
 
     Returns:
-        ``f32``, ``bf16`` and ``int8`` comparisons (None where not run), ``verdicts`` (precision →
-        reason), ``allowed`` precisions, the ``precision`` served here, ``limits``.
+        Each precision's comparison (None where not run), the verdicts, the allowed precisions and
+        the one served here.
     """
     variants, predictions, pixels = reference.variants, reference.predictions, reference.pixels
     weights, thresholds, calibrator = reference.weights, reference.thresholds, reference.calibrator
-    max_abs_dp, min_agreement = limits.max_abs_dp, limits.min_agreement
     keras_p = predictions[[prob_column(v) for v in variants]].to_numpy(np.float64)
     runnable = available_precisions(optimized_dir, ("bf16", "int8"))
-    out: dict[str, Any] = {"bf16": None, "int8": None}
+    out: dict[str, RuntimeComparison] = {}
     verdicts: dict[str, str] = {}
-    allowed = ["f32"]
+    allowed: list[Precision] = ["f32"]
     runners = {}  # compiled without the cache: the machine that registers a model rarely serves it
     for precision in runnable:
         runners[precision] = OpenVinoRunner(
@@ -458,34 +450,40 @@ def check_precision(optimized_dir: Path, reference: KerasReference, limits: Prec
             keras_p, runners[precision].predict(pixels), predictions, weights, thresholds, calibrator
         )
         if precision != "f32":
-            ok, verdicts[precision] = judge_precision(precision, out[precision], max_abs_dp, min_agreement)
-            allowed += [precision] if ok else []
+            ok, verdicts[precision] = judge_precision(precision, out[precision], limits)
+            allowed += [cast(Precision, precision)] if ok else []
             if not ok:  # which variants it hurts: the figures a per-variant choice of precision would start from
-                shifts = zip(variants, out[precision]["variant_max_abs_dp"], strict=True)
+                shifts = zip(variants, out[precision].variant_max_abs_dp, strict=True)
                 verdicts[precision] += "; max |dp| per variant: " + ", ".join(f"{v} {d:.2g}" for v, d in shifts)
     for precision in ("bf16", "int8"):
         if precision not in runnable:
-            verdicts[precision] = judge_precision(precision, None, max_abs_dp, min_agreement)[1]
+            verdicts[precision] = judge_precision(precision, None, limits)[1]
     # The fastest allowed one on this CPU, timed as a server times them (one image), on the models compiled above.
-    served = min(allowed, key=lambda p: one_image_seconds(runners[p].compiled)) if len(allowed) > 1 else "f32"
-    out.update(
-        verdicts=verdicts, allowed=allowed, precision=served, limits={"max_abs_dp": max_abs_dp, "min_agreement": min_agreement}
+    served: Precision = min(allowed, key=lambda p: one_image_seconds(runners[p].compiled)) if len(allowed) > 1 else "f32"
+    reason = "; ".join(verdicts.values()) + f"; fastest allowed here: {served}"
+    logger.info("optimized runtime: float32 max |dp| %.2g vs Keras; %s", out["f32"].max_abs_dp, reason)
+    return PrecisionCheck(
+        limits=limits,
+        f32=out["f32"],
+        bf16=out.get("bf16"),
+        int8=out.get("int8"),
+        verdicts=verdicts,
+        allowed=tuple(allowed),
+        precision=served,
+        reason=reason,
     )
-    out["reason"] = "; ".join(verdicts.values()) + f"; fastest allowed here: {served}"
-    logger.info("optimized runtime: float32 max |dp| %.2g vs Keras; %s", out["f32"]["max_abs_dp"], out["reason"])
-    return out
 
 
-def int8_variants(check: dict[str, Any], variants: Sequence[str]) -> list[str] | None:
+def int8_variants(check: PrecisionCheck, variants: Sequence[str]) -> list[str] | None:
     """When int8 was rejected for the whole ensemble: the variants whose own |Δp| is within the limit (pure).
 
     None when there is nothing to try per variant: int8 allowed already, not run, or no variant (or
     every variant) within the limit. Their int8 IRs merged with the others' float32 ones
     (:meth:`OptimizedExport.write_int8`) and checked again decide whether that mix serves.
     """
-    comparison = check.get("int8")
-    if comparison is None or "int8" in check.get("allowed", []):
+    comparison = check.int8
+    if comparison is None or check.limits is None or "int8" in check.allowed:
         return None
-    limit = check["limits"]["max_abs_dp"]
-    within = [v for v, dp in zip(variants, comparison["variant_max_abs_dp"], strict=True) if dp <= limit]
+    limit = check.limits.max_abs_dp
+    within = [v for v, dp in zip(variants, comparison.variant_max_abs_dp, strict=True) if dp <= limit]
     return within if 0 < len(within) < len(variants) else None

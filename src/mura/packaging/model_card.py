@@ -20,6 +20,7 @@ import pandas as pd
 from mura.data.dicom import RADIOGRAPH_MODALITIES
 from mura.data.sources import BODY_PARTS
 from mura.modeling.averaging import ENSEMBLE
+from mura.runtime.card_schema import CardModel, CardOperatingPoints, Evaluation, IntendedUse, ModelCard, TrainingData
 from mura.runtime.served_config import ServingConfig
 
 __all__ = ["build_model_card", "render_model_card"]
@@ -42,30 +43,42 @@ def _with_ci(row: pd.Series, name: str) -> dict[str, float | None]:
     }
 
 
-def _data_section(images: pd.DataFrame) -> dict[str, Any]:
-    out: dict[str, Any] = {"images": int(len(images)), "synthetic": bool(images.get("synthetic", pd.Series([False])).any())}
-    if "dataset" in images:
-        out["datasets"] = sorted(map(str, images["dataset"].unique()))
+def _data_section(images: pd.DataFrame, fingerprint: str) -> TrainingData:
+    synthetic = bool(images.get("synthetic", pd.Series([False])).any())
+    datasets = tuple(sorted(map(str, images["dataset"].unique()))) if "dataset" in images else ()
+    per_part: dict[str, dict[str, int]] = {}
     if {"split", "body_part"} <= set(images.columns):
         counts = images.groupby(["split", "body_part"]).size()
-        out["images_per_split_and_body_part"] = {
+        per_part = {
             str(split): {str(part): int(n) for part, n in counts.loc[split].items()}
             for split in counts.index.get_level_values(0).unique()
         }
-    if {"split", "study_id"} <= set(images.columns):
-        out["studies_per_split"] = {str(k): int(v) for k, v in images.groupby("split")["study_id"].nunique().items()}
-    if {"split", "patient_id"} <= set(images.columns):
-        out["patients_per_split"] = {str(k): int(v) for k, v in images.groupby("split")["patient_id"].nunique().items()}
-    return out
 
-
-def _evaluation_section(table: pd.DataFrame) -> dict[str, Any]:
-    if table.empty:
+    def per_split(column: str) -> dict[str, int]:
+        if {"split", column} <= set(images.columns):
+            return {str(k): int(v) for k, v in images.groupby("split")[column].nunique().items()}
         return {}
+
+    return TrainingData(
+        images=int(len(images)),
+        synthetic=synthetic,
+        dataset_fingerprint=fingerprint,
+        datasets=datasets,
+        images_per_split_and_body_part=per_part,
+        studies_per_split=per_split("study_id"),
+        patients_per_split=per_split("patient_id"),
+    )
+
+
+def _evaluation_section(table: pd.DataFrame) -> Evaluation | None:
+    if table.empty:
+        return None
     test = table[(table["split"] == "test") & (table["model"] == ENSEMBLE) & (table["level"] == "study")]
-    out: dict[str, Any] = {"split": "test", "level": "study", "operating_points": {}, "per_body_part": {}, "calibration": {}}
+    points: dict[str, dict[str, Any]] = {}
+    per_part: dict[str, dict[str, Any]] = {}
+    calibration: dict[str, dict[str, dict[str, float | None]]] = {}
     for _, row in test[test["group"] == "all"].iterrows():
-        out["operating_points"][str(row["operating_point"])] = {
+        points[str(row["operating_point"])] = {
             "threshold": _number(row["threshold"]),
             "n": int(row["n"]),
             **{m: _with_ci(row, m) for m in HEADLINE if m in row},
@@ -74,11 +87,11 @@ def _evaluation_section(table: pd.DataFrame) -> dict[str, Any]:
     for _, row in default[~default["group"].str.startswith("dataset:")].iterrows():
         group = str(row["group"])
         if group != "all":
-            out["per_body_part"][group] = {"n": int(row["n"]), **{m: _number(row.get(m)) for m in HEADLINE}}
-        out["calibration"][group] = {
+            per_part[group] = {"n": int(row["n"]), **{m: _number(row.get(m)) for m in HEADLINE}}
+        calibration[group] = {
             m: {"before": _number(row.get(f"{m}_uncalibrated")), "after": _number(row.get(m))} for m in CALIBRATION if m in row
         }
-    return out
+    return Evaluation(operating_points=points, per_body_part=per_part, calibration=calibration)
 
 
 def build_model_card(
@@ -88,8 +101,8 @@ def build_model_card(
     table: pd.DataFrame,
     architectures: dict[str, str] | None = None,
     lineage: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The card as a JSON-ready dict (pure).
+) -> ModelCard:
+    """The card (pure).
 
     Args:
         config: the served configuration (variants, weights, calibrator, operating points,
@@ -101,56 +114,56 @@ def build_model_card(
         lineage: run id, registered version and anything else that locates the model.
     """
     parts = ", ".join(p.removeprefix("XR_").lower() for p in BODY_PARTS)
-    calibration = config.calibration
-    return {
-        "schema": "mura-model-card/1",
-        "model_name": model_name,
-        "synthetic_data": config.synthetic_data,
-        "intended_use": {
-            "purpose": "Pre-screening suggestion of whether an upper-extremity radiograph study is abnormal, "
+    return ModelCard(
+        model_name=model_name,
+        synthetic_data=config.synthetic_data,
+        intended_use=IntendedUse(
+            purpose="Pre-screening suggestion of whether an upper-extremity radiograph study is abnormal, "
             "with heatmaps, to help a radiologist prioritise and read; a complement to the radiologist, never a replacement.",
-            "users": ["radiologists and reporting radiographers", "emergency and orthopaedic clinicians, as a second look"],
-            "inputs": f"one or more views of one study of {parts} (radiographs: {', '.join(sorted(RADIOGRAPH_MODALITIES))}); "
+            users=("radiologists and reporting radiographers", "emergency and orthopaedic clinicians, as a second look"),
+            inputs=f"one or more views of one study of {parts} (radiographs: {', '.join(sorted(RADIOGRAPH_MODALITIES))}); "
             "PNG, JPEG or DICOM",
-        },
-        "out_of_scope": [
+        ),
+        out_of_scope=(
             "diagnosis without a radiologist's reading, or any use that acts on the suggestion alone",
             "modalities other than radiographs (CT, MR, ultrasound, …): answered with a scope warning",
             f"body parts other than the seven upper-extremity regions ({parts}): answered with a scope warning",
             "children's radiographs, unless the training data included them (MURA's did not label age)",
             "localisation: the heatmaps are a visual aid, not a detection of where a finding is",
-        ]
-        + (["ANY clinical use: this version was trained on synthetic phantoms"] if config.synthetic_data else []),
-        "training_data": {**_data_section(images), "dataset_fingerprint": config.dataset_fingerprint},
-        "model": {
-            "variants": {v: (architectures or {}).get(v, "unknown") for v in config.variants},
-            "ensemble": {"average": "weighted mean of the variants' probabilities", "variant_weights": config.variant_weights},
-            "study_probability": "mean of the views' ensemble probabilities, then calibrated",
-            "calibration": calibration.to_dict() | {"fitted_on": "validation studies"},
-            "image_size": config.image_size,
-            "runtimes": {"runtime": config.runtime, "allowed_precisions": list(config.allowed_precisions)},
-        },
-        "operating_points": {
-            "served": config.operating_point,
-            "thresholds": config.thresholds,
-            "chosen_on": "validation studies, on the calibrated probability",
-        },
-        "evaluation": _evaluation_section(table),
-        "limitations": [
+            *(["ANY clinical use: this version was trained on synthetic phantoms"] if config.synthetic_data else []),
+        ),
+        training_data=_data_section(images, config.dataset_fingerprint),
+        model=CardModel(
+            variants={v: (architectures or {}).get(v, "unknown") for v in config.variants},
+            variant_weights=config.variant_weights,
+            average="weighted mean of the variants' probabilities",
+            study_probability="mean of the views' ensemble probabilities, then calibrated",
+            calibration=config.calibration.to_dict() | {"fitted_on": "validation studies"},
+            image_size=config.image_size,
+            runtime=config.runtime,
+            allowed_precisions=tuple(config.allowed_precisions),
+        ),
+        operating_points=CardOperatingPoints(
+            served=config.operating_point,
+            thresholds=config.thresholds,
+            chosen_on="validation studies, on the calibrated probability",
+        ),
+        evaluation=_evaluation_section(table),
+        limitations=(
             "Evaluated on the test split of the same datasets it was trained on; performance on another "
             "hospital's equipment and population is unknown until measured there (watch the drift reports).",
             "Labels are study-level normal/abnormal from radiology reports (MURA), not a reference standard per finding.",
             "Calibrated on the validation split: the probabilities are frequencies for a population like it, not for others.",
             "Grad-CAM heatmaps show what drove the score, not where a lesion is.",
-        ],
-        "lineage": {
+        ),
+        lineage={
             "git_commit": config.git_commit,
             "mura_version": config.mura_version,
             "config_schema_version": config.schema_version,
             "dataset_fingerprint": config.dataset_fingerprint,
             **(lineage or {}),
         },
-    }
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -162,49 +175,48 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def render_model_card(card: dict[str, Any]) -> str:
+def render_model_card(card: ModelCard) -> str:
     """The card as Markdown (``reports/model_card.md``)."""
     lines = [
-        f"# Model card: {card['model_name']}"
-        + (f" version {card['lineage']['version']}" if card["lineage"].get("version") else ""),
+        f"# Model card: {card.model_name}" + (f" version {card.lineage['version']}" if card.lineage.get("version") else ""),
         "",
     ]
-    if card["synthetic_data"]:
+    if card.synthetic_data:
         lines += [
             "> **SYNTHETIC TRAINING DATA.** This version was trained and evaluated on procedurally generated",
             "> phantoms. It has no clinical validity; every figure below is about phantoms.",
             "",
         ]
-    use = card["intended_use"]
+    use = card.intended_use
     lines += [
         "## Intended use",
         "",
-        use["purpose"],
+        use.purpose,
         "",
-        "Users: " + "; ".join(use["users"]) + ".",
+        "Users: " + "; ".join(use.users) + ".",
         "",
-        "Inputs: " + use["inputs"] + ".",
+        "Inputs: " + use.inputs + ".",
         "",
     ]
-    lines += ["## Out of scope", "", *(f"- {item}" for item in card["out_of_scope"]), ""]
-    data = card["training_data"]
+    lines += ["## Out of scope", "", *(f"- {item}" for item in card.out_of_scope), ""]
+    data = card.training_data
     lines += [
         "## Training data",
         "",
-        f"- images: {data['images']} ({'synthetic phantoms' if data['synthetic'] else 'real datasets'}); "
-        f"datasets: {', '.join(data.get('datasets', ['?']))}",
-        f"- dataset fingerprint: `{data['dataset_fingerprint']}`",
+        f"- images: {data.images} ({'synthetic phantoms' if data.synthetic else 'real datasets'}); "
+        f"datasets: {', '.join(data.datasets or ('?',))}",
+        f"- dataset fingerprint: `{data.dataset_fingerprint}`",
     ]
-    for key in ("studies_per_split", "patients_per_split"):
-        if key in data:
-            lines.append(f"- {key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
-    per_part = data.get("images_per_split_and_body_part", {})
+    for key, counts in (("studies per split", data.studies_per_split), ("patients per split", data.patients_per_split)):
+        if counts:
+            lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    per_part = data.images_per_split_and_body_part
     if per_part:
         parts = sorted({p for split in per_part.values() for p in split})
         lines += ["", "| Images | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts)]
         lines += [f"| {split} | " + " | ".join(str(counts.get(p, 0)) for p in parts) + " |" for split, counts in per_part.items()]
-    model = card["model"]
-    cal = model["calibration"]
+    model = card.model
+    cal = model.calibration
     how = {
         "temperature": f"temperature scaling (T = {cal['temperature']:.3f})",
         "isotonic": f"isotonic regression ({len(cal['knots_x'])} knots)",
@@ -214,37 +226,37 @@ def render_model_card(card: dict[str, Any]) -> str:
         "",
         "## Model",
         "",
-        "- variants: " + ", ".join(f"{v} ({a})" for v, a in model["variants"].items()),
-        f"- ensemble: {model['ensemble']['average']}; weights {model['ensemble']['variant_weights']}",
-        f"- study probability: {model['study_probability']}; calibrator: {how}, fitted on validation studies",
-        f"- input: {model['image_size']}² grayscale; runtime {model['runtimes']['runtime']}, "
-        f"precisions allowed {', '.join(model['runtimes']['allowed_precisions'])}",
+        "- variants: " + ", ".join(f"{v} ({a})" for v, a in model.variants.items()),
+        f"- ensemble: {model.average}; weights {model.variant_weights}",
+        f"- study probability: {model.study_probability}; calibrator: {how}, fitted on validation studies",
+        f"- input: {model.image_size}² grayscale; runtime {model.runtime}, "
+        f"precisions allowed {', '.join(model.allowed_precisions)}",
         "",
     ]
-    points = card["operating_points"]
+    points = card.operating_points
     lines += [
         "## Operating points",
         "",
-        f"Served: **{points['served']}**. Chosen on {points['chosen_on']}.",
+        f"Served: **{points.served}**. Chosen on {points.chosen_on}.",
         "",
         "| Operating point | Threshold |",
         "|---|---|",
-        *(f"| {k} | {v:.3f} |" for k, v in points["thresholds"].items()),
+        *(f"| {k} | {v:.3f} |" for k, v in points.thresholds.items()),
         "",
     ]
-    ev = card["evaluation"]
-    if ev:
+    ev = card.evaluation
+    if ev is not None:
         lines += [
             "## Evaluation (test split, study level, 95 % patient-bootstrap CIs)",
             "",
             "| Operating point | Threshold | Studies | Accuracy | Sensitivity | Specificity | AUC | Kappa |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for point, row in ev["operating_points"].items():
+        for point, row in ev.operating_points.items():
             lines.append(
                 f"| {point} | {_fmt(row['threshold'])} | {row['n']} | " + " | ".join(_fmt(row.get(m)) for m in HEADLINE) + " |"
             )
-        if ev["per_body_part"]:
+        if ev.per_body_part:
             lines += [
                 "",
                 "| Body part (default point) | Studies | Accuracy | Sensitivity | Specificity | AUC | Kappa |",
@@ -252,21 +264,21 @@ def render_model_card(card: dict[str, Any]) -> str:
             ]
             lines += [
                 f"| {part} | {row['n']} | " + " | ".join(_fmt(row.get(m)) for m in HEADLINE) + " |"
-                for part, row in ev["per_body_part"].items()
+                for part, row in ev.per_body_part.items()
             ]
-        if ev["calibration"]:
+        if ev.calibration:
             lines += [
                 "",
                 "| Calibration (before → after) | " + " | ".join(CALIBRATION) + " |",
                 "|---|" + "---|" * len(CALIBRATION),
             ]
-            for group, values in ev["calibration"].items():
+            for group, values in ev.calibration.items():
                 lines.append(
                     f"| {group} | "
                     + " | ".join(f"{_fmt(values[m]['before'])} → {_fmt(values[m]['after'])}" for m in CALIBRATION if m in values)
                     + " |"
                 )
         lines.append("")
-    lines += ["## Limitations", "", *(f"- {item}" for item in card["limitations"]), ""]
-    lines += ["## Lineage", "", *(f"- {k.replace('_', ' ')}: `{v}`" for k, v in card["lineage"].items()), ""]
+    lines += ["## Limitations", "", *(f"- {item}" for item in card.limitations), ""]
+    lines += ["## Lineage", "", *(f"- {k.replace('_', ' ')}: `{v}`" for k, v in card.lineage.items()), ""]
     return "\n".join(lines)

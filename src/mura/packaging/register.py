@@ -35,7 +35,6 @@ from mura.modeling.operating_points import OperatingPoints
 from mura.operations.profile import REFERENCE_ARTIFACT, validation_profile
 from mura.packaging.export import (
     KerasReference,
-    PrecisionLimits,
     check_precision,
     export_optimized,
     inference_copies,
@@ -43,6 +42,8 @@ from mura.packaging.export import (
 )
 from mura.packaging.model_card import build_model_card, render_model_card
 from mura.packaging.serve_reference import choose_serve_reference
+from mura.runtime.card_schema import ModelCard
+from mura.runtime.precision_check import PrecisionCheck, PrecisionLimits
 from mura.runtime.runners import OPTIMIZED_ARTIFACT
 from mura.runtime.schema import ServedRow
 from mura.runtime.served_config import CARD_ARTIFACT, CONFIG_ARTIFACT, ServingConfig, ValidationMetrics
@@ -280,12 +281,12 @@ class ExportedVariants:
     Attributes:
         copies: folder of the ``<variant>.keras`` serving copies (weights without the optimizer's state).
         optimized: the optimized runtime's export (None: Keras serves).
-        precision_check: the reduced-precision check's report (empty without an export).
+        precision_check: the reduced-precision check's report (None without an export).
     """
 
     copies: Path
     optimized: Path | None
-    precision_check: dict[str, Any]
+    precision_check: PrecisionCheck | None
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ class Package:
 
     config: ServingConfig
     tags: dict[str, str]
-    card: dict[str, Any]
+    card: ModelCard
     artifacts: dict[str, str]
     keras_run_files: Path | None  # the .keras files logged beside the pyfunc (optimized runtime), else None
 
@@ -312,7 +313,7 @@ def export_variants(outputs: PipelineOutputs, params: RegisterParams, folder: Pa
     copies = folder / "variants"
     if params.runtime == "keras":
         inference_copies(outputs.variant_files, copies)
-        return ExportedVariants(copies, None, {})
+        return ExportedVariants(copies, None, None)
     optimized, check = _export_and_check(outputs, params, folder / OPTIMIZED_ARTIFACT, copies)
     return ExportedVariants(copies, optimized, check)
 
@@ -320,7 +321,7 @@ def export_variants(outputs: PipelineOutputs, params: RegisterParams, folder: Pa
 def build_package(outputs: PipelineOutputs, export: ExportedVariants, settings: RegisterSettings, folder: Path) -> Package:
     """The served configuration, the tags, the model card and the artifact files (written into ``folder``)."""
     config = serving_config(outputs, export, settings)
-    tags = version_tags(config, outputs.provenance, outputs.kappa, export.precision_check, export.optimized is not None)
+    tags = version_tags(config, outputs.provenance, outputs.kappa)
     card = build_model_card(config, settings.params.model_name, outputs.images, outputs.table, settings.architectures)
     artifacts = _write_artifacts(folder, config, card, _reference(outputs, config))
     if export.optimized is not None:  # the .keras files go beside the pyfunc, fetched only by the Keras runtime
@@ -359,16 +360,16 @@ def serving_config(outputs: PipelineOutputs, export: ExportedVariants, settings:
         git_commit=outputs.provenance.git_commit,
         mura_version=mura.__version__,
         runtime=params.runtime if export.optimized is not None else "keras",
-        optimized_precision=check.get("precision", "f32"),
-        allowed_precisions=tuple(check.get("allowed", ["f32"])),
+        optimized_precision=check.precision if check is not None else "f32",
+        allowed_precisions=check.allowed if check is not None else ("f32",),
         precision_check=check,
     )
 
 
-def version_tags(
-    config: ServingConfig, provenance: Provenance, kappa: float, precision_check: dict[str, Any], optimized: bool
-) -> dict[str, str]:
+def version_tags(config: ServingConfig, provenance: Provenance, kappa: float) -> dict[str, str]:
     """The run's and the model version's tags: provenance, validation kappa, runtime and precision verdicts (pure)."""
+    check = config.precision_check
+    optimized = check is not None
     tags = {
         "dataset_fingerprint": provenance.fingerprint,
         "git_commit": provenance.git_commit,
@@ -380,16 +381,19 @@ def version_tags(
     }
     if optimized:
         tags["allowed_precisions"] = ",".join(config.allowed_precisions)
-    if precision_check.get("int8_variants"):  # int8 mixed with float32, variant by variant
-        tags["int8_variants"] = ",".join(precision_check["int8_variants"])
+    if check is None:
+        return tags
+    if check.int8_variants:  # int8 mixed with float32, variant by variant
+        tags["int8_variants"] = ",".join(check.int8_variants)
     for reduced in ("bf16", "int8"):
-        if precision_check.get(reduced):
-            tags[f"{reduced}_max_abs_dp"] = f"{precision_check[reduced]['max_abs_dp']:.3g}"
-            tags[f"{reduced}_min_agreement"] = f"{min(precision_check[reduced]['agreement'].values()):.4f}"
+        comparison = check.comparison(reduced)
+        if comparison is not None:
+            tags[f"{reduced}_max_abs_dp"] = f"{comparison.max_abs_dp:.3g}"
+            tags[f"{reduced}_min_agreement"] = f"{comparison.worst_agreement:.4f}"
     return tags
 
 
-def _write_artifacts(folder: Path, config: ServingConfig, card: dict[str, Any], reference: dict[str, Any]) -> dict[str, str]:
+def _write_artifacts(folder: Path, config: ServingConfig, card: ModelCard, reference: dict[str, Any]) -> dict[str, str]:
     """The config, the model card and the reference profile as files for the pyfunc's artifacts."""
     paths = {
         CONFIG_ARTIFACT: folder / f"{CONFIG_ARTIFACT}.json",
@@ -397,7 +401,7 @@ def _write_artifacts(folder: Path, config: ServingConfig, card: dict[str, Any], 
         REFERENCE_ARTIFACT: folder / f"{REFERENCE_ARTIFACT}.json",
     }
     config.save(paths[CONFIG_ARTIFACT])
-    paths[CARD_ARTIFACT].write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    paths[CARD_ARTIFACT].write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
     paths[REFERENCE_ARTIFACT].write_text(json.dumps(reference) + "\n")
     return {key: str(path) for key, path in paths.items()}
 
@@ -516,24 +520,21 @@ def promote_if_better(name: str, version: str, kappa: float, force: bool) -> boo
     return promoted
 
 
-def _publish_card(card: dict[str, Any], name: str, logged: LoggedModel, promoted: bool, out: Path | None) -> None:
+def _publish_card(card: ModelCard, name: str, logged: LoggedModel, promoted: bool, out: Path | None) -> None:
     """The model card with its registered version and run: logged to the run, and written to ``out`` (+ its JSON)."""
     import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
     run_id = logged.run_id
-    card = {
-        **card,
-        "lineage": {**card["lineage"], "version": logged.version, "run_id": run_id, "champion_when_registered": promoted},
-    }
+    card = card.with_lineage(version=logged.version, run_id=run_id, champion_when_registered=promoted)
     markdown = render_model_card(card)
     with server_errors(f"registering {name}"):
         client = mlflow.MlflowClient()
         client.log_text(run_id, markdown, "model_card/model_card.md")
-        client.log_dict(run_id, card, "model_card/model_card.json")
+        client.log_dict(run_id, card.to_dict(), "model_card/model_card.json")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(markdown)
-        out.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        out.with_suffix(".json").write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def _reference(outputs: PipelineOutputs, config: ServingConfig) -> dict[str, Any]:
@@ -546,7 +547,7 @@ def _reference(outputs: PipelineOutputs, config: ServingConfig) -> dict[str, Any
 
 def _export_and_check(
     outputs: PipelineOutputs, params: RegisterParams, out_dir: Path, copies_dir: Path
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, PrecisionCheck]:
     """Export to the optimized runtime (float32, and int8 calibrated on training images) and compare with Keras on valid.
 
     Each variant is loaded once, in a worker process: its serving copy
@@ -577,12 +578,12 @@ def _export_and_check(
     if in_int8 is None:
         return out_dir, result
     # int8 for the variants that keep within the limit alone, float32 for the others
-    rejected = result["verdicts"]["int8"]
+    rejected = result.verdicts["int8"]
     export.write_int8(in_int8)
     mixed = check_precision(out_dir, reference, limits, params.serve_batch_size)
     mix = f"int8 for {', '.join(in_int8)} only (the others float32; all in int8: {rejected})"
-    verdicts = {**mixed["verdicts"], "int8": f"{mixed['verdicts']['int8']} — {mix}"}
-    return out_dir, {**mixed, "verdicts": verdicts, "reason": f"{mixed['reason']}; {mix}", "int8_variants": in_int8}
+    verdicts = {**mixed.verdicts, "int8": f"{mixed.verdicts['int8']} — {mix}"}
+    return out_dir, replace(mixed, verdicts=verdicts, reason=f"{mixed.reason}; {mix}", int8_variants=tuple(in_int8))
 
 
 def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from mura.data.imaging import ImageDecodeError, resize_gray
 from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload, decode_upload
 from mura.modeling.averaging import prob_column
+from mura.runtime.card_schema import ModelCard
 from mura.runtime.served_config import ServingConfig
 from mura.runtime.service import EnsembleService
 from mura.tracking import server_errors, use_tracking_uri
@@ -149,12 +150,10 @@ class Predictor:
         return self.service.runner.thread_safe
 
     @property
-    def model_card(self) -> dict[str, Any] | None:
+    def model_card(self) -> ModelCard | None:
         """The registered model card (its lineage names the version this URI resolved to); None for older models."""
         card = self.service.model_card
-        if card is None:
-            return None
-        return {**card, "lineage": {**card.get("lineage", {}), "version": self.version}}
+        return None if card is None else card.with_lineage(version=self.version)
 
     @property
     def config(self) -> ServingConfig:

@@ -13,9 +13,11 @@ Versions:
     4: ``allowed_precisions`` (float32, and bf16/int8 when register proved them harmless). Loads
        (uncalibrated: the identity map).
     5: ``calibration``, the map every entry point applies to the ensemble's probability. Loads.
-    6: this version: ``keras_variants_uri``, where the ``.keras`` files are when they are not among the
+    6: ``keras_variants_uri``, where the ``.keras`` files are when they are not among the
        pyfunc's artifacts (a model with an optimized artifact keeps them out, so a server on the
-       optimized runtime does not copy them at every start).
+       optimized runtime does not copy them at every start). Loads.
+    7: this version: ``precision_check`` is a typed, versioned report
+       (:class:`~mura.runtime.precision_check.PrecisionCheck`), ``null`` without an optimized export.
 A model whose config has a newer version than this code reads fails with one
 line naming the version it needs.
 """
@@ -32,10 +34,11 @@ from mura import __version__
 from mura.config import Precision, ResizePolicy, ServingRuntime, build_dataclass
 from mura.errors import ConfigError
 from mura.modeling.calibration import Calibrator
+from mura.runtime.precision_check import PrecisionCheck
 
 __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
 CARD_ARTIFACT = "model_card"  # the pyfunc artifact key (and file stem) of the model card's JSON
 
@@ -79,7 +82,8 @@ class ServingConfig:
         allowed_precisions: precisions the optimized runtime may serve: ``f32`` always, ``bf16`` and
             ``int8`` only when ``precision_check`` proved them harmless.
         precision_check: the register-time comparison of the optimized runtime with Keras on the
-            validation split (max |Δp|, study-label agreement per operating point, verdicts).
+            validation split (max |Δp|, study-label agreement per operating point, verdicts); None
+            when Keras serves (no optimized export).
         calibration: the map from the ensemble's raw probability to the served one (``calibrate`` stage).
         keras_variants_uri: MLflow artifact URI of the folder of ``<variant>.keras`` files the Keras
             runtime downloads when they are not among the pyfunc's artifacts (``runs:/<id>/keras``);
@@ -104,7 +108,7 @@ class ServingConfig:
     runtime: ServingRuntime = "keras"
     optimized_precision: Precision = "f32"
     allowed_precisions: tuple[Precision, ...] = ("f32",)
-    precision_check: dict[str, Any] = field(default_factory=dict)
+    precision_check: PrecisionCheck | None = None
     calibration: Calibrator = field(default_factory=Calibrator)
     keras_variants_uri: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -158,6 +162,8 @@ class ServingConfig:
             doc["variant_weights"] = doc.pop("weights")
         if version <= 3:
             doc["allowed_precisions"] = ["f32", "bf16"] if doc.get("optimized_precision") == "bf16" else ["f32"]
+        if version <= 6 and not doc.get("precision_check"):
+            doc["precision_check"] = None  # an empty mapping meant "no export"
         doc["schema_version"] = SCHEMA_VERSION
         parts = doc.get("validation_per_body_part") or {}
         doc["validation_per_body_part"] = {k: {**v, "n": int(v.get("n") or 0)} for k, v in parts.items()}

@@ -40,6 +40,7 @@ from mura.errors import ConfigError
 from mura.modeling.averaging import ENSEMBLE, average_probabilities, prob_column
 from mura.modeling.calibration import Calibrator
 from mura.modeling.gradcam import HeadWeights, cam_from_features, feature_model, gradcam
+from mura.runtime.card_schema import ModelCard
 from mura.runtime.runners import HEADS_FILE, OPTIMIZED_ARTIFACT, OpenVinoRunner, Runner, resolve_runtime
 from mura.runtime.schema import WARNING_SEPARATOR
 from mura.runtime.served_config import CARD_ARTIFACT, CONFIG_ARTIFACT, ServingConfig
@@ -64,6 +65,11 @@ def bad_request(message: str) -> Exception:
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _read_card(path: Path) -> ModelCard:
+    """The model's card (``model_card`` artifact), checked against its contract."""
+    return ModelCard.from_dict(json.loads(path.read_text()), f"model card {path.name}")
 
 
 def parse_rows(frame: pd.DataFrame) -> list[tuple[bytes, str]]:
@@ -162,7 +168,7 @@ class EnsembleService:
         optimized_dir: str | Path | None = None,
         streams: int = 1,
         warm_up: bool = True,
-        model_card: dict[str, Any] | None = None,
+        model_card: ModelCard | None = None,
     ) -> None:
 
         self.config = config
@@ -210,7 +216,7 @@ class EnsembleService:
         settings = model_config or {}
         paths = {name: artifacts[name] for name in config.variants if name in artifacts}
         warm_up = bool(settings.get("warm_up", True))
-        card = json.loads(Path(artifacts[CARD_ARTIFACT]).read_text()) if CARD_ARTIFACT in artifacts else None
+        card = _read_card(Path(artifacts[CARD_ARTIFACT])) if CARD_ARTIFACT in artifacts else None
         return cls(paths, config, artifacts.get(OPTIMIZED_ARTIFACT), int(settings.get("streams", 1)), warm_up, card)
 
     def decode(self, rows: list[tuple[bytes, str]]) -> list[DecodedUpload]:
