@@ -13,7 +13,7 @@ PORT ?= 5000
 UI_PORT ?= 8000
 DEMO_STORE = sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: help install demo test test-fast lint docs format data repro bench serve ui mlflow-ui clean-demo team-up team-down image image-gpu kfp
+.PHONY: help install demo test test-fast lint docs format data repro bench serve ui mlflow-ui clean-demo team-up team-down image image-gpu image-serve kfp
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 	# uv installs the same pinned set as pip in ~22 s instead of ~95 s; pip is the fall-back.
 	# --compile-bytecode as pip does: without .pyc files (and with PYTHONDONTWRITEBYTECODE set)
 	# every process would spend ~6 s more importing TensorFlow.
-	( $(BIN)/pip install -q 'uv==0.13.9' && $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[cpu,dev,team]' ) \
-	  || $(BIN)/pip install -q -e '.[cpu,dev,team]'
+	( $(BIN)/pip install -q 'uv==0.13.9' && $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[train,cpu,dev,team]' ) \
+	  || $(BIN)/pip install -q -e '.[train,cpu,dev,team]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)  ## create .venv and install the package with its pinned dependencies
@@ -83,6 +83,7 @@ bench: $(STAMP)  ## benchmarks; figures are appended to bench/RESULTS.md
 	python bench/web_load.py
 	python bench/dicom_node.py
 	python bench/audit_cost.py
+	python bench/install_size.py --images
 
 IMAGE ?= localhost/mura
 ENGINE ?= podman
@@ -94,6 +95,10 @@ image:  ## build the CPU image localhost/mura:cpu with podman (docker/Dockerfile
 image-gpu:  ## build the GPU image localhost/mura:gpu (TensorFlow's CUDA build)
 	docker/setup-podman.sh && docker/make-base.sh
 	$(ENGINE) build -f docker/Dockerfile --target gpu -t $(IMAGE):gpu .
+
+image-serve:  ## build the serving image localhost/mura:serve (model server, web UI, DICOM node; no TensorFlow)
+	docker/setup-podman.sh && docker/make-base.sh
+	$(ENGINE) build -f docker/Dockerfile --target serve -t $(IMAGE):serve .
 
 kfp: $(STAMP)  ## compile the Kubeflow pipeline (pipelines/kubeflow.py) to pipelines/mura.yaml
 	python pipelines/kubeflow.py --output pipelines/mura.yaml

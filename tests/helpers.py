@@ -15,6 +15,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 IMAGE = "localhost/mura:cpu"
+SERVE_IMAGE = "localhost/mura:serve"  # docker/Dockerfile target serve: mura[serve], no TensorFlow
 # Merged over params.yaml by the end-to-end tests: the seed's four variants out (too slow on 2 cores)
 NO_SEED_VARIANTS: dict[str, Any] = {"densenet169_a": None, "densenet169_b": None, "resnet101_a": None, "resnet101_b": None}
 

@@ -19,7 +19,7 @@ import yaml
 
 from mura.config import merge_params, parse_params
 from mura.modeling.operating_points import OperatingPoints
-from tests.helpers import IMAGE, NO_SEED_VARIANTS, SIZE
+from tests.helpers import IMAGE, NO_SEED_VARIANTS, SERVE_IMAGE, SIZE
 
 
 def register_variants(
@@ -116,8 +116,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {"ws": ws, "uri": done["uri"], "first": done["first"], "second": second}
 
 
-@pytest.fixture(scope="session")
-def image(repo_root: Path) -> str:
+def _build_image(repo_root: Path, target: str, tag: str) -> str:
     if not shutil.which("podman"):
         pytest.fail("podman is missing: scripts/ensure-system.sh installs it (make test does)")
     for script in ("docker/setup-podman.sh", "docker/make-base.sh"):
@@ -125,15 +124,27 @@ def image(repo_root: Path) -> str:
         assert proc.returncode == 0, proc.stderr[-3000:]
     started = time.monotonic()
     build = subprocess.run(
-        ["podman", "build", "-f", "docker/Dockerfile", "--target", "cpu", "-t", IMAGE, "."],
+        ["podman", "build", "-f", "docker/Dockerfile", "--target", target, "-t", tag, "."],
         cwd=repo_root,
         capture_output=True,
         text=True,
         timeout=1800,
     )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-2000:]
-    print(f"image built in {time.monotonic() - started:.0f} s")
-    return IMAGE
+    print(f"image {tag} built in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+@pytest.fixture(scope="session")
+def image(repo_root: Path) -> str:
+    """The pipeline image (target cpu): every stage, the servers."""
+    return _build_image(repo_root, "cpu", IMAGE)
+
+
+@pytest.fixture(scope="session")
+def serve_image(repo_root: Path) -> str:
+    """The serving image (target serve): mura[serve] only."""
+    return _build_image(repo_root, "serve", SERVE_IMAGE)
 
 
 @pytest.fixture(scope="session")

@@ -100,7 +100,17 @@ def test_stages_in_the_container_match_the_host(image: str, repo_root: Path, tmp
     assert written and all(p.stat().st_uid == UID for p in written)
 
 
-def test_mlflow_models_serve_from_the_image(image: str, registered: dict[str, Any]) -> None:
+def test_the_serving_image_has_no_training_stack(serve_image: str) -> None:
+    """docker/Dockerfile's target serve installs mura[serve]: no TensorFlow, Keras, DVC or NNCF inside."""
+    probe = "import importlib.util as u; print(','.join(m for m in ('tensorflow', 'keras', 'dvc', 'nncf') if u.find_spec(m)))"
+    done = _podman("run", "--rm", serve_image, "python", "-c", probe)
+    assert done.stdout.strip() == "", done.stdout
+    assert _podman("run", "--rm", serve_image, "mura", "dicom-node", "--help").stdout.startswith("usage: mura dicom-node")
+
+
+def test_mlflow_models_serve_from_the_serving_image(serve_image: str, registered: dict[str, Any]) -> None:
+    """The registered version (optimized runtime) served by MLflow's own CLI in the image that has only mura[serve]."""
+    image = serve_image
     ws = registered["ws"]
     port = free_port()
     name = f"mura-serve-{port}"

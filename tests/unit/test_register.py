@@ -64,13 +64,16 @@ def test_validation_by_body_part_keeps_valid_study_ensemble_rows() -> None:
     assert out["XR_WRIST"].n == 2 and out["XR_WRIST"].roc_auc is None and out["all"].kappa == 0.1
 
 
-def test_the_served_model_requires_exactly_the_pins_of_pyproject() -> None:
+def test_the_served_model_requires_exactly_the_serving_pins_of_pyproject() -> None:
     import tomllib
 
     from mura.packaging.register import served_requirements
     from tests.helpers import REPO
 
-    pinned = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    served = served_requirements()
-    assert served[: len(pinned)] == pinned  # one list of pins: pyproject.toml's
-    assert [r.split("==")[0] for r in served[len(pinned) :]] in (["tensorflow-cpu"], ["tensorflow"], [])
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    serving = project["dependencies"] + project["optional-dependencies"]["serve"]
+    keras = [r for r in project["optional-dependencies"]["train"] if r.startswith("keras==")]
+    assert served_requirements("auto") == served_requirements("optimized") == serving  # one list of pins: pyproject.toml's
+    with_keras = served_requirements("keras")
+    assert with_keras[: len(serving) + 1] == serving + keras  # the Keras runtime: Keras and the TensorFlow build installed
+    assert [r.split("==")[0] for r in with_keras[len(serving) + 1 :]] in (["tensorflow-cpu"], ["tensorflow"], [])

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from packaging.requirements import Requirement
 from PIL import Image
 
 import mura
@@ -454,7 +455,7 @@ def log_package(name: str, package: Package, outputs: PipelineOutputs) -> Logged
             # "warm_up", run each batch size through at load (mura predict, one-shot, turns it off).
             model_config={"streams": 1, "warm_up": True},
             registered_model_name=name,
-            pip_requirements=served_requirements(),
+            pip_requirements=served_requirements(config.runtime),
         )
         # The headline figures as top-level metrics (the runs table and charts compare them), linked to
         # the logged model in the same call. Logged after the model: log_model links every metric the run
@@ -594,17 +595,26 @@ def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def served_requirements() -> list[str]:
-    """The served model's pip requirements: mura's own pinned dependencies (pyproject.toml), and its TensorFlow build.
+def served_requirements(runtime: str) -> list[str]:
+    """The served model's pip requirements: mura's pins for serving (pyproject.toml's base list and ``serve`` extra).
 
-    Read from the installed package's metadata, so the pins are written once, in pyproject.toml;
-    the TensorFlow line is the build installed here (``cpu`` or ``gpu`` extra), when one is.
+    Read from the installed package's metadata, so the pins are written once, in pyproject.toml.
+    A model served by Keras (``runtime`` keras: no optimized export) also needs Keras and
+    TensorFlow: the ``keras`` pin and the TensorFlow build installed here (``cpu`` or ``gpu`` extra).
     """
-    reqs = [r for r in requires("mura") or [] if "extra ==" not in r]
+    reqs, keras = [], []
+    for line in requires("mura") or []:
+        req = Requirement(line)
+        pin = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
+        if req.marker is None or req.marker.evaluate({"extra": "serve"}):
+            reqs.append(pin)
+        elif req.name == "keras" and req.marker.evaluate({"extra": "train"}):
+            keras.append(pin)
+    if runtime != "keras":
+        return reqs
     for build in ("tensorflow-cpu", "tensorflow"):
         try:
-            reqs.append(f"{build}=={version(build)}")
-            break
+            return [*reqs, *keras, f"{build}=={version(build)}"]
         except PackageNotFoundError:
             continue
-    return reqs
+    return [*reqs, *keras]
