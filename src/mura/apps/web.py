@@ -149,6 +149,9 @@ class ForwardingPredictor:
 def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     """Build the FastAPI app.
 
+    Long on purpose: the routes are closures over one app's state (the model, the in-flight gate, the
+    metrics, the heatmap cache); each handler is a few lines and the work is in this module's functions.
+
     Args:
         settings: UI settings.
         predictor: an already loaded :class:`mura.runtime.predictor.Predictor` (tests); loaded

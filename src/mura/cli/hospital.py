@@ -65,7 +65,10 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """Add this group's commands to the ``mura`` parser's subparsers."""
+    """Add this group's commands to the ``mura`` parser's subparsers.
+
+    Long on purpose: one argparse declaration per option of ``dicom-node`` and ``monitor``, and nothing else.
+    """
     node = sub.add_parser(
         "dicom-node",
         help="DICOM node: PACS forwards radiograph studies, results return into the same study",

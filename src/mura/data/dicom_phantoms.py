@@ -69,6 +69,8 @@ def phantom_dataset(
 ) -> Dataset:
     """A radiograph dataset holding ``gray`` (8-bit pixels stored as 12-bit MONOCHROME2).
 
+    Long on purpose: the DICOM attributes of one instance, module by module, in the standard's order.
+
     Args:
         gray: 2-D uint8 image.
         study_uid, series_uid: the study and series it belongs to.

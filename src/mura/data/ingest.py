@@ -193,6 +193,9 @@ def _finalize_cache(tmp: Path, final: Path, keep_rows: list[int], shape: tuple[i
 def ingest(data: DataParams, params: IngestParams, pixels_path: Path, progress: bool = True) -> IngestResult:
     """Ingest both datasets into the pixel cache at ``pixels_path``.
 
+    Long on purpose: list, check, decode in workers into the memmap and write the table is one
+    sequence whose steps share the listing; the per-image work is in its own functions.
+
     Args:
         data: ``data`` params (dataset folders, image size, resize policy).
         params: ``ingest`` params (workers, duplicate policy, limits).

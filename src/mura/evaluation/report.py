@@ -29,6 +29,71 @@ def _ci(row: pd.Series, name: str) -> str:
     return f"{row[name]:.2f} [{low:.2f}, {high:.2f}]"
 
 
+def _models_section(table: pd.DataFrame, models: list[str]) -> list[str]:
+    """Every model on the test split at threshold 0.5, image and study level (the seed's Figure 12)."""
+    lines: list[str] = []
+    test = table[(table["split"] == "test") & (table["group"] == "all") & (table["operating_point"] == "default")]
+    for level in ("image", "study"):
+        rows = test[test["level"] == level].set_index("model")
+        lines += [
+            f"## All models, test split, {level} level, threshold 0.5 (seed Figure 12)",
+            "",
+            "| Model | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for model in models:
+            if model not in rows.index:
+                continue
+            r = rows.loc[model]
+            lines.append(
+                f"| {model} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | {_fmt(r.accuracy, True)} | {_ci(r, 'precision')} | "
+                f"{_ci(r, 'recall')} | {_ci(r, 'f1')} | {_ci(r, 'roc_auc')} | {_ci(r, 'kappa')} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _ensemble_section(ens: pd.DataFrame) -> list[str]:
+    """The ensemble on the test split at both operating points (the seed's Table 5)."""
+    lines = [
+        "## Ensemble, test split, both operating points (seed Table 5)",
+        "",
+        "| Level | Operating point | Threshold | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | Kappa |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ens.itertuples(index=False):
+        lines.append(
+            f"| {r.level} | {r.operating_point} | {r.threshold:.3f} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | "
+            f"{_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | {_fmt(r.f1)} | {_fmt(r.kappa)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _body_part_section(table: pd.DataFrame) -> list[str]:
+    """The ensemble per body part on the test split, study level, default point (the seed's Figure 13)."""
+    parts = table[
+        (table["split"] == "test")
+        & (table["model"] == ENSEMBLE)
+        & (table["level"] == "study")
+        & (table["operating_point"] == "default")
+        & ~table["group"].str.startswith("dataset:")
+    ]
+    lines = [
+        "## Ensemble per body part, test split, study level (seed Figure 13)",
+        "",
+        "| Body part | Studies | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in parts.sort_values("group", key=lambda s: s.eq("all")).itertuples(index=False):
+        name = "All (combined)" if r.group == "all" else r.group
+        lines.append(
+            f"| {name} | {r.n} | {_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | "
+            f"{_fmt(r.f1)} | {_fmt(r.roc_auc)} | {_fmt(r.kappa)} |"
+        )
+    return lines
+
+
 def render_report(
     table: pd.DataFrame,
     models: list[str],
@@ -66,58 +131,12 @@ def render_report(
         "bootstrap over patients.",
         "",
     ]
-    test = table[(table["split"] == "test") & (table["group"] == "all") & (table["operating_point"] == "default")]
-    for level in ("image", "study"):
-        rows = test[test["level"] == level].set_index("model")
-        lines += [
-            f"## All models, test split, {level} level, threshold 0.5 (seed Figure 12)",
-            "",
-            "| Model | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for model in models:
-            if model not in rows.index:
-                continue
-            r = rows.loc[model]
-            lines.append(
-                f"| {model} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | {_fmt(r.accuracy, True)} | {_ci(r, 'precision')} | "
-                f"{_ci(r, 'recall')} | {_ci(r, 'f1')} | {_ci(r, 'roc_auc')} | {_ci(r, 'kappa')} |"
-            )
-        lines.append("")
+    lines += _models_section(table, models)
     ens = table[(table["split"] == "test") & (table["model"] == ENSEMBLE) & (table["group"] == "all")]
-    lines += [
-        "## Ensemble, test split, both operating points (seed Table 5)",
-        "",
-        "| Level | Operating point | Threshold | TN | TP | FN | FP | Accuracy (%) | Precision | Recall | F1 | Kappa |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in ens.itertuples(index=False):
-        lines.append(
-            f"| {r.level} | {r.operating_point} | {r.threshold:.3f} | {r.tn} | {r.tp} | {r.fn} | {r.fp} | "
-            f"{_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | {_fmt(r.f1)} | {_fmt(r.kappa)} |"
-        )
-    lines.append("")
+    lines += _ensemble_section(ens)
     lines += _operating_points_section(ens)
     lines += _calibration_section(table, calibrator or Calibrator(), calibration or {})
-    parts = table[
-        (table["split"] == "test")
-        & (table["model"] == ENSEMBLE)
-        & (table["level"] == "study")
-        & (table["operating_point"] == "default")
-        & ~table["group"].str.startswith("dataset:")
-    ]
-    lines += [
-        "## Ensemble per body part, test split, study level (seed Figure 13)",
-        "",
-        "| Body part | Studies | Accuracy (%) | Precision | Recall | F1 | AUC | Kappa |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in parts.sort_values("group", key=lambda s: s.eq("all")).itertuples(index=False):
-        name = "All (combined)" if r.group == "all" else r.group
-        lines.append(
-            f"| {name} | {r.n} | {_fmt(r.accuracy, True)} | {_fmt(r.precision)} | {_fmt(r.recall)} | "
-            f"{_fmt(r.f1)} | {_fmt(r.roc_auc)} | {_fmt(r.kappa)} |"
-        )
+    lines += _body_part_section(table)
     lines += [
         "",
         "Figures: `reports/plots/roc.png`, `reports/plots/pr.png`, `reports/plots/confusion.png`,",

@@ -119,6 +119,9 @@ def structured_report(
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 report of one study.
 
+    Long on purpose: the report's content tree, built in document order (observer, per-view and
+    study findings, the disclaimer), as highdicom's templates nest it.
+
     Args:
         sources: the scored images, in the order of ``result.views``.
         result: the study's answer (the served probabilities).

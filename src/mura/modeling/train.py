@@ -178,6 +178,9 @@ def fit_variant(
 ) -> TrainResult:
     """Train one variant; resumable from ``work_dir`` after an interruption.
 
+    Long on purpose: restore, the training phases (frozen backbone, then fine-tuning) and the
+    choice of the best epoch share the model and its checkpoints; splitting them would pass those around.
+
     Args:
         spec: the variant's params.
         pixels: the (N, S, S) uint8 cache.

@@ -175,31 +175,9 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def render_model_card(card: ModelCard) -> str:
-    """The card as Markdown (``reports/model_card.md``)."""
-    lines = [
-        f"# Model card: {card.model_name}" + (f" version {card.lineage['version']}" if card.lineage.get("version") else ""),
-        "",
-    ]
-    if card.synthetic_data:
-        lines += [
-            "> **SYNTHETIC TRAINING DATA.** This version was trained and evaluated on procedurally generated",
-            "> phantoms. It has no clinical validity; every figure below is about phantoms.",
-            "",
-        ]
-    use = card.intended_use
-    lines += [
-        "## Intended use",
-        "",
-        use.purpose,
-        "",
-        "Users: " + "; ".join(use.users) + ".",
-        "",
-        "Inputs: " + use.inputs + ".",
-        "",
-    ]
-    lines += ["## Out of scope", "", *(f"- {item}" for item in card.out_of_scope), ""]
-    data = card.training_data
+def _training_data_lines(data: TrainingData) -> list[str]:
+    """The card's "Training data" section: counts, fingerprint, and images per split and body part."""
+    lines: list[str] = []
     lines += [
         "## Training data",
         "",
@@ -215,7 +193,12 @@ def render_model_card(card: ModelCard) -> str:
         parts = sorted({p for split in per_part.values() for p in split})
         lines += ["", "| Images | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts)]
         lines += [f"| {split} | " + " | ".join(str(counts.get(p, 0)) for p in parts) + " |" for split, counts in per_part.items()]
-    model = card.model
+    return lines
+
+
+def _model_lines(model: CardModel) -> list[str]:
+    """The card's "Model" section: variants, ensemble, calibrator, input and runtime."""
+    lines: list[str] = []
     cal = model.calibration
     how = {
         "temperature": f"temperature scaling (T = {cal['temperature']:.3f})",
@@ -233,7 +216,12 @@ def render_model_card(card: ModelCard) -> str:
         f"precisions allowed {', '.join(model.allowed_precisions)}",
         "",
     ]
-    points = card.operating_points
+    return lines
+
+
+def _operating_point_lines(points: CardOperatingPoints) -> list[str]:
+    """The card's "Operating points" section."""
+    lines: list[str] = []
     lines += [
         "## Operating points",
         "",
@@ -244,7 +232,12 @@ def render_model_card(card: ModelCard) -> str:
         *(f"| {k} | {v:.3f} |" for k, v in points.thresholds.items()),
         "",
     ]
-    ev = card.evaluation
+    return lines
+
+
+def _evaluation_lines(ev: Evaluation | None) -> list[str]:
+    """The card's "Evaluation" section: the test split at each operating point, per body part, calibration."""
+    lines: list[str] = []
     if ev is not None:
         lines += [
             "## Evaluation (test split, study level, 95 % patient-bootstrap CIs)",
@@ -279,6 +272,37 @@ def render_model_card(card: ModelCard) -> str:
                     + " |"
                 )
         lines.append("")
+    return lines
+
+
+def render_model_card(card: ModelCard) -> str:
+    """The card as Markdown (``reports/model_card.md``)."""
+    lines = [
+        f"# Model card: {card.model_name}" + (f" version {card.lineage['version']}" if card.lineage.get("version") else ""),
+        "",
+    ]
+    if card.synthetic_data:
+        lines += [
+            "> **SYNTHETIC TRAINING DATA.** This version was trained and evaluated on procedurally generated",
+            "> phantoms. It has no clinical validity; every figure below is about phantoms.",
+            "",
+        ]
+    use = card.intended_use
+    lines += [
+        "## Intended use",
+        "",
+        use.purpose,
+        "",
+        "Users: " + "; ".join(use.users) + ".",
+        "",
+        "Inputs: " + use.inputs + ".",
+        "",
+    ]
+    lines += ["## Out of scope", "", *(f"- {item}" for item in card.out_of_scope), ""]
+    lines += _training_data_lines(card.training_data)
+    lines += _model_lines(card.model)
+    lines += _operating_point_lines(card.operating_points)
+    lines += _evaluation_lines(card.evaluation)
     lines += ["## Limitations", "", *(f"- {item}" for item in card.limitations), ""]
     lines += ["## Lineage", "", *(f"- {k.replace('_', ' ')}: `{v}`" for k, v in card.lineage.items()), ""]
     return "\n".join(lines)
