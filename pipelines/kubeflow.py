@@ -37,6 +37,7 @@ from kfp import compiler, dsl
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = "run"  # the pipeline workspace, inside the KFP workspace
 PREPARE = "prepare"
+DEPLOY = "deploy"  # the optional last step (--deploy kserve)
 DEFAULT_PREPARE = "mura synth data/raw/synthetic"
 # Environment variables a cluster gives the steps that talk to MLflow and S3 (from one Kubernetes secret).
 SECRET_KEYS = (
@@ -76,6 +77,9 @@ class ClusterSettings:
     secret: str | None = None  # Kubernetes secret holding SECRET_KEYS (None: no secret mounted)
     storage_class: str | None = None
     only: tuple[str, ...] = field(default_factory=tuple)  # a sub-DAG (e.g. the data stages); empty = all
+    deploy: str = "none"  # "kserve": a last step applies the registered version's InferenceService (mura kserve)
+    serve_image: str = "localhost/mura:serve"  # the predictor's image (docker/Dockerfile target serve)
+    namespace: str = "default"  # where the InferenceService goes
 
 
 def dvc_stages(root: Path = ROOT) -> list[Stage]:
@@ -136,6 +140,13 @@ def _prepare_component(image: str) -> Callable[..., Any]:
     return dsl.container_component(prepare)
 
 
+def deploy_command(settings: ClusterSettings) -> str:
+    """The deploy step's command: the InferenceService of the version register just made, applied (mura kserve)."""
+    words = ["mura", "kserve", "--image", settings.serve_image, "--namespace", settings.namespace]
+    words += ["--secret", settings.secret or "", "--apply"]
+    return shlex.join(words)
+
+
 def _select(stages: list[Stage], only: Iterable[str]) -> list[Stage]:
     wanted = set(only)
     if not wanted:
@@ -156,6 +167,7 @@ def build_pipeline(settings: ClusterSettings, stages: list[Stage] | None = None)
     prepare_op = _prepare_component(settings.image)
     ops = {s.name: _component(task_name(s.name), settings.gpu_image if s.trains else settings.image, s.cmd) for s in chosen}
     order = _topological(chosen)
+    deploy_op = _component(DEPLOY, settings.image, deploy_command(settings))
 
     @dsl.pipeline(
         name="mura",
@@ -191,6 +203,11 @@ def build_pipeline(settings: ClusterSettings, stages: list[Stage] | None = None)
 
                 kubernetes.use_secret_as_env(task, secret_name=settings.secret, secret_key_to_env={k: k for k in SECRET_KEYS})
             tasks[stage.name] = task
+        if settings.deploy == "kserve" and "register" in tasks:
+            deploy = deploy_op(workspace=dsl.WORKSPACE_PATH_PLACEHOLDER, pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+            deploy.set_display_name(DEPLOY).set_caching_options(False)
+            deploy.after(tasks.get("serve", tasks["register"]))
+            deploy.set_cpu_request("0.5").set_memory_request("1G")
 
     return mura
 
@@ -227,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storage-class", default=None, help="storage class of the shared volume")
     parser.add_argument("--secret", default=None, help=f"Kubernetes secret with {', '.join(SECRET_KEYS)} for train/register")
     parser.add_argument("--only", nargs="*", default=[], help="compile only these DVC stages (a sub-DAG)")
+    parser.add_argument(
+        "--deploy", choices=("none", "kserve"), default="none", help="kserve: a last step applies the version's InferenceService"
+    )
+    parser.add_argument("--serve-image", default=defaults.serve_image, help="the InferenceService's predictor image")
+    parser.add_argument("--namespace", default=defaults.namespace, help="the InferenceService's namespace")
     args = parser.parse_args(argv)
     settings = ClusterSettings(
         image=args.image,
@@ -239,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
         storage_class=args.storage_class,
         secret=args.secret,
         only=tuple(args.only),
+        deploy=args.deploy,
+        serve_image=args.serve_image,
+        namespace=args.namespace,
     )
     compiler.Compiler().compile(build_pipeline(settings), package_path=args.output)
     print(f"compiled {args.output} ({shlex.quote(settings.image)}, train on {settings.accelerator})", file=sys.stderr)

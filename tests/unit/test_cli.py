@@ -17,6 +17,7 @@ def test_every_command_is_in_the_map() -> None:
     commands = _subcommands(build_parser())
     assert set(commands) == {
         "synth", "synth-dicom", "workspace", "team", "predict", "dicom-node", "monitor", "serve-model", "serve-ui", "mlflow-ui",
+        "kserve",
     }  # fmt: skip
     assert all(callable(getattr(group, "add_commands", None)) for group in GROUPS)
 

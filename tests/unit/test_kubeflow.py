@@ -103,6 +103,19 @@ def test_every_stage_step_tags_its_runs_with_the_kfp_run_id(tmp_path: Path) -> N
         assert container["args"][2] == "{{$.inputs.parameters['pipeline_run']}}"
 
 
+def test_deploy_kserve_adds_a_last_step_that_applies_the_new_version(tmp_path: Path) -> None:
+    args = ("--deploy", "kserve", "--serve-image", "reg.example/mura:serve", "--namespace", "radiology", "--secret", "mura-team")
+    pipeline = _compile(tmp_path, *args)["pipeline"]
+    dag = _compiled_dag(pipeline)
+    assert dag["deploy"] == {"serve"} and not any("deploy" in upstream for upstream in dag.values())  # the last step
+    tasks = pipeline["root"]["dag"]["tasks"]
+    task = next(t for t in tasks.values() if t["taskInfo"]["name"] == "deploy")
+    container = pipeline["deploymentSpec"]["executors"][pipeline["components"][task["componentRef"]["name"]]["executorLabel"]]
+    script = container["container"]["args"][0]
+    assert "mura kserve --image reg.example/mura:serve --namespace radiology --secret mura-team --apply" in script
+    assert "deploy" not in _compiled_dag(_compile(tmp_path)["pipeline"])  # off unless asked
+
+
 def test_secret_goes_to_the_tracking_steps_only(tmp_path: Path) -> None:
     platform = _compile(tmp_path, "--secret", "mura-team")["platform"]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

@@ -1,4 +1,4 @@
-"""``mura serve-model``, ``mura serve-ui`` and ``mura mlflow-ui``: the servers people open."""
+"""``mura serve-model``, ``mura serve-ui``, ``mura mlflow-ui`` and ``mura kserve``: the servers people open, and the cluster's."""
 
 from __future__ import annotations
 
@@ -78,6 +78,38 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> None:
             server.wait(timeout=30)
 
 
+def cmd_kserve(args: argparse.Namespace) -> None:
+    """Write (and with --apply, apply) the KServe InferenceService of a registered version."""
+    import json
+
+    from mura.deploy.kserve import KServeSettings, apply, inference_service, write_manifest
+    from mura.errors import DataError
+
+    if args.version is None:
+        report = Path(args.register_report)
+        if not report.is_file():
+            raise DataError(f"{report} is missing: give --version, or run `dvc repro register` first")
+        record = json.loads(report.read_text())
+        name, version = str(record["model_name"]), int(record["version"])
+    else:
+        name, version = args.model_name, args.version
+    settings = KServeSettings(
+        image=args.image,
+        namespace=args.namespace,
+        name=args.name,
+        tracking_secret=args.secret,
+        cpu=args.cpu,
+        memory=args.memory,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+    )
+    manifest = inference_service(name, version, settings)
+    write_manifest(manifest, Path(args.out))
+    print(f"InferenceService {manifest['metadata']['name']} for models:/{name}/{version} written to {args.out}")
+    if args.apply:
+        print(apply(manifest))
+
+
 def add_commands(sub: Any) -> None:
     """Add this group's commands to the ``mura`` parser's subparsers."""
     sm = sub.add_parser(
@@ -125,3 +157,26 @@ def add_commands(sub: Any) -> None:
     mui.add_argument("--port", type=int, default=5001)
     mui.add_argument("--open", action="store_true", help="also open the address in the default browser")
     mui.set_defaults(func=cmd_mlflow_ui)
+
+    ks = sub.add_parser(
+        "kserve",
+        help="the KServe InferenceService of a registered version (mlflow models serve in the serving image)",
+        description="Write the manifest of a KServe InferenceService whose predictor runs `mlflow models serve` on "
+        "models:/<name>/<version> in the serving image, with probes on /ping and resources; --apply creates or "
+        "replaces it in the cluster (in-cluster service account or ~/.kube/config). Default version: the one "
+        "reports/register.json names (what the pipeline just registered).",
+    )
+    ks.add_argument("--register-report", default="reports/register.json", help="register's record (default version)")
+    ks.add_argument("--model-name", default="mura-ensemble", help="with --version")
+    ks.add_argument("--version", type=int, default=None, help="the registered version (default: from --register-report)")
+    ks.add_argument("--image", default="localhost/mura:serve", help="the serving image in your registry (make image-serve)")
+    ks.add_argument("--namespace", default="default")
+    ks.add_argument("--name", default="", help="the InferenceService's name (default <model>-v<version>)")
+    ks.add_argument("--secret", default="mura-team", help="Secret with MLFLOW_TRACKING_* (and AWS_*) for the predictor")
+    ks.add_argument("--cpu", default="2", help="CPU request and limit (default 2)")
+    ks.add_argument("--memory", default="4Gi", help="memory request and limit (default 4Gi)")
+    ks.add_argument("--min-replicas", type=int, default=1)
+    ks.add_argument("--max-replicas", type=int, default=2)
+    ks.add_argument("--out", default="reports/inferenceservice.yaml", help="where the manifest is written")
+    ks.add_argument("--apply", action="store_true", help="create or replace it in the cluster")
+    ks.set_defaults(func=cmd_kserve)
