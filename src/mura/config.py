@@ -164,11 +164,22 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class PromotionParams:
+    """``register.promotion``: champion vs challenger, scored on the same test studies (mura.packaging.promotion)."""
+
+    metric: Literal["kappa", "roc_auc"] = "kappa"  # study level: kappa of the served labels, AUC of the probabilities
+    margin: float = 0.02  # non-inferiority: promote if the paired CI of (new − champion) stays above −margin
+    bootstrap: int = 1000  # patient-level paired bootstrap replicates
+    level: float = 0.95  # the CI's confidence level
+
+
+@dataclass(frozen=True)
 class RegisterParams:
     """``register:`` section."""
 
     model_name: str = "mura-ensemble"
     force_champion: bool = False
+    promotion: PromotionParams = field(default_factory=PromotionParams)
     operating_point: Literal["default", "high_sensitivity"] = "default"
     max_pixels: int = 40_000_000  # per uploaded image at serving time
     serve_batch_size: int = 8

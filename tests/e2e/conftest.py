@@ -53,18 +53,30 @@ def register_variants(
         ws / "reports/thresholds.json"
     )
     (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.25}}}}}))
-    # Ten validation images in five studies: the precision check of the optimized runtime runs on them.
-    ids = [f"i{k}" for k in range(12)]
-    pd.DataFrame({"image_id": ids, "synthetic": [True] * 12}).to_csv(ws / "images.csv", index=False)
-    pd.DataFrame({"image_id": ids, "split": ["train", "train"] + ["valid"] * 10}).to_csv(ws / "split.csv", index=False)
+    # Ten validation images in five studies: the precision check of the optimized runtime runs on them;
+    # eight test images in eight studies of eight patients: a later version is compared with the champion on them.
+    n = 20
+    ids = [f"i{k}" for k in range(n)]
+    studies = [f"t{k}" for k in range(2)] + [f"s{k // 2}" for k in range(10)] + [f"x{k}" for k in range(8)]
+    pd.DataFrame(
+        {
+            "image_id": ids,
+            "synthetic": [True] * n,
+            "study_id": studies,
+            "patient_id": [f"p-{study}" for study in studies],
+            "label": [0, 1] + [(k // 2) % 2 for k in range(10)] + [k % 2 for k in range(8)],
+        }
+    ).to_csv(ws / "images.csv", index=False)
+    split = ["train", "train"] + ["valid"] * 10 + ["test"] * 8
+    pd.DataFrame({"image_id": ids, "split": split}).to_csv(ws / "split.csv", index=False)
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (12, SIZE, SIZE)).astype(np.uint8)
+    pixels = rng.integers(0, 256, (n, SIZE, SIZE)).astype(np.uint8)
     np.save(ws / "pixels.npy", pixels)
-    reference = VariantRunner.from_paths({n: ws / f"models/{n}.keras" for n in names}).predict(pixels[2:])
+    reference = VariantRunner.from_paths({n: ws / f"models/{n}.keras" for n in names}).predict(pixels[2:12])
     (ws / "reports/predictions").mkdir()
     pd.DataFrame(
         {
-            "image_id": ids[2:],
+            "image_id": ids[2:12],
             "study_id": [f"s{k // 2}" for k in range(10)],
             "label": [(k // 2) % 2 for k in range(10)],
             **{f"p_{n}": reference[:, i] for i, n in enumerate(names)},
@@ -95,7 +107,7 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     """Two random simple_cnn variants registered as mura-ensemble v1 and v2 in a temp store."""
     import keras
 
-    from mura.config import AugmentParams, ModelSpec
+    from mura.config import AugmentParams, ModelSpec, PromotionParams
     from mura.modeling.models import build_model
     from mura.packaging.register import run_register
 
@@ -108,10 +120,12 @@ def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", done["uri"])
         patch.chdir(ws)
-        # A second, worse version must not take the champion alias; its bf16 limit is impossible
+        # A second version must not take the champion alias: compared with v1 on the same test studies, it
+        # must beat it by a whole kappa (margin -1: impossible). Its bf16 limit is impossible too
         # (|dp| <= 0), so the guard must fall back to float32.
         (ws / "reports/metrics.json").write_text(json.dumps({"valid": {"ensemble": {"study": {"default": {"kappa": 0.1}}}}}))
-        strict = dataclasses.replace(params.register, reduced_max_abs_dp=0.0)
+        unbeatable = PromotionParams(margin=-1.0, bootstrap=200)
+        strict = dataclasses.replace(params.register, reduced_max_abs_dp=0.0, promotion=unbeatable)
         second = run_register(list(models), strict, params.data.image_size, params.data.resize, done["inputs"])
     return {"ws": ws, "uri": done["uri"], "first": done["first"], "second": second}
 

@@ -417,8 +417,12 @@ def test_a_failed_champion_lookup_promotes_nothing(stack: TeamStack, workspace: 
     """Only "no champion alias" may mean no champion: a refused or unreachable server stops the promotion."""
     import mlflow
 
+    from mura.config import PromotionParams
     from mura.errors import TrackingError
-    from mura.packaging.register import CHAMPION, promote_if_better
+    from mura.packaging.register import CHAMPION, promote_version
+
+    def never(champion: str) -> None:
+        raise AssertionError(f"the lookup failed: nothing may be compared with version {champion}")
 
     name = "mura-ensemble"
     with pytest.MonkeyPatch.context() as patch:
@@ -427,20 +431,20 @@ def test_a_failed_champion_lookup_promotes_nothing(stack: TeamStack, workspace: 
         mlflow.set_tracking_uri(stack.tracking_uri)
         client = mlflow.MlflowClient(tracking_uri=stack.tracking_uri)
         champion = client.get_model_version_by_alias(name, CHAMPION)
-        # A new version, just registered, that would win against any recorded kappa (1.0 >= all)
+        # A new version, just registered
         assert champion.source is not None
         logged_model = champion.source.removeprefix("models:/")  # MLflow 3: a version's source is its logged model
         challenger = client.create_model_version(name, champion.source, champion.run_id, model_id=logged_model).version
         patch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password-0123456789")  # refused between registering and the lookup
         with pytest.raises(TrackingError, match=r"refused the credentials .* looking up the champion of mura-ensemble"):
-            promote_if_better(name, challenger, 1.0, force=False)
+            promote_version(name, challenger, never, PromotionParams(), force=False)
         patch.setenv("MLFLOW_TRACKING_PASSWORD", alice["MLFLOW_TRACKING_PASSWORD"])
         stack.stop_mlflow()  # down between registering and the lookup
         try:
             with pytest.raises(
                 TrackingError, match=r"unreachable .* looking up the champion of mura-ensemble \(nothing promoted\)"
             ):
-                promote_if_better(name, challenger, 1.0, force=False)
+                promote_version(name, challenger, never, PromotionParams(), force=False)
         finally:
             stack.start_mlflow()
         assert client.get_model_version_by_alias(name, CHAMPION).version == champion.version

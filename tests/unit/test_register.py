@@ -1,4 +1,4 @@
-"""The champion rule and what register reads from the evaluation outputs."""
+"""What register reads from the evaluation outputs (the champion rule: tests/unit/test_promotion.py)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,7 @@ import pandas as pd
 import pytest
 
 from mura.errors import DataError
-from mura.packaging.register import should_promote, validation_by_body_part, validation_kappa
-
-
-@pytest.mark.parametrize(
-    "new,champion,force,expected",
-    [
-        (0.5, None, False, True),  # no champion yet
-        (0.5, math.nan, False, True),  # a champion without a recorded kappa
-        (0.5, 0.4, False, True),
-        (0.5, 0.5, False, True),  # ties promote the newer model
-        (0.4, 0.5, False, False),
-        (0.4, 0.5, True, True),  # register.force_champion
-        (math.nan, 0.5, False, False),  # an undefined kappa never wins
-    ],
-)
-def test_should_promote(new: float, champion: float | None, force: bool, expected: bool) -> None:
-    assert should_promote(new, champion, force) is expected
+from mura.packaging.register import validation_by_body_part, validation_kappa
 
 
 def test_validation_kappa() -> None:

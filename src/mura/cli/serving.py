@@ -157,7 +157,11 @@ def add_commands(sub: Any) -> None:
     mui.add_argument("--port", type=int, default=5001)
     mui.add_argument("--open", action="store_true", help="also open the address in the default browser")
     mui.set_defaults(func=cmd_mlflow_ui)
+    _add_kserve(sub)
 
+
+def _add_kserve(sub: Any) -> None:
+    """``mura kserve``: the InferenceService of a registered version."""
     ks = sub.add_parser(
         "kserve",
         help="the KServe InferenceService of a registered version (mlflow models serve in the serving image)",

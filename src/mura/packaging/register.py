@@ -15,8 +15,9 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from packaging.requirements import Requirement
 from PIL import Image
 
 import mura
-from mura.config import RegisterParams, ResizePolicy
+from mura.config import PromotionParams, RegisterParams, ResizePolicy
 from mura.errors import DataError
 from mura.evaluation.evaluate import run_metrics
 from mura.evaluation.predict import model_paths
@@ -42,6 +43,7 @@ from mura.packaging.export import (
     int8_variants,
 )
 from mura.packaging.model_card import build_model_card, render_model_card
+from mura.packaging.promotion import PairedComparison, PromotionDecision, decide, paired_comparison, served_study_scores
 from mura.packaging.serve_reference import choose_serve_reference
 from mura.runtime.card_schema import ModelCard
 from mura.runtime.precision_check import PrecisionCheck, PrecisionLimits
@@ -56,10 +58,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CHAMPION",
     "RegisterPaths",
-    "champion_kappa",
-    "promote_if_better",
+    "champion_version",
+    "compare_on_test",
+    "promote_version",
     "run_register",
-    "should_promote",
     "validation_by_body_part",
     "validation_kappa",
 ]
@@ -82,13 +84,6 @@ def validation_kappa(metrics: dict[str, Any]) -> float:
     except KeyError:
         raise DataError("reports/metrics.json has no valid/ensemble/study/default/kappa: rerun `dvc repro evaluate`") from None
     return float("nan") if value is None else float(value)
-
-
-def should_promote(new_kappa: float, champion_kappa: float | None, force: bool) -> bool:
-    """Champion when forced, when there is none, or when the new kappa is not below the champion's."""
-    if force or champion_kappa is None or math.isnan(champion_kappa):
-        return True
-    return not math.isnan(new_kappa) and new_kappa >= champion_kappa
 
 
 def validation_by_body_part(table: pd.DataFrame) -> dict[str, ValidationMetrics]:
@@ -186,10 +181,12 @@ def run_register(
         export = export_variants(outputs, params, Path(tmp))
         package = build_package(outputs, export, settings, Path(tmp))
         logged = log_package(name, package, outputs)
-    promoted = _register_version(name, logged.version, package, outputs, params.force_champion)
+    decision = _register_version(name, logged.version, package, outputs, params)
+    promoted = decision.promote
+    _log_decision(logged.run_id, decision)
     tolerance = serve_tolerance(package.config, params.reduced_max_abs_dp)
     reference_study = choose_serve_reference(outputs.valid, package.config, tolerance) if outputs.valid is not None else None
-    _publish_card(package.card, name, logged, promoted, paths.model_card)
+    _publish_card(package.card.with_lineage(promotion=decision.reason), name, logged, promoted, paths.model_card)
     logger.info(
         "registered %s version %s (val kappa %.3f)%s", name, logged.version, outputs.kappa, ", alias champion" if promoted else ""
     )
@@ -197,6 +194,7 @@ def run_register(
         "model_name": name,
         "version": int(logged.version),
         "champion": promoted,
+        "promotion": decision.to_dict(),
         "val_kappa": outputs.kappa,
         "run_id": logged.run_id,
         "synthetic_data": outputs.provenance.synthetic,
@@ -468,8 +466,10 @@ def log_package(name: str, package: Package, outputs: PipelineOutputs) -> Logged
     return LoggedModel(run.info.run_id, str(info.registered_model_version))
 
 
-def _register_version(name: str, version: str, package: Package, outputs: PipelineOutputs, force: bool) -> bool:
-    """Tag and describe the new version; alias it ``champion`` when :func:`should_promote` says so."""
+def _register_version(
+    name: str, version: str, package: Package, outputs: PipelineOutputs, params: RegisterParams
+) -> PromotionDecision:
+    """Tag and describe the new version; alias it ``champion`` when the paired comparison on test says so."""
     kappa, n_variants, synthetic = outputs.kappa, len(outputs.variant_files), outputs.provenance.synthetic
     import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
 
@@ -485,11 +485,12 @@ def _register_version(name: str, version: str, package: Package, outputs: Pipeli
                 + (" — trained on SYNTHETIC data, not a clinical model" if synthetic else "")
             ),
         )
-    return promote_if_better(name, version, kappa, force)
+    compare = partial(compare_on_test, outputs, name, version, params.promotion, params.force_champion)
+    return promote_version(name, version, compare, params.promotion, params.force_champion)
 
 
-def champion_kappa(client: Any, name: str) -> float | None:
-    """The current champion's recorded validation kappa; None only when ``name`` has no ``champion`` alias.
+def champion_version(client: Any, name: str) -> str | None:
+    """The version aliased ``champion``; None only when ``name`` has no such alias.
 
     The registered model's aliases are read, never inferred from an exception: a tracking
     server that is down, refuses the credentials or times out raises, so a failed lookup can
@@ -499,14 +500,53 @@ def champion_kappa(client: Any, name: str) -> float | None:
         Exception: whatever the tracking client raised (the caller turns it into one line).
     """
     aliases = client.get_registered_model(name).aliases or {}
-    if CHAMPION not in aliases:
-        return None
-    current = client.get_model_version(name, str(aliases[CHAMPION]))
-    return float(current.tags.get("val_kappa", "nan"))
+    return str(aliases[CHAMPION]) if CHAMPION in aliases else None
 
 
-def promote_if_better(name: str, version: str, kappa: float, force: bool) -> bool:
-    """Alias ``version`` as ``champion`` when :func:`should_promote` says so; whether it did.
+def compare_on_test(
+    outputs: PipelineOutputs, name: str, version: str, promotion: PromotionParams, force: bool, champion: str
+) -> PairedComparison | None:
+    """The new version against ``champion``, both loaded as they serve, on this pipeline's test studies.
+
+    Returns None only when a forced promotion could not load the champion (recorded as such).
+
+    Raises:
+        DataError: no test studies, or the champion cannot be loaded (nothing promoted; the line
+            says how to promote without comparing).
+    """
+    from mura.runtime.predictor import Predictor
+
+    test = outputs.images[outputs.images["split"] == "test"]
+    if test.empty:
+        raise DataError(f"no test studies to compare {name} version {version} with the champion on (nothing promoted)")
+    try:
+        old = Predictor.load(f"models:/{name}/{champion}", warm_up=False)
+    except Exception as exc:  # noqa: BLE001 - any reason the champion cannot serve here: deleted files, newer schema, …
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if force:
+            logger.warning("forced promotion without a comparison: champion version %s cannot be loaded: %s", champion, reason)
+            return None
+        raise DataError(
+            f"cannot load the champion {name} version {champion} to compare with version {version} (nothing promoted): "
+            f"{reason}; set register.force_champion: true to promote without comparing"
+        ) from None
+    new = Predictor.load(f"models:/{name}/{version}", warm_up=False)
+    pixels, study_ids = outputs.rows_of(test["image_id"]), test["study_id"].astype(str).tolist()
+    scores = {side: served_study_scores(model, pixels, study_ids) for side, model in (("new", new), ("champion", old))}
+    studies = test.groupby("study_id", sort=False).agg(patient_id=("patient_id", "first"), label=("label", "first"))
+    studies.index = studies.index.astype(str)
+    for side, frame in scores.items():
+        studies[f"p_{side}"] = frame["probability"].reindex(studies.index).to_numpy()
+        studies[f"abnormal_{side}"] = frame["abnormal"].reindex(studies.index).to_numpy()
+    return paired_comparison(studies, promotion.metric, champion, promotion.bootstrap, seed=0, level=promotion.level)
+
+
+def promote_version(
+    name: str, version: str, compare: Callable[[str], PairedComparison | None], promotion: PromotionParams, force: bool
+) -> PromotionDecision:
+    """Compare ``version`` with the champion (``compare(champion_version)``), decide, record it, alias when promoted.
+
+    The decision's tags go on the new version (both figures, the difference, its CI, forced or not).
 
     Raises:
         TrackingError: the champion could not be looked up or the alias not set (nothing promoted).
@@ -515,10 +555,28 @@ def promote_if_better(name: str, version: str, kappa: float, force: bool) -> boo
 
     with server_errors(f"looking up the champion of {name} (nothing promoted)"):
         client = mlflow.MlflowClient()
-        promoted = should_promote(kappa, champion_kappa(client, name), force)
-        if promoted:
+        current = champion_version(client, name)
+    comparison = compare(current) if current is not None and current != str(version) else None
+    decision = decide(comparison, promotion.margin, force)
+    with server_errors(f"recording the promotion decision of {name} version {version}"):
+        for key, value in decision.tags().items():
+            client.set_model_version_tag(name, version, key, value)
+        if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, version)
-    return promoted
+    logger.info("%s version %s: %s", name, version, decision.reason)
+    return decision
+
+
+def _log_decision(run_id: str, decision: PromotionDecision) -> None:
+    """The promotion decision on the register run: its figures as metrics, the decision and reason as tags."""
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+
+    with server_errors("logging the promotion decision"):
+        client = mlflow.MlflowClient()
+        for metric, figure in decision.metrics().items():
+            client.log_metric(run_id, metric, figure)
+        for tag, text in decision.tags().items():
+            client.set_tag(run_id, tag, text)
 
 
 def _publish_card(card: ModelCard, name: str, logged: LoggedModel, promoted: bool, out: Path | None) -> None:
