@@ -1,0 +1,106 @@
+"""Does the heatmap point at the finding? Localisation measured against true boxes (pure).
+
+Per abnormal image with at least one true box (the phantoms' planted findings, FracAtlas's or
+GRAZPEDWRI-DX's boxes, scaled to the heatmap's grid):
+
+- pointing game: the heatmap's maximum falls inside a true box (a hit);
+- box sensitivity at IoU ≥ t: the share of true boxes some predicted box overlaps by at least t;
+- false positives per image at IoU ≥ t: predicted boxes that overlap no true box by t (normal
+  images count here too: every box on them is a false positive);
+- mean IoU: each true box's best IoU with a predicted box, averaged.
+
+:func:`image_record` scores one image; :func:`localization_summary` aggregates records per body
+part and overall with patient-level bootstrap CIs (:func:`mura.evaluation.metrics.bootstrap_ci`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from mura.evaluation.metrics import bootstrap_ci
+from mura.modeling.boxes import Box, iou
+
+__all__ = ["IOU_LEVELS", "LOCALIZATION_METRICS", "image_record", "localization_summary", "pointing_hit"]
+
+IOU_LEVELS = (0.1, 0.3)
+LOCALIZATION_METRICS = (
+    "pointing",
+    *(f"sensitivity_iou{t}" for t in IOU_LEVELS),
+    *(f"fp_per_image_iou{t}" for t in IOU_LEVELS),
+    "mean_iou",
+)
+TruthBox = tuple[float, float, float, float]
+
+
+def pointing_hit(heat: np.ndarray, truth: Sequence[TruthBox]) -> bool:
+    """Whether the heatmap's maximum (the first, in row order, on ties) lies inside one of the true boxes."""
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in truth)
+
+
+def image_record(heat: np.ndarray, truth: Sequence[TruthBox], predicted: Sequence[Box]) -> dict[str, float]:
+    """One image's counts: true boxes, hits of the pointing game, matched true boxes and false positives per IoU level.
+
+    Args:
+        heat: the image's heatmap (H, W).
+        truth: its true boxes on the heatmap's grid (empty for a normal image).
+        predicted: the boxes the model drew on it at one operating point.
+    """
+    record: dict[str, float] = {"truths": float(len(truth)), "boxes": float(len(predicted))}
+    record["pointing"] = float(pointing_hit(heat, truth)) if truth else float("nan")
+    best = [max((iou(p, t) for p in predicted), default=0.0) for t in truth]
+    record["iou_sum"] = float(sum(best))
+    for level in IOU_LEVELS:
+        record[f"matched_iou{level}"] = float(sum(b >= level for b in best))
+        record[f"fp_iou{level}"] = float(sum(all(iou(p, t) < level for t in truth) for p in predicted))
+    return record
+
+
+def _aggregate(records: pd.DataFrame, rows: np.ndarray) -> dict[str, float]:
+    part = records.iloc[rows]
+    truths = part["truths"].sum()
+    with_truth = part[part["truths"] > 0]
+    out = {"pointing": float(with_truth["pointing"].mean()) if len(with_truth) else float("nan")}
+    for level in IOU_LEVELS:
+        out[f"sensitivity_iou{level}"] = float(part[f"matched_iou{level}"].sum() / truths) if truths else float("nan")
+        out[f"fp_per_image_iou{level}"] = float(part[f"fp_iou{level}"].mean()) if len(part) else float("nan")
+    out["mean_iou"] = float(part["iou_sum"].sum() / truths) if truths else float("nan")
+    return out
+
+
+def localization_summary(records: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Per ``body_part`` and ``all``: the :data:`LOCALIZATION_METRICS` with patient-bootstrap CIs (pure).
+
+    Args:
+        records: one row per image: ``patient_id``, ``body_part`` and :func:`image_record`'s columns
+            (optionally ``operating_point``: then one summary per point).
+        n_resamples, seed, level: the bootstrap's.
+
+    Returns:
+        One row per (operating point,) group: ``images``, ``truths`` and each metric with ``_ci_low``/``_ci_high``.
+    """
+    keys = ["operating_point"] if "operating_point" in records else []
+    rows = []
+    for point_key, by_point in records.groupby(keys, sort=True) if keys else [((), records)]:
+        groups = [("all", by_point), *((str(part), frame) for part, frame in by_point.groupby("body_part", sort=True))]
+        for group, frame in groups:
+            frame = frame.reset_index(drop=True)
+            row: dict[str, object] = dict(zip(keys, point_key if isinstance(point_key, tuple) else (point_key,), strict=True))
+            row |= {"group": group, "images": len(frame), "truths": int(frame["truths"].sum())}
+            row |= _aggregate(frame, np.arange(len(frame)))
+            cis = bootstrap_ci(
+                frame["patient_id"].to_numpy(),
+                partial(_aggregate, frame),
+                LOCALIZATION_METRICS,
+                n_resamples,
+                seed,
+                level,
+            )
+            for name, (low, high) in cis.items():
+                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
+            rows.append(row)
+    return pd.DataFrame(rows)

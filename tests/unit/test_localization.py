@@ -1,0 +1,76 @@
+"""Boxes from heatmaps at two operating points, and localisation measured against true boxes (pure)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mura.evaluation.localization import LOCALIZATION_METRICS, image_record, localization_summary, pointing_hit
+from mura.modeling.boxes import Box, boxes_from_heatmap, iou, study_boxes
+
+
+def _heat(size: int = 32) -> np.ndarray:
+    """Two blobs: a strong one at rows 4-9, cols 20-27 (peak 0.9), a weaker one at rows 20-25, cols 2-7 (peak 0.6)."""
+    heat = np.zeros((size, size))
+    heat[4:10, 20:28] = 0.8
+    heat[6, 23] = 0.9
+    heat[20:26, 2:8] = 0.6
+    heat[30, 30] = 0.7  # a one-pixel speck
+    return heat
+
+
+def test_boxes_are_the_regions_above_the_level_best_first() -> None:
+    boxes = boxes_from_heatmap(_heat(), 0.5)
+    assert boxes == [Box(20, 4, 28, 10, 0.9), Box(2, 20, 8, 26, 0.6)]  # the speck is below min_area
+    assert boxes_from_heatmap(_heat(), 0.7) == [Box(20, 4, 28, 10, 0.9)]  # a higher level: fewer, tighter regions
+    assert boxes_from_heatmap(_heat(), 0.95) == [] and boxes_from_heatmap(_heat(), 0.5, max_boxes=1) == boxes[:1]
+    assert boxes_from_heatmap(_heat(), 0.5) == boxes  # deterministic
+
+
+def test_a_box_scales_to_the_image_and_iou_is_symmetric() -> None:
+    box = Box(20, 4, 28, 10, 0.9)
+    assert box.scaled((32, 32), (320, 160)) == Box(100, 40, 140, 100, 0.9)
+    assert box.contains(20, 4) and not box.contains(28, 10)
+    assert iou(box, (20, 4, 28, 10)) == 1.0 and iou(box, (0, 0, 2, 2)) == 0.0
+    assert iou(box, (24, 4, 32, 10)) == pytest.approx(iou((24, 4, 32, 10), box)) == pytest.approx(24 / 72)
+
+
+def test_study_boxes_only_at_the_points_the_study_passes() -> None:
+    thresholds = {"default": 0.5, "high_sensitivity": 0.3, "high_specificity": 0.8}
+    levels = {"high_sensitivity": 0.5, "high_specificity": 0.7}
+    between = study_boxes([_heat(), _heat()], 0.6, thresholds, levels)
+    assert [len(v) for v in between["high_sensitivity"]] == [2, 2] and between["high_specificity"] == [[], []]
+    above = study_boxes([_heat()], 0.85, thresholds, levels)
+    assert above["high_specificity"] == [[Box(20, 4, 28, 10, 0.9)]]
+    assert study_boxes([_heat()], 0.1, thresholds, levels) == {"high_sensitivity": [[]], "high_specificity": [[]]}
+
+
+def test_pointing_and_the_image_record() -> None:
+    heat = _heat()
+    assert pointing_hit(heat, [(18, 2, 30, 12)]) and not pointing_hit(heat, [(0, 18, 10, 28)])
+    predicted = boxes_from_heatmap(heat, 0.5)
+    record = image_record(heat, [(20, 4, 28, 10)], predicted)
+    assert record["pointing"] == 1.0 and record["matched_iou0.3"] == 1.0 and record["fp_iou0.3"] == 1.0  # the weak blob
+    assert record["iou_sum"] == 1.0
+    normal = image_record(heat, [], predicted)
+    assert math.isnan(normal["pointing"]) and normal["fp_iou0.1"] == 2.0 and normal["truths"] == 0.0
+
+
+def test_the_summary_has_every_metric_with_a_ci_per_body_part() -> None:
+    heat, predicted = _heat(), boxes_from_heatmap(_heat(), 0.5)
+    rows = []
+    for k in range(12):
+        truth = [(20, 4, 28, 10)] if k % 3 else [(0, 28, 4, 32)]  # every third image: the heatmap misses
+        rows.append(
+            {"patient_id": f"p{k}", "body_part": "XR_WRIST" if k < 6 else "XR_HAND", **image_record(heat, truth, predicted)}
+        )
+    summary = localization_summary(pd.DataFrame(rows), n_resamples=200).set_index("group")
+    assert set(summary.index) == {"all", "XR_WRIST", "XR_HAND"}
+    overall = summary.loc["all"]
+    assert overall["pointing"] == pytest.approx(8 / 12) and overall["sensitivity_iou0.1"] == pytest.approx(8 / 12)
+    assert overall["fp_per_image_iou0.1"] == pytest.approx((8 * 1 + 4 * 2) / 12)
+    for name in LOCALIZATION_METRICS:
+        assert overall[f"{name}_ci_low"] <= overall[name] <= overall[f"{name}_ci_high"], name
