@@ -164,6 +164,15 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class LocalizeParams:
+    """``localize:`` section: the box levels and the localisation measured on annotated images."""
+
+    annotations: tuple[str, ...] = ()  # COCO files beyond the phantoms' (data.mura_dir/synthetic_findings.coco.json)
+    # The heat levels of the boxes where no annotated image can choose them (e.g. MURA alone: no boxes).
+    default_levels: dict[str, float] = field(default_factory=lambda: {"high_sensitivity": 0.5, "high_specificity": 0.7})
+
+
+@dataclass(frozen=True)
 class PromotionParams:
     """``register.promotion``: champion vs challenger, scored on the same test studies (mura.packaging.promotion)."""
 
@@ -216,6 +225,7 @@ class Params:
     ensemble: EnsembleParams = field(default_factory=EnsembleParams)
     calibrate: CalibrateParams = field(default_factory=CalibrateParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    localize: LocalizeParams = field(default_factory=LocalizeParams)
     register: RegisterParams = field(default_factory=RegisterParams)
     serve: ServeParams = field(default_factory=ServeParams)
 

@@ -105,6 +105,14 @@ def test_mlflow_runs_and_registry(workspace: Path) -> None:
     assert "SYNTHETIC" in (version.description or "")
 
 
+def _register_run_metrics(ws: Path) -> dict[str, float]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
+    version = client.get_model_version("mura-ensemble", "1")
+    return dict(client.get_run(str(version.run_id)).data.metrics)
+
+
 def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
     valid = pd.read_csv(workspace / "reports/predictions/valid.csv")
     assert {"p_tiny_a", "p_tiny_b", "p_ensemble"} <= set(valid.columns)
@@ -147,6 +155,20 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
     kappa = metrics["test"]["ensemble"]["study"]["default"]["kappa"]
     assert card["evaluation"]["operating_points"]["default"]["kappa"]["value"] == pytest.approx(kappa)
     assert "# Model card: mura-ensemble version 1" in (workspace / "reports/model_card.md").read_text()
+    # Localisation: the box levels chosen on valid against the phantoms' planted boxes, measured on test.
+    located = json.loads((workspace / "reports/localization.json").read_text())
+    assert located["measured"] and set(located["chosen_on"]) == {"high_sensitivity", "high_specificity"}
+    assert all(how == "valid" or how.startswith("default") for how in located["chosen_on"].values())
+    assert set(located["test"]) == {"high_sensitivity", "high_specificity"}
+    assert "operating_point" not in located["test"]["high_sensitivity"]
+    levels = located["levels"]
+    assert set(levels) == {"high_sensitivity", "high_specificity"} and levels["high_sensitivity"] <= levels["high_specificity"]
+    loc_table = pd.read_csv(workspace / "reports/localization.csv")
+    assert {"pointing", "pointing_ci_low", "sensitivity_iou0.1", "fp_per_image_iou0.3", "mean_iou"} <= set(loc_table.columns)
+    assert "all" in set(loc_table["group"]) and (workspace / "reports/plots/localization_cases.png").stat().st_size > 1000
+    assert card["localization"]["levels"] == levels and "## Localisation" in (workspace / "reports/model_card.md").read_text()
+    runs = _register_run_metrics(workspace)
+    assert any(key.startswith("loc_high_sensitivity_pointing") for key in runs)
 
 
 def test_dvc_plots_draw_a_line_per_model(workspace: Path) -> None:

@@ -129,7 +129,9 @@ def stages() -> dict[str, dict[str, Any]]:
 
 def test_every_stage_is_checked(stages: dict[str, dict[str, Any]]) -> None:
     names = {n.split("@")[0] for n in stages}
-    assert names == {"ingest", "split", "class_weights", "train", "ensemble", "calibrate", "evaluate", "register", "serve"}
+    assert names == {
+        "ingest", "split", "class_weights", "train", "ensemble", "calibrate", "localize", "evaluate", "register", "serve",
+    }  # fmt: skip
     assert sum(n.startswith("train@") for n in stages) == 4
 
 
@@ -195,7 +197,9 @@ NOT_FOR_TRAINING = (
 )
 
 
-@pytest.mark.parametrize("stage_name", ["ingest", "split", "class_weights", "train", "ensemble", "calibrate", "evaluate"])
+@pytest.mark.parametrize(
+    "stage_name", ["ingest", "split", "class_weights", "train", "ensemble", "calibrate", "localize", "evaluate"]
+)
 def test_no_training_stage_depends_on_serving_apps_or_operations(stage_name: str) -> None:
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     stage = dvc["stages"][stage_name]

@@ -74,3 +74,30 @@ def test_the_summary_has_every_metric_with_a_ci_per_body_part() -> None:
     assert overall["fp_per_image_iou0.1"] == pytest.approx((8 * 1 + 4 * 2) / 12)
     for name in LOCALIZATION_METRICS:
         assert overall[f"{name}_ci_low"] <= overall[name] <= overall[f"{name}_ci_high"], name
+
+
+def test_a_served_answer_carries_each_views_boxes_in_its_own_pixels() -> None:
+    import dataclasses
+
+    from mura.runtime.predictor import ViewResult, view_boxes
+    from mura.runtime.served_config import ServingConfig
+
+    config = ServingConfig(
+        variants=("a",),
+        variant_weights={"a": 1.0},
+        thresholds={"default": 0.5, "high_sensitivity": 0.3, "high_specificity": 0.8},
+        operating_point="default",
+        image_size=32,
+        resize="stretch",
+        max_pixels=10**6,
+        serve_batch_size=1,
+        synthetic_data=True,
+        box_levels={"high_sensitivity": 0.5, "high_specificity": 0.7},
+    )
+    view = ViewResult("v1", 0.9, {"a": 0.9}, "png", np.zeros((320, 160), np.uint8), heatmaps={"ensemble": _heat()})
+    found = view_boxes(config, 0.9, [view])
+    assert found["high_specificity"] == [[Box(100, 40, 140, 100, 0.9)]]  # (20, 4, 28, 10) on 32² → the 160×320 view
+    assert len(found["high_sensitivity"][0]) == 2
+    assert view_boxes(config, 0.5, [view])["high_specificity"] == [[]]  # below the specific threshold: no solid box
+    assert view_boxes(dataclasses.replace(config, box_levels={}), 0.9, [view]) == {}  # a model without levels: none
+    assert view_boxes(config, 0.9, [dataclasses.replace(view, heatmaps={})]) == {}  # no heatmaps asked: none

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -124,8 +125,8 @@ def test_a_card_written_before_it_was_typed_still_loads() -> None:
         "runtimes": {"runtime": model["runtime"], "allowed_precisions": model["allowed_precisions"]},
     }
     old |= {"schema": "mura-model-card/1", "evaluation": {}}
-    del old["schema_version"]
-    assert ModelCard.from_dict(old) == card
+    del old["schema_version"], old["localization"]  # version 1 had no localisation
+    assert ModelCard.from_dict(old) == dataclasses.replace(card, schema_version=1)
 
 
 @pytest.mark.parametrize(
@@ -133,10 +134,26 @@ def test_a_card_written_before_it_was_typed_still_loads() -> None:
     [
         ({"intended_use": {"purpose": "x", "users": "all"}}, r"model card\.intended_use\.users' = 'all': expected a list"),
         ({"synthetic_data": "yes"}, r"model card\.synthetic_data"),
-        ({"schema_version": 2}, "model card schema version 2: .* upgrade mura"),
+        ({"schema_version": 3}, "model card schema version 3: .* upgrade mura"),
     ],
 )
 def test_a_wrong_card_names_the_field(change: dict, message: str) -> None:
     card = build_model_card(_config(), "mura-ensemble", IMAGES, pd.DataFrame())
     with pytest.raises(ConfigError, match=message):
         ModelCard.from_dict({**json.loads(json.dumps(card.to_dict())), **change})
+
+
+def test_the_card_says_how_well_the_boxes_point() -> None:
+    record = {
+        "levels": {"high_sensitivity": 0.45, "high_specificity": 0.7},
+        "measured": True,
+        "test": {"high_sensitivity": {"pointing": 0.72, "pointing_ci_low": 0.6, "pointing_ci_high": 0.8, "mean_iou": 0.31}},
+    }
+    card = build_model_card(_config(), "mura-ensemble", IMAGES, pd.DataFrame(), localization=record)
+    text = render_model_card(card)
+    assert card.localization == record and "## Localisation" in text and "0.720 [0.600, 0.800]" in text
+    assert "chosen on the validation split" in text and "high_sensitivity 0.45" in text
+    unmeasured = render_model_card(
+        build_model_card(_config(), "m", IMAGES, pd.DataFrame(), localization={"levels": {"high_specificity": 0.7}})
+    )
+    assert "no annotated boxes" in unmeasured

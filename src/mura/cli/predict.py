@@ -51,7 +51,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     try:
         decoded = predictor.decode_views(files)
-        result = predictor.predict_decoded(decoded, args.body_part, heatmaps=bool(args.heatmaps))
+        result = predictor.predict_decoded(decoded, args.body_part, heatmaps=bool(args.heatmaps) or args.boxes)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     audit_dir = runtime_settings().audit_dir
@@ -69,6 +69,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return
+    _print_table(result)
+
+
+def _print_table(result: Any) -> None:
+    """The study's answer as lines for a terminal: label, each view's probabilities, boxes, warnings."""
     if result.synthetic_data:
         print("NOTE: this model was trained on SYNTHETIC data; the output is not clinical.")
     print(
@@ -83,6 +88,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
             + f"{view.probability:.3f}     "
             + "  ".join(f"{view.variants[n]:.3f}".ljust(14) for n in names)
         )
+    for point, per_view in result.boxes.items():
+        style = "dotted" if point == "high_sensitivity" else "solid"
+        for view, boxes in zip(result.views, per_view, strict=True):
+            for box in boxes:
+                print(f"box ({point}, {style}) {view.name}: x {box.x0}-{box.x1}, y {box.y0}-{box.y1}, peak {box.score:.2f}")
     for warning in result.warnings:
         print(f"WARNING: {warning}")
     print("Pre-screening aid, not a diagnosis: a radiologist must review.")
@@ -101,5 +111,10 @@ def add_commands(sub: Any) -> None:
     add_tracking_option(predict)
     predict.add_argument("--body-part", default=None, help="e.g. XR_WRIST (default: DICOM tag when present)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument(
+        "--boxes",
+        action="store_true",
+        help="also the boxes where the model looks (dotted: high-sensitivity point, solid: high-specificity), per view",
+    )
     predict.add_argument("--heatmaps", metavar="DIR", default=None, help="write Grad-CAM overlays (per model and ensemble) here")
     predict.set_defaults(func=cmd_predict)

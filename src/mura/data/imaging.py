@@ -146,6 +146,28 @@ def resize_gray(gray: np.ndarray, image_size: int, policy: ResizePolicy = "stret
     raise ValueError(f"unknown resize policy {policy!r} (expected 'stretch' or 'pad')")
 
 
+def box_to_grid(
+    box: tuple[float, float, float, float], shape: tuple[int, int], image_size: int, policy: ResizePolicy = "stretch"
+) -> tuple[float, float, float, float]:
+    """Where a box of an image lands in its resized square (:func:`resize_gray`'s geometry) (pure).
+
+    Args:
+        box: ``(x0, y0, x1, y1)`` in the image's pixels (x1/y1 exclusive).
+        shape: the image's ``(height, width)``.
+        image_size: the square's side.
+        policy: ``stretch`` or ``pad``, as the image was resized.
+    """
+    height, width = shape
+    x0, y0, x1, y1 = box
+    if policy == "stretch":
+        sx, sy = image_size / width, image_size / height
+        return x0 * sx, y0 * sy, x1 * sx, y1 * sy
+    scale = image_size / max(height, width)
+    left = (image_size - max(1, round(width * scale))) // 2
+    top = (image_size - max(1, round(height * scale))) // 2
+    return left + x0 * scale, top + y0 * scale, left + x1 * scale, top + y1 * scale
+
+
 def dhash(gray: np.ndarray, hash_size: int = 8) -> int:
     """Difference hash: a 64-bit perceptual hash robust to small edits.
 

@@ -101,8 +101,12 @@ def build_model_card(
     table: pd.DataFrame,
     architectures: dict[str, str] | None = None,
     lineage: dict[str, Any] | None = None,
+    localization: dict[str, Any] | None = None,
 ) -> ModelCard:
     """The card (pure).
+
+    Long on purpose: one declarative constructor, section by section in the card's order; what a
+    section computes is in its own function.
 
     Args:
         config: the served configuration (variants, weights, calibrator, operating points,
@@ -112,7 +116,9 @@ def build_model_card(
         table: the ``evaluate`` stage's ``per_body_part.csv``.
         architectures: variant → architecture (``models.<variant>.arch``), when known.
         lineage: run id, registered version and anything else that locates the model.
+        localization: the ``localize`` stage's record (``reports/localization.json``).
     """
+    localization = localization or {}
     parts = ", ".join(p.removeprefix("XR_").lower() for p in BODY_PARTS)
     return ModelCard(
         model_name=model_name,
@@ -129,7 +135,7 @@ def build_model_card(
             "modalities other than radiographs (CT, MR, ultrasound, …): answered with a scope warning",
             f"body parts other than the seven upper-extremity regions ({parts}): answered with a scope warning",
             "children's radiographs, unless the training data included them (MURA's did not label age)",
-            "localisation: the heatmaps are a visual aid, not a detection of where a finding is",
+            "localisation as a diagnosis: the boxes show where the model looked, measured only where annotated boxes exist",
             *(["ANY clinical use: this version was trained on synthetic phantoms"] if config.synthetic_data else []),
         ),
         training_data=_data_section(images, config.dataset_fingerprint),
@@ -149,6 +155,7 @@ def build_model_card(
             chosen_on="validation studies, on the calibrated probability",
         ),
         evaluation=_evaluation_section(table),
+        localization=localization,
         limitations=(
             "Evaluated on the test split of the same datasets it was trained on; performance on another "
             "hospital's equipment and population is unknown until measured there (watch the drift reports).",
@@ -173,6 +180,29 @@ def _fmt(value: Any) -> str:
             return "–"
         return f"{v:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _localization_lines(record: dict[str, Any]) -> list[str]:
+    """The card's "Localisation" section: the box levels and, when measured, the test figures with CIs."""
+    if not record:
+        return []
+    levels = ", ".join(f"{point} {level:.2f}" for point, level in record.get("levels", {}).items())
+    lines = ["## Localisation", "", f"Boxes: connected regions of the ensemble's heatmap above a heat level ({levels}), "]
+    if not record.get("measured"):
+        lines[-1] += "set by default: no annotated boxes to choose or measure them on."
+        return [*lines, ""]
+    how = set(record.get("chosen_on", {}).values()) if isinstance(record.get("chosen_on"), dict) else {"valid"}
+    lines[-1] += "chosen on the validation split's annotated boxes." if how == {"valid"} else f"chosen: {'; '.join(sorted(how))}."
+    lines += ["", "| Operating point | Pointing game | Box sensitivity (IoU ≥ 0.1) | False boxes per image | Mean IoU |"]
+    lines.append("|---|---|---|---|---|")
+    for point, row in record.get("test", {}).items():
+
+        def cell(name: str, row: dict[str, Any] = row) -> str:
+            return _fmt({"value": row.get(name), "ci_low": row.get(f"{name}_ci_low"), "ci_high": row.get(f"{name}_ci_high")})
+
+        cells = " | ".join(cell(name) for name in ("pointing", "sensitivity_iou0.1", "fp_per_image_iou0.1", "mean_iou"))
+        lines.append(f"| {point} | {cells} |")
+    return [*lines, ""]
 
 
 def _training_data_lines(data: TrainingData) -> list[str]:
@@ -303,6 +333,7 @@ def render_model_card(card: ModelCard) -> str:
     lines += _model_lines(card.model)
     lines += _operating_point_lines(card.operating_points)
     lines += _evaluation_lines(card.evaluation)
+    lines += _localization_lines(card.localization)
     lines += ["## Limitations", "", *(f"- {item}" for item in card.limitations), ""]
     lines += ["## Lineage", "", *(f"- {k.replace('_', ' ')}: `{v}`" for k, v in card.lineage.items()), ""]
     return "\n".join(lines)

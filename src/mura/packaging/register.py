@@ -16,7 +16,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
@@ -126,6 +126,7 @@ class RegisterPaths:
         per_body_part: the evaluation table (validation metrics shown in the UI).
         predictions: the ``ensemble`` stage's predictions (Keras reference of the precision check).
         figures: ``evaluate`` figures logged with the model (the reliability diagrams).
+        localization: the ``localize`` stage's record (box levels, test localisation); None or missing: none.
         model_card: where the model card's Markdown is written (its JSON beside it); None: not written.
         out: the stage's record (registered version, champion, precision), written by the stage script.
     """
@@ -138,7 +139,12 @@ class RegisterPaths:
     pixels: Path = Layout.PIXELS
     per_body_part: Path | None = Layout.PER_BODY_PART
     predictions: Path | None = Layout.PREDICTIONS
-    figures: tuple[Path, ...] = (Path("reports/plots/reliability.png"), Path("reports/plots/reliability_per_body_part.png"))
+    figures: tuple[Path, ...] = (
+        Path("reports/plots/reliability.png"),
+        Path("reports/plots/reliability_per_body_part.png"),
+        Path("reports/plots/localization_cases.png"),
+    )
+    localization: Path | None = Path("reports/localization.json")
     model_card: Path | None = Path("reports/model_card.md")
     out: Path = Path("reports/register.json")
 
@@ -228,6 +234,7 @@ class PipelineOutputs:
         pixels: the cache (memory-mapped).
         valid: the ensemble stage's validation predictions (None when absent).
         paths: where they were read from (figures, model card).
+        localization: the ``localize`` stage's record (empty when absent).
     """
 
     variant_files: dict[str, Path]
@@ -240,6 +247,7 @@ class PipelineOutputs:
     pixels: np.ndarray
     valid: pd.DataFrame | None
     paths: RegisterPaths
+    localization: dict[str, Any] = field(default_factory=dict)
 
     def rows_of(self, image_ids: Sequence[str] | pd.Series) -> np.ndarray:
         """The cache rows of ``image_ids``, in their order."""
@@ -270,6 +278,7 @@ def read_pipeline_outputs(variants: Sequence[str], paths: RegisterPaths) -> Pipe
         pixels=np.load(paths.pixels, mmap_mode="r"),
         valid=pd.read_csv(valid_csv) if valid_csv is not None and valid_csv.is_file() else None,
         paths=paths,
+        localization=json.loads(loc.read_text()) if (loc := paths.localization) is not None and loc.is_file() else {},
     )
 
 
@@ -321,7 +330,8 @@ def build_package(outputs: PipelineOutputs, export: ExportedVariants, settings: 
     """The served configuration, the tags, the model card and the artifact files (written into ``folder``)."""
     config = serving_config(outputs, export, settings)
     tags = version_tags(config, outputs.provenance, outputs.kappa)
-    card = build_model_card(config, settings.params.model_name, outputs.images, outputs.table, settings.architectures)
+    name, architectures = settings.params.model_name, settings.architectures
+    card = build_model_card(config, name, outputs.images, outputs.table, architectures, localization=outputs.localization)
     artifacts = _write_artifacts(folder, config, card, _reference(outputs, config))
     if export.optimized is not None:  # the .keras files go beside the pyfunc, fetched only by the Keras runtime
         artifacts[OPTIMIZED_ARTIFACT] = str(export.optimized)
@@ -362,6 +372,7 @@ def serving_config(outputs: PipelineOutputs, export: ExportedVariants, settings:
         optimized_precision=check.precision if check is not None else "f32",
         allowed_precisions=check.allowed if check is not None else ("f32",),
         precision_check=check,
+        box_levels=dict(outputs.localization.get("levels", {})),
     )
 
 
@@ -459,11 +470,22 @@ def log_package(name: str, package: Package, outputs: PipelineOutputs) -> Logged
         # the logged model in the same call. Logged after the model: log_model links every metric the run
         # already has to the model by asking the server for each one's history (one request per metric,
         # ~125 in the tests: 66 s of the stage against a team server that hashed the password of every request).
-        mlflow.log_metrics({"val_kappa_study": outputs.kappa, **run_metrics(outputs.metrics)}, model_id=info.model_id)
+        figures = {"val_kappa_study": outputs.kappa, **run_metrics(outputs.metrics), **localization_metrics(outputs.localization)}
+        mlflow.log_metrics(figures, model_id=info.model_id)
         for figure in paths.figures:
             if figure.exists():
                 mlflow.log_artifact(str(figure), artifact_path="evaluation")
     return LoggedModel(run.info.run_id, str(info.registered_model_version))
+
+
+def localization_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The ``localize`` stage's test figures as run metrics: ``loc_<point>_<metric>`` (pure; empty when not measured)."""
+    out = {}
+    for point, figures in (record.get("test") or {}).items():
+        for name, value in figures.items():
+            if isinstance(value, (int, float)) and not name.endswith(("_ci_low", "_ci_high")) and math.isfinite(value):
+                out[f"loc_{point}_{name}"] = float(value)
+    return out
 
 
 def _register_version(

@@ -7,8 +7,9 @@ process (the web UI's "About this model"). A card that lacks a field, has one of
 or comes from a newer version is refused with one line naming the source and the field.
 
 Versions:
-    1: this version. Cards written before it carried ``"schema": "mura-model-card/1"`` instead of
+    1: cards written before it carried ``"schema": "mura-model-card/1"`` instead of
        ``schema_version``, and ``{}`` for an absent evaluation; both still load.
+    2: this version: ``localization``, the ``localize`` stage's box levels and test figures.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = [
     "TrainingData",
 ]
 
-CARD_SCHEMA = 1
+CARD_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class ModelCard:
         intended_use, out_of_scope, limitations: what it is for and not for.
         training_data, model, operating_points: what it learned from, what it is, how it decides.
         evaluation: the test figures (None before an evaluation exists).
+        localization: the box levels and, where annotated boxes exist, the test localisation figures
+            (``reports/localization.json``); empty before the ``localize`` stage.
         lineage: commit, package version, schema versions, fingerprint, run id, registered version.
         schema_version: this contract's version.
     """
@@ -120,6 +123,7 @@ class ModelCard:
     limitations: tuple[str, ...]
     lineage: dict[str, Any]
     evaluation: Evaluation | None = None
+    localization: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA
 
     def __post_init__(self) -> None:

@@ -25,7 +25,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from mura.data.imaging import ImageDecodeError, resize_gray
 from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload, decode_upload
-from mura.modeling.averaging import prob_column
+from mura.modeling.averaging import ENSEMBLE, prob_column
+from mura.modeling.boxes import Box, study_boxes
 from mura.runtime.card_schema import ModelCard
 from mura.runtime.served_config import ServingConfig
 from mura.runtime.service import EnsembleService
@@ -75,6 +76,8 @@ class StudyResult:
     body_part: str | None
     synthetic_data: bool
     probability_raw: float | None = None  # the uncalibrated study probability (audit); None: same as probability
+    # Box operating point -> each view's boxes in that view's own pixels (empty without heatmaps or box levels).
+    boxes: dict[str, list[list[Box]]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
@@ -110,6 +113,11 @@ class StudyResult:
                 }
                 for v in self.views
             ],
+            **(
+                {"boxes": {p: [[b.to_dict() for b in view] for view in per_view] for p, per_view in self.boxes.items()}}
+                if self.boxes
+                else {}
+            ),
         }
 
 
@@ -237,7 +245,7 @@ class Predictor:
         """
         maps = self.heatmaps(np.stack([upload.pixels for _, upload in decoded]))
         views = [dataclasses.replace(view, heatmaps={k: v[i] for k, v in maps.items()}) for i, view in enumerate(result.views)]
-        return dataclasses.replace(result, views=views)
+        return dataclasses.replace(result, views=views, boxes=view_boxes(self.config, result.probability, views))
 
 
 def study_result(
@@ -275,6 +283,7 @@ def study_result(
     thresholds = {k: float(v) for k, v in config.thresholds.items()}
     part = normalize_body_part(body_part or next((u.body_part for _, u in decoded if u.body_part), None))
     return StudyResult(
+        boxes=view_boxes(config, probability, view_results),
         probability=probability,
         labels={k: "abnormal" if probability >= t else "normal" for k, t in thresholds.items()},
         thresholds=thresholds,
@@ -285,6 +294,18 @@ def study_result(
         synthetic_data=config.synthetic_data,
         probability_raw=float(frame["study_probability_raw"].iloc[0]),
     )
+
+
+def view_boxes(config: ServingConfig, probability: float, views: Sequence[ViewResult]) -> dict[str, list[list[Box]]]:
+    """Each view's boxes at the box operating points, in the view's own pixels (empty without heatmaps or levels) (pure)."""
+    if not config.box_levels or not views or any(ENSEMBLE not in v.heatmaps for v in views):
+        return {}
+    heat = [v.heatmaps[ENSEMBLE] for v in views]
+    found = study_boxes(heat, probability, config.thresholds, config.box_levels)
+    return {
+        point: [[b.scaled(h.shape, v.gray.shape[:2]) for b in boxes] for boxes, h, v in zip(per_view, heat, views, strict=True)]
+        for point, per_view in found.items()
+    }
 
 
 def load_served_model(uri: str, tracking_uri: str | None, model_config: dict[str, Any]) -> tuple[Any, str]:

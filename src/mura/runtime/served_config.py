@@ -16,8 +16,10 @@ Versions:
     6: ``keras_variants_uri``, where the ``.keras`` files are when they are not among the
        pyfunc's artifacts (a model with an optimized artifact keeps them out, so a server on the
        optimized runtime does not copy them at every start). Loads.
-    7: this version: ``precision_check`` is a typed, versioned report
-       (:class:`~mura.runtime.precision_check.PrecisionCheck`), ``null`` without an optimized export.
+    7: ``precision_check`` is a typed, versioned report
+       (:class:`~mura.runtime.precision_check.PrecisionCheck`), ``null`` without an optimized export. Loads.
+    8: this version: ``box_levels``, the heat level of the boxes at each box operating point (the
+       ``localize`` stage's); older models draw no boxes.
 A model whose config has a newer version than this code reads fails with one
 line naming the version it needs.
 """
@@ -38,7 +40,7 @@ from mura.runtime.precision_check import PrecisionCheck
 
 __all__ = ["CONFIG_ARTIFACT", "SCHEMA_VERSION", "ServingConfig", "ValidationMetrics"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 CONFIG_ARTIFACT = "ensemble_config"  # the pyfunc artifact key (and file stem) of the config
 CARD_ARTIFACT = "model_card"  # the pyfunc artifact key (and file stem) of the model card's JSON
 
@@ -88,6 +90,8 @@ class ServingConfig:
         keras_variants_uri: MLflow artifact URI of the folder of ``<variant>.keras`` files the Keras
             runtime downloads when they are not among the pyfunc's artifacts (``runs:/<id>/keras``);
             empty: they are artifacts of the pyfunc.
+        box_levels: box operating point (``high_sensitivity``, ``high_specificity``) → the heat level its
+            boxes are cut at (:mod:`mura.modeling.boxes`); empty: no boxes.
         schema_version: version of this schema.
     """
 
@@ -111,6 +115,7 @@ class ServingConfig:
     precision_check: PrecisionCheck | None = None
     calibration: Calibrator = field(default_factory=Calibrator)
     keras_variants_uri: str = ""
+    box_levels: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -1,0 +1,245 @@
+"""Stage ``localize``: where the ensemble looks, against where the findings are, and the heat levels of its boxes.
+
+For the valid and test images whose dataset has boxes (the phantoms' planted findings,
+``synthetic_findings.coco.json`` beside MURA-v1.1's CSVs; FracAtlas's COCO file when present), the
+ensemble's Grad-CAM map (the mean of the variants', as served) is computed on the cached image and
+each true box is mapped onto the same grid. On **valid**, each box operating point's heat level is
+chosen: the level whose boxes best match the true ones (threat score: matched true boxes at
+IoU ≥ 0.1 over true boxes plus false boxes), boxes drawn only for studies that pass the point's
+threshold, the high-sensitivity level never above the high-specificity one. On **test**, with those
+levels: the pointing game, box sensitivity and false positives per image at IoU ≥ 0.1 and 0.3, mean
+IoU, per body part and overall with patient-bootstrap CIs (:mod:`mura.evaluation.localization`).
+
+Outputs: ``reports/localization.json`` (DVC metrics: the levels and the test figures),
+``reports/localization.csv`` (the table with CIs) and ``reports/plots/localization_cases.png``
+(the best and worst test cases). Without boxes anywhere (MURA itself has none) the levels are
+``localize.default_levels`` and the report says that nothing was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mura.config import EvaluateParams, LocalizeParams, ResizePolicy
+from mura.data.annotations import read_coco_boxes
+from mura.data.imaging import box_to_grid
+from mura.evaluation.localization import IOU_LEVELS, image_record, localization_summary
+from mura.evaluation.predict import model_paths
+from mura.modeling.averaging import prob_column
+from mura.modeling.boxes import BOX_POINTS, boxes_from_heatmap
+from mura.modeling.operating_points import OperatingPoints
+from mura.stage import Layout
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IOU_LEVELS", "LocalizePaths", "choose_level", "ensemble_heatmaps", "run_localize", "true_boxes"]
+
+CANDIDATE_LEVELS = tuple(round(x, 2) for x in np.arange(0.2, 0.96, 0.05))
+
+
+@dataclass(frozen=True)
+class LocalizePaths:
+    """What the ``localize`` stage reads and writes (defaults: the standard layout)."""
+
+    images: Path = Layout.IMAGES
+    split: Path = Layout.SPLIT
+    pixels: Path = Layout.PIXELS
+    models_dir: Path = Layout.MODELS
+    predictions: Path = Layout.PREDICTIONS
+    thresholds: Path = Layout.THRESHOLDS
+    annotations: tuple[Path, ...] = ()
+    report: Path = Path("reports/localization.json")
+    table: Path = Path("reports/localization.csv")
+    figure: Path = Path("reports/plots/localization_cases.png")
+
+
+def true_boxes(images: pd.DataFrame, annotation_files: Sequence[Path], image_size: int, resize: ResizePolicy) -> pd.Series:
+    """Each image's true boxes on the cache's grid, by ``image_id`` (only images an annotation file lists).
+
+    Annotation files name images by the path their dataset lists them under (images.csv's ``path``).
+    """
+    listed = []
+    for path in annotation_files:
+        if Path(path).is_file():
+            listed.append(read_coco_boxes(path))
+    if not listed:
+        return pd.Series(dtype=object)
+    boxes = pd.concat(listed, ignore_index=True)
+    by_path = images.set_index("path")["image_id"]
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    for row in boxes.itertuples(index=False):
+        image_id = by_path.get(row.file_name)
+        if image_id is None:
+            continue
+        found = out.setdefault(str(image_id), [])
+        if row.kind is not None and not pd.isna(row.kind):
+            found.append(box_to_grid((row.x0, row.y0, row.x1, row.y1), (row.height, row.width), image_size, resize))
+    return pd.Series(out, dtype=object)
+
+
+def ensemble_heatmaps(paths: Mapping[str, Path], pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The mean of the variants' Grad-CAM maps (what the served ensemble shows), (N, S, S) float32."""
+    from mura.modeling.gradcam import feature_model, gradcam  # lazy: Keras
+    from mura.modeling.inference import load_variants
+
+    models = load_variants(paths)
+    total = np.zeros(pixels.shape, np.float32)
+    for model in models.values():
+        features = feature_model(model)
+        for start in range(0, len(pixels), batch_size):
+            total[start : start + batch_size] += gradcam(model, np.asarray(pixels[start : start + batch_size]), features)
+    return total / max(1, len(models))
+
+
+def _records(heat: np.ndarray, truth: Sequence[list[Any]], passed: np.ndarray, level: float, frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for k in range(len(heat)):
+        predicted = boxes_from_heatmap(heat[k], level) if passed[k] else []
+        rows.append(image_record(heat[k], truth[k], predicted))
+    return pd.concat([frame.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+
+
+def choose_level(heat: np.ndarray, truth: Sequence[list[Any]], passed: np.ndarray, frame: pd.DataFrame) -> tuple[float, float]:
+    """The candidate level with the best threat score on these images (ties: the higher level), and that score (pure)."""
+    best = (CANDIDATE_LEVELS[-1], -1.0)
+    for level in CANDIDATE_LEVELS:
+        records = _records(heat, truth, passed, level, frame)
+        matched, truths, false = (records[c].sum() for c in ("matched_iou0.1", "truths", "fp_iou0.1"))
+        score = float(matched / (truths + false)) if truths + false else 0.0
+        if score >= best[1]:
+            best = (level, score)
+    return best
+
+
+def _study_passes(predictions: pd.DataFrame, points: OperatingPoints, variants: Sequence[str]) -> pd.DataFrame:
+    """Per image: whether its study's calibrated probability reaches each box point's threshold."""
+    weights = np.array([points.variant_weights[v] for v in variants], np.float64)
+    raw = predictions[[prob_column(v) for v in variants]].to_numpy(np.float64) @ (weights / weights.sum())
+    study_raw = pd.Series(raw, index=predictions.index).groupby(predictions["study_id"]).transform("mean")
+    calibrated = points.calibrator.apply(study_raw.to_numpy(np.float64))
+    return pd.DataFrame({p: calibrated >= points.thresholds[p] for p in BOX_POINTS if p in points.thresholds})
+
+
+def run_localize(
+    variants: Sequence[str],
+    params: LocalizeParams,
+    evaluate: EvaluateParams,
+    image_size: int,
+    resize: ResizePolicy,
+    paths: LocalizePaths,
+) -> dict[str, Any]:
+    """The ``localize`` stage (see the module docstring). Returns what ``reports/localization.json`` holds."""
+    images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id")
+    images["row"] = np.arange(len(images))
+    truth_of = true_boxes(images, paths.annotations, image_size, resize)
+    points = OperatingPoints.load(paths.thresholds)
+    report: dict[str, Any] = {
+        "levels": dict(params.default_levels),
+        "measured": False,
+        "chosen_on": dict.fromkeys(params.default_levels, "default (no annotated boxes)"),
+    }
+    summary = pd.DataFrame()
+    if len(truth_of):
+        pixels = np.load(paths.pixels, mmap_mode="r")
+        weights_paths = model_paths(variants, paths.models_dir)
+        per_split = {}
+        for split in ("valid", "test"):
+            predictions = pd.read_csv(paths.predictions / f"{split}.csv")
+            predictions = predictions[predictions["image_id"].astype(str).isin(truth_of.index)].reset_index(drop=True)
+            rows = images.set_index("image_id").loc[predictions["image_id"], "row"].to_numpy()
+            heat = ensemble_heatmaps(weights_paths, np.asarray(pixels[np.sort(rows)])[np.argsort(np.argsort(rows))])
+            per_split[split] = (predictions, heat, [truth_of[str(i)] for i in predictions["image_id"]])
+        valid, heat, truth = per_split["valid"]
+        passes = _study_passes(valid, points, variants)
+        levels, scores, chosen_on = {}, {}, {}
+        for point in passes.columns:
+            levels[point], scores[point] = choose_level(heat, truth, passes[point].to_numpy(), valid[["patient_id", "body_part"]])
+            chosen_on[point] = "valid"
+            if scores[point] <= 0.0 and point in params.default_levels:  # no level found a true box: nothing to choose from
+                levels[point], chosen_on[point] = params.default_levels[point], "default (no level matched a true box on valid)"
+        if "high_sensitivity" in levels and "high_specificity" in levels:
+            levels["high_sensitivity"] = min(levels["high_sensitivity"], levels["high_specificity"])
+        test, heat, truth = per_split["test"]
+        passes = _study_passes(test, points, variants)
+        tables = []
+        for point, level in levels.items():
+            records = _records(heat, truth, passes[point].to_numpy(), level, test[["patient_id", "body_part"]])
+            tables.append(records.assign(operating_point=point))
+        summary = localization_summary(pd.concat(tables, ignore_index=True), evaluate.bootstrap_resamples, 0, evaluate.ci_level)
+        report = {"levels": levels, "measured": True, "chosen_on": chosen_on, "valid_threat_score": scores}
+        report["test"] = _headline(summary)
+        _figure(test, heat, truth, levels, paths.figure, bool(images["synthetic"].any()))
+    else:
+        logger.warning("localize: no annotated images (no boxes for this data): default box levels, nothing measured")
+        _nothing_measured(paths.figure)
+    paths.table.parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(paths.table, index=False)
+    paths.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def _nothing_measured(out: Path) -> None:
+    """The figure's place when no image has boxes: a note, so the stage's outputs always exist."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 1.2))
+    ax.text(0.5, 0.5, "No annotated boxes in this data: localisation not measured", ha="center", va="center", fontsize=8)
+    ax.axis("off")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def _headline(summary: pd.DataFrame) -> dict[str, Any]:
+    """``{point: {metric: value, metric_ci_low, metric_ci_high, images}}`` of the ``all`` rows (the DVC metrics)."""
+    out: dict[str, Any] = {}
+    for row in summary[summary["group"] == "all"].to_dict("records"):
+        point = str(row.pop("operating_point"))
+        out[point] = {k: v for k, v in row.items() if k != "group" and not pd.isna(v)}
+    return out
+
+
+def _figure(
+    test: pd.DataFrame, heat: np.ndarray, truth: Sequence[list[Any]], levels: Mapping[str, float], out: Path, synthetic: bool
+) -> None:
+    """The three best and three worst test cases by IoU: heatmap, true box (green), boxes (dotted: sensitive, solid: specific)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    best_iou = []
+    for k in range(len(heat)):
+        boxes = boxes_from_heatmap(heat[k], min(levels.values()))
+        records = image_record(heat[k], truth[k], boxes) if truth[k] else {"iou_sum": np.nan, "truths": 0}
+        best_iou.append(records["iou_sum"] / records["truths"] if records["truths"] else np.nan)
+    order = [k for k in np.argsort(-np.nan_to_num(np.asarray(best_iou), nan=-1.0)) if not np.isnan(best_iou[k])]
+    cases = order[:3] + order[-3:] if len(order) > 6 else order
+    fig, axes = plt.subplots(1, max(1, len(cases)), figsize=(2.6 * max(1, len(cases)), 2.8), squeeze=False)
+    for ax, k in zip(axes[0], cases, strict=False):
+        ax.imshow(heat[k], cmap="jet", vmin=0, vmax=1)
+        for x0, y0, x1, y1 in truth[k]:
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", linewidth=1.5))
+        for point, style in (("high_sensitivity", ":"), ("high_specificity", "-")):
+            for box in boxes_from_heatmap(heat[k], levels.get(point, 1.1)):
+                rect = Rectangle((box.x0, box.y0), box.x1 - box.x0, box.y1 - box.y0, fill=False, color="white", linestyle=style)
+                ax.add_patch(rect)
+        ax.set_title(f"{test['body_part'].iloc[k].removeprefix('XR_').lower()} IoU {best_iou[k]:.2f}", fontsize=8)
+        ax.axis("off")
+    what = "SYNTHETIC phantoms" if synthetic else "test images"
+    fig.suptitle(f"{what}: best and worst test cases (green: truth; dotted/solid: the two operating points)", fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90, bbox_inches="tight")
+    plt.close(fig)
