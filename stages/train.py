@@ -21,6 +21,11 @@ def main() -> None:
 
     def model_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", required=True, help="variant name under models: in params.yaml")
+        parser.add_argument(
+            "--no-tracking",
+            action="store_true",
+            help="train and write the files without MLflow (a GPU node without it); the pipeline never sets it",
+        )
 
     args, paths = parse_stage_args(__doc__.splitlines()[0], TrainPaths, model_option)
     params = load_params(args.params)
@@ -28,7 +33,7 @@ def main() -> None:
     spec = VariantSpec.from_params(params, args.model)
     from mura.modeling.train import run_train  # lazy: imports Keras, after the cheap checks and the seed
 
-    run_train(spec, paths.for_variant(spec.name))
+    run_train(spec, paths.for_variant(spec.name), tracking=not args.no_tracking)
 
 
 if __name__ == "__main__":

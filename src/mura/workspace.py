@@ -10,17 +10,20 @@ It gets the repository's DVC remotes (``team``: docs/team.md), so
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
-from configobj import ConfigObj
 
 from mura.config import merge_params, parse_params
 from mura.deploy.processes import venv_program
 from mura.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 PIPELINE_FILES = ("dvc.yaml", "MLproject")
 PIPELINE_DIRS = ("stages", "src/mura")
@@ -65,6 +68,9 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
     if not (dest / "params.yaml").exists() or (dest / "params.yaml").read_text() != text:
         (dest / "params.yaml").write_text(text)
     (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("dvc") is None:  # a GPU node with Keras only: the stage scripts run by hand
+        logger.warning("DVC is not installed: %s is a workspace without DVC (run its stages/*.py directly)", dest)
+        return dest
     if not (dest / ".dvc").exists():
         subprocess.run([*venv_program("dvc"), "init", "--no-scm", "-q"], cwd=dest, check=True)
     copy_remotes(repo / ".dvc" / "config", dest / ".dvc" / "config")
@@ -78,6 +84,8 @@ def copy_remotes(source: Path, dest: Path) -> None:
 
     if not source.exists():
         return
+    from configobj import ConfigObj  # lazy: DVC's own dependency (a machine without DVC never gets here)
+
     src, out = ConfigObj(str(source)), ConfigObj(str(dest))
     changed = False
     for section in src.sections:
@@ -93,7 +101,9 @@ def copy_remotes(source: Path, dest: Path) -> None:
 
 
 def track_data(dest: Path, folder: str | Path) -> None:
-    """``dvc add`` a raw dataset folder, so a clone pulls the data its ``ingest`` stage reads."""
+    """``dvc add`` a raw dataset folder, so a clone pulls the data its ``ingest`` stage reads (nothing without DVC)."""
+    if not (Path(dest) / ".dvc").is_dir():  # a workspace made where DVC is not installed
+        return
     subprocess.run([*venv_program("dvc"), "add", "-q", str(folder)], cwd=dest, check=True)
 
 

@@ -47,9 +47,12 @@ class Adam(keras.optimizers.Adam):
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """One variable's update (TensorFlow ops when :meth:`_backend_update_step` set the step size)."""
-        import tensorflow as tf  # only reached with a step size on the TensorFlow backend
+        if self._step_size is None:  # another backend (no TensorFlow there), or AMSGrad: Keras's own update
+            super().update_step(gradient, variable, learning_rate)
+            return
+        import tensorflow as tf  # only reached with a step size, set on the TensorFlow backend
 
-        if self._step_size is None or isinstance(gradient, tf.IndexedSlices):
+        if isinstance(gradient, tf.IndexedSlices):
             super().update_step(gradient, variable, learning_rate)
             return
         index = self._get_variable_index(variable)

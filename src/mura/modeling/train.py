@@ -358,18 +358,79 @@ def plot_history(history: pd.DataFrame, title: str, path: Path) -> None:
 REPORT_FILES = ("history.csv", "history.png", "metrics.json")
 
 
-def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
+def run_train(spec: VariantSpec, paths: VariantPaths, tracking: bool = True) -> dict[str, Any]:
     """The ``train@<variant>`` stage: train, write its outputs, log and register it in MLflow.
 
     Args:
         spec: the variant's params.
         paths: stage inputs and outputs.
+        tracking: log and register in MLflow (the pipeline always does). False: the same training
+            and files, nothing logged, one warning — for a machine without MLflow (``--no-tracking``).
 
     Returns:
         The metrics written to ``reports/train/<variant>/metrics.json``.
 
     Raises:
         DataError: missing or inconsistent inputs.
+    """
+    inputs = _read_inputs(spec, paths)
+    if not tracking:
+        logger.warning("train@%s without tracking (--no-tracking): nothing is logged to or registered in MLflow", spec.name)
+        return _train_and_report(spec, paths, inputs, [])[2]
+    key = training_key(spec, inputs.class_weights, inputs.provenance.fingerprint, Path(paths.pixels))
+    reports = Path(paths.reports)
+    # A finished training whose logging failed is kept (with its reports) in the work folder:
+    # DVC deletes a stage's outputs before rerunning it, so they cannot wait in place.
+    kept = {"model.keras": Path(paths.model), **{name: reports / name for name in REPORT_FILES}}
+    pending = restore_pending(paths.work, key, kept)
+    synthetic, fingerprint = inputs.provenance.synthetic, inputs.provenance.fingerprint
+    with variant_run(spec, inputs.class_weights, fingerprint, synthetic, paths.work) as run:
+        with server_errors(f"logging the datasets of train@{spec.name}"):
+            log_datasets(paths.images, paths.split, ("train", "valid"), fingerprint)
+        if pending is not None:  # trained before, its logging failed: log it now, no retraining
+            logger.info("%s: trained already (%s); logging and registering it without retraining", spec.name, paths.model)
+            model = keras.saving.load_model(paths.model, compile=False)
+            history = pd.read_csv(reports / "history.csv")
+            metrics: dict[str, Any] = json.loads((reports / "metrics.json").read_text())
+            best = {k: v for k, v in metrics.items() if k != "synthetic_data"}
+            unlogged_from: int | None = pending["unlogged_from_epoch"]
+        else:
+            clear_pending(paths.work)
+            epoch_logger = MlflowEpochLogger()
+            model, history, metrics = _train_and_report(spec, paths, inputs, [epoch_logger])
+            best = {k: v for k, v in metrics.items() if k != "synthetic_data"}
+            unlogged_from = epoch_logger.unlogged_from
+        example = np.asarray(inputs.pixels[inputs.data.valid_rows[:2]])[..., None]
+        try:
+            with server_errors(f"logging train@{spec.name}"):
+                if unlogged_from is not None:
+                    log_history(history, unlogged_from)
+                log_trained_variant(run, spec, model, best, reports, example, synthetic)
+        except TrackingError as exc:
+            stash_pending(paths.work, key, unlogged_from, kept)
+            raise TrackingError(
+                f"{exc}; the trained model is saved in {paths.model}: rerun `dvc repro` once the server answers,"
+                " it logs and registers the model without retraining"
+            ) from None
+        clear_pending(paths.work)
+    return metrics
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a training reads: the cache, the selected rows, the class weights and the data's provenance."""
+
+    pixels: np.ndarray
+    data: TrainingData
+    class_weights: dict[str, float]
+    provenance: Any
+
+
+def _read_inputs(spec: VariantSpec, paths: VariantPaths) -> _Inputs:
+    """The stage's inputs, checked.
+
+    Raises:
+        DataError: a missing input, or a cache of another image size.
     """
     for path in (paths.images, paths.split, paths.pixels, paths.class_weights):
         if not Path(path).is_file():
@@ -384,47 +445,20 @@ def run_train(spec: VariantSpec, paths: VariantPaths) -> dict[str, Any]:
         )
     data = select_rows(images, split, spec.train_datasets, len(pixels))
     class_weights = json.loads(Path(paths.class_weights).read_text())
-    provenance = dataset_provenance(paths.images, paths.split)
-    synthetic, fingerprint = provenance.synthetic, provenance.fingerprint
-    key = training_key(spec, class_weights, fingerprint, Path(paths.pixels))
+    return _Inputs(pixels, data, class_weights, dataset_provenance(paths.images, paths.split))
+
+
+def _train_and_report(
+    spec: VariantSpec, paths: VariantPaths, inputs: _Inputs, callbacks: list[keras.callbacks.Callback]
+) -> tuple[keras.Model, pd.DataFrame, dict[str, Any]]:
+    """Train (resumable) and write ``reports/train/<variant>/`` (history.csv, history.png, metrics.json)."""
+    synthetic = inputs.provenance.synthetic
+    result = fit_variant(spec, inputs.pixels, inputs.data, inputs.class_weights, paths.model, paths.work, callbacks=callbacks)
     reports = Path(paths.reports)
-    # A finished training whose logging failed is kept (with its reports) in the work folder:
-    # DVC deletes a stage's outputs before rerunning it, so they cannot wait in place.
-    kept = {"model.keras": Path(paths.model), **{name: reports / name for name in REPORT_FILES}}
-    pending = restore_pending(paths.work, key, kept)
-    with variant_run(spec, class_weights, fingerprint, synthetic, paths.work) as run:
-        with server_errors(f"logging the datasets of train@{spec.name}"):
-            log_datasets(paths.images, paths.split, ("train", "valid"), fingerprint)
-        if pending is not None:  # trained before, its logging failed: log it now, no retraining
-            logger.info("%s: trained already (%s); logging and registering it without retraining", spec.name, paths.model)
-            model = keras.saving.load_model(paths.model, compile=False)
-            history = pd.read_csv(reports / "history.csv")
-            metrics: dict[str, Any] = json.loads((reports / "metrics.json").read_text())
-            best = {k: v for k, v in metrics.items() if k != "synthetic_data"}
-            unlogged_from: int | None = pending["unlogged_from_epoch"]
-        else:
-            clear_pending(paths.work)
-            epoch_logger = MlflowEpochLogger()
-            result = fit_variant(spec, pixels, data, class_weights, paths.model, paths.work, callbacks=[epoch_logger])
-            model, history, best = result.model, result.history, result.metrics
-            reports.mkdir(parents=True, exist_ok=True)
-            history.to_csv(reports / "history.csv", index=False, lineterminator="\n")
-            title = f"{spec.name} ({spec.model.arch}){' — SYNTHETIC DATA' if synthetic else ''}"
-            plot_history(history, title, reports / "history.png")
-            metrics = {**best, "synthetic_data": synthetic}
-            write_json(reports / "metrics.json", metrics)
-            unlogged_from = epoch_logger.unlogged_from
-        example = np.asarray(pixels[data.valid_rows[:2]])[..., None]
-        try:
-            with server_errors(f"logging train@{spec.name}"):
-                if unlogged_from is not None:
-                    log_history(history, unlogged_from)
-                log_trained_variant(run, spec, model, best, reports, example, synthetic)
-        except TrackingError as exc:
-            stash_pending(paths.work, key, unlogged_from, kept)
-            raise TrackingError(
-                f"{exc}; the trained model is saved in {paths.model}: rerun `dvc repro` once the server answers,"
-                " it logs and registers the model without retraining"
-            ) from None
-        clear_pending(paths.work)
-    return metrics
+    reports.mkdir(parents=True, exist_ok=True)
+    result.history.to_csv(reports / "history.csv", index=False, lineterminator="\n")
+    title = f"{spec.name} ({spec.model.arch}){' — SYNTHETIC DATA' if synthetic else ''}"
+    plot_history(result.history, title, reports / "history.png")
+    metrics = {**result.metrics, "synthetic_data": synthetic}
+    write_json(reports / "metrics.json", metrics)
+    return result.model, result.history, metrics
