@@ -52,3 +52,16 @@ def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def invoke_one_study(base_url: str, timeout: float = 60) -> dict[str, Any]:
+    """POST one blank 40×30 view to a model server's ``/invocations`` (MLflow's scoring contract); its first row."""
+    import base64
+    import json
+
+    image = base64.b64encode(png_bytes(np.zeros((40, 30), np.uint8))).decode()
+    body = json.dumps({"dataframe_records": [{"image": image, "study_id": "s1"}]}).encode()
+    request = urllib.request.Request(f"{base_url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        row: dict[str, Any] = json.loads(response.read())["predictions"][0]
+    return row

@@ -102,19 +102,27 @@ def register_variants(
     return {"ws": ws, "uri": uri, "first": result, "params": params, "inputs": inputs}
 
 
-@pytest.fixture(scope="session")
-def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two random simple_cnn variants registered as mura-ensemble v1 and v2 in a temp store."""
+def tiny_variants() -> dict[str, Any]:
+    """Two random (untrained) ``simple_cnn`` variants, ``tiny_a`` and ``tiny_b``, at ``SIZE`` px, seeded."""
     import keras
 
-    from mura.config import AugmentParams, ModelSpec, PromotionParams
+    from mura.config import AugmentParams, ModelSpec
     from mura.modeling.models import build_model
-    from mura.packaging.register import run_register
 
     models = {}
     for k, name in enumerate(("tiny_a", "tiny_b")):
         keras.utils.set_random_seed(k)
         models[name] = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k)
+    return models
+
+
+@pytest.fixture(scope="session")
+def registered(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two random simple_cnn variants registered as mura-ensemble v1 and v2 in a temp store."""
+    from mura.config import PromotionParams
+    from mura.packaging.register import run_register
+
+    models = tiny_variants()
     done = register_variants(repo_root, tmp_path_factory.mktemp("serve"), models)
     ws, params = done["ws"], done["params"]
     with pytest.MonkeyPatch.context() as patch:

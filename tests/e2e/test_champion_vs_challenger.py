@@ -18,24 +18,15 @@ import pytest
 
 from mura.config import PromotionParams
 from mura.errors import DataError
-from tests.e2e.conftest import register_variants
-from tests.helpers import SIZE
+from tests.e2e.conftest import register_variants, tiny_variants
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def store(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    import keras
-
-    from mura.config import AugmentParams, ModelSpec
-    from mura.modeling.models import build_model
-
-    models = {}
-    for k, name in enumerate(("tiny_a", "tiny_b")):
-        keras.utils.set_random_seed(k)
-        models[name] = build_model(ModelSpec("simple_cnn", dense_units=8, dropout=0.1), SIZE, "none", AugmentParams(), seed=k)
-    return register_variants(repo_root, tmp_path_factory.mktemp("promotion"), models, {"runtime": "keras", "int8": False})
+    keras_only = {"runtime": "keras", "int8": False}  # no export: the comparison is what is tested here
+    return register_variants(repo_root, tmp_path_factory.mktemp("promotion"), tiny_variants(), keras_only)
 
 
 def _register(store: dict[str, Any], monkeypatch: pytest.MonkeyPatch, **change: Any) -> dict[str, Any]:

@@ -12,18 +12,16 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from mura.config import SynthParams
 from mura.data.synthetic import write_synthetic
 from mura.deploy.processes import free_port
 from mura.workspace import create_workspace
-from tests.helpers import IMAGE, NO_SEED_VARIANTS, load_pipeline_module, png_bytes, wait_http
+from tests.helpers import IMAGE, NO_SEED_VARIANTS, invoke_one_study, load_pipeline_module, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -123,13 +121,7 @@ def test_mlflow_models_serve_from_the_serving_image(serve_image: str, registered
     )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout=240)
-        image_b64 = __import__("base64").b64encode(png_bytes(np.zeros((40, 30), np.uint8))).decode()
-        body = json.dumps({"dataframe_records": [{"image": image_b64, "study_id": "s1"}]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            row = json.loads(response.read())["predictions"][0]
+        row = invoke_one_study(f"http://127.0.0.1:{port}")
         assert 0.0 <= row["probability"] <= 1.0 and row["study_label"] in ("normal", "abnormal")
         ports = json.loads(_podman("inspect", name).stdout)[0]["HostConfig"]["PortBindings"]
         assert all(b["HostIp"] == "127.0.0.1" for bindings in ports.values() for b in bindings)

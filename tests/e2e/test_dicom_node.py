@@ -119,7 +119,10 @@ def pacs(tmp_path_factory: pytest.TempPathFactory, node_port: int) -> Iterator[O
 def _node(predictor: Any, spool: Path, port: int, **settings: Any) -> Any:
     from mura.integrations.dicom_node import DicomNode, NodeSettings
 
-    node = DicomNode(NodeSettings(spool=spool, port=port, **{"idle_seconds": 1.0, "retry_seconds": 0.5, **settings}), predictor)
+    # A study is complete after 4 s without a new instance: one association per view (storescu proposes one
+    # compressed syntax at a time) can take over a second each on a loaded 2-core CI machine (seen: a 3-view
+    # study answered as 2 + 1 views with 1 s).
+    node = DicomNode(NodeSettings(spool=spool, port=port, **{"idle_seconds": 4.0, "retry_seconds": 0.5, **settings}), predictor)
     node.start()
     wait_tcp(port, 10, what="the DICOM node")
     return node

@@ -8,21 +8,18 @@ predictor's container command run under podman in the serving image on a registe
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from mura.deploy.kserve import PORT, KServeSettings, container_command, inference_service, write_manifest
 from mura.deploy.processes import free_port
-from tests.helpers import png_bytes, wait_http
+from tests.helpers import invoke_one_study, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -90,13 +87,7 @@ def test_the_predictor_command_serves_in_the_serving_image(serve_image: str, reg
     try:
         probe = manifest["spec"]["predictor"]["containers"][0]["readinessProbe"]["httpGet"]
         wait_http(f"http://127.0.0.1:{port}{probe['path']}", timeout=240)
-        image = base64.b64encode(png_bytes(np.zeros((40, 30), np.uint8))).decode()
-        body = json.dumps({"dataframe_records": [{"image": image, "study_id": "s1"}]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            row = json.loads(response.read())["predictions"][0]
+        row = invoke_one_study(f"http://127.0.0.1:{port}")
         assert 0.0 <= row["probability"] <= 1.0 and row["study_label"] in ("normal", "abnormal")
     finally:
         subprocess.run(["podman", "stop", "-t", "5", name], capture_output=True, timeout=120)

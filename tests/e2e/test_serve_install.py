@@ -7,14 +7,12 @@ own ``mura``, on the model the ``registered`` fixture registered with the optimi
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from mura.data.dicom_phantoms import write_phantom_study
 from mura.deploy.orthanc import Orthanc
 from mura.deploy.processes import free_port, wait_tcp
 from tests.e2e.test_dicom_node import SIDE, _storescu, _wait_results
-from tests.helpers import png_bytes, wait_http
+from tests.helpers import invoke_one_study, png_bytes, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -90,13 +88,7 @@ def test_mura_serve_model_answers_from_the_serve_install(serve_venv: Path, regis
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout=240)
-        image = base64.b64encode(png_bytes(np.zeros((40, 30), np.uint8))).decode()
-        body = {"dataframe_records": [{"image": image, "study_id": "s1"}]}
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            row = json.loads(response.read())["predictions"][0]
+        row = invoke_one_study(f"http://127.0.0.1:{port}")
         assert 0.0 <= row["probability"] <= 1.0 and row["study_label"] in ("normal", "abnormal")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
