@@ -117,3 +117,11 @@ def test_prepare_image_same_pixels_other_encoding() -> None:
     b = prepare_image(_png(Image.fromarray(GRADIENT).convert("RGB")), 32, "stretch", 10**7)
     assert a.sha256 != b.sha256 and a.pixel_hash == b.pixel_hash
     assert (a.width, a.height) == (64, 48) and a.pixels.shape == (32, 32)
+
+
+def test_cache_rows_come_back_in_the_asked_order() -> None:
+    from mura.data.imaging import cache_rows
+
+    cache = np.arange(5 * 2 * 2, dtype=np.uint8).reshape(5, 2, 2)
+    rows = np.array([3, 0, 3, 1])
+    np.testing.assert_array_equal(cache_rows(cache, rows), cache[rows])

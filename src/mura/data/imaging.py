@@ -146,6 +146,15 @@ def resize_gray(gray: np.ndarray, image_size: int, policy: ResizePolicy = "stret
     raise ValueError(f"unknown resize policy {policy!r} (expected 'stretch' or 'pad')")
 
 
+def cache_rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of the pixel cache in the given order, read from its memmap in ascending order (one forward pass on disk)."""
+    rows = np.asarray(rows)
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), *pixels.shape[1:]), np.uint8)
+    out[order] = pixels[rows[order]]
+    return out
+
+
 def box_to_grid(
     box: tuple[float, float, float, float], shape: tuple[int, int], image_size: int, policy: ResizePolicy = "stretch"
 ) -> tuple[float, float, float, float]:

@@ -30,10 +30,10 @@ import pandas as pd
 
 from mura.config import EvaluateParams, LocalizeParams, ResizePolicy
 from mura.data.annotations import read_coco_boxes
-from mura.data.imaging import box_to_grid
+from mura.data.imaging import box_to_grid, cache_rows
 from mura.evaluation.localization import IOU_LEVELS, image_record, localization_summary
 from mura.evaluation.predict import model_paths
-from mura.modeling.averaging import prob_column
+from mura.modeling.averaging import average_probabilities, prob_column
 from mura.modeling.boxes import BOX_POINTS, boxes_from_heatmap
 from mura.modeling.operating_points import OperatingPoints
 from mura.stage import Layout
@@ -121,8 +121,8 @@ def choose_level(heat: np.ndarray, truth: Sequence[list[Any]], passed: np.ndarra
 
 def _study_passes(predictions: pd.DataFrame, points: OperatingPoints, variants: Sequence[str]) -> pd.DataFrame:
     """Per image: whether its study's calibrated probability reaches each box point's threshold."""
-    weights = np.array([points.variant_weights[v] for v in variants], np.float64)
-    raw = predictions[[prob_column(v) for v in variants]].to_numpy(np.float64) @ (weights / weights.sum())
+    weights = [points.variant_weights[v] for v in variants]
+    raw = average_probabilities(predictions[[prob_column(v) for v in variants]].to_numpy(np.float64), weights)
     study_raw = pd.Series(raw, index=predictions.index).groupby(predictions["study_id"]).transform("mean")
     calibrated = points.calibrator.apply(study_raw.to_numpy(np.float64))
     return pd.DataFrame({p: calibrated >= points.thresholds[p] for p in BOX_POINTS if p in points.thresholds})
@@ -155,7 +155,7 @@ def run_localize(
             predictions = pd.read_csv(paths.predictions / f"{split}.csv")
             predictions = predictions[predictions["image_id"].astype(str).isin(truth_of.index)].reset_index(drop=True)
             rows = images.set_index("image_id").loc[predictions["image_id"], "row"].to_numpy()
-            heat = ensemble_heatmaps(weights_paths, np.asarray(pixels[np.sort(rows)])[np.argsort(np.argsort(rows))])
+            heat = ensemble_heatmaps(weights_paths, cache_rows(pixels, rows))
             per_split[split] = (predictions, heat, [truth_of[str(i)] for i in predictions["image_id"]])
         valid, heat, truth = per_split["valid"]
         passes = _study_passes(valid, points, variants)

@@ -29,6 +29,7 @@ from PIL import Image
 
 import mura
 from mura.config import PromotionParams, RegisterParams, ResizePolicy
+from mura.data.imaging import cache_rows
 from mura.errors import DataError
 from mura.evaluation.evaluate import run_metrics
 from mura.evaluation.predict import model_paths
@@ -252,7 +253,7 @@ class PipelineOutputs:
     def rows_of(self, image_ids: Sequence[str] | pd.Series) -> np.ndarray:
         """The cache rows of ``image_ids``, in their order."""
         row_of = pd.Series(np.arange(len(self.images)), index=self.images["image_id"])
-        return _rows(self.pixels, row_of.loc[list(image_ids)].to_numpy())
+        return cache_rows(self.pixels, row_of.loc[list(image_ids)].to_numpy())
 
 
 def read_pipeline_outputs(variants: Sequence[str], paths: RegisterPaths) -> PipelineOutputs:
@@ -665,14 +666,6 @@ def _export_and_check(
     mix = f"int8 for {', '.join(in_int8)} only (the others float32; all in int8: {rejected})"
     verdicts = {**mixed.verdicts, "int8": f"{mixed.verdicts['int8']} — {mix}"}
     return out_dir, replace(mixed, verdicts=verdicts, reason=f"{mixed.reason}; {mix}", int8_variants=tuple(in_int8))
-
-
-def _rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Cache rows in the given order, read from the memmap in ascending order."""
-    order = np.argsort(rows, kind="stable")
-    out = np.empty((len(rows), *pixels.shape[1:]), np.uint8)
-    out[order] = pixels[rows[order]]
-    return out
 
 
 def served_requirements(runtime: str) -> list[str]:
