@@ -56,6 +56,7 @@ class DataParams:
     image_size: int = 320
     resize: ResizePolicy = "stretch"
     train_datasets: tuple[DatasetName, ...] = ("mura",)
+    feedback_dir: str = "data/raw/feedback"  # `mura feedback export`'s folders: always in the train split
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,11 @@ class RuntimeSettings(BaseSettings):
         default=None, description="the runtime served, overriding `register.runtime`"
     )
     ui_token: str | None = Field(default=None, description="the web page's bearer token (`mura serve-ui --token` overrides)")
+    feedback_db: str | None = Field(
+        default=None,
+        description="the feedback store's database URL (e.g. `postgresql://…` in the team stack; default SQLite in "
+        "`--feedback-dir`): a secret, so an environment variable rather than a command-line flag",
+    )
     stow_auth: str | None = Field(
         default=None, description="`user:password` for a STOW-RS server behind basic auth (the DICOM node's delivery)"
     )
@@ -77,7 +82,16 @@ class RuntimeSettings(BaseSettings):
         return self.audit_dir or Path.home() / ".local/state/mura/audit"
 
     @field_validator(
-        "audit_dir", "precision", "runtime", "ov_cache", "ui_token", "stow_auth", "git_commit", "pipeline_run_id", mode="before"
+        "audit_dir",
+        "precision",
+        "runtime",
+        "ov_cache",
+        "ui_token",
+        "feedback_db",
+        "stow_auth",
+        "git_commit",
+        "pipeline_run_id",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

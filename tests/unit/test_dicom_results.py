@@ -115,3 +115,33 @@ def test_dciodvfy_finds_no_errors(sources: list[pydicom.Dataset], tmp_path: Path
         ds.save_as(path, enforce_file_format=True)
         check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         assert not [line for line in check.stderr.splitlines() if line.startswith("Error")], check.stderr
+
+
+def test_an_assessment_sr_is_read_back_with_its_reference_label_and_reviewer(sources: list[pydicom.Dataset], tmp_path: Path) -> None:
+    from mura.integrations.dicom_assessment import (
+        ACCEPTED,
+        MODIFIED,
+        AssessmentError,
+        assessment_report,
+        read_assessment,
+    )
+    from mura.integrations.dicom_results import ABNORMAL
+
+    ours = structured_report(sources, _result(2), MODEL, generate_uid(), generate_uid())
+    modified = assessment_report(ours, MODIFIED, "Doe^Jane", generate_uid(), generate_uid(), ABNORMAL, "fracture of the radius")
+    path = tmp_path / "assessment.dcm"
+    modified.save_as(path, enforce_file_format=True)
+    read = read_assessment(pydicom.dcmread(path))
+    assert ours.SOPInstanceUID in read.referenced and read.assessment == "modified" and read.label == "abnormal"
+    assert read.reviewer == "dicom:Doe^Jane" and read.reason == "fracture of the radius"
+    accepted = read_assessment(assessment_report(ours, ACCEPTED, "Doe^Jane", generate_uid(), generate_uid()))
+    assert accepted.assessment == "accept" and accepted.label is None
+    with pytest.raises(AssessmentError, match="not verified"):
+        read_assessment(ours)  # our own SR: UNVERIFIED
+    with pytest.raises(AssessmentError, match="Finding"):
+        read_assessment(assessment_report(ours, MODIFIED, "Doe^Jane", generate_uid(), generate_uid()))
+    with pytest.raises(AssessmentError, match="structured report"):
+        read_assessment(sources[0])
+    if shutil.which("dciodvfy"):
+        check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        assert not [line for line in check.stderr.splitlines() if line.startswith("Error")], check.stderr

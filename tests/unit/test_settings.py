@@ -34,6 +34,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         "MURA_PRECISION": "bf16",
         "MURA_RUNTIME": "keras",
         "MURA_UI_TOKEN": "t0ken",
+        "MURA_FEEDBACK_DB": "postgresql://u:p@db/feedback",
         "MURA_STOW_AUTH": "u:p",
         "MURA_GIT_COMMIT": "abc",
         "MURA_PIPELINE_RUN_ID": "kfp-1",
@@ -43,6 +44,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         monkeypatch.setenv(key, value)
     s = runtime_settings()
     assert (s.audit_dir, s.server_audit_dir) == (tmp_path, tmp_path)
+    assert s.feedback_db == "postgresql://u:p@db/feedback"
     assert (s.log_format, s.log_level, s.offline, s.ov_cache, s.ov_cache_max_mb) == ("json", "DEBUG", True, "off", 1.5)
     assert (s.precision, s.runtime, s.ui_token, s.stow_auth, s.git_commit, s.pipeline_run_id) == (
         "bf16", "keras", "t0ken", "u:p", "abc", "kfp-1",

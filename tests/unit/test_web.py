@@ -15,8 +15,8 @@ class _Clock:
         return self.now
 
 
-def _views(n: int, value: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(np.full((4, 4), value + k, np.uint8), np.full((2, 2), value + k, np.uint8)) for k in range(n)]
+def _views(n: int, value: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    return [(np.full((4, 4), value + k, np.uint8), np.full((2, 2), value + k, np.uint8), None) for k in range(n)]
 
 
 def test_views_come_back_by_token_and_index_with_their_drawn_overlay() -> None:
@@ -43,3 +43,12 @@ def test_the_oldest_answers_go_first_and_none_outlives_the_ttl() -> None:
     assert cache.get(second, 0) is None and cache.get(third, 0) is None
     cache.keep_overlay(third, 0, b"late")  # an answer already dropped: nothing kept
     assert cache.get(third, 0) is None
+
+
+def test_the_views_kept_for_review_come_back_with_their_answer_only() -> None:
+    cache = HeatmapCache(studies=4, ttl_s=60)
+    case = np.full((8, 6), 7, np.uint8)
+    token = cache.put([(np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8), case), *_views(1)])
+    cases = cache.cases(token)
+    assert len(cases) == 2 and cases[0] is case and cases[1] is None
+    assert cache.cases("unknown") == []

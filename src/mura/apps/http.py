@@ -16,9 +16,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mura.operations.logging_context import new_request_id
 
-__all__ = ["Unauthorized", "add_metrics_route", "add_request_ids", "add_unauthorized_handler", "error_response", "require_token"]
+__all__ = [
+    "Unauthorized",
+    "add_metrics_route",
+    "add_request_ids",
+    "add_unauthorized_handler",
+    "bearer",
+    "error_response",
+    "require_reviewer",
+    "require_token",
+]
 
 TOKEN_REQUIRED = "a valid access token is required"
+REVIEWER_REQUIRED = "feedback needs your own reviewer token (the operator creates it: mura reviewers add NAME)"
 
 
 class Unauthorized(Exception):
@@ -52,12 +62,21 @@ def add_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def require_token(token: str | None, on_refusal: Callable[[], None] | None = None) -> Callable[[Request], None]:
+def bearer(request: Request) -> str:
+    """The request's bearer token ('' when none)."""
+    header = request.headers.get("authorization", "")
+    return header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+
+
+def require_token(
+    token: str | None, on_refusal: Callable[[], None] | None = None, also: Callable[[str], object] | None = None
+) -> Callable[[Request], None]:
     """A FastAPI dependency that lets a request through only with ``Authorization: Bearer <token>``.
 
     Args:
         token: the deployment's token; None or empty: every request passes.
         on_refusal: called for each refused request (e.g. to count it).
+        also: other bearer tokens accepted when it returns a true value (reviewers' own tokens).
 
     Raises:
         Unauthorized: from the dependency, when the header is missing or wrong (install
@@ -67,10 +86,28 @@ def require_token(token: str | None, on_refusal: Callable[[], None] | None = Non
     def check(request: Request) -> None:
         if not token:
             return
-        if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+        if hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+            return
+        if also is None or not also(bearer(request)):
             if on_refusal is not None:
                 on_refusal()
             raise Unauthorized(TOKEN_REQUIRED)
+
+    return check
+
+
+def require_reviewer(who: Callable[[str], str | None]) -> Callable[[Request], str]:
+    """A FastAPI dependency answering the reviewer's account name from their own bearer token.
+
+    Raises:
+        Unauthorized: from the dependency, when the token is no reviewer's.
+    """
+
+    def check(request: Request) -> str:
+        name = who(bearer(request))
+        if name is None:
+            raise Unauthorized(REVIEWER_REQUIRED)
+        return name
 
     return check
 

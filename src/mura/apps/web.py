@@ -9,6 +9,13 @@ shows the heatmaps (``heatmaps=inline`` puts them in the answer instead). For th
 views of the last answers stay in memory (never on disk) for at most ``WebSettings.heatmap_ttl_s``
 seconds, behind an unguessable token. Uploaded files and DICOM tags are never written to disk or
 to the logs. Binds 127.0.0.1 by default.
+
+Feedback (``feedback_dir`` and ``reviewers_file`` set): every answer is recorded in the feedback
+store (:mod:`mura.operations.feedback`: model version, operating point, probability, label, body
+part, a keyed study key) and carries a ``feedback_url``; a reviewer, signed in with their own
+token (:mod:`mura.operations.reviewers`), posts agree/disagree there, with their label, a region
+and a reason. Only then are the study's views (8-bit pixels, no header, at most 512 px) written
+to the store, for ``mura feedback export``; views never reviewed stay in memory only.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at runtime.
@@ -32,18 +39,38 @@ from typing import Annotated, Any
 
 import numpy as np
 import uvicorn
-from fastapi import Depends, FastAPI, File, Form, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
-from mura.apps.http import add_metrics_route, add_request_ids, add_unauthorized_handler, error_response, require_token
+from mura.apps.http import (
+    add_metrics_route,
+    add_request_ids,
+    add_unauthorized_handler,
+    bearer,
+    error_response,
+    require_reviewer,
+    require_token,
+)
 from mura.data.sources import BODY_PARTS, normalize_body_part
 from mura.data.uploads import sniff_kind
 from mura.modeling.averaging import ENSEMBLE
 from mura.modeling.gradcam import overlay, png_bytes
+from mura.operations.feedback import (
+    FeedbackStore,
+    Region,
+    Retention,
+    Review,
+    agreed_label,
+    answer_of,
+    keepable_views,
+    start_pruning,
+)
+from mura.operations.live_performance import FeedbackCollector
+from mura.operations.reviewers import ReviewerFile
 from mura.operations.telemetry import AuditTrail, ServingMetrics
 from mura.runtime.predictor import Predictor, StudyResult
-from mura.runtime.schema import ServedRow, StudyAnswer, ViewAnswer
+from mura.runtime.schema import FeedbackRequest, ServedRow, StudyAnswer, ViewAnswer
 from mura.runtime.served_config import ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -68,6 +95,14 @@ class WebSettings:
     audit_dir: Path | None = None  # one JSON line per answer (mura.operations.telemetry.AuditTrail); None: off
     heatmap_studies: int = 32  # answers whose views are kept for their heatmaps (oldest dropped first)
     heatmap_ttl_s: float = 600.0  # how long an answer's heatmaps can be asked for
+    feedback_dir: Path | None = None  # the feedback store's folder (mura.operations.feedback); None: no feedback
+    feedback_db: str | None = None  # its database URL (default SQLite in feedback_dir; postgresql://… in a team)
+    feedback_retention: Retention = Retention()
+    reviewers_file: Path | None = None  # reviewers' accounts (mura reviewers add NAME); their tokens also grant access
+
+    def __post_init__(self) -> None:
+        if self.feedback_dir is not None and self.reviewers_file is None:
+            raise ValueError("feedback needs reviewers' accounts: give --reviewers FILE (mura reviewers add NAME)")
 
 
 class HeatmapCache:
@@ -79,11 +114,12 @@ class HeatmapCache:
 
     def __init__(self, studies: int, ttl_s: float, clock: Any = time.monotonic) -> None:
         self.studies, self.ttl_s, self._clock = studies, ttl_s, clock
-        self._entries: OrderedDict[str, tuple[float, list[tuple[np.ndarray, np.ndarray]], dict[int, bytes]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], dict[int, bytes]]]
+        self._entries = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, views: list[tuple[np.ndarray, np.ndarray]]) -> str:
-        """Keep one answer's views (model pixels, thumbnail); the token that names them."""
+    def put(self, views: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> str:
+        """Keep one answer's views (model pixels, thumbnail, the view as kept on review); the token that names them."""
         token = secrets.token_urlsafe(16)
         with self._lock:
             self._expire()
@@ -99,8 +135,15 @@ class HeatmapCache:
             entry = self._entries.get(token)
             if entry is None or not 0 <= index < len(entry[1]):
                 return None
-            pixels, thumb = entry[1][index]
+            pixels, thumb, _ = entry[1][index]
             return pixels, thumb, entry[2].get(index)
+
+    def cases(self, token: str) -> list[np.ndarray | None]:
+        """The views of answer ``token`` as kept on review (empty when gone)."""
+        with self._lock:
+            self._expire()
+            entry = self._entries.get(token)
+            return [] if entry is None else [case for _, _, case in entry[1]]
 
     def keep_overlay(self, token: str, index: int, png: bytes) -> None:
         """Remember the drawn overlay of a view (if its answer is still kept)."""
@@ -162,13 +205,15 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     gate = asyncio.Semaphore(in_flight)
     logger.info("web UI: up to %d studies in flight", in_flight)
     metrics = ServingMetrics("web", predictor)
-    audit = AuditTrail(settings.audit_dir) if settings.audit_dir is not None and predictor is not None else None
+    audit = _audit_for(settings, predictor)
+    store = _feedback_store(settings, predictor, metrics)
+    who = _reviewer_lookup(settings)
     app = FastAPI(title="mura pre-screening", docs_url=None, redoc_url=None)
-    app.state.metrics, app.state.audit = metrics, audit
+    app.state.metrics, app.state.audit, app.state.feedback = metrics, audit, store
     kept = HeatmapCache(settings.heatmap_studies, settings.heatmap_ttl_s)
 
     error = error_response
-    authorized = Depends(require_token(settings.token))
+    authorized = Depends(require_token(settings.token, also=who))
     add_unauthorized_handler(app)
     add_request_ids(app)
     add_metrics_route(app, metrics.registry)
@@ -182,23 +227,19 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
         return {"status": "ok"}
 
     @app.get("/api/info", dependencies=[authorized])
-    def info() -> Any:
-        return _model_info(settings, predictor, forwarding=forwarder is not None)
+    def info(request: Request) -> Any:
+        return _model_info(settings, predictor, forwarding=forwarder is not None) | _feedback_info(store, who(bearer(request)))
 
-    @app.post("/api/predict", dependencies=[Depends(require_token(settings.token, lambda: metrics.refused("unauthorized")))])
+    @app.post("/api/predict", dependencies=[Depends(require_token(settings.token, lambda: metrics.refused("unauthorized"), who))])
     async def predict(
         files: Annotated[list[UploadFile], File()],
         body_part: Annotated[str, Form()] = "",
         heatmaps: Annotated[str, Form()] = "lazy",
     ) -> Any:
-        def refuse(status: int, reason: str, message: str) -> JSONResponse:
-            metrics.refused(reason)
-            return error(status, message)
-
         try:
             blobs = await _read_uploads(files, heatmaps, settings)
         except _Refused as refusal:
-            return refuse(refusal.status, refusal.reason, str(refusal))
+            return _refuse(metrics, refusal.status, refusal.reason, str(refusal))
         try:
             with metrics.in_flight.labels("web").track_inprogress():
                 async with gate:
@@ -208,9 +249,9 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
                     assert predictor is not None  # loaded above unless forwarding
                     part = normalize_body_part(body_part)
                     # Decoding, inference, heatmaps and PNG encoding all run off the event loop.
-                    return await asyncio.to_thread(_answer, predictor, blobs, part, metrics, audit, heatmaps, kept)
+                    return await asyncio.to_thread(_answer, predictor, blobs, part, metrics, audit, heatmaps, kept, store)
         except ValueError as exc:
-            return refuse(422, "undecodable", _plain(str(exc)))
+            return _refuse(metrics, 422, "undecodable", _plain(str(exc)))
 
     @app.get("/api/heatmap/{token}/{index}", dependencies=[authorized])
     async def heatmap(token: str, index: int) -> Any:
@@ -225,7 +266,81 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
             kept.keep_overlay(token, index, png)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
+    @app.post("/api/feedback/{answer_id}")
+    def feedback(answer_id: str, body: FeedbackRequest, reviewer: Annotated[str, Depends(require_reviewer(who))]) -> Any:
+        """A reviewer's assessment of one answer: recorded (on disk) before the page hears so."""
+        return _record_feedback(store, kept, answer_id, body, reviewer, metrics)
+
     return app
+
+
+def _feedback_store(settings: WebSettings, predictor: Predictor | None, metrics: ServingMetrics) -> FeedbackStore | None:
+    """The feedback store (retention applied hourly) with its live-performance gauges on ``/metrics``; None when off."""
+    if settings.feedback_dir is None or predictor is None:
+        return None
+    store = FeedbackStore(settings.feedback_dir, settings.feedback_db, settings.feedback_retention)
+    start_pruning(store)
+    metrics.registry.register(FeedbackCollector(store, predictor.config))
+    return store
+
+
+def _refuse(metrics: ServingMetrics, status: int, reason: str, message: str) -> JSONResponse:
+    """Count a refused study under ``reason`` and answer ``status`` with ``message``."""
+    metrics.refused(reason)
+    return error_response(status, message)
+
+
+def _feedback_info(store: FeedbackStore | None, reviewer: str | None) -> dict[str, Any]:
+    """What the page needs to offer feedback: whether it is on, and who is signed in (their own token)."""
+    return {"feedback": store is not None, "reviewer": reviewer}
+
+
+def _audit_for(settings: WebSettings, predictor: Predictor | None) -> AuditTrail | None:
+    """The audit trail of in-process answers (None when off or forwarding)."""
+    return AuditTrail(settings.audit_dir) if settings.audit_dir is not None and predictor is not None else None
+
+
+def _reviewer_lookup(settings: WebSettings) -> Any:
+    """token → the reviewer's account name (None for every token when no accounts file is given)."""
+    if settings.reviewers_file is None:
+        return lambda token: None
+    return ReviewerFile(settings.reviewers_file).who
+
+
+def _record_feedback(
+    store: FeedbackStore | None, kept: HeatmapCache, answer_id: str, body: FeedbackRequest, reviewer: str, metrics: ServingMetrics
+) -> Any:
+    """Check and record one review; the study's views are written to the store now (if still in memory).
+
+    Returns:
+        What was recorded, or an error answer: 404 (feedback off, or no such answer in the store),
+        422 (no label to disagree with, or a region on no view of the study).
+    """
+    if store is None:
+        return error_response(404, "feedback is not enabled on this server")
+    answer = store.answer(answer_id)
+    if answer is None:
+        return error_response(404, "this answer is no longer kept (retention) or was given by another server")
+    try:
+        label = agreed_label(answer.label, body.assessment, body.label)
+        region = Region(**body.region.model_dump()) if body.region is not None else None
+    except ValueError as exc:
+        return error_response(422, str(exc))
+    if region is not None and region.view >= answer.views:
+        return error_response(422, f"the region names view {region.view + 1}; the study has {answer.views}")
+    views_kept = store.keep_views(answer_id, kept.cases(answer_id))
+    review = Review(answer_id, "web", reviewer, body.assessment, label, region, body.reason)  # type: ignore[arg-type]
+    row = store.record_review(review)
+    metrics.feedback.labels("web", body.assessment).inc()
+    logger.info("feedback %d recorded (%s) on an answer of model version %s", row, body.assessment, answer.model_version)
+    return {
+        "recorded": True,
+        "feedback_id": row,
+        "reviewer": reviewer,
+        "radiologist_label": label,
+        "agreed": label == answer.label,
+        "views_kept": views_kept,
+    }
 
 
 def _model_for(settings: WebSettings, predictor: Any | None) -> tuple[Any | None, ForwardingPredictor | None, int]:
@@ -314,11 +429,13 @@ def _answer(
     audit: AuditTrail | None,
     heatmaps: str = "inline",
     kept: HeatmapCache | None = None,
+    store: FeedbackStore | None = None,
 ) -> dict[str, Any]:
-    """One study through the shared scoring path, each phase timed, then counted and audited.
+    """One study through the shared scoring path, each phase timed, then counted, audited and recorded.
 
     ``heatmaps``: ``inline`` draws them into the answer; ``lazy`` keeps the views in ``kept`` and
-    answers with each view's ``heatmap_url``; ``none`` draws none.
+    answers with each view's ``heatmap_url``; ``none`` draws none. With a feedback ``store`` the
+    answer is recorded there and carries its ``feedback_url`` (its views wait in ``kept``).
     """
     started = time.perf_counter()
     with metrics.time("decode"):
@@ -331,14 +448,20 @@ def _answer(
     with metrics.time("render"):
         thumbs = [_thumbnail(view.gray) for view in result.views]
         page = _present(result, predictor.config, thumbs)
-        if heatmaps == "lazy" and kept is not None:
-            token = kept.put([(upload.pixels, thumb) for (_, upload), thumb in zip(decoded, thumbs, strict=True)])
-            for index, view in enumerate(page["views"]):
-                view["heatmap_url"] = f"/api/heatmap/{token}/{index}"
+        if kept is not None and (heatmaps == "lazy" or store is not None):
+            uploads = [upload for _, upload in decoded]
+            cases = keepable_views(uploads) if store is not None else [None] * len(uploads)
+            token = kept.put([(u.pixels, thumb, case) for u, thumb, case in zip(uploads, thumbs, cases, strict=True)])
+            if heatmaps == "lazy":
+                for index, view in enumerate(page["views"]):
+                    view["heatmap_url"] = f"/api/heatmap/{token}/{index}"
     metrics.answered(result)
+    identity = b"".join(hashlib.sha256(blob).digest() for blob in blobs)  # the upload's content, keyed later
     if audit is not None:
-        identity = b"".join(hashlib.sha256(blob).digest() for blob in blobs)  # the upload's content, keyed later
         audit.record("web", predictor, result, decoded, identity, time.perf_counter() - started)
+    if store is not None and kept is not None:
+        store.record_answer(answer_of(token, store.key(identity), "web", predictor, result))
+        page["feedback_url"] = f"/api/feedback/{token}"
     return page
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from mura.cli import data, hospital, predict, serving, team
+from mura.cli import data, feedback, hospital, predict, serving, team
 from mura.cli.options import duration
 from mura.operations.logging_context import LOG_FORMATS, configure_service_logging
 from mura.stage import run_main
 
 __all__ = ["build_parser", "duration", "main"]
 
-GROUPS = (data, team, predict, hospital, serving)  # the order of `mura --help`
+GROUPS = (data, team, predict, hospital, feedback, serving)  # the order of `mura --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mura.cli.options import add_model_option, add_tracking_option, default_audit_dir, duration
+from mura.cli.options import (
+    add_feedback_options,
+    add_model_option,
+    add_tracking_option,
+    default_audit_dir,
+    duration,
+    feedback_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +38,7 @@ def cmd_dicom_node(args: argparse.Namespace) -> None:
         tracking_uri=args.tracking_uri,
         metrics_port=args.metrics_port or None,
         audit_dir=Path(args.audit_dir) if args.audit_dir else None,
+        **feedback_settings(args),
     )
     DicomNode(settings).serve_forever()
 
@@ -99,6 +107,7 @@ def add_commands(sub: Any) -> None:
     node.add_argument("--retry-max-seconds", type=float, default=300.0, help="longest retry delay")
     node.add_argument("--metrics-port", type=int, default=9112, help="Prometheus /metrics port on --host (0: off)")
     node.add_argument("--audit-dir", default=None, help="audit trail folder (default: <spool>/audit)")
+    add_feedback_options(node)
     node.set_defaults(func=cmd_dicom_node)
 
     mon = sub.add_parser(

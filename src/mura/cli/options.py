@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from mura.settings import runtime_settings
 
-__all__ = ["DEFAULT_MODEL", "add_audit_option", "add_model_option", "add_tracking_option", "default_audit_dir", "duration"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "add_audit_option",
+    "add_feedback_options",
+    "add_model_option",
+    "add_tracking_option",
+    "default_audit_dir",
+    "duration",
+    "feedback_settings",
+]
 
 DEFAULT_MODEL = "models:/mura-ensemble@champion"
 
@@ -53,3 +64,34 @@ def duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
     return seconds
+
+
+def add_feedback_options(parser: argparse.ArgumentParser) -> None:
+    """``--feedback-dir`` and its retention: where a server records answers and radiologists' reviews."""
+    parser.add_argument(
+        "--feedback-dir",
+        default=None,
+        help="record answers and radiologists' feedback here (kept views, key, default SQLite database); off when not given",
+    )
+    parser.add_argument(
+        "--feedback-db",
+        default=None,
+        help="the feedback database URL (default $MURA_FEEDBACK_DB, else SQLite in --feedback-dir)",
+    )
+    parser.add_argument(
+        "--answer-days", type=float, default=30.0, help="keep answers nobody reviewed (and their views) this long (default 30)"
+    )
+    parser.add_argument(
+        "--feedback-days", type=float, default=730.0, help="keep reviewed answers, reviews and views this long (default 730)"
+    )
+
+
+def feedback_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``feedback_*`` fields of a server's settings from :func:`add_feedback_options`' options."""
+    from mura.operations.feedback import Retention
+
+    return {
+        "feedback_dir": Path(args.feedback_dir) if args.feedback_dir else None,
+        "feedback_db": args.feedback_db or runtime_settings().feedback_db,
+        "feedback_retention": Retention(answer_days=args.answer_days, feedback_days=args.feedback_days),
+    }

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mura.cli.options import add_audit_option, add_model_option, add_tracking_option
+from mura.cli.options import add_audit_option, add_feedback_options, add_model_option, add_tracking_option, feedback_settings
 from mura.settings import runtime_settings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ def cmd_serve_ui(args: argparse.Namespace) -> None:
         max_file_bytes=args.max_file_mb * 2**20,
         concurrency=args.concurrency,
         audit_dir=Path(args.audit_dir) if args.audit_dir else None,
+        reviewers_file=Path(args.reviewers) if args.reviewers else None,
+        **feedback_settings(args),
     )
     serve(settings, host=args.host, port=args.port)
 
@@ -143,6 +145,14 @@ def add_commands(sub: Any) -> None:
         "--concurrency", type=int, default=0, help="studies analysed at once on the optimized runtime (default: one per core)"
     )
     add_audit_option(ui)
+    add_feedback_options(ui)
+    ui.add_argument(
+        "--reviewers",
+        default=None,
+        metavar="FILE",
+        help="reviewers' accounts (mura reviewers add NAME --file FILE): each signs in with their own token; required "
+        "with --feedback-dir",
+    )
     ui.set_defaults(func=cmd_serve_ui)
 
     mui = sub.add_parser(

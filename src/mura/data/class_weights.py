@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mura.config import DatasetName
+from mura.data.sources import FEEDBACK_DATASET
 from mura.errors import DataError
 from mura.stage import Layout, write_json
 
@@ -60,7 +61,7 @@ def run_class_weights(train_datasets: tuple[DatasetName, ...], paths: ClassWeigh
     """
 
     rows = pd.read_csv(paths.images, usecols=["image_id", "dataset", "label"]).merge(pd.read_csv(paths.split), on="image_id")
-    train = rows[(rows["split"] == "train") & rows["dataset"].isin(train_datasets)]
+    train = rows[(rows["split"] == "train") & rows["dataset"].isin((*train_datasets, FEEDBACK_DATASET))]
     weights = compute_class_weights(train["label"].to_numpy())
     write_json(paths.out, weights)
     return weights

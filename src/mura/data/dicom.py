@@ -78,6 +78,7 @@ class DicomImage:
         bits_stored: ``BitsStored`` (acquisition, not identity: for drift monitoring).
         photometric: ``PhotometricInterpretation``.
         manufacturer_model: ``ManufacturerModelName`` (the X-ray unit's model, not the site or patient).
+        burned_in_annotation: ``BurnedInAnnotation`` is YES (identifying text may be in the pixels).
     """
 
     gray: np.ndarray
@@ -87,6 +88,7 @@ class DicomImage:
     bits_stored: int | None = None
     photometric: str | None = None
     manufacturer_model: str | None = None
+    burned_in_annotation: bool = False
 
 
 def scope_warnings(modality: str | None, body_part: str | None) -> tuple[str, ...]:
@@ -212,6 +214,7 @@ def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
     body_part = (_region(raw_part) or raw_part.upper()) if raw_part else None
     bits = int(ds.get("BitsStored", 0) or 0) or None
     device = str(ds.get("ManufacturerModelName", "") or "").strip()[:64] or None
+    burned_in = str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
     return DicomImage(
         gray=out,
         body_part=body_part,
@@ -220,4 +223,5 @@ def decode_dicom(data: bytes, max_pixels: int) -> DicomImage:
         bits_stored=bits,
         photometric=photometric,
         manufacturer_model=device,
+        burned_in_annotation=burned_in,
     )

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mura.config import DataParams, IngestParams
 from mura.data.duplicates import choose_dropped, find_duplicate_groups
 from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
-from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_fracture, list_mura
+from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_feedback, list_fracture, list_mura
 from mura.errors import ConfigError, DataError
 from mura.parallel import process_context, worker_count
 from mura.stage import Layout, write_csv, write_json
@@ -108,11 +108,12 @@ def _map_ordered(jobs: list[_Job], workers: int) -> Iterator[PreparedImage | tup
 
 
 def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str, Any]]]:
-    """List both datasets; an empty configured folder means that dataset is not used.
+    """List both datasets and the feedback exports; an empty configured folder means that dataset is not used.
 
-    Both folders are DVC dependencies of ``ingest`` (``dvc.yaml`` templates them from
-    params), so both must exist; a user without one of the datasets points its param
-    at an empty folder.
+    The folders are DVC dependencies of ``ingest`` (``dvc.yaml`` templates them from
+    params), so both datasets' must exist; a user without one of the datasets points its param
+    at an empty folder. The feedback folder (``data.feedback_dir``, ``mura feedback export``'s)
+    may be empty or absent: no export yet.
 
     Args:
         data: the ``data`` params.
@@ -143,6 +144,12 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
             entries.extend(lister(path))
         else:
             logger.warning("dataset %s left out: %s=%s is empty", name, param, folder)
+    feedback = list_feedback(Path(data.feedback_dir)) if Path(data.feedback_dir).is_dir() else []
+    presence["feedback"] = {"present": bool(feedback), "dir": data.feedback_dir, "synthetic": False}
+    if feedback:
+        presence["feedback"]["synthetic"] = any(is_synthetic(entry.file.parent) for entry in feedback[:1])
+        logger.info("feedback: %d radiologist-labelled images from %s", len(feedback), data.feedback_dir)
+        entries.extend(feedback)
     if not entries:
         raise DataError(
             f"no image listed: data.mura_dir={data.mura_dir!r} and data.fracture_dir={data.fracture_dir!r} "

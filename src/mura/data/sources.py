@@ -23,6 +23,7 @@ The functions here only parse paths and list files; decoding is in
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ FRACTURE_BODY_PART = "MULTI_REGION"
 FRACTURE_LABEL_DIRS = {"fractured": 1, "not fractured": 0}
 FRACTURE_SPLITS = ("train", "val", "test")
 MURA_SPLITS = ("train", "valid")
+FEEDBACK_DATASET = "feedback"  # `mura feedback export`'s folders: MURA's layout, train split only, always trained on
+FEEDBACK_STUDIES_CSV = "train_labeled_studies.csv"
 SYNTHETIC_MARKER = "SYNTHETIC_DATA_README.txt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -162,10 +165,31 @@ def list_mura(mura_dir: Path) -> list[ImageEntry]:
         DataError: a CSV is missing, empty or malformed, a path does not parse,
             or a study's CSV label contradicts its folder name.
     """
-    root = find_mura_root(Path(mura_dir))
-    base = root.parent  # CSV paths start with "MURA-v1.1/"
+    return _list_mura_layout(find_mura_root(Path(mura_dir)), "mura", MURA_SPLITS)
+
+
+def list_feedback(feedback_dir: Path) -> list[ImageEntry]:
+    """List the radiologist-labelled exports under ``feedback_dir`` (each a folder in MURA's layout, train only).
+
+    ``mura feedback export`` writes them; any sub-folder holding a ``train_labeled_studies.csv`` is
+    one. Their patients are pseudonyms, prefixed by the export's name so two exports never share one.
+
+    Raises:
+        DataError: an export's CSV files are malformed (as for MURA).
+    """
     entries: list[ImageEntry] = []
-    for split in MURA_SPLITS:
+    for export in sorted(p.parent for p in Path(feedback_dir).glob(f"*/{FEEDBACK_STUDIES_CSV}")):
+        for entry in _list_mura_layout(export, FEEDBACK_DATASET, ("train",)):
+            patient = f"{FEEDBACK_DATASET}:{export.name}/{entry.patient_id}"
+            entries.append(dataclasses.replace(entry, patient_id=patient))
+    return entries
+
+
+def _list_mura_layout(root: Path, dataset: str, splits: tuple[str, ...]) -> list[ImageEntry]:
+    """Images of a folder in MURA's layout (``root`` holds ``<split>_{labeled_studies,image_paths}.csv``)."""
+    base = root.parent  # CSV paths start with the root folder's name ("MURA-v1.1/")
+    entries: list[ImageEntry] = []
+    for split in splits:
         studies_csv = root / f"{split}_labeled_studies.csv"
         labels: dict[str, int] = {}
         for number, (study_path, label_text) in enumerate(_read_csv_rows(studies_csv, 2), 1):
@@ -190,7 +214,7 @@ def list_mura(mura_dir: Path) -> list[ImageEntry]:
             label = labels.get(parsed.study_id, parsed.label)
             entries.append(
                 ImageEntry(
-                    dataset="mura",
+                    dataset=dataset,
                     source_split=split,
                     body_part=parsed.body_part,
                     patient_id=parsed.patient_id,

@@ -4,6 +4,7 @@ MURA's official ``valid`` stays ``valid``. MURA ``train`` is divided into
 ``train`` and a held-out ``test`` of ``split.test_fraction`` of its images,
 grouped by patient (no patient in two splits) and stratified by body part
 and label. The fracture dataset keeps its own split (``val`` becomes ``valid``).
+Radiologist-labelled feedback images are always ``train``: the test set never changes under them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mura.config import SplitParams
+from mura.data.sources import FEEDBACK_DATASET
 from mura.errors import DataError
 from mura.stage import Layout, write_csv, write_json
 
@@ -86,14 +88,16 @@ def make_split(images: pd.DataFrame, test_fraction: float, seed: int) -> pd.Data
     split = pd.Series(index=images.index, dtype=object)
     mura = images["dataset"] == "mura"
     fracture = images["dataset"] == "fracture"
-    unknown = images.loc[~(mura | fracture), "dataset"].unique()
+    feedback = images["dataset"] == FEEDBACK_DATASET
+    unknown = images.loc[~(mura | fracture | feedback), "dataset"].unique()
     if len(unknown):
-        raise DataError(f"images.csv: unknown dataset {unknown[0]!r} (expected mura or fracture)")
+        raise DataError(f"images.csv: unknown dataset {unknown[0]!r} (expected mura, fracture or feedback)")
     mura_train = mura & (images["source_split"] == "train")
     test_patients = assign_test_patients(images[mura_train], test_fraction, seed)
     split[mura_train] = np.where(images.loc[mura_train, "patient_id"].isin(test_patients), "test", "train")
     split[mura & (images["source_split"] == "valid")] = "valid"
     split[fracture] = images.loc[fracture, "source_split"].map(FRACTURE_SPLIT_NAMES)
+    split[feedback] = "train"  # never valid or test: the frozen test set stays what it was
     if split.isna().any():
         bad = images.loc[split.isna()].iloc[0]
         raise DataError(f"images.csv: {bad['image_id']} has unknown source split {bad['source_split']!r}")

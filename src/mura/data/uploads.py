@@ -45,6 +45,7 @@ class DecodedUpload:
     bits_stored: int | None = None  # the source's bit depth (DICOM BitsStored; 8 or 16 for PNG/JPEG)
     photometric: str | None = None  # DICOM PhotometricInterpretation, or the PNG/JPEG mode
     manufacturer_model: str | None = None  # DICOM ManufacturerModelName (the X-ray unit's model)
+    burned_in_annotation: bool = False  # DICOM BurnedInAnnotation YES: text in the pixels (never kept for feedback)
 
 
 def decode_upload(data: bytes, image_size: int, policy: ResizePolicy, max_pixels: int) -> DecodedUpload:
@@ -76,6 +77,7 @@ def decode_upload(data: bytes, image_size: int, policy: ResizePolicy, max_pixels
             dicom.bits_stored,
             dicom.photometric,
             dicom.manufacturer_model,
+            dicom.burned_in_annotation,
         )
     gray, mode = decode_image(data, max_pixels=max_pixels)
     bits = 16 if "16" in mode or mode in ("I", "F") else 8

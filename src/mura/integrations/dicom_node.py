@@ -14,6 +14,12 @@ answered with a TID 1500 SR and one heatmap Secondary Capture per view
 STOW-RS, retried with back-off until delivered. The spool
 (:mod:`mura.integrations.dicom_spool`) keeps all of it across crashes. Logs name
 studies by keyed hashes, never by UIDs or patient data.
+
+With a feedback store (``--feedback-dir``), every answer is recorded there under the keyed
+hash of its SR's SOP Instance UID (with the study's views as 8-bit pixels, for ``mura
+feedback export``), and a radiologist's assessment SR that references that SR
+(:mod:`mura.integrations.dicom_assessment`) is recorded as their review. Any other SR is
+refused with a failure status and an ErrorComment saying why.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from mura.data.imaging import ImageDecodeError
 from mura.data.uploads import DecodedUpload
+from mura.integrations.dicom_assessment import SR_SOP_CLASSES, AssessmentError, read_assessment
 from mura.integrations.dicom_delivery import (
     CStoreDestination,
     DeliveryError,
@@ -54,6 +61,16 @@ from mura.integrations.dicom_delivery import (
 )
 from mura.integrations.dicom_results import MANUFACTURER, ModelIdentity, heatmap_capture, structured_report
 from mura.integrations.dicom_spool import ResultSet, Spool
+from mura.operations.feedback import (
+    FeedbackStore,
+    Retention,
+    Review,
+    agreed_label,
+    answer_of,
+    keepable_views,
+    start_pruning,
+)
+from mura.operations.live_performance import FeedbackCollector
 from mura.operations.logging_context import new_request_id
 from mura.operations.telemetry import AuditTrail, ServingMetrics
 from mura.runtime.predictor import Predictor, registered_name
@@ -97,6 +114,8 @@ SUCCESS = 0x0000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
+NOT_AN_ASSESSMENT = 0xC211  # failure, "cannot understand" range: an SR this node cannot record
+UNMATCHED_ASSESSMENT = 0xC212  # an assessment of no result this node holds
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,9 @@ class NodeSettings:
         tracking_uri: MLflow tracking store holding the model.
         metrics_port: serve Prometheus ``/metrics`` on ``host:metrics_port``.
         audit_dir: where the audit trail is appended (default ``<spool>/audit``).
+        feedback_dir: the feedback store's folder (None: assessments are refused as before).
+        feedback_db: its database URL (default SQLite in ``feedback_dir``).
+        feedback_retention: how long answers and reviews are kept.
     """
 
     model_uri: str = "models:/mura-ensemble@champion"
@@ -132,6 +154,9 @@ class NodeSettings:
     tracking_uri: str | None = None
     metrics_port: int | None = None  # Prometheus /metrics on host:port (None: not served)
     audit_dir: Path | None = None  # the audit trail's folder (None: <spool>/audit)
+    feedback_dir: Path | None = None
+    feedback_db: str | None = None
+    feedback_retention: Retention = Retention()
 
     def __post_init__(self) -> None:
         if not self.destinations and not self.stow_urls:
@@ -187,6 +212,11 @@ class DicomNode:
         )
         self.metrics = ServingMetrics("dicom", self.predictor)
         self.audit = AuditTrail(settings.audit_dir or Path(settings.spool) / "audit")
+        self.feedback: FeedbackStore | None = None
+        if settings.feedback_dir is not None:
+            self.feedback = FeedbackStore(settings.feedback_dir, settings.feedback_db, settings.feedback_retention)
+            self._stop_pruning = start_pruning(self.feedback)
+            self.metrics.registry.register(FeedbackCollector(self.feedback, config))
         self._metrics_server: Any = None
         self._state = _State()
         self._stop = threading.Event()
@@ -210,10 +240,11 @@ class DicomNode:
     def _on_echo(self, event: Any) -> int:
         return SUCCESS
 
-    def _on_store(self, event: Any) -> int:
+    def _on_store(self, event: Any) -> int | Dataset:
         calling = event.assoc.requestor.ae_title
         sop_class = UID(str(event.request.AffectedSOPClassUID))
-        if sop_class not in RADIOGRAPH_SOP_CLASSES:
+        assessment = sop_class in SR_SOP_CLASSES and self.feedback is not None
+        if sop_class not in RADIOGRAPH_SOP_CLASSES and not assessment:
             logger.info("refused an instance from %s: %s is not a radiograph storage class", calling, sop_class.name)
             self.metrics.refused("sop_class")
             return SOP_CLASS_NOT_SUPPORTED
@@ -227,6 +258,8 @@ class DicomNode:
             return CANNOT_UNDERSTAND
         if ours:  # one of our own results routed back to us: nothing to score
             return SUCCESS
+        if assessment:
+            return self._on_assessment(ds, calling)
         try:
             study, new = self.spool.receive(study_uid, instance_uid, event.encoded_dataset(include_meta=True))
         except OSError:
@@ -236,6 +269,34 @@ class DicomNode:
             with self._state.lock:
                 self._state.last_seen[study] = time.monotonic()
         logger.info("received an instance of study %s from %s%s", study, calling, "" if new else " (already held)")
+        return SUCCESS
+
+    def _on_assessment(self, ds: Dataset, calling: str) -> int | Dataset:
+        """Record a radiologist's assessment of one of our results; refuse any other SR, saying why."""
+        assert self.feedback is not None
+        try:
+            read = read_assessment(ds)
+        except AssessmentError as exc:
+            logger.info("refused an SR from %s: %s", calling, exc)
+            self.metrics.refused("not_an_assessment")
+            return _failure(NOT_AN_ASSESSMENT, f"not an assessment: {exc}")
+        found = (self.feedback.answer(self.feedback.key(uid)) for uid in read.referenced)
+        answer = next((a for a in found if a is not None), None)
+        if answer is None:
+            logger.info("refused an assessment from %s: it references no result this node holds", calling)
+            self.metrics.refused("unmatched_assessment")
+            return _failure(UNMATCHED_ASSESSMENT, "references no result of this node (or past retention)")
+        label = agreed_label(answer.label, read.assessment, read.label)
+        review = Review(answer.answer_id, "dicom", read.reviewer, read.assessment, label, None, read.reason)  # type: ignore[arg-type]
+        row = self.feedback.record_review(review)
+        self.metrics.feedback.labels("dicom", read.assessment).inc()
+        logger.info(
+            "assessment %d recorded (%s) from %s on a result of model version %s",
+            row,
+            read.assessment,
+            calling,
+            answer.model_version,
+        )
         return SUCCESS
 
     # --- scoring ---------------------------------------------------------------------------
@@ -303,6 +364,10 @@ class DicomNode:
 
         if not self.spool.has_result(report):
             sr = structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))
+            if self.feedback is not None:  # before the SR leaves: an assessment of it must find it
+                study_key = self.feedback.key(str(sources[0].StudyInstanceUID))
+                recorded = answer_of(self.feedback.key(uid("sr")), study_key, "dicom", self.predictor, result)
+                self.feedback.record_answer(recorded, keepable_views([upload for _, upload in decoded]))
             self.spool.store_result(report, [("sr.dcm", _encode(sr))], len(self.destinations))
             self.metrics.answered(result)
             self.audit.record(
@@ -418,6 +483,9 @@ class DicomNode:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self.audit.close()
+        if self.feedback is not None:
+            self._stop_pruning.set()
+            self.feedback.close()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or Ctrl-C."""
@@ -428,6 +496,14 @@ class DicomNode:
         stopped.wait()
         logger.info("stopping the DICOM node")
         self.stop()
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    """A C-STORE failure status with its ErrorComment (LO: 64 characters at most)."""
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment[:64]
+    return answer
 
 
 def _encode(ds: Dataset) -> bytes:

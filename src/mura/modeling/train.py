@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from mura.data.sources import FEEDBACK_DATASET
 from mura.errors import DataError, TrackingError
 from mura.modeling.callbacks import (
     AtomicBestCheckpoint,
@@ -92,7 +93,7 @@ def select_rows(images: pd.DataFrame, split: pd.DataFrame, datasets: tuple[str, 
     merged = images[["image_id", "dataset", "label"]].merge(split, on="image_id", how="left", validate="one_to_one")
     if merged["split"].isna().any():
         raise DataError("split.csv does not cover every row of images.csv: rerun `dvc repro split`")
-    chosen = merged["dataset"].isin(datasets)
+    chosen = merged["dataset"].isin((*datasets, FEEDBACK_DATASET))  # radiologist-labelled rows always train
     out = {}
     for name in ("train", "valid"):
         mask = chosen & (merged["split"] == name)

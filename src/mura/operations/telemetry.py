@@ -108,6 +108,9 @@ class ServingMetrics:
         self.undelivered = Gauge(
             "mura_undelivered_results", "Result sets waiting in the spool for a destination", ["entry_point"], registry=r
         )
+        self.feedback = Counter(
+            "mura_feedback", "Radiologists' assessments recorded, by assessment", ["entry_point", "assessment"], registry=r
+        )
         if predictor is not None:
             runner = predictor.service.runner
             self.model.info(

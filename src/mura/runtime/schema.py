@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mura.modeling.averaging import prob_column
 
-__all__ = ["WARNING_SEPARATOR", "ServedRow", "StudyAnswer", "ViewAnswer"]
+__all__ = ["WARNING_SEPARATOR", "FeedbackRequest", "RegionRequest", "ServedRow", "StudyAnswer", "ViewAnswer"]
 
 WARNING_SEPARATOR = "; "  # a served row's warnings, joined into its one string column
 
@@ -94,3 +94,27 @@ class StudyAnswer(BaseModel):
     synthetic_data: bool | None  # None: forwarded, the model server does not say
     warnings: list[str]
     validation: dict[str, Any] | None = None  # the body part's validation figures (in-process only)
+    feedback_url: str | None = None  # where a reviewer posts a FeedbackRequest on this answer (feedback on)
+
+
+class RegionRequest(BaseModel):
+    """A rectangle drawn on one view, as fractions (0-1) of its width and height."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    view: int = Field(ge=0)
+    x0: float = Field(ge=0, le=1)
+    y0: float = Field(ge=0, le=1)
+    x1: float = Field(ge=0, le=1)
+    y1: float = Field(ge=0, le=1)
+
+
+class FeedbackRequest(BaseModel):
+    """A reviewer's assessment of one answer (``POST`` to the answer's ``feedback_url``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    assessment: Literal["agree", "disagree"]
+    label: Literal["normal", "abnormal"] | None = None  # the radiologist's label; required to disagree
+    region: RegionRequest | None = None  # where the finding is (optional)
+    reason: str = Field(default="", max_length=1000)  # free text: stored, never logged or exported
