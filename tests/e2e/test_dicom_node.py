@@ -136,6 +136,7 @@ def node(predictor, pacs: Orthanc, node_port: int, tmp_path_factory: pytest.Temp
         node_port,
         destinations=(pacs.address,),
         allow=("STORESCU", "SENDER2", "PACS"),
+        feedback_dir=tmp_path_factory.mktemp("feedback"),
     )
     yield node
     node.stop()
@@ -340,3 +341,55 @@ def test_orthanc_explorer_shows_the_study_with_our_series(node, pacs: Orthanc, t
             page.screenshot(path=str(ARTIFACTS / "orthanc-heatmap.png"))
         finally:
             browser.close()
+
+
+def test_a_radiologists_assessment_comes_back_through_the_pacs_and_is_recorded(
+    node, pacs: Orthanc, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Our SR → Orthanc; a verified assessment SR referencing it, stored in Orthanc and forwarded to the node."""
+    from mura.integrations.dicom_assessment import REJECTED, assessment_report
+    from mura.operations.feedback import FeedbackStore
+
+    caplog.set_level(logging.INFO, logger="mura")
+    study = write_phantom_study(tmp_path / "study", 2, "WRIST", True, seed=11, size=SIDE)
+    assert _storescu(node.settings.port, list(study.files)).returncode == 0
+    results = _wait_results(pacs, study.study_uid, 3)
+    ours = pydicom.dcmread(_download(pacs, next(r for r in results if r["modality"] == "SR"), tmp_path))
+    store = FeedbackStore(node.settings.feedback_dir)
+    answer = store.answer(store.key(ours.SOPInstanceUID))
+    assert answer is not None and answer.entry_point == "dicom" and len(store.images_of(answer.answer_id)) == 2
+    assessment = assessment_report(
+        ours, REJECTED, "Doe^Jane", pydicom.uid.generate_uid(), pydicom.uid.generate_uid(), reason="clearly normal"
+    )
+    path = tmp_path / "assessment.dcm"
+    assessment.save_as(path, enforce_file_format=True)
+    check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    assert not [line for line in check.stderr.splitlines() if line.startswith("Error")], check.stderr
+    stored = pacs.upload(path.read_bytes())  # the workstation stores it in the PACS, which routes it to the node
+    pacs.request("POST", "/modalities/mura/store", {"Resources": [stored], "Synchronous": True})
+    reviewed = store.reviewed()
+    row = reviewed[reviewed["answer_id"] == answer.answer_id].iloc[0]
+    assert row["source"] == "dicom" and row["assessment"] == "reject" and row["reviewer"] == "dicom:Doe^Jane"
+    assert row["radiologist_label"] != answer.label and not row["agreed"] and row["reason"] == "clearly normal"
+    # An assessment of a result this node never sent, and an SR that is no assessment: refused, with why.
+    other = ours.copy()
+    other.SOPInstanceUID = pydicom.uid.generate_uid()
+    stray = assessment_report(other, REJECTED, "Doe^Jane", pydicom.uid.generate_uid(), pydicom.uid.generate_uid())
+    unverified = assessment_report(ours, REJECTED, "Doe^Jane", pydicom.uid.generate_uid(), pydicom.uid.generate_uid())
+    unverified.VerificationFlag = "UNVERIFIED"
+    del unverified.VerifyingObserverSequence
+    for name, ds, status, why in (
+        ("stray", stray, "0xc212", "references no result of this node"),
+        ("unverified", unverified, "0xc211", "not an assessment: not verified"),
+    ):
+        file = tmp_path / f"{name}.dcm"
+        ds.save_as(file, enforce_file_format=True)
+        answered = subprocess.run(  # -d: the whole C-STORE response, its status and ErrorComment
+            [STORESCU, "-d", "-aet", "STORESCU", "-aec", "MURA", "127.0.0.1", str(node.settings.port), str(file)],
+            capture_output=True,
+            text=True,
+        )
+        response = answered.stdout + answered.stderr
+        assert answered.returncode != 0 and status in response.lower() and why in response, response[-3000:]
+    assert len(store.reviewed(latest_only=False)) == 1
+    assert ours.SOPInstanceUID not in caplog.text and study.study_uid not in caplog.text and "Doe" not in caplog.text

@@ -443,3 +443,58 @@ def test_resume_after_kill(workspace: Path) -> None:
     output = again.stdout + again.stderr
     assert "Epoch 1/4" not in output
     assert f"Epoch {done_before + 1}/4" in output or f"Epoch {done_before}/4" in output
+
+
+def test_radiologists_feedback_exported_with_dvc_is_trained_on_and_never_tested(workspace: Path, tmp_path: Path) -> None:
+    """Reviewed answers → `mura feedback export --dvc` → `dvc repro` ingests them as train rows and trains on them."""
+    import datetime as dt
+
+    import numpy as np
+    from PIL import Image
+
+    from mura.operations.feedback import Answer, FeedbackStore, Review
+
+    store = FeedbackStore(tmp_path / "feedback")
+    views = sorted((workspace / "data/raw/synthetic").rglob("image1.png"))[:5]
+    plan = [  # (model label, assessment, radiologist label, body part)
+        ("abnormal", "agree", "abnormal", "XR_WRIST"),
+        ("abnormal", "disagree", "normal", "XR_HAND"),
+        ("normal", "reject", "abnormal", "XR_ELBOW"),
+        ("normal", "agree", "normal", None),  # no body part: left out of the export
+    ]
+    for k, (label, assessment, truth, part) in enumerate(plan):
+        answer = Answer(f"a{k}", store.key(f"study-{k}"), "web", "mura-ensemble", "1", "default", 0.5, 0.5, label,  # type: ignore[arg-type]
+                        part, True, 1, dt.datetime.now(dt.UTC))  # fmt: skip
+        store.record_answer(answer, [np.asarray(Image.open(views[k]).convert("L"))])
+        store.record_review(Review(f"a{k}", "web", "alice", assessment, truth, reason="patient Jane Doe"))  # type: ignore[arg-type]
+    store.record_answer(Answer("unreviewed", store.key("s"), "web", "m", "1", "default", 0.5, 0.5, "normal", "XR_HAND", True, 1,
+                               dt.datetime.now(dt.UTC)), [np.asarray(Image.open(views[4]).convert("L"))])  # fmt: skip
+    before = pd.read_csv(workspace / "data/processed/split.csv")
+    exported = subprocess.run(
+        [sys.executable, "-m", "mura.cli", "feedback", "export", "--feedback-dir", str(tmp_path / "feedback")]
+        + ["--out", "data/raw/feedback", "--name", "export-test", "--dvc"],
+        cwd=workspace,
+        env=_env(workspace),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "3 studies (3 images: 1 confirmations, 2 disagreements)" in exported.stdout and "left out: 1" in exported.stdout
+    folder = workspace / "data/raw/feedback/export-test"
+    assert (workspace / "data/raw/feedback/export-test.dvc").exists() and (folder / "SYNTHETIC_DATA_README.txt").exists()
+    provenance = pd.read_csv(folder / "provenance.csv")
+    assert sorted(provenance["assessment"]) == ["agree", "disagree", "reject"] and "reviewer" not in provenance.columns
+    assert "Jane" not in (folder / "provenance.csv").read_text()
+    assert "ingest" in _dvc(workspace, "status")
+    _dvc(workspace, "repro", "train@tiny_a")
+    images = pd.read_csv(workspace / "data/interim/images.csv")
+    feedback = images[images["dataset"] == "feedback"]
+    labelled = sorted(zip(feedback["body_part"], feedback["label"], strict=True))
+    assert labelled == [("XR_ELBOW", 1), ("XR_HAND", 0), ("XR_WRIST", 1)]
+    after = pd.read_csv(workspace / "data/processed/split.csv")
+    assert set(after[after["image_id"].isin(feedback["image_id"])]["split"]) == {"train"}
+    for name in ("valid", "test"):  # the held-out sets are what they were
+        assert set(after[after["split"] == name]["image_id"]) == set(before[before["split"] == name]["image_id"])
+    trained = json.loads((workspace / "reports/train/tiny_a/metrics.json").read_text())
+    assert trained["train_images"] == int((before["split"] == "train").sum()) + 3

@@ -117,7 +117,9 @@ def test_dciodvfy_finds_no_errors(sources: list[pydicom.Dataset], tmp_path: Path
         assert not [line for line in check.stderr.splitlines() if line.startswith("Error")], check.stderr
 
 
-def test_an_assessment_sr_is_read_back_with_its_reference_label_and_reviewer(sources: list[pydicom.Dataset], tmp_path: Path) -> None:
+def test_an_assessment_sr_is_read_back_with_its_reference_label_and_reviewer(
+    sources: list[pydicom.Dataset], tmp_path: Path
+) -> None:
     from mura.integrations.dicom_assessment import (
         ACCEPTED,
         MODIFIED,

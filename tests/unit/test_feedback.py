@@ -64,7 +64,8 @@ def test_a_review_is_read_back_joined_with_its_answer(tmp_path: Path) -> None:
     latest = store.reviewed()
     assert list(latest["answer_id"]) == ["a1", "a2"] and list(latest["agreed"]) == [True, True]
     every = store.reviewed(latest_only=False)
-    assert len(every) == 3 and every.iloc[1]["region"] == "0.1000,0.1000,0.3000,0.4000" and every.iloc[1]["reason"] == "a fracture"
+    assert len(every) == 3 and every.iloc[1]["region"] == "0.1000,0.1000,0.3000,0.4000"
+    assert every.iloc[1]["reason"] == "a fracture"
     assert not bool(every.iloc[1]["agreed"]) and every.iloc[1]["reviewer"] == "bob"
     assert len(store.reviewed(since=NOW + dt.timedelta(seconds=30))) == 1
     with pytest.raises(KeyError):

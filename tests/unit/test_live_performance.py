@@ -30,7 +30,12 @@ def test_wilson_interval_matches_the_textbook_value() -> None:
 def test_agreement_sensitivity_and_specificity_per_body_part_and_version() -> None:
     rows = pd.concat(
         [
-            _rows([("abnormal", "abnormal")] * 3 + [("normal", "abnormal")] + [("normal", "normal")] * 4 + [("abnormal", "normal")] * 2),
+            _rows(
+                [("abnormal", "abnormal")] * 3
+                + [("normal", "abnormal")]
+                + [("normal", "normal")] * 4
+                + [("abnormal", "normal")] * 2
+            ),
             _rows([("abnormal", "abnormal")], part="XR_HAND"),
             _rows([("normal", "normal")], version="3"),
         ]
@@ -82,7 +87,8 @@ def test_prometheus_gauges_per_window_and_the_validation_floor() -> None:
     assert 'mura_feedback_reviewed{body_part="all",model_version="2",window="30d"} 4.0' in text
     assert 'mura_feedback_agreement_ratio{body_part="all",model_version="2",window="30d"} 0.25' in text
     floor = validation_agreement_lower(_config())["all"]
-    assert floor == pytest.approx(wilson(80, 100)[1]) and f'mura_validation_agreement_lower_ratio{{body_part="all"}} {floor}' in text
+    assert floor == pytest.approx(wilson(80, 100)[1])
+    assert f'mura_validation_agreement_lower_ratio{{body_part="all"}} {floor}' in text
 
 
 def test_reviewers_tokens_are_stored_hashed_and_the_file_is_reread(tmp_path: Path) -> None:
@@ -92,7 +98,8 @@ def test_reviewers_tokens_are_stored_hashed_and_the_file_is_reread(tmp_path: Pat
     assert alice not in text and bob not in text and "alice:sha256:" in text
     assert (tmp_path / "reviewers").stat().st_mode & 0o777 == 0o600
     other = ReviewerFile(tmp_path / "reviewers")  # a server reading the same file
-    assert other.who(alice) == "alice" and other.who(bob) == "dr.bob@example" and other.who("guess") is None and other.who("") is None
+    assert other.who(alice) == "alice" and other.who(bob) == "dr.bob@example"
+    assert other.who("guess") is None and other.who("") is None
     assert accounts.remove("alice") and not accounts.remove("alice")
     assert other.who(alice) is None and other.who(bob) == "dr.bob@example"
     with pytest.raises(ValueError):

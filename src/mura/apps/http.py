@@ -7,6 +7,8 @@ declares the token check as a FastAPI dependency on the routes it protects.
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,7 @@ __all__ = [
     "add_unauthorized_handler",
     "bearer",
     "error_response",
+    "redact_access_log",
     "require_reviewer",
     "require_token",
 ]
@@ -33,6 +36,25 @@ REVIEWER_REQUIRED = "feedback needs your own reviewer token (the operator create
 
 class Unauthorized(Exception):
     """A request without the deployment's bearer token (answered 401 with one line)."""
+
+
+_CAPABILITY = re.compile(r"(/api/(?:heatmap|feedback)/)[A-Za-z0-9_-]+")
+
+
+class _RedactCapabilities(logging.Filter):
+    """Replace the unguessable tokens in heatmap and feedback paths with ``<token>`` in uvicorn's access lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_CAPABILITY.sub(r"\1<token>", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_access_log() -> None:
+    """Keep answer tokens out of the access log: a token names a study's kept views for a while."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactCapabilities) for f in access.filters):
+        access.addFilter(_RedactCapabilities())
 
 
 def error_response(status: int, message: str) -> JSONResponse:

@@ -49,6 +49,7 @@ from mura.apps.http import (
     add_unauthorized_handler,
     bearer,
     error_response,
+    redact_access_log,
     require_reviewer,
     require_token,
 )
@@ -549,4 +550,5 @@ def _forwarded(answer: dict[str, Any], body_part: str) -> dict[str, Any]:
 def serve(settings: WebSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the app with uvicorn (access log keeps method and path only)."""
     # log_config=None: uvicorn's lines go through the root logger, in the format chosen (text or JSON).
+    redact_access_log()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)

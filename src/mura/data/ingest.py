@@ -25,7 +25,15 @@ from tqdm import tqdm
 from mura.config import DataParams, IngestParams
 from mura.data.duplicates import choose_dropped, find_duplicate_groups
 from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
-from mura.data.sources import ImageEntry, is_junk, is_synthetic, list_feedback, list_fracture, list_mura
+from mura.data.sources import (
+    SYNTHETIC_MARKER,
+    ImageEntry,
+    is_junk,
+    is_synthetic,
+    list_feedback,
+    list_fracture,
+    list_mura,
+)
 from mura.errors import ConfigError, DataError
 from mura.parallel import process_context, worker_count
 from mura.stage import Layout, write_csv, write_json
@@ -144,10 +152,11 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
             entries.extend(lister(path))
         else:
             logger.warning("dataset %s left out: %s=%s is empty", name, param, folder)
-    feedback = list_feedback(Path(data.feedback_dir)) if Path(data.feedback_dir).is_dir() else []
-    presence["feedback"] = {"present": bool(feedback), "dir": data.feedback_dir, "synthetic": False}
+    feedback_dir = Path(data.feedback_dir)
+    feedback = list_feedback(feedback_dir) if feedback_dir.is_dir() else []
+    synthetic = bool(feedback) and any((export / SYNTHETIC_MARKER).exists() for export in feedback_dir.iterdir())
+    presence["feedback"] = {"present": bool(feedback), "dir": data.feedback_dir, "synthetic": synthetic}
     if feedback:
-        presence["feedback"]["synthetic"] = any(is_synthetic(entry.file.parent) for entry in feedback[:1])
         logger.info("feedback: %d radiologist-labelled images from %s", len(feedback), data.feedback_dir)
         entries.extend(feedback)
     if not entries:
