@@ -97,3 +97,7 @@ _empty_is_unset  # pydantic field validator (src/mura/settings.py)
 chosen_on  # a field of the thresholds.json contract (OperatingPoints), serialized for the people who read the file
 f32  # a field of the precision-check contract (PrecisionCheck), read through PrecisionCheck.comparison("f32") and getattr
 bf16  # a field of the precision-check contract (PrecisionCheck), read through PrecisionCheck.comparison("bf16") and getattr
+_.ErrorComment  # DICOM attribute of a C-STORE failure status (src/mura/integrations/dicom_node.py, read by the sender)
+synthetic_model  # a column of the feedback store's answers (src/mura/operations/feedback.py), read by the export
+_.collect  # prometheus_client Collector method (src/mura/operations/live_performance.py), called at each scrape
+feedback_url  # pydantic field of StudyAnswer (set by mura.apps.web._answer, read by the page)

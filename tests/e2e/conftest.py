@@ -82,6 +82,7 @@ def register_variants(
             **{f"p_{n}": reference[:, i] for i, n in enumerate(names)},
         }
     ).to_csv(ws / "reports/predictions/valid.csv", index=False)
+    _write_validation_table(ws, names)
     inputs = RegisterPaths(
         models_dir=ws / "models",
         thresholds=ws / "reports/thresholds.json",
@@ -90,7 +91,7 @@ def register_variants(
         split=ws / "split.csv",
         pixels=ws / "pixels.npy",
         predictions=ws / "reports/predictions",
-        per_body_part=None,  # no evaluation table, figures or model card file in this fixture
+        per_body_part=ws / "reports/per_body_part.csv",  # the valid split's only: no test-split figures in this fixture
         figures=(),
         model_card=None,
     )
@@ -100,6 +101,18 @@ def register_variants(
         patch.chdir(ws)
         result = run_register(names, params.register, params.data.image_size, params.data.resize, inputs)
     return {"ws": ws, "uri": uri, "first": result, "params": params, "inputs": inputs}
+
+
+def _write_validation_table(ws: Path, names: list[str]) -> None:
+    """The evaluation table of the ten validation images (what the served validation figures and floor come from)."""
+    from mura.evaluation.evaluate import evaluation_table
+
+    valid = pd.read_csv(ws / "reports/predictions/valid.csv")
+    frame = valid.merge(pd.read_csv(ws / "images.csv")[["image_id", "patient_id"]], on="image_id")
+    ensemble = frame[[f"p_{n}" for n in names]].mean(axis=1)
+    frame = frame.assign(split="valid", dataset="mura", body_part="XR_WRIST", p_ensemble=ensemble)
+    table = evaluation_table(frame, [*names, "ensemble"], {"default": 0.5, "high_sensitivity": 0.3}, n_resamples=0, seed=0)
+    table.to_csv(ws / "reports/per_body_part.csv", index=False)
 
 
 def tiny_variants() -> dict[str, Any]:

@@ -43,7 +43,8 @@ def server(registered: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     accounts = ReviewerFile(work / "reviewers")
     tokens = {"alice": accounts.add("alice"), "bob": accounts.add("bob")}
     port = free_port()
-    state = {"proc": _start(registered, work, port), "url": f"http://127.0.0.1:{port}", "work": work, "tokens": tokens}
+    state: dict[str, Any] = {"proc": _start(registered, work, port), "url": f"http://127.0.0.1:{port}", "work": work}
+    state["tokens"] = tokens
     yield state
     os.killpg(state["proc"].pid, signal.SIGTERM)
     state["proc"].wait(timeout=30)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mura.data.dicom_phantoms import write_phantom_study
 from mura.deploy.processes import free_port, wait_tcp
+from mura.operations.reviewers import ReviewerFile
 from tests.helpers import png_bytes, wait_http
 
 pytestmark = [
@@ -28,6 +30,8 @@ pytestmark = [
     ),
 ]
 ANSWERED = 5  # at least MIN_SAMPLES studies, so the drift tests run on them
+ALERTS = Path(__file__).resolve().parents[2] / "docker" / "prometheus" / "alerts.yml"
+REVIEWED = 20  # the agreement alert's minimum of reviewed studies
 
 
 def _post_study(url: str, files: list[bytes]) -> int:
@@ -70,8 +74,10 @@ def servers(registered: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
     web_port, node_port, node_metrics, prom_port = free_port(), free_port(), free_port(), free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"])
     cmd = [sys.executable, "-m", "mura.cli", "serve-ui", "--model", "models:/mura-ensemble@champion", "--port", str(web_port)]
+    ReviewerFile(work / "reviewers").add("alice")
+    feedback = ["--feedback-dir", str(work / "feedback"), "--reviewers", str(work / "reviewers")]
     web = subprocess.Popen(
-        [*cmd, "--audit-dir", str(work / "web-audit")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*cmd, "--audit-dir", str(work / "web-audit"), *feedback], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     predictor = Predictor.load("models:/mura-ensemble@champion", tracking_uri=registered["uri"])
     settings = NodeSettings(
@@ -95,6 +101,7 @@ def servers(registered: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
     config = work / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{ALERTS}']\n"
         "scrape_configs:\n"
         f"  - {{job_name: web, static_configs: [{{targets: ['127.0.0.1:{web_port}']}}]}}\n"
         f"  - {{job_name: dicom, static_configs: [{{targets: ['127.0.0.1:{node_metrics}']}}]}}\n"
@@ -195,10 +202,75 @@ def test_mura_monitor_reports_drift_against_the_validation_profile(
     assert "flagged" in client.get_model_version("mura-ensemble", "1").tags["last_drift_report"]
 
 
+def test_radiologists_disagreeing_shows_on_prometheus_and_raises_the_agreement_alert(servers: dict[str, Any]) -> None:
+    """Reviews in the web UI's feedback store (as its page records them) → /metrics → Prometheus → the alert rule."""
+    import datetime as dt
+
+    from mura.operations.feedback import Answer, FeedbackStore, Review
+
+    store = FeedbackStore(servers["work"] / "feedback")
+    for k in range(REVIEWED):
+        answer = Answer(f"seeded-{k}", store.key(str(k)), "web", "mura-ensemble", "1", "default", 0.5, 0.9, "abnormal",
+                        None, True, 1, dt.datetime.now(dt.UTC))  # fmt: skip
+        store.record_answer(answer)
+        store.record_review(Review(answer.answer_id, "web", "alice", "disagree", "normal"))
+    prometheus = servers["prometheus"]
+    expected = {
+        'mura_feedback_reviewed{job="web",window="7d",body_part="all",model_version="1"}': float(REVIEWED),
+        'mura_feedback_agreement_ratio{job="web",window="7d",body_part="all",model_version="1"}': 0.0,
+        'mura_feedback_specificity_ratio{job="web",window="30d",body_part="all",model_version="1"}': 0.0,
+    }
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = {q: [float(r["value"][1]) for r in _query(prometheus, q)] for q in expected}
+        alerts = _query(prometheus, 'ALERTS{alertname="MuraAgreementBelowValidation",body_part="all"}')
+        if all(found[q] == [v] for q, v in expected.items()) and alerts:
+            break
+        time.sleep(1)
+    assert all(found[q] == [v] for q, v in expected.items()), found
+    floor = _query(prometheus, 'mura_validation_agreement_lower_ratio{job="web",body_part="all"}')
+    assert floor and 0 < float(floor[0]["value"][1]) < 1  # the served model's validation accuracy, lower bound
+    assert alerts and alerts[0]["metric"]["alertstate"] == "pending" and alerts[0]["metric"]["model_version"] == "1"
+
+
+def test_mura_monitor_reports_live_performance_next_to_drift(
+    servers: dict[str, Any], registered: dict[str, Any], tmp_path: Path
+) -> None:
+    """After the reviews above: `mura monitor --feedback-dir` adds agreement, sensitivity, specificity with CIs."""
+    import mlflow
+
+    out = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "mura.cli", "monitor", "--model", "models:/mura-ensemble@champion"]
+        + ["--audit-dir", str(servers["work"] / "web-audit"), "--out", str(out)]
+        + ["--feedback-dir", str(servers["work"] / "feedback")],
+        env=dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"radiologists, all: {REVIEWED} reviewed, agreement 0.00 [0.00, 0." in done.stdout
+    live = pd.read_csv(out / "live_performance.csv").set_index("body_part")
+    assert live.loc["all", "n"] == REVIEWED and live.loc["all", "specificity"] == 0.0 and live.loc["all", "agreement_high"] < 0.2
+    assert "Against radiologists" in (out / "drift_report.html").read_text()
+    client = mlflow.MlflowClient(registered["uri"])
+    experiment = client.get_experiment_by_name("mura-monitoring")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
+    assert runs[0].data.metrics["live_reviewed"] == REVIEWED and runs[0].data.metrics["live_agreement"] == 0.0
+
+
 def test_every_dashboard_query_runs_on_prometheus(servers: dict[str, Any]) -> None:
     """docker/grafana/mura-dashboard.json: each panel's PromQL is valid, and those on the metrics above find them."""
     dashboard = json.loads((Path(__file__).resolve().parents[2] / "docker" / "grafana" / "mura-dashboard.json").read_text())
-    with_data = ("Studies answered per minute", "Latency per phase (median)", "Model served", "Studies in flight")
+    with_data = (
+        "Studies answered per minute",
+        "Latency per phase (median)",
+        "Model served",
+        "Studies in flight",
+        "Radiologists' agreement (7 days) vs the validation floor",
+    )
     deadline = time.monotonic() + 30  # rate() needs two scrapes of a series: give Prometheus a few more seconds
     while True:
         found = {
@@ -209,5 +281,5 @@ def test_every_dashboard_query_runs_on_prometheus(servers: dict[str, Any]) -> No
         if ready or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert len(found) == len(dashboard["panels"]) >= 10
+    assert len(found) == len(dashboard["panels"]) >= 14
     assert ready, found

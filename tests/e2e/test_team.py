@@ -555,3 +555,27 @@ def test_mlflow_run_of_the_container_project_logs_and_registers_on_the_server(
         for key in settings:
             os.environ.pop(key, None)
     assert set(runs["tags.mlflow.runName"]) == {"tiny_a", "ensemble"} and set(runs["tags.mlflow.user"]) == {user}
+
+
+def test_the_feedback_store_keeps_reviews_in_the_teams_postgresql(stack: TeamStack, tmp_path: Path) -> None:
+    """The servers' feedback store on the stack's PostgreSQL (database mura_feedback): rows, a second reader, retention."""
+    import datetime as dt
+    import urllib.parse
+
+    from mura.operations.feedback import Answer, FeedbackStore, Retention, Review
+
+    password = urllib.parse.quote(stack.secrets.pg_password, safe="")
+    url = f"postgresql+psycopg2://mura:{password}@127.0.0.1:{stack.ports.postgres}/mura_feedback"
+    store = FeedbackStore(tmp_path / "web", url)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+    for answer_id, when in (("fresh", dt.datetime.now(dt.UTC)), ("stale", old)):
+        store.record_answer(Answer(answer_id, store.key(answer_id), "web", "mura-ensemble", "3", "default", 0.5, 0.8, "abnormal",
+                                   "XR_WRIST", True, 1, when))  # fmt: skip
+    store.record_review(Review("fresh", "web", "alice", "disagree", "normal"))
+    rows = _pg(stack, "SELECT reviewer, assessment, radiologist_label FROM feedback", "mura_feedback")
+    assert rows == [("alice", "disagree", "normal")]
+    reader = FeedbackStore(tmp_path / "monitor", url, Retention(answer_days=30))  # another server, same database
+    reviewed = reader.reviewed()
+    assert list(reviewed["answer_id"]) == ["fresh"] and not reviewed["agreed"].iloc[0]
+    assert reader.prune() == (1, 0) and reader.answer("stale") is None and reader.answer("fresh") is not None
+    assert stack.secrets.pg_password not in repr(store.engine.url)  # SQLAlchemy masks it wherever the URL is shown

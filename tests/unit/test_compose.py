@@ -98,4 +98,16 @@ def test_prometheus_config_and_alert_rules_are_valid() -> None:
         ["promtool", "check", "config", str(COMPOSE.parent / "prometheus" / "prometheus.yml")], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout + checked.stderr
+    assert "SUCCESS: 7 rules found" in checked.stdout + checked.stderr
+
+
+def test_the_servers_share_one_feedback_store_in_the_teams_postgresql(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    folders = {name: _flag_values(services[name]["command"], "--feedback-dir") for name in ("webui", "dicom-node", "monitor")}
+    assert all(found == ["/var/lib/mura/feedback"] for found in folders.values()), folders
+    urls = {services[name]["environment"]["MURA_FEEDBACK_DB"] for name in folders}
+    assert len(urls) == 1 and next(iter(urls)).endswith("@postgres:5432/mura_feedback")
+    assert _flag_values(services["webui"]["command"], "--reviewers") == ["/var/lib/mura/feedback/reviewers"]
+    for name in folders:
+        assert any(str(v).startswith("feedback:/var/lib/mura/feedback") for v in services[name]["volumes"]), name
+    assert "CREATE DATABASE mura_feedback" in (COMPOSE.parent / "initdb" / "20-feedback-db.sql").read_text()

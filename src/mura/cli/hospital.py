@@ -54,6 +54,12 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         since = since.replace(tzinfo=dt.UTC)
     limits = DriftLimits(psi=args.psi_limit, p_value=args.p_limit)
     folders = [Path(f) for f in args.audit_dir or [default_audit_dir()]]
+    feedback = None
+    if args.feedback_dir:
+        from mura.operations.feedback import FeedbackStore
+        from mura.settings import runtime_settings
+
+        feedback = FeedbackStore(Path(args.feedback_dir), args.feedback_db or runtime_settings().feedback_db)
     if args.every is not None:
         if since is not None:
             raise SystemExit("mura monitor: --since and --every exclude each other (--every uses --window)")
@@ -63,13 +69,35 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 
             start_http_server(args.metrics_port, addr=args.host, registry=metrics.registry)
         logger.info("drift report every %.0f s on the last %.0f s of answers", args.every, args.window)
-        monitor_every(folders, args.model, Path(args.out), args.every, args.window, limits, args.tracking_uri, metrics)
+
+        def report(since: dt.datetime) -> Any:
+            return run_monitor(folders, args.model, Path(args.out), since, limits, args.tracking_uri, feedback)
+
+        monitor_every(report, args.every, args.window, metrics)
         return
-    table = run_monitor(folders, args.model, Path(args.out), since, limits, args.tracking_uri)
+    table = run_monitor(folders, args.model, Path(args.out), since, limits, args.tracking_uri, feedback)
     flagged = table[table["flagged"]]
     print(f"{len(flagged)} of {len(table)} features moved past the limits; report: {Path(args.out) / 'drift_report.html'}")
     for row in flagged.itertuples():
         print(f"  {row.feature} ({row.group}): PSI {row.psi:.3f}, {row.test} p {row.p_value:.2g}")
+    live = Path(args.out) / "live_performance.csv"
+    if feedback is not None and live.exists():
+        _print_live(live)
+
+
+def _print_live(path: Path) -> None:
+    """The agreement lines of ``live_performance.csv`` (all body parts, then each)."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    if table.empty:
+        print("no study of this model version was reviewed by a radiologist in the window")
+    for row in table.itertuples():
+        print(
+            f"  radiologists, {row.body_part}: {row.n} reviewed, agreement {row.agreement:.2f} "
+            f"[{row.agreement_low:.2f}, {row.agreement_high:.2f}], sensitivity {row.sensitivity:.2f}, "
+            f"specificity {row.specificity:.2f}"
+        )
 
 
 def add_commands(sub: Any) -> None:
@@ -139,6 +167,12 @@ def add_commands(sub: Any) -> None:
     )
     mon.add_argument("--host", default="127.0.0.1", help="address of --metrics-port")
     mon.add_argument("--out", default="reports/monitoring", help="folder for drift_report.html and drift.csv")
+    mon.add_argument(
+        "--feedback-dir",
+        default=None,
+        help="a server's feedback store: the report adds agreement, sensitivity and specificity against radiologists",
+    )
+    mon.add_argument("--feedback-db", default=None, help="its database URL (default $MURA_FEEDBACK_DB, else SQLite there)")
     mon.add_argument("--psi-limit", type=float, default=0.2, help="flag a feature whose PSI exceeds this")
     mon.add_argument("--p-limit", type=float, default=0.01, help="flag a feature whose test p-value is below this")
     mon.set_defaults(func=cmd_monitor)

@@ -1,6 +1,7 @@
 """PostgreSQL for the team stack: Debian's server binaries, a data folder of our own, loopback, password auth.
 
-Two databases: the tracking store (``mlflow``) and the auth app's users (``mlflow_auth``). As
+Three databases: the tracking store (``mlflow``), the auth app's users (``mlflow_auth``) and the
+servers' feedback store (``mura_feedback``, :mod:`mura.operations.feedback`). As
 root, the server runs as the ``postgres`` user, which must own the data folder.
 """
 
@@ -16,7 +17,7 @@ from mura.deploy.processes import HOST, ServerError, write_private
 __all__ = ["DATABASES", "pg_bin", "start_postgres", "stop_postgres", "store_uri"]
 
 PG_VERSIONS = ("17", "16", "15")
-DATABASES = ("mlflow", "mlflow_auth")  # the tracking store, the auth app's users
+DATABASES = ("mlflow", "mlflow_auth", "mura_feedback")  # the tracking store, the auth app's users, radiologists' feedback
 
 
 def pg_bin() -> Path:

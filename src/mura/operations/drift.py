@@ -26,7 +26,7 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from scipy import stats
 
 from mura.errors import DataError, MuraError
+from mura.operations.live_performance import live_performance
 from mura.operations.profile import REFERENCE_ARTIFACT, current_profile
 from mura.runtime.predictor import registered_name, registered_version
 from mura.tracking import server_errors, use_tracking_uri
@@ -173,8 +174,27 @@ def _histogram_png(reference: np.ndarray, current: np.ndarray, title: str) -> st
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def render_report(table: pd.DataFrame, reference: dict[str, Any], current: dict[str, Any], meta: dict[str, Any]) -> str:
-    """A self-contained HTML page: what moved, the table, and reference-vs-production histograms."""
+def _live_section(live: pd.DataFrame | None) -> str:
+    """The report's "against radiologists" section (empty without a feedback store)."""
+    if live is None:
+        return ""
+    if live.empty:
+        return "<h2>Against radiologists</h2><p>No study of this model version was reviewed in the window.</p>"
+    rendered: str = live.round(3).to_html(index=False, classes="live", na_rep="–")
+    return (
+        "<h2>Against radiologists</h2><p>The model's label against the reviewing radiologist's, per body part, with "
+        "95 % Wilson intervals. Reviewers choose what they review: a signal to look at, not a clinical study.</p>" + rendered
+    )
+
+
+def render_report(
+    table: pd.DataFrame,
+    reference: dict[str, Any],
+    current: dict[str, Any],
+    meta: dict[str, Any],
+    live: pd.DataFrame | None = None,
+) -> str:
+    """A self-contained HTML page: what moved, the table, reference-vs-production histograms, and live performance."""
     flagged = table[table["flagged"]]
     head = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in meta.items())
     moved = (
@@ -198,6 +218,7 @@ def render_report(table: pd.DataFrame, reference: dict[str, Any], current: dict[
         "td,th{border:1px solid #ccc;padding:3px 6px}.flag{background:#fdd}</style></head><body><h1>Drift report</h1>"
         f"<ul>{head}</ul>{moved}"
         + table.round(4).to_html(index=False, classes="drift", na_rep="–").replace("<td>True</td>", "<td class='flag'>True</td>")
+        + _live_section(live)
         + "<h2>Validation vs production</h2>"
         + "".join(figures)
         + "<p>A pre-screening aid's inputs and outputs, compared with the data it was validated on; "
@@ -213,6 +234,7 @@ def run_monitor(
     since: dt.datetime | None = None,
     limits: DriftLimits = DriftLimits(),
     tracking_uri: str | None = None,
+    feedback: Any | None = None,
 ) -> pd.DataFrame:
     """``mura monitor``: compare the audit trail with the model's validation profile; write and log the report.
 
@@ -223,6 +245,9 @@ def run_monitor(
         since: only records at or after this time (timezone-aware; all when None).
         limits: when a feature is flagged.
         tracking_uri: the MLflow tracking store (default ``$MLFLOW_TRACKING_URI`` or ./mlflow.db).
+        feedback: a :class:`mura.operations.feedback.FeedbackStore`: the report then also has the model's
+            agreement, sensitivity and specificity against radiologists' reviews since ``since``
+            (``live_performance.csv``, ``live_*`` metrics).
 
     Returns:
         The drift table.
@@ -266,7 +291,20 @@ def run_monitor(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "drift.csv", index=False)
-    (out_dir / "drift_report.html").write_text(render_report(table, reference, current, meta))
+    live = _live_table(feedback, version, since)
+    if live is not None:
+        live.to_csv(out_dir / "live_performance.csv", index=False)
+    (out_dir / "drift_report.html").write_text(render_report(table, reference, current, meta, live))
+    _log_report(store, name, version, table, out_dir, live, meta)
+    return table
+
+
+def _log_report(
+    store: str, name: str, version: str, table: pd.DataFrame, out_dir: Path, live: pd.DataFrame | None, meta: dict[str, Any]
+) -> None:
+    """The report as an MLflow run of the monitoring experiment, noted on the model version."""
+    import mlflow  # lazy: heavy (~1 s): only when talking to the tracking store
+
     with server_errors("logging the drift report", store):
         # Not mlflow.set_experiment: it exports MLFLOW_EXPERIMENT_ID to the whole process (and its children).
         client = mlflow.MlflowClient()
@@ -278,10 +316,27 @@ def run_monitor(
             mlflow.log_metrics(
                 {f"psi_{feature}": float(value) for feature, value in zip(overall["feature"], overall["psi"], strict=True)}
                 | {"flagged": float(table["flagged"].sum())}
+                | _live_metrics(live)
             )
             mlflow.log_artifacts(str(out_dir), artifact_path="drift")
         client.set_model_version_tag(name, version, "last_drift_report", f"{run.info.run_id}: {meta['flagged']} flagged")
-    return table
+
+
+def _live_table(feedback: Any | None, version: str, since: dt.datetime | None) -> pd.DataFrame | None:
+    """Live performance of this model version from the feedback store (None without a store)."""
+    if feedback is None:
+        return None
+    reviewed = feedback.reviewed(since=since)
+    return live_performance(reviewed[reviewed["model_version"].astype(str) == version])
+
+
+def _live_metrics(live: pd.DataFrame | None) -> dict[str, float]:
+    """``live_reviewed``, ``live_agreement``, ``live_sensitivity``, ``live_specificity`` over all body parts."""
+    if live is None or live.empty:
+        return {}
+    row = live[live["body_part"] == "all"].iloc[0]
+    values = {f"live_{k}": float(row[k]) for k in ("agreement", "sensitivity", "specificity")}
+    return {"live_reviewed": float(row["n"])} | {k: v for k, v in values.items() if np.isfinite(v)}
 
 
 def _create_experiment(client: Any, name: str) -> str:
@@ -330,13 +385,9 @@ class DriftMetrics:
 
 
 def monitor_every(
-    audit_dir: Path | Sequence[Path],
-    model_uri: str,
-    out_dir: Path,
+    report: Callable[[dt.datetime], pd.DataFrame],
     every_s: float,
     window_s: float,
-    limits: DriftLimits = DriftLimits(),
-    tracking_uri: str | None = None,
     metrics: DriftMetrics | None = None,
     stop: Any = None,
 ) -> None:
@@ -347,6 +398,9 @@ def monitor_every(
     tracking server that is briefly down.
 
     Args:
+        report: writes one report on the answers since the given time and returns its table
+            (:func:`run_monitor` with everything but ``since`` bound).
+        metrics: the gauges updated with each report's table.
         stop: a ``threading.Event`` ending the loop (None: run until the process is stopped).
     """
 
@@ -355,7 +409,7 @@ def monitor_every(
     while not stop.is_set():
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window_s)
         try:
-            table = run_monitor(audit_dir, model_uri, out_dir, since, limits, tracking_uri)
+            table = report(since)
         except MuraError as exc:
             logger.warning("drift report skipped: %s", exc)
             outcome = "skipped"

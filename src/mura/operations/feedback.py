@@ -36,6 +36,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,11 +265,7 @@ class FeedbackStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.retention = retention or Retention()
-        key_file = self.folder / KEY_FILE
-        if not key_file.exists():
-            key_file.write_bytes(secrets.token_bytes(32))
-            key_file.chmod(0o600)
-        self._key = key_file.read_bytes()
+        self._key = _key(self.folder / KEY_FILE)
         url = database_url or f"sqlite:///{(self.folder / 'feedback.db').resolve()}"
         self.engine = sa.create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
@@ -430,6 +427,25 @@ def start_pruning(store: FeedbackStore, every_s: float = 3600.0) -> threading.Ev
 
     threading.Thread(target=loop, name="mura-feedback-retention", daemon=True).start()
     return stop
+
+
+def _key(path: Path) -> bytes:
+    """The folder's hashing key, created once (two servers sharing the folder may start together)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+    for _ in range(50):  # the other server may be writing it this very moment
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+        time.sleep(0.1)
+    raise ConfigError(f"{path} is not a 32-byte key: remove it only if no feedback was ever recorded with it")
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
