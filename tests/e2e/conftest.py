@@ -83,6 +83,11 @@ def register_variants(
         }
     ).to_csv(ws / "reports/predictions/valid.csv", index=False)
     _write_validation_table(ws, names)
+    # The localize stage's record without annotated boxes (no measured figures). Its levels are the lowest there
+    # are: a random model's Grad-CAM can be 0 everywhere, and the tests need a box to draw whenever a study passes.
+    levels = {"high_sensitivity": 0.0, "high_specificity": 0.0}
+    record = {"levels": levels, "measured": False, "chosen_on": dict.fromkeys(levels, "default"), "test": {}}
+    (ws / "reports/localization.json").write_text(json.dumps(record))
     inputs = RegisterPaths(
         models_dir=ws / "models",
         thresholds=ws / "reports/thresholds.json",
@@ -94,6 +99,7 @@ def register_variants(
         per_body_part=ws / "reports/per_body_part.csv",  # the valid split's only: no test-split figures in this fixture
         figures=(),
         model_card=None,
+        localization=ws / "reports/localization.json",
     )
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:  # the stage's working folder and store, undone after

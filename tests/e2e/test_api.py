@@ -114,6 +114,13 @@ def client(predictor):
     return TestClient(create_app(WebSettings(max_file_bytes=200_000, max_files=3), predictor=predictor))
 
 
+def _close_boxes(a: dict[str, Any], b: dict[str, Any], tol: float = 0.05) -> bool:
+    """The same boxes up to the rounding of one view against a batch's heatmap."""
+    return a.keys() == b.keys() and all(
+        len(a[k]) == len(b[k]) and all(abs(x[c] - y[c]) <= tol for x, y in zip(a[k], b[k], strict=True) for c in x) for k in a
+    )
+
+
 def test_web_predict(client) -> None:
     files = [("files", (f"v{i}.png", data, "image/png")) for i, data in enumerate(_views(2))]
     response = client.post("/api/predict", files=files, data={"body_part": "wrist"})
@@ -134,8 +141,18 @@ def test_web_predict(client) -> None:
     lazy_pixels, inline_pixels = (np.asarray(Image.open(io.BytesIO(png)), np.int16) for png in (first.content, drawn_inline))
     assert lazy_pixels.shape == inline_pixels.shape and np.abs(lazy_pixels - inline_pixels).max() <= 2  # one view vs a batch
     assert inline["probability"] == body["probability"] and inline["views"][0]["heatmap_url"] is None
+    # Boxes, drawn with the heatmap: at boxes_url (lazy) or in the answer (inline), the same, as fractions of the view.
+    lazy_boxes = client.get(body["views"][0]["boxes_url"]).json()["boxes"]
+    assert lazy_boxes == inline["views"][0]["boxes"] or _close_boxes(lazy_boxes, inline["views"][0]["boxes"])
+    assert set(lazy_boxes) == {"high_sensitivity"}  # the fixture's thresholds have no high-specificity point
+    expected = 1 if inline["labels"]["high_sensitivity"] == "abnormal" else 0
+    assert (len(lazy_boxes["high_sensitivity"]) >= 1) == bool(expected)
+    for box in lazy_boxes["high_sensitivity"]:
+        assert 0 <= box["x0"] < box["x1"] <= 1 and 0 <= box["y0"] < box["y1"] <= 1 and 0 <= box["score"] <= 1
+    assert client.get("/api/boxes/not-a-token/0").status_code == 404
     bare = client.post("/api/predict", files=files, data={"heatmaps": "none"}).json()
     assert bare["views"][0]["heatmap"] is None and bare["views"][0]["heatmap_url"] is None
+    assert bare["views"][0]["boxes"] is None
     refused = client.post("/api/predict", files=files, data={"heatmaps": "later"})
     assert refused.status_code == 400 and "heatmaps must be one of lazy, inline, none" in refused.json()["error"]
     info = client.get("/api/info").json()

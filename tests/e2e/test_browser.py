@@ -156,9 +156,20 @@ def test_upload_study_see_verdict_toggle_heatmap(ui_url: str, browser, tmp_path:
     page.wait_for_selector(".view img[data-showing='heatmap']", timeout=120_000)
     assert first.get_attribute("data-showing") == "heatmap" and first.get_attribute("src").startswith("blob:")
     assert page.inner_text("#toggle-heatmap") == "Hide heatmaps"
+    # Boxes where the model looks: dotted at the high-sensitivity point when the study passes its threshold (the
+    # fixture's model has no high-specificity threshold, so no solid box), each inside its view.
+    dotted = page.locator(".box.dotted")
+    if answer["labels"]["high_sensitivity"] == "abnormal":
+        assert dotted.count() >= 1 and page.is_visible("#box-legend")
+        frame, box = page.locator(".frame").first.bounding_box(), dotted.first.bounding_box()
+        assert frame is not None and box is not None and box["width"] > 0
+        assert frame["x"] - 1 <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
+    else:
+        assert dotted.count() == 0 and page.is_hidden("#box-legend")
+    assert page.locator(".box.solid").count() == 0
     page.screenshot(path=str(ARTIFACTS / "browser-heatmap.png"), full_page=True)
     page.click("#toggle-heatmap")
-    assert first.get_attribute("src") == before
+    assert first.get_attribute("src") == before and page.locator(".box").count() == 0
     page.close()
 
 

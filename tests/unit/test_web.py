@@ -21,14 +21,15 @@ def _views(n: int, value: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndar
 
 def test_views_come_back_by_token_and_index_with_their_drawn_overlay() -> None:
     cache = HeatmapCache(studies=4, ttl_s=60)
-    token = cache.put(_views(2, value=10))
+    token = cache.put(_views(2, value=10), probability=0.7)
     found = cache.get(token, 1)
     assert found is not None
-    pixels, thumb, png = found
-    assert int(pixels[0, 0]) == 11 and int(thumb[0, 0]) == 11 and png is None
-    cache.keep_overlay(token, 1, b"png-bytes")
+    pixels, thumb, probability, drawn = found
+    assert int(pixels[0, 0]) == 11 and int(thumb[0, 0]) == 11 and drawn is None and probability == 0.7
+    boxes = {"high_sensitivity": [{"x0": 0.1, "y0": 0.1, "x1": 0.5, "y1": 0.6, "score": 0.9}]}
+    cache.keep_drawn(token, 1, (b"png-bytes", boxes))
     again = cache.get(token, 1)
-    assert again is not None and again[2] == b"png-bytes"
+    assert again is not None and again[3] == (b"png-bytes", boxes)
     assert cache.get(token, 2) is None and cache.get(token, -1) is None and cache.get("other", 0) is None
     assert len(token) >= 20 and cache.put(_views(1)) != token
 
@@ -41,7 +42,7 @@ def test_the_oldest_answers_go_first_and_none_outlives_the_ttl() -> None:
     assert cache.get(first, 0) is None and cache.get(second, 0) is not None and cache.get(third, 0) is not None
     clock.now += 61
     assert cache.get(second, 0) is None and cache.get(third, 0) is None
-    cache.keep_overlay(third, 0, b"late")  # an answer already dropped: nothing kept
+    cache.keep_drawn(third, 0, (b"late", {}))  # an answer already dropped: nothing kept
     assert cache.get(third, 0) is None
 
 

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,6 +56,7 @@ from mura.apps.http import (
 from mura.data.sources import BODY_PARTS, normalize_body_part
 from mura.data.uploads import sniff_kind
 from mura.modeling.averaging import ENSEMBLE
+from mura.modeling.boxes import study_boxes
 from mura.modeling.gradcam import overlay, png_bytes
 from mura.operations.feedback import (
     FeedbackStore,
@@ -106,55 +107,66 @@ class WebSettings:
             raise ValueError("feedback needs reviewers' accounts: give --reviewers FILE (mura reviewers add NAME)")
 
 
+Drawn = tuple[bytes, dict[str, list[dict[str, float]]]]  # a view's overlay (PNG) and its boxes (fractions of the view)
+KeptView = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # model pixels, thumbnail, the view as kept on review
+
+
+@dataclass
+class _Kept:
+    time: float
+    views: list[KeptView]
+    probability: float
+    drawn: dict[int, Drawn] = field(default_factory=dict)
+
+
 class HeatmapCache:
-    """The decoded views of the latest answers, kept so their heatmaps can be drawn when the page asks.
+    """The decoded views of the latest answers, kept so their heatmaps and boxes can be drawn when the page asks.
 
     Bounded by ``studies`` and ``ttl_s``; in memory only. Thread-safe. Each view's drawn overlay
-    (PNG) is kept too, so showing the heatmaps twice computes them once.
+    (PNG) and boxes are kept too, so showing the heatmaps twice computes them once.
     """
 
     def __init__(self, studies: int, ttl_s: float, clock: Any = time.monotonic) -> None:
         self.studies, self.ttl_s, self._clock = studies, ttl_s, clock
-        self._entries: OrderedDict[str, tuple[float, list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], dict[int, bytes]]]
-        self._entries = OrderedDict()
+        self._entries: OrderedDict[str, _Kept] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, views: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> str:
-        """Keep one answer's views (model pixels, thumbnail, the view as kept on review); the token that names them."""
+    def put(self, views: list[KeptView], probability: float = 0.0) -> str:
+        """Keep one answer's views and its study probability (boxes depend on it); the token that names them."""
         token = secrets.token_urlsafe(16)
         with self._lock:
             self._expire()
-            self._entries[token] = (self._clock(), views, {})
+            self._entries[token] = _Kept(self._clock(), views, probability)
             while len(self._entries) > self.studies:
                 self._entries.popitem(last=False)
         return token
 
-    def get(self, token: str, index: int) -> tuple[np.ndarray, np.ndarray, bytes | None] | None:
-        """View ``index`` of the answer ``token``: pixels, thumbnail and the overlay if drawn; None when gone."""
+    def get(self, token: str, index: int) -> tuple[np.ndarray, np.ndarray, float, Drawn | None] | None:
+        """View ``index`` of the answer ``token``: pixels, thumbnail, study probability, and what was drawn; None when gone."""
         with self._lock:
             self._expire()
             entry = self._entries.get(token)
-            if entry is None or not 0 <= index < len(entry[1]):
+            if entry is None or not 0 <= index < len(entry.views):
                 return None
-            pixels, thumb, _ = entry[1][index]
-            return pixels, thumb, entry[2].get(index)
+            pixels, thumb, _ = entry.views[index]
+            return pixels, thumb, entry.probability, entry.drawn.get(index)
 
     def cases(self, token: str) -> list[np.ndarray | None]:
         """The views of answer ``token`` as kept on review (empty when gone)."""
         with self._lock:
             self._expire()
             entry = self._entries.get(token)
-            return [] if entry is None else [case for _, _, case in entry[1]]
+            return [] if entry is None else [case for _, _, case in entry.views]
 
-    def keep_overlay(self, token: str, index: int, png: bytes) -> None:
-        """Remember the drawn overlay of a view (if its answer is still kept)."""
+    def keep_drawn(self, token: str, index: int, drawn: Drawn) -> None:
+        """Remember a view's drawn overlay and boxes (if its answer is still kept)."""
         with self._lock:
             if token in self._entries:
-                self._entries[token][2][index] = png
+                self._entries[token].drawn[index] = drawn
 
     def _expire(self) -> None:
         oldest = self._clock() - self.ttl_s
-        while self._entries and next(iter(self._entries.values()))[0] < oldest:
+        while self._entries and next(iter(self._entries.values())).time < oldest:
             self._entries.popitem(last=False)
 
 
@@ -213,9 +225,9 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     app.state.metrics, app.state.audit, app.state.feedback = metrics, audit, store
     kept = HeatmapCache(settings.heatmap_studies, settings.heatmap_ttl_s)
 
-    error = error_response
     authorized = Depends(require_token(settings.token, also=who))
     add_unauthorized_handler(app)
+    _add_gone_handler(app)
     add_request_ids(app)
     add_metrics_route(app, metrics.registry)
 
@@ -257,15 +269,14 @@ def create_app(settings: WebSettings, predictor: Any | None = None) -> Any:
     @app.get("/api/heatmap/{token}/{index}", dependencies=[authorized])
     async def heatmap(token: str, index: int) -> Any:
         """The ensemble's Grad-CAM overlay of one view of a recent answer (PNG), drawn at the first ask."""
-        found = kept.get(token, index)
-        if found is None or predictor is None:
-            return error(404, "this heatmap is no longer kept: analyse the study again")
-        pixels, thumb, png = found
-        if png is None:
-            async with gate:
-                png = await asyncio.to_thread(_overlay_png, predictor, pixels, thumb, metrics)
-            kept.keep_overlay(token, index, png)
+        png, _ = await _drawn(kept, predictor, gate, metrics, token, index)
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
+
+    @app.get("/api/boxes/{token}/{index}", dependencies=[authorized])
+    async def boxes(token: str, index: int) -> Any:
+        """One view's boxes at the two box operating points, as fractions of the view (drawn with its heatmap)."""
+        _, found = await _drawn(kept, predictor, gate, metrics, token, index)
+        return {"boxes": found}
 
     @app.post("/api/feedback/{answer_id}")
     def feedback(answer_id: str, body: FeedbackRequest, reviewer: Annotated[str, Depends(require_reviewer(who))]) -> Any:
@@ -452,10 +463,12 @@ def _answer(
         if kept is not None and (heatmaps == "lazy" or store is not None):
             uploads = [upload for _, upload in decoded]
             cases = keepable_views(uploads) if store is not None else [None] * len(uploads)
-            token = kept.put([(u.pixels, thumb, case) for u, thumb, case in zip(uploads, thumbs, cases, strict=True)])
+            views = [(u.pixels, thumb, case) for u, thumb, case in zip(uploads, thumbs, cases, strict=True)]
+            token = kept.put(views, result.probability)
             if heatmaps == "lazy":
                 for index, view in enumerate(page["views"]):
                     view["heatmap_url"] = f"/api/heatmap/{token}/{index}"
+                    view["boxes_url"] = f"/api/boxes/{token}/{index}"
     metrics.answered(result)
     identity = b"".join(hashlib.sha256(blob).digest() for blob in blobs)  # the upload's content, keyed later
     if audit is not None:
@@ -466,11 +479,48 @@ def _answer(
     return page
 
 
-def _overlay_png(predictor: Predictor, pixels: np.ndarray, thumb: np.ndarray, metrics: ServingMetrics) -> bytes:
-    """Grad-CAM of one view (the ensemble's map, float32 pass) drawn over its thumbnail."""
+class _Gone(Exception):
+    """What a heatmap or boxes URL named is no longer kept (answered 404)."""
+
+
+def _add_gone_handler(app: FastAPI) -> None:
+    @app.exception_handler(_Gone)
+    async def gone(request: Request, exc: _Gone) -> JSONResponse:
+        return error_response(404, "this heatmap is no longer kept: analyse the study again")
+
+
+async def _drawn(
+    kept: HeatmapCache, predictor: Predictor | None, gate: asyncio.Semaphore, metrics: ServingMetrics, token: str, index: int
+) -> Drawn:
+    """A view's overlay and boxes, drawn at the first ask (one Grad-CAM pass for both).
+
+    Raises:
+        _Gone: the answer is no longer kept (or the page forwards to a model server).
+    """
+    found = kept.get(token, index)
+    if found is None or predictor is None:
+        raise _Gone(token)
+    pixels, thumb, probability, done = found
+    if done is None:
+        async with gate:
+            done = await asyncio.to_thread(_draw_view, predictor, pixels, thumb, probability, metrics)
+        kept.keep_drawn(token, index, done)
+    return done
+
+
+def _draw_view(predictor: Predictor, pixels: np.ndarray, thumb: np.ndarray, probability: float, metrics: ServingMetrics) -> Drawn:
+    """Grad-CAM of one view (the ensemble's map, float32 pass) drawn over its thumbnail, and the view's boxes."""
     with metrics.time("heatmaps"):
         heat = predictor.heatmaps(pixels[None])[ENSEMBLE][0]
-        return png_bytes(overlay(thumb, heat), compress_level=1)
+        return png_bytes(overlay(thumb, heat), compress_level=1), _box_fractions(predictor.config, probability, heat)
+
+
+def _box_fractions(config: ServingConfig, probability: float, heat: np.ndarray) -> dict[str, list[dict[str, float]]]:
+    """One view's boxes per box operating point, as fractions of the view (none below a point's threshold)."""
+    if not config.box_levels:
+        return {}
+    found = study_boxes([heat], probability, config.thresholds, config.box_levels)
+    return {point: [box.fractions(heat.shape[:2]) for box in per_view[0]] for point, per_view in found.items()}
 
 
 def _plain(message: str) -> str:
@@ -491,8 +541,10 @@ def _plain(message: str) -> str:
 def _present(result: StudyResult, config: ServingConfig, thumbs: list[np.ndarray]) -> dict[str, Any]:
     """The answer the page renders: verdict, per-view thumbnails and overlays, per-variant breakdown."""
     views = []
-    for view, thumb in zip(result.views, thumbs, strict=True):
+    for index, (view, thumb) in enumerate(zip(result.views, thumbs, strict=True)):
         heatmap = view.heatmaps.get(ENSEMBLE)
+        shape = view.gray.shape[:2]
+        boxes = {point: [b.fractions(shape) for b in per_view[index]] for point, per_view in result.boxes.items()}
         views.append(
             ViewAnswer(
                 name=view.name,
@@ -502,6 +554,7 @@ def _present(result: StudyResult, config: ServingConfig, thumbs: list[np.ndarray
                 warnings=list(view.warnings),
                 image=_data_url(png_bytes(thumb, compress_level=1)),
                 heatmap=None if heatmap is None else _data_url(png_bytes(overlay(thumb, heatmap), compress_level=1)),
+                boxes=boxes if heatmap is not None else None,
             )
         )
     validation = config.validation_for(result.body_part)

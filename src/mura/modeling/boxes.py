@@ -53,6 +53,17 @@ class Box:
         """JSON-ready."""
         return asdict(self)
 
+    def fractions(self, shape: tuple[int, int]) -> dict[str, float]:
+        """The box as fractions (0-1) of a ``(height, width)`` grid's width and height, with its score (JSON-ready)."""
+        height, width = shape
+        return {
+            "x0": self.x0 / width,
+            "y0": self.y0 / height,
+            "x1": self.x1 / width,
+            "y1": self.y1 / height,
+            "score": round(self.score, 4),
+        }
+
 
 def iou(a: Box | tuple[float, float, float, float], b: Box | tuple[float, float, float, float]) -> float:
     """Intersection over union of two boxes (``Box`` or ``(x0, y0, x1, y1)``); 0 when either is empty."""

@@ -77,6 +77,10 @@ class ViewAnswer(BaseModel):
     image: str | None = None  # data: URL of the thumbnail (in-process only)
     heatmap: str | None = None  # data: URL of the ensemble's Grad-CAM overlay (in-process, heatmaps=inline)
     heatmap_url: str | None = None  # where that overlay is drawn when asked (in-process, heatmaps=lazy; a PNG)
+    # Box operating point (high_sensitivity: dotted, high_specificity: solid) → boxes as fractions of the view
+    # (x0, y0, x1, y1, score); with heatmaps=inline, else at boxes_url (drawn with the heatmap).
+    boxes: dict[str, list[dict[str, float]]] | None = None
+    boxes_url: str | None = None
 
 
 class StudyAnswer(BaseModel):
