@@ -101,3 +101,5 @@ _.ErrorComment  # DICOM attribute of a C-STORE failure status (src/mura/integrat
 synthetic_model  # a column of the feedback store's answers (src/mura/operations/feedback.py), read by the export
 _.collect  # prometheus_client Collector method (src/mura/operations/live_performance.py), called at each scrape
 feedback_url  # pydantic field of StudyAnswer (set by mura.apps.web._answer, read by the page)
+gone  # a FastAPI exception handler (src/mura/apps/web.py)
+boxes_url  # pydantic field of ViewAnswer (set by mura.apps.web._answer, read by the page)

@@ -44,10 +44,19 @@ def _storescu_each(port: int, files: list[Path], calling: str = "STORESCU") -> N
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _count(views: int) -> int:
+    """Result objects of a study: its SR, and per view a heatmap capture and a presentation state of its boxes.
+
+    The fixture's model passes the high-sensitivity threshold on every study and its box level is 0 (tests/e2e/conftest.py):
+    every view has a box.
+    """
+    return 1 + 2 * views
+
+
 def _wait_results(pacs: Orthanc, study_uid: str, expected: int, timeout: float = 90) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ours = [i for i in pacs.instances(study_uid) if i["modality"] in ("SR", "OT") or _is_result(pacs, i)]
+        ours = [i for i in pacs.instances(study_uid) if i["modality"] in ("SR", "OT", "PR") or _is_result(pacs, i)]
         if len(ours) >= expected:
             time.sleep(0.5)  # let a duplicate, if any, arrive too
             return [i for i in pacs.instances(study_uid) if _is_result(pacs, i)]
@@ -150,10 +159,11 @@ def test_a_study_from_storescu_comes_back_as_sr_and_heatmaps_in_the_same_study(
     for path in study.files:  # the PACS holds the originals, as in a department
         pacs.upload(path.read_bytes())
     _storescu_each(node.settings.port, list(study.files))
-    results = _wait_results(pacs, study.study_uid, 4)
+    results = _wait_results(pacs, study.study_uid, _count(3))
     classes = sorted(r["sop_class"] for r in results)
-    assert classes == sorted([pydicom.uid.Comprehensive3DSRStorage] + [pydicom.uid.SecondaryCaptureImageStorage] * 3)
-    assert len(pacs.instances(study.study_uid)) == 7  # originals + SR + 3 SC, one study
+    gsps = pydicom.uid.GrayscaleSoftcopyPresentationStateStorage
+    assert classes == sorted([pydicom.uid.Comprehensive3DSRStorage] + [pydicom.uid.SecondaryCaptureImageStorage, gsps] * 3)
+    assert len(pacs.instances(study.study_uid)) == 3 + _count(3)  # originals + SR + 3 SC + 3 PR, one study
     files = [_download(pacs, r, tmp_path) for r in results]
     for path in files:  # every object we write is valid for its IOD
         check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
@@ -178,6 +188,13 @@ def test_a_study_from_storescu_comes_back_as_sr_and_heatmaps_in_the_same_study(
         for i in r.ReferencedSOPSequence
     }
     assert evidence == {pydicom.dcmread(p).SOPInstanceUID for p in study.files}
+    # The boxes: image-region findings (SCOORD) on each source image in the SR, and a presentation state per view.
+    assert "SCOORD" in tree and "POLYLINE" in tree
+    states = [pydicom.dcmread(p) for p, r in zip(files, results, strict=True) if r["sop_class"] == gsps]
+    on = {s.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID for s in states}
+    assert on == evidence and all(
+        s.GraphicAnnotationSequence[0].GraphicObjectSequence[0].GraphicType == "POLYLINE" for s in states
+    )
     # Nothing identifying in the node's log: no UID, no patient data.
     logged = caplog.text
     assert "received an instance of study" in logged
@@ -189,8 +206,8 @@ def test_orthanc_forwards_a_study_to_the_node(node, pacs: Orthanc, tmp_path: Pat
     study = write_phantom_study(tmp_path / "study", 2, "HAND", False, seed=2, size=SIDE)
     ids = [pacs.upload(p.read_bytes()) for p in study.files]
     pacs.request("POST", "/modalities/mura/store", {"Resources": ids, "Synchronous": True})
-    results = _wait_results(pacs, study.study_uid, 3)
-    assert len(results) == 3
+    results = _wait_results(pacs, study.study_uid, _count(2))
+    assert len(results) == _count(2)
 
 
 def test_views_over_two_associations_and_a_resent_study_give_one_result_set(node, pacs: Orthanc, tmp_path: Path) -> None:
@@ -198,11 +215,11 @@ def test_views_over_two_associations_and_a_resent_study_give_one_result_set(node
     files = list(study.files)
     assert _storescu(node.settings.port, files[:2]).returncode == 0
     assert _storescu(node.settings.port, files[2:], calling="SENDER2").returncode == 0
-    results = _wait_results(pacs, study.study_uid, 4)
-    assert len(results) == 4
+    results = _wait_results(pacs, study.study_uid, _count(3))
+    assert len(results) == _count(3)
     assert _storescu(node.settings.port, files).returncode == 0  # the same study again
     time.sleep(node.settings.idle_seconds + 2)
-    assert len([i for i in pacs.instances(study.study_uid) if _is_result(pacs, i)]) == 4
+    assert len([i for i in pacs.instances(study.study_uid) if _is_result(pacs, i)]) == _count(3)
 
 
 def test_refusals_unknown_ae_ct_and_a_corrupt_instance(node, pacs: Orthanc, tmp_path: Path, caplog) -> None:
@@ -229,8 +246,8 @@ def test_refusals_unknown_ae_ct_and_a_corrupt_instance(node, pacs: Orthanc, tmp_
     broken.save_as(broken_path, enforce_file_format=True)
     sent = _storescu(node.settings.port, [files[0], broken_path, files[2]])
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    results = _wait_results(pacs, study.study_uid, 3)
-    assert len(results) == 3  # SR + 2 heatmaps: the broken view was skipped
+    results = _wait_results(pacs, study.study_uid, _count(2))
+    assert len(results) == _count(2)  # the broken view was skipped
     assert "skipped" in caplog.text and broken.SOPInstanceUID not in caplog.text and "PHANTOM" not in caplog.text
     assert "INTRUDER" not in caplog.text or "refused" in caplog.text
 
@@ -242,7 +259,7 @@ def test_stow_rs_to_orthanc_dicomweb(predictor, pacs: Orthanc, tmp_path: Path, m
     try:
         study = write_phantom_study(tmp_path / "study", 2, "SHOULDER", False, seed=5, size=SIDE)
         assert _storescu(port, list(study.files)).returncode == 0
-        assert len(_wait_results(pacs, study.study_uid, 3)) == 3
+        assert len(_wait_results(pacs, study.study_uid, _count(2))) == _count(2)
     finally:
         node.stop()
 
@@ -260,7 +277,7 @@ def test_a_destination_that_is_down_gets_the_results_when_it_is_back(predictor, 
         time.sleep(2)  # a few failed attempts
         assert node.spool.undelivered(), "the result should wait in the spool while the PACS is down"
         with later:
-            assert len(_wait_results(later, study.study_uid, 3)) == 3
+            assert len(_wait_results(later, study.study_uid, _count(2))) == _count(2)
             time.sleep(1)
             assert not node.spool.undelivered()
     finally:
@@ -301,9 +318,9 @@ def test_kill_9_after_acknowledging_loses_and_repeats_nothing(registered: dict[s
     assert not [i for i in pacs.instances(study.study_uid) if _is_result(pacs, i)]
     proc = start()
     try:
-        results = _wait_results(pacs, study.study_uid, 4)
+        results = _wait_results(pacs, study.study_uid, _count(3))
         time.sleep(2)
-        assert len(results) == 4 and len([i for i in pacs.instances(study.study_uid) if _is_result(pacs, i)]) == 4
+        assert len(results) == _count(3) and len([i for i in pacs.instances(study.study_uid) if _is_result(pacs, i)]) == _count(3)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -319,7 +336,7 @@ def test_orthanc_explorer_shows_the_study_with_our_series(node, pacs: Orthanc, t
     for path in study.files:
         pacs.upload(path.read_bytes())
     _storescu(node.settings.port, list(study.files))
-    _wait_results(pacs, study.study_uid, 4)
+    _wait_results(pacs, study.study_uid, _count(3))
     study_id = pacs.study_id(study.study_uid)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -334,7 +351,9 @@ def test_orthanc_explorer_shows_the_study_with_our_series(node, pacs: Orthanc, t
             page.screenshot(path=str(ARTIFACTS / "orthanc-study.png"), full_page=True)
             # One heatmap as Orthanc renders it (its instance preview): the overlay and the burned-in legend.
             capture = next(
-                i for i in _wait_results(pacs, study.study_uid, 4) if i["sop_class"] == pydicom.uid.SecondaryCaptureImageStorage
+                i
+                for i in _wait_results(pacs, study.study_uid, _count(3))
+                if i["sop_class"] == pydicom.uid.SecondaryCaptureImageStorage
             )
             page.goto(f"{pacs.url}/instances/{capture['id']}/preview")
             page.wait_for_load_state()
@@ -353,7 +372,7 @@ def test_a_radiologists_assessment_comes_back_through_the_pacs_and_is_recorded(
     caplog.set_level(logging.INFO, logger="mura")
     study = write_phantom_study(tmp_path / "study", 2, "WRIST", True, seed=11, size=SIDE)
     assert _storescu(node.settings.port, list(study.files)).returncode == 0
-    results = _wait_results(pacs, study.study_uid, 3)
+    results = _wait_results(pacs, study.study_uid, _count(2))
     ours = pydicom.dcmread(_download(pacs, next(r for r in results if r["modality"] == "SR"), tmp_path))
     store = FeedbackStore(node.settings.feedback_dir)
     answer = store.answer(store.key(ours.SOPInstanceUID))

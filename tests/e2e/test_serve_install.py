@@ -23,7 +23,7 @@ import pytest
 from mura.data.dicom_phantoms import write_phantom_study
 from mura.deploy.orthanc import Orthanc
 from mura.deploy.processes import free_port, wait_tcp
-from tests.e2e.test_dicom_node import SIDE, _storescu, _wait_results
+from tests.e2e.test_dicom_node import SIDE, _count, _storescu, _wait_results
 from tests.helpers import invoke_one_study, png_bytes, wait_http
 
 pytestmark = pytest.mark.slow
@@ -118,8 +118,8 @@ def test_mura_dicom_node_answers_a_study_from_the_serve_install(
             wait_tcp(port, 180, proc, "mura dicom-node")
             study = write_phantom_study(tmp_path / "study", 2, "WRIST", True, seed=3, size=SIDE)
             assert _storescu(port, list(study.files)).returncode == 0
-            results = _wait_results(pacs, study.study_uid, 3)  # the SR and one heatmap per view
-            assert len(results) == 3
+            results = _wait_results(pacs, study.study_uid, _count(2))  # the SR, a heatmap and a box state per view
+            assert len(results) == _count(2)
         finally:
             proc.terminate()
             proc.wait(timeout=60)

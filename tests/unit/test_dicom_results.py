@@ -147,3 +147,51 @@ def test_an_assessment_sr_is_read_back_with_its_reference_label_and_reviewer(
     if shutil.which("dciodvfy"):
         check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         assert not [line for line in check.stderr.splitlines() if line.startswith("Error")], check.stderr
+
+
+def _with_boxes(result: StudyResult) -> StudyResult:
+    import dataclasses
+
+    from mura.modeling.boxes import Box
+
+    return dataclasses.replace(
+        result,
+        boxes={
+            "high_sensitivity": [[Box(10, 20, 40, 60, 0.8), Box(40, 5, 55, 15, 0.6)], []],
+            "high_specificity": [[Box(12, 22, 30, 50, 0.9)], []],
+        },
+    )
+
+
+def test_boxes_go_into_the_sr_as_regions_on_their_source_the_capture_and_a_presentation_state(
+    sources: list[pydicom.Dataset], tmp_path: Path
+) -> None:
+    from mura.integrations.dicom_results import BOX_COLOR, presentation_state
+
+    result = _with_boxes(_result(2))
+    sr = structured_report(sources, result, MODEL, generate_uid(), generate_uid())
+    regions = [item for item in _content(sr) if item.ValueType == "SCOORD"]
+    assert len(regions) == 3 and all(r.GraphicType == "POLYLINE" and len(r.GraphicData) == 10 for r in regions)
+    referenced = {r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for r in regions}
+    assert referenced == {sources[0].SOPInstanceUID}  # every box on the first view, referencing it
+    assert [float(v) for v in regions[0].GraphicData][:4] in ([10, 20, 40, 20], [40, 5, 55, 5], [12, 22, 30, 22])
+    first = {point: per_view[0] for point, per_view in result.boxes.items()}
+    capture = heatmap_capture(sources[0], result.views[0], result, MODEL, generate_uid(), generate_uid(), 1, boxes=first)
+    cyan = (capture.pixel_array.reshape(-1, 3) == BOX_COLOR).all(axis=1).sum()
+    assert cyan > 20
+    plain = heatmap_capture(sources[0], result.views[0], result, MODEL, generate_uid(), generate_uid(), 1)
+    assert (plain.pixel_array.reshape(-1, 3) == BOX_COLOR).all(axis=1).sum() < (
+        capture.pixel_array.reshape(-1, 3) == BOX_COLOR
+    ).all(axis=1).sum()
+    gsps = presentation_state(sources[0], first, MODEL, generate_uid(), generate_uid(), 1)
+    assert gsps is not None and gsps.StudyInstanceUID == sources[0].StudyInstanceUID and gsps.Modality == "PR"
+    assert {layer.GraphicLayer for layer in gsps.GraphicLayerSequence} == {"MURA_SENSITIVE", "MURA_SPECIFIC"}
+    objects = [o for a in gsps.GraphicAnnotationSequence for o in a.GraphicObjectSequence]
+    assert len(objects) == 3 and all(o.GraphicType == "POLYLINE" and o.GraphicAnnotationUnits == "PIXEL" for o in objects)
+    assert presentation_state(sources[1], {"high_sensitivity": []}, MODEL, generate_uid(), generate_uid(), 2) is None
+    if shutil.which("dciodvfy"):
+        for name, ds in (("sr", sr), ("gsps", gsps), ("sc", capture)):
+            path = tmp_path / f"{name}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+            assert not [line for line in check.stderr.splitlines() if line.startswith("Error")], (name, check.stderr)

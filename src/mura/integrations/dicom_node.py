@@ -59,7 +59,14 @@ from mura.integrations.dicom_delivery import (
     StowDestination,
     parse_destination,
 )
-from mura.integrations.dicom_results import MANUFACTURER, ModelIdentity, heatmap_capture, structured_report
+from mura.integrations.dicom_results import (
+    MANUFACTURER,
+    ModelIdentity,
+    heatmap_capture,
+    presentation_state,
+    structured_report,
+    view_boxes_of,
+)
 from mura.integrations.dicom_spool import ResultSet, Spool
 from mura.operations.feedback import (
     FeedbackStore,
@@ -73,7 +80,7 @@ from mura.operations.feedback import (
 from mura.operations.live_performance import FeedbackCollector
 from mura.operations.logging_context import new_request_id
 from mura.operations.telemetry import AuditTrail, ServingMetrics
-from mura.runtime.predictor import Predictor, registered_name
+from mura.runtime.predictor import Predictor, StudyResult, registered_name
 
 __all__ = ["RADIOGRAPH_SOP_CLASSES", "DicomNode", "NodeSettings"]
 
@@ -349,6 +356,11 @@ class DicomNode:
         return [sources[i] for i in order], [decoded[i] for i in order]
 
     def _answer(self, study: str, files: Sequence[Path], name: str, report: str, heatmaps: str) -> None:
+        """Score a study; store its report (sent at once) and its images (heatmaps, boxes) as two result sets.
+
+        With box levels in the served model, the heatmaps are drawn before the report: its image-region
+        findings are the boxes. Without, the report leaves first and the heatmaps follow.
+        """
         started = time.perf_counter()
         with self.metrics.time("decode"):
             sources, decoded = self._decode(study, files)
@@ -358,41 +370,62 @@ class DicomNode:
             return
         with self.metrics.time("inference"):
             result = self.predictor.predict_decoded(decoded)  # the served precision: the numbers of `mura predict`
+        drawn = self._draw(result, decoded) if self.predictor.config.box_levels else None
 
         def uid(*parts: str) -> str:  # the same result set always gets the same UIDs
             return str(generate_uid(entropy_srcs=[name, *parts]))
 
         if not self.spool.has_result(report):
-            sr = structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))
-            if self.feedback is not None:  # before the SR leaves: an assessment of it must find it
-                study_key = self.feedback.key(str(sources[0].StudyInstanceUID))
-                recorded = answer_of(self.feedback.key(uid("sr")), study_key, "dicom", self.predictor, result)
-                self.feedback.record_answer(recorded, keepable_views([upload for _, upload in decoded]))
-            self.spool.store_result(report, [("sr.dcm", _encode(sr))], len(self.destinations))
-            self.metrics.answered(result)
-            self.audit.record(
-                "dicom", self.predictor, result, decoded, str(sources[0].StudyInstanceUID), time.perf_counter() - started
-            )
-            logger.info(
-                "study %s: %d views, probability %.3f, %s at %s (report in %.2f s)",
-                study,
-                len(sources),
-                result.probability,
-                result.label,
-                result.operating_point,
-                time.perf_counter() - started,
-            )
-            self.deliver_due()  # the answer goes out before the heatmaps are drawn
+            self._report(study, sources, decoded, drawn or result, uid, report, started)
         if not self.spool.has_result(heatmaps):
-            with self.metrics.time("heatmaps"):
-                drawn = self.predictor.with_heatmaps(result, decoded)
-            series = uid("sc-series")
-            objects = [
-                (f"sc-{k:03d}.dcm", _encode(heatmap_capture(source, view, drawn, self.model, series, uid("sc", str(k)), k)))
-                for k, (source, view) in enumerate(zip(sources, drawn.views, strict=True), 1)
-            ]
+            drawn = drawn or self._draw(result, decoded)
+            sc_series, pr_series = uid("sc-series"), uid("pr-series")
+            objects = []
+            for k, (source, view) in enumerate(zip(sources, drawn.views, strict=True), 1):
+                boxes = view_boxes_of(drawn, k - 1)
+                capture = heatmap_capture(source, view, drawn, self.model, sc_series, uid("sc", str(k)), k, boxes=boxes)
+                objects.append((f"sc-{k:03d}.dcm", _encode(capture)))
+                state = presentation_state(source, boxes, self.model, pr_series, uid("pr", str(k)), k)
+                if state is not None:
+                    objects.append((f"pr-{k:03d}.dcm", _encode(state)))
             self.spool.store_result(heatmaps, objects, len(self.destinations))
             logger.info("study %s: heatmaps in %.2f s", study, time.perf_counter() - started)
+
+    def _draw(self, result: StudyResult, decoded: list[tuple[str, DecodedUpload]]) -> StudyResult:
+        with self.metrics.time("heatmaps"):
+            return self.predictor.with_heatmaps(result, decoded)
+
+    def _report(
+        self,
+        study: str,
+        sources: list[Dataset],
+        decoded: list[tuple[str, DecodedUpload]],
+        result: StudyResult,
+        uid: Any,
+        report: str,
+        started: float,
+    ) -> None:
+        """The SR: recorded for feedback, stored, counted, audited, and sent before anything else."""
+        sr = structured_report(sources, result, self.model, uid("sr-series"), uid("sr"))
+        if self.feedback is not None:  # before the SR leaves: an assessment of it must find it
+            study_key = self.feedback.key(str(sources[0].StudyInstanceUID))
+            recorded = answer_of(self.feedback.key(uid("sr")), study_key, "dicom", self.predictor, result)
+            self.feedback.record_answer(recorded, keepable_views([upload for _, upload in decoded]))
+        self.spool.store_result(report, [("sr.dcm", _encode(sr))], len(self.destinations))
+        self.metrics.answered(result)
+        self.audit.record(
+            "dicom", self.predictor, result, decoded, str(sources[0].StudyInstanceUID), time.perf_counter() - started
+        )
+        logger.info(
+            "study %s: %d views, probability %.3f, %s at %s (report in %.2f s)",
+            study,
+            len(sources),
+            result.probability,
+            result.label,
+            result.operating_point,
+            time.perf_counter() - started,
+        )
+        self.deliver_due()  # the answer goes out before the heatmap images are encoded
 
     # --- delivering ------------------------------------------------------------------------
     def deliver_due(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -31,6 +32,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from mura.modeling.averaging import ENSEMBLE
+from mura.modeling.boxes import Box
 from mura.modeling.gradcam import overlay
 from mura.runtime.predictor import StudyResult, ViewResult
 
@@ -40,7 +42,9 @@ __all__ = [
     "ModelIdentity",
     "heatmap_capture",
     "legend_lines",
+    "presentation_state",
     "structured_report",
+    "view_boxes_of",
 ]
 
 MANUFACTURER = "mura open-source project"
@@ -63,6 +67,17 @@ FINDING_TYPE = Code("928000", "SCT", "Disorder of musculoskeletal system")
 PROCEDURE = Code("363680008", "SCT", "Radiographic imaging procedure")
 COMMENT = Code("121106", "DCM", "Comment")
 NO_UNITS = Code("1", "UCUM", "no units")
+BOX_POINT = Code("BOX-POINT", SCHEME, "Operating point of a box")
+BOX_POINT_CODES = {
+    "high_sensitivity": Code("HIGH-SENS", SCHEME, "High-sensitivity operating point (dotted box)"),
+    "high_specificity": Code("HIGH-SPEC", SCHEME, "High-specificity operating point (solid box)"),
+}
+PEAK_HEAT = Code("PEAK-HEAT", SCHEME, "Peak Grad-CAM heat in the region")
+REGION_FINDING = Code("REGION", SCHEME, "Region the model looks at")
+PR_SERIES_DESCRIPTION = "AI result (mura): boxes on the images, not for diagnosis"
+BOX_COLOR = (0, 229, 255)  # cyan: visible on gray and on the heatmap's colours
+
+ViewBoxes = dict[str, list[Box]]  # box operating point → one view's boxes, in the view's own pixels
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,48 @@ class ModelIdentity:
         return hd.sr.AlgorithmIdentification(name=self.name, version=self.version, parameters=parameters)
 
 
+def view_boxes_of(result: StudyResult, index: int) -> ViewBoxes:
+    """View ``index``'s boxes per box operating point (points without a box left out) (pure)."""
+    found = {point: per_view[index] for point, per_view in result.boxes.items() if index < len(per_view)}
+    return {point: boxes for point, boxes in found.items() if boxes}
+
+
+def _rectangle(box: Box) -> np.ndarray:
+    """The box as a closed polyline of (column, row) points, DICOM's order for 2D coordinates."""
+    x0, y0, x1, y1 = float(box.x0), float(box.y0), float(box.x1), float(box.y1)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
+
+
+def _region_groups(sources: Sequence[Dataset], result: StudyResult, model: ModelIdentity) -> list[Any]:
+    """One TID 1410 planar-ROI group per box: its rectangle on the source image, operating point and peak heat."""
+    groups = []
+    for index, source in enumerate(sources):
+        for point, boxes in view_boxes_of(result, index).items():
+            for number, box in enumerate(boxes, 1):
+                region = hd.sr.ImageRegion(
+                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                    graphic_data=_rectangle(box),
+                    source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+                )
+                groups.append(
+                    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                        tracking_identifier=hd.sr.TrackingIdentifier(
+                            uid=hd.UID(), identifier=f"view {index + 1} {point} box {number}"
+                        ),
+                        referenced_region=region,
+                        finding_type=REGION_FINDING,
+                        algorithm_id=model.algorithm,
+                        measurements=[
+                            hd.sr.Measurement(
+                                name=PEAK_HEAT, value=round(box.score, 4), unit=NO_UNITS, algorithm_id=model.algorithm
+                            )
+                        ],
+                        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=BOX_POINT, value=BOX_POINT_CODES[point])],
+                    )
+                )
+    return groups
+
+
 def _text(value: str) -> hd.sr.TextContentItem:
     return hd.sr.TextContentItem(name=COMMENT, value=value[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
 
@@ -117,7 +174,7 @@ def structured_report(
     sop_uid: str,
     series_number: int = 9901,
 ) -> hd.sr.Comprehensive3DSR:
-    """The TID 1500 report of one study.
+    """The TID 1500 report of one study; with boxes (``result.boxes``), one image-region group per box.
 
     Long on purpose: the report's content tree, built in document order (observer, per-view and
     study findings, the disclaimer), as highdicom's templates nest it.
@@ -172,7 +229,7 @@ def structured_report(
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=PROCEDURE,
-        imaging_measurements=[group],
+        imaging_measurements=[group, *_region_groups(sources, result, model)],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources),
@@ -242,8 +299,9 @@ def heatmap_capture(
     sop_uid: str,
     instance_number: int,
     series_number: int = 9902,
+    boxes: ViewBoxes | None = None,
 ) -> hd.sc.SCImage:
-    """One view's Secondary Capture: the ensemble heatmap over the image, legend burned in.
+    """One view's Secondary Capture: the ensemble heatmap over the image, its boxes and the legend burned in.
 
     Raises:
         ValueError: the view was scored without heatmaps.
@@ -255,7 +313,9 @@ def heatmap_capture(
     if scale < 1:
         size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
         gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
-    pixels = _burn_legend(overlay(gray, view.heatmaps[ENSEMBLE]), legend_lines(view, result, model))
+    drawn = _draw_boxes(overlay(gray, view.heatmaps[ENSEMBLE]), boxes or {}, gray.shape[0] / view.gray.shape[0])
+    lines = legend_lines(view, result, model) + (["boxes: dotted = high sensitivity, solid = high specificity"] if boxes else [])
+    pixels = _burn_legend(drawn, lines)
     orientation = tuple(str(v) for v in source.get("PatientOrientation", []) or [])
     side = str(source.get("Laterality", "") or source.get("ImageLaterality", "") or "")
     sc = hd.sc.SCImage.from_ref_dataset(
@@ -279,3 +339,94 @@ def heatmap_capture(
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.DerivationDescription = "Grad-CAM heatmap of the mura ensemble blended over the source image"
     return sc
+
+
+def _draw_boxes(rgb: np.ndarray, boxes: ViewBoxes, scale: float) -> np.ndarray:
+    """Boxes drawn on an RGB image: dotted at the high-sensitivity point, solid (thicker) at the high-specificity one."""
+    if not boxes:
+        return rgb
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(rgb.shape[:2]) / 200))
+    for point, found in boxes.items():
+        for box in found:
+            x0, y0 = box.x0 * scale, box.y0 * scale
+            x1, y1 = max(x0, box.x1 * scale - 1), max(y0, box.y1 * scale - 1)
+            if point == "high_specificity":
+                draw.rectangle((x0, y0, x1, y1), outline=BOX_COLOR, width=width + 1)
+                continue
+            dash = 3 * width
+            for a, b in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+                length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
+                for start in np.arange(0.0, length, 2 * dash):
+                    t0, t1 = start / length if length else 0.0, min(1.0, (start + dash) / length) if length else 1.0
+                    draw.line(
+                        (
+                            a[0] + (b[0] - a[0]) * t0,
+                            a[1] + (b[1] - a[1]) * t0,
+                            a[0] + (b[0] - a[0]) * t1,
+                            a[1] + (b[1] - a[1]) * t1,
+                        ),
+                        fill=BOX_COLOR,
+                        width=width,
+                    )
+    return np.asarray(image)
+
+
+def presentation_state(
+    source: Dataset,
+    boxes: ViewBoxes,
+    model: ModelIdentity,
+    series_uid: str,
+    sop_uid: str,
+    instance_number: int,
+    series_number: int = 9903,
+) -> hd.pr.GrayscaleSoftcopyPresentationState | None:
+    """A Grayscale Softcopy Presentation State drawing one view's boxes on its original image (None without a box).
+
+    One per view (a presentation state's images share their size). Viewers that support GSPS show
+    the boxes over the source image itself: one graphic layer per box operating point
+    (``MURA_SENSITIVE``, ``MURA_SPECIFIC``), each box a closed polyline in the image's pixels with
+    a short label.
+    """
+    layers = {
+        "high_sensitivity": hd.pr.GraphicLayer("MURA_SENSITIVE", 1, "AI boxes at the high-sensitivity operating point"),
+        "high_specificity": hd.pr.GraphicLayer("MURA_SPECIFIC", 2, "AI boxes at the high-specificity operating point"),
+    }
+    annotations = []
+    for point, found in boxes.items():
+        if not found:
+            continue
+        objects = [hd.pr.GraphicObject(hd.pr.GraphicTypeValues.POLYLINE, _rectangle(b), "PIXEL") for b in found]
+        labels = [
+            hd.pr.TextObject(
+                f"AI {point.replace('_', ' ')} {b.score:.2f}",
+                "PIXEL",
+                anchor_point=(float(b.x0), float(b.y0)),
+                anchor_point_visible=False,
+            )
+            for b in found
+        ]
+        annotations.append(hd.pr.GraphicAnnotation([source], layers[point], graphic_objects=objects, text_objects=labels))
+    if not annotations:
+        return None
+    used = {a.GraphicLayer for a in annotations}
+    state = hd.pr.GrayscaleSoftcopyPresentationState(
+        referenced_images=[source],
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_uid,
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=f"{model.name} v{model.version}",
+        software_versions=str(model.version),
+        device_serial_number=model.station,
+        content_label="MURA_BOXES",
+        content_description=("SYNTHETIC MODEL: " if model.synthetic_data else "") + "AI boxes, not for diagnosis",
+        graphic_annotations=annotations,
+        graphic_layers=[layer for layer in layers.values() if layer.GraphicLayer in used],
+        series_description=PR_SERIES_DESCRIPTION,
+    )
+    side = str(source.get("Laterality", "") or source.get("ImageLaterality", "") or "")
+    state.Laterality = side if side in ("R", "L") else ""  # type 2C in the general series: the source's, or empty
+    return state
