@@ -166,6 +166,23 @@ def test_http_png_and_dicom(server: dict[str, Any]) -> None:
     assert PATIENT_NAME not in text and PATIENT_ID not in text
 
 
+def test_http_boxes_are_an_optional_field_asked_for_with_params(server: dict[str, Any]) -> None:
+    """params {"boxes": true} adds each image's boxes in its own pixels; the rest of the answer is what it always is."""
+    rng = np.random.default_rng(4)
+    records = [{"image": _b64(_png(rng.integers(0, 256, (50, 40)).astype(np.uint8))), "study_id": "a"} for _ in range(2)]
+    status, plain = _post(server["url"], {"dataframe_records": records})
+    assert status == 200 and all(row.get("boxes") is None for row in plain["predictions"])
+    status, asked = _post(server["url"], {"dataframe_records": records, "params": {"boxes": True}})
+    assert status == 200, asked
+    for row, before in zip(asked["predictions"], plain["predictions"], strict=True):
+        assert {k: v for k, v in row.items() if k != "boxes"} == pytest.approx(before)
+        boxes = json.loads(row["boxes"])
+        assert set(boxes) == {"high_sensitivity"}  # the fixture's thresholds: no high-specificity point
+        assert (len(boxes["high_sensitivity"]) > 0) == (row["study_probability"] >= 0.3)
+        for box in boxes["high_sensitivity"]:
+            assert 0 <= box["x0"] < box["x1"] <= 40 and 0 <= box["y0"] < box["y1"] <= 50  # the 40x50 image's pixels
+
+
 def test_http_out_of_scope_dicom_is_scored_and_flagged(server: dict[str, Any]) -> None:
     knee = make_dicom(np.tile(np.linspace(0, 4095, 48).astype(np.uint16), (40, 1)), body_part="KNEE")
     status, body = _post(server["url"], {"dataframe_records": [{"image": _b64(knee)}]})

@@ -433,7 +433,8 @@ def log_package(name: str, package: Package, outputs: PipelineOutputs) -> Logged
     # shape would cost a second trace of all variants, ~13 s at demo size on 2 cores).
     config, tags, artifacts, paths = package.config, package.tags, package.artifacts, outputs.paths
     example = pd.DataFrame({"image": [_png_base64(outputs.pixels[0])], "study_id": ["example-study"]})
-    signature = infer_signature(example, ServedRow.example(list(config.variants)))
+    # params: {"boxes": true} adds each image's boxes (column "boxes"); without it the answer is the same as ever.
+    signature = infer_signature(example, ServedRow.example(list(config.variants)), params={"boxes": False})
     signature.inputs = Schema([ColSpec("string", "image"), ColSpec("string", "study_id", required=False)])
     code = Path(mura.__file__).parent
     run_tags = {**tags, **source_tags(), "mura.stage": "register"}

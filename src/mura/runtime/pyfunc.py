@@ -24,7 +24,8 @@ class MuraEnsemble(PythonModel):
         self.service = EnsembleService.from_artifacts(dict(context.artifacts), dict(context.model_config or {}))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return self.service.predict_frame(model_input)
+        # params {"boxes": true} (declared in the signature, default false): each row also gets its image's boxes.
+        return self.service.predict_frame(model_input, boxes=bool((params or {}).get("boxes", False)))
 
 
 mlflow.models.set_model(MuraEnsemble())

@@ -34,6 +34,9 @@ class ServedRow(BaseModel):
     threshold: float  # the served operating point's
     study_label: Literal["normal", "abnormal"]
     warnings: str = ""  # scope warnings, WARNING_SEPARATOR-joined (empty when the image is in scope)
+    # Only when asked with params {"boxes": true}: JSON of box operating point → [{x0, y0, x1, y1, score}] in the
+    # image's own pixels (x1, y1 exclusive); "{}" for a model without box levels.
+    boxes: str | None = None
 
     def variant_probabilities(self) -> dict[str, float]:
         """Each variant's probability, by variant name."""

@@ -27,7 +27,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,6 +38,7 @@ from PIL import Image
 from mura.data.uploads import DecodedUpload, ImageDecodeError, decode_upload
 from mura.errors import ConfigError
 from mura.modeling.averaging import ENSEMBLE, average_probabilities, prob_column
+from mura.modeling.boxes import study_boxes
 from mura.modeling.calibration import Calibrator
 from mura.modeling.gradcam import HeadWeights, cam_from_features, feature_model, gradcam
 from mura.runtime.card_schema import ModelCard
@@ -253,6 +254,20 @@ class EnsembleService:
         out["warnings"] = warnings if warnings is not None else [""] * len(out)
         return out
 
+    def _boxes_column(self, out: pd.DataFrame, heat: np.ndarray, uploads: Sequence[DecodedUpload]) -> list[str]:
+        """Each image's boxes as JSON: box operating point → ``[{x0, y0, x1, y1, score}]`` in the image's own pixels.
+
+        ``{}`` without box levels (a model registered before ``localize``); no box at a point whose
+        threshold the image's study does not reach.
+        """
+        column = []
+        for i, upload in enumerate(uploads):
+            levels, probability = self.config.box_levels, float(out["study_probability"].iloc[i])
+            found = study_boxes([heat[i]], probability, self.config.thresholds, levels) if levels else {}
+            shape = upload.gray.shape[:2]
+            column.append(json.dumps({p: [b.scaled(heat[i].shape, shape).to_dict() for b in per[0]] for p, per in found.items()}))
+        return column
+
     def predict_with_heatmaps(
         self, pixels: np.ndarray, study_ids: list[str], warnings: list[str] | None = None
     ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -291,14 +306,25 @@ class EnsembleService:
         maps[ENSEMBLE] = np.mean(np.stack([maps[n] for n in names]), axis=0)
         return per_variant, maps
 
-    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The pyfunc ``predict``: request frame in, per-image result frame out (shown to :attr:`observer`)."""
+    def predict_frame(self, frame: pd.DataFrame, boxes: bool = False) -> pd.DataFrame:
+        """The pyfunc ``predict``: request frame in, per-image result frame out (shown to :attr:`observer`).
+
+        Args:
+            frame: the request (``image``, optional ``study_id``).
+            boxes: also draw the heatmaps and answer each image's boxes (column ``boxes``, see
+                :meth:`_boxes_column`); the other columns are the same either way.
+        """
         started = time.perf_counter()
         rows = parse_rows(frame)
         uploads = self.decode(rows)
         pixels = np.stack([upload.pixels for upload in uploads])
         warnings = [WARNING_SEPARATOR.join(upload.warnings) for upload in uploads]
-        out = self.predict_pixels(pixels, [study for _, study in rows], warnings)
+        studies = [study for _, study in rows]
+        if boxes:
+            out, maps = self.predict_with_heatmaps(pixels, studies, warnings)
+            out["boxes"] = self._boxes_column(out, maps[ENSEMBLE], uploads)
+        else:
+            out = self.predict_pixels(pixels, studies, warnings)
         if self.observer is not None:
             self.observer(rows, uploads, out, time.perf_counter() - started)
         return out
