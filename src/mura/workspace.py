@@ -68,8 +68,9 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
     if not (dest / "params.yaml").exists() or (dest / "params.yaml").read_text() != text:
         (dest / "params.yaml").write_text(text)
     (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
-    feedback = Path(merged.get("data", {}).get("feedback_dir") or "data/raw/feedback")
-    (feedback if feedback.is_absolute() else dest / feedback).mkdir(parents=True, exist_ok=True)  # a DVC dependency of ingest
+    for key, default in (("feedback_dir", "data/raw/feedback"), ("external_dir", "data/raw/external")):
+        folder = Path(merged.get("data", {}).get(key) or default)
+        (folder if folder.is_absolute() else dest / folder).mkdir(parents=True, exist_ok=True)  # a DVC dependency of ingest
     if importlib.util.find_spec("dvc") is None:  # a GPU node with Keras only: the stage scripts run by hand
         logger.warning("DVC is not installed: %s is a workspace without DVC (run its stages/*.py directly)", dest)
         return dest

@@ -498,3 +498,24 @@ def test_radiologists_feedback_exported_with_dvc_is_trained_on_and_never_tested(
         assert set(after[after["split"] == name]["image_id"]) == set(before[before["split"] == name]["image_id"])
     trained = json.loads((workspace / "reports/train/tiny_a/metrics.json").read_text())
     assert trained["train_images"] == int((before["split"] == "train").sum()) + 3
+
+
+def test_external_test_sets_are_ingested_predicted_and_reported_apart(workspace: Path) -> None:
+    """FracAtlas and GRAZPEDWRI-DX in their real layouts under data/raw/external: the `external` split, evaluated apart."""
+    from tests.external_layouts import write_fracatlas, write_grazpedwri
+
+    before = pd.read_csv(workspace / "data/processed/split.csv")
+    write_fracatlas(workspace / "data/raw/external")
+    write_grazpedwri(workspace / "data/raw/external")
+    _dvc(workspace, "repro", "evaluate")
+    after = pd.read_csv(workspace / "data/processed/split.csv")
+    for name in ("train", "valid", "test"):  # MURA's splits are what they were
+        assert set(after[after["split"] == name]["image_id"]) == set(before[before["split"] == name]["image_id"])
+    assert (after["split"] == "external").sum() == 7  # 4 FracAtlas hand/shoulder images, 3 GRAZPEDWRI-DX wrists
+    assert len(pd.read_csv(workspace / "reports/predictions/external.csv")) == 7
+    table = pd.read_csv(workspace / "reports/per_body_part.csv")
+    external = table[(table["split"] == "external") & (table["model"] == "ensemble") & (table["level"] == "study")]
+    assert {"dataset:fracatlas", "dataset:grazpedwri", "XR_HAND", "XR_SHOULDER", "XR_WRIST"} <= set(external["group"])
+    assert "external" in json.loads((workspace / "reports/metrics.json").read_text())
+    report = (workspace / "reports/README.md").read_text()
+    assert "## External test sets" in report and "| fracatlas | 4 |" in report and "| grazpedwri | 2 |" in report

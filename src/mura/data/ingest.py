@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mura.config import DataParams, IngestParams
 from mura.data.duplicates import choose_dropped, find_duplicate_groups
+from mura.data.external import list_external
 from mura.data.imaging import REASON_MISSING, THUMBNAIL_SIZE, ImageDecodeError, PreparedImage, prepare_image
 from mura.data.sources import (
     SYNTHETIC_MARKER,
@@ -120,7 +121,8 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
 
     The folders are DVC dependencies of ``ingest`` (``dvc.yaml`` templates them from
     params), so both datasets' must exist; a user without one of the datasets points its param
-    at an empty folder. The feedback folder (``data.feedback_dir``, ``mura feedback export``'s)
+    at an empty folder. The external test sets (``data.external_dir``: FracAtlas, GRAZPEDWRI-DX,
+    :mod:`mura.data.external`) are listed when present. The feedback folder (``data.feedback_dir``, ``mura feedback export``'s)
     may be empty or absent: no export yet.
 
     Args:
@@ -152,6 +154,10 @@ def list_sources(data: DataParams) -> tuple[list[ImageEntry], dict[str, dict[str
             entries.extend(lister(path))
         else:
             logger.warning("dataset %s left out: %s=%s is empty", name, param, folder)
+    for name, listed in list_external(Path(data.external_dir)).items():
+        presence[name] = {"present": bool(listed), "dir": data.external_dir, "synthetic": is_synthetic(Path(data.external_dir))}
+        logger.info("external test set %s: %d images from %s", name, len(listed), data.external_dir)
+        entries.extend(listed)
     feedback_dir = Path(data.feedback_dir)
     feedback = list_feedback(feedback_dir) if feedback_dir.is_dir() else []
     synthetic = bool(feedback) and any((export / SYNTHETIC_MARKER).exists() for export in feedback_dir.iterdir())

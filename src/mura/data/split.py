@@ -5,6 +5,7 @@ MURA's official ``valid`` stays ``valid``. MURA ``train`` is divided into
 grouped by patient (no patient in two splits) and stratified by body part
 and label. The fracture dataset keeps its own split (``val`` becomes ``valid``).
 Radiologist-labelled feedback images are always ``train``: the test set never changes under them.
+The external test sets (FracAtlas, GRAZPEDWRI-DX) are the ``external`` split, evaluated apart.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 from mura.config import SplitParams
+from mura.data.external import EXTERNAL_DATASETS, EXTERNAL_SPLIT
 from mura.data.sources import FEEDBACK_DATASET
 from mura.errors import DataError
 from mura.stage import Layout, write_csv, write_json
 
 FRACTURE_SPLIT_NAMES = {"train": "train", "val": "valid", "test": "test"}
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "valid", "test", EXTERNAL_SPLIT)
 
 
 def assign_test_patients(images: pd.DataFrame, test_fraction: float, seed: int) -> set[str]:
@@ -89,15 +91,17 @@ def make_split(images: pd.DataFrame, test_fraction: float, seed: int) -> pd.Data
     mura = images["dataset"] == "mura"
     fracture = images["dataset"] == "fracture"
     feedback = images["dataset"] == FEEDBACK_DATASET
-    unknown = images.loc[~(mura | fracture | feedback), "dataset"].unique()
+    external = images["dataset"].isin(list(EXTERNAL_DATASETS))
+    unknown = images.loc[~(mura | fracture | feedback | external), "dataset"].unique()
     if len(unknown):
-        raise DataError(f"images.csv: unknown dataset {unknown[0]!r} (expected mura, fracture or feedback)")
+        raise DataError(f"images.csv: unknown dataset {unknown[0]!r} (expected mura, fracture, feedback or an external set)")
     mura_train = mura & (images["source_split"] == "train")
     test_patients = assign_test_patients(images[mura_train], test_fraction, seed)
     split[mura_train] = np.where(images.loc[mura_train, "patient_id"].isin(test_patients), "test", "train")
     split[mura & (images["source_split"] == "valid")] = "valid"
     split[fracture] = images.loc[fracture, "source_split"].map(FRACTURE_SPLIT_NAMES)
     split[feedback] = "train"  # never valid or test: the frozen test set stays what it was
+    split[external] = EXTERNAL_SPLIT  # FracAtlas, GRAZPEDWRI-DX: only ever tested on
     if split.isna().any():
         bad = images.loc[split.isna()].iloc[0]
         raise DataError(f"images.csv: {bad['image_id']} has unknown source split {bad['source_split']!r}")
@@ -123,8 +127,9 @@ def count_split(images: pd.DataFrame, split: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {
         s: {d: {b: dict(v) for b, v in ds.items()} for d, ds in counts[s].items()} for s in SPLITS if s in counts
     }
-    out["totals"] = {s: int((merged["split"] == s).sum()) for s in SPLITS}
-    out["patients"] = {s: int(merged.loc[merged["split"] == s, "patient_id"].nunique()) for s in SPLITS}
+    shown = [s for s in SPLITS if s != EXTERNAL_SPLIT or s in counts]  # the external split only when there is one
+    out["totals"] = {s: int((merged["split"] == s).sum()) for s in shown}
+    out["patients"] = {s: int(merged.loc[merged["split"] == s, "patient_id"].nunique()) for s in shown}
     return out
 
 

@@ -283,7 +283,9 @@ def run_evaluation(
     """
 
     reports = paths.reports
-    predictions = pd.concat([pd.read_csv(paths.predictions / f"{s}.csv") for s in ("valid", "test")], ignore_index=True)
+    splits = ("valid", "test", "external")  # external: empty without FracAtlas / GRAZPEDWRI-DX (or before it existed)
+    frames = [pd.read_csv(f) for s in splits if (f := paths.predictions / f"{s}.csv").is_file()]
+    predictions = pd.concat([f for f in frames if len(f)], ignore_index=True)
     chosen = OperatingPoints.load(paths.thresholds)
     thresholds, calibrator = chosen.thresholds, chosen.calibrator
     models = [*variants, ENSEMBLE]

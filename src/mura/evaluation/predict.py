@@ -1,4 +1,4 @@
-"""Bulk predictions of every variant on the valid and test images (the ``ensemble`` stage's heavy part)."""
+"""Bulk predictions of every variant on the valid, test and external images (the ``ensemble`` stage's heavy part)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PREDICTION_SPLITS", "model_paths", "predict_images"]
 
-PREDICTION_SPLITS = ("valid", "test")
+PREDICTION_SPLITS = ("valid", "test", "external")  # external: FracAtlas / GRAZPEDWRI-DX when present (else empty)
 KEPT_COLUMNS = ["image_id", "split", "dataset", "body_part", "patient_id", "study_id", "label"]
 
 

@@ -137,6 +137,7 @@ def render_report(
     lines += _operating_points_section(ens)
     lines += _calibration_section(table, calibrator or Calibrator(), calibration or {})
     lines += _body_part_section(table)
+    lines += _external_section(table)
     lines += [
         "",
         "Figures: `reports/plots/roc.png`, `reports/plots/pr.png`, `reports/plots/confusion.png`,",
@@ -145,6 +146,32 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _external_section(table: pd.DataFrame) -> list[str]:
+    """The ensemble on the external test sets (FracAtlas, GRAZPEDWRI-DX), study level, apart from MURA's test."""
+    ext = table[
+        (table["split"] == "external")
+        & (table["model"] == ENSEMBLE)
+        & (table["level"] == "study")
+        & (table["operating_point"] == "default")
+        & (table["group"] != "all")
+    ]
+    if ext.empty:
+        return []
+    lines = [
+        "## External test sets (fracture labels; never trained on or used to choose a threshold)",
+        "",
+        "The ensemble's abnormality score against each set's fracture label, at the default operating point, "
+        "study level. A narrower question than MURA's \"abnormal\", on other hospitals' images.",
+        "",
+        "| Group | Studies | AUC | Sensitivity | Specificity | Kappa |",
+        "|---|---|---|---|---|---|",
+    ]
+    for _, r in ext.iterrows():
+        cells = " | ".join(_ci(r, m) for m in ("roc_auc", "recall", "specificity", "kappa"))
+        lines.append(f"| {str(r.group).removeprefix('dataset:')} | {int(r.n)} | {cells} |")
+    return [*lines, ""]
 
 
 def _operating_points_section(ens: pd.DataFrame) -> list[str]:
