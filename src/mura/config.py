@@ -56,8 +56,8 @@ class DataParams:
     image_size: int = 320
     resize: ResizePolicy = "stretch"
     train_datasets: tuple[DatasetName, ...] = ("mura",)
-    feedback_dir: str = "data/raw/feedback"  # `mura feedback export`'s folders: always in the train split
-    external_dir: str = "data/raw/external"  # FracAtlas/ and GRAZPEDWRI-DX/ as downloaded: the external test split
+    feedback_dir: str = "data/feedback"  # `mura feedback export`'s folders: always in the train split
+    external_dir: str = "data/external"  # FracAtlas/ and GRAZPEDWRI-DX/ as downloaded: the external test split
 
 
 @dataclass(frozen=True)

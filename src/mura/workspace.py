@@ -68,7 +68,7 @@ def create_workspace(repo: Path, dest: Path, override: dict[str, Any] | None = N
     if not (dest / "params.yaml").exists() or (dest / "params.yaml").read_text() != text:
         (dest / "params.yaml").write_text(text)
     (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
-    for key, default in (("feedback_dir", "data/raw/feedback"), ("external_dir", "data/raw/external")):
+    for key, default in (("feedback_dir", "data/feedback"), ("external_dir", "data/external")):
         folder = Path(merged.get("data", {}).get(key) or default)
         (folder if folder.is_absolute() else dest / folder).mkdir(parents=True, exist_ok=True)  # a DVC dependency of ingest
     if importlib.util.find_spec("dvc") is None:  # a GPU node with Keras only: the stage scripts run by hand

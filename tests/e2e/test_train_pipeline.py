@@ -472,7 +472,7 @@ def test_radiologists_feedback_exported_with_dvc_is_trained_on_and_never_tested(
     before = pd.read_csv(workspace / "data/processed/split.csv")
     exported = subprocess.run(
         [sys.executable, "-m", "mura.cli", "feedback", "export", "--feedback-dir", str(tmp_path / "feedback")]
-        + ["--out", "data/raw/feedback", "--name", "export-test", "--dvc"],
+        + ["--out", "data/feedback", "--name", "export-test", "--dvc"],
         cwd=workspace,
         env=_env(workspace),
         capture_output=True,
@@ -481,8 +481,8 @@ def test_radiologists_feedback_exported_with_dvc_is_trained_on_and_never_tested(
     )
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "3 studies (3 images: 1 confirmations, 2 disagreements)" in exported.stdout and "left out: 1" in exported.stdout
-    folder = workspace / "data/raw/feedback/export-test"
-    assert (workspace / "data/raw/feedback/export-test.dvc").exists() and (folder / "SYNTHETIC_DATA_README.txt").exists()
+    folder = workspace / "data/feedback/export-test"
+    assert (workspace / "data/feedback/export-test.dvc").exists() and (folder / "SYNTHETIC_DATA_README.txt").exists()
     provenance = pd.read_csv(folder / "provenance.csv")
     assert sorted(provenance["assessment"]) == ["agree", "disagree", "reject"] and "reviewer" not in provenance.columns
     assert "Jane" not in (folder / "provenance.csv").read_text()
@@ -501,12 +501,12 @@ def test_radiologists_feedback_exported_with_dvc_is_trained_on_and_never_tested(
 
 
 def test_external_test_sets_are_ingested_predicted_and_reported_apart(workspace: Path) -> None:
-    """FracAtlas and GRAZPEDWRI-DX in their real layouts under data/raw/external: the `external` split, evaluated apart."""
+    """FracAtlas and GRAZPEDWRI-DX in their real layouts under data/external: the `external` split, evaluated apart."""
     from tests.external_layouts import write_fracatlas, write_grazpedwri
 
     before = pd.read_csv(workspace / "data/processed/split.csv")
-    write_fracatlas(workspace / "data/raw/external")
-    write_grazpedwri(workspace / "data/raw/external")
+    write_fracatlas(workspace / "data/external")
+    write_grazpedwri(workspace / "data/external")
     _dvc(workspace, "repro", "evaluate")
     after = pd.read_csv(workspace / "data/processed/split.csv")
     for name in ("train", "valid", "test"):  # MURA's splits are what they were

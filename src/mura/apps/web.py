@@ -62,13 +62,10 @@ from mura.operations.feedback import (
     FeedbackStore,
     Region,
     Retention,
-    Review,
-    agreed_label,
     answer_of,
     keepable_views,
-    start_pruning,
 )
-from mura.operations.live_performance import FeedbackCollector
+from mura.operations.live_performance import open_feedback
 from mura.operations.reviewers import ReviewerFile
 from mura.operations.telemetry import AuditTrail, ServingMetrics
 from mura.runtime.predictor import Predictor, StudyResult
@@ -290,9 +287,9 @@ def _feedback_store(settings: WebSettings, predictor: Predictor | None, metrics:
     """The feedback store (retention applied hourly) with its live-performance gauges on ``/metrics``; None when off."""
     if settings.feedback_dir is None or predictor is None:
         return None
-    store = FeedbackStore(settings.feedback_dir, settings.feedback_db, settings.feedback_retention)
-    start_pruning(store)
-    metrics.registry.register(FeedbackCollector(store, predictor.config))
+    store, _ = open_feedback(
+        settings.feedback_dir, settings.feedback_db, settings.feedback_retention, metrics.registry, predictor.config
+    )
     return store
 
 
@@ -322,7 +319,7 @@ def _reviewer_lookup(settings: WebSettings) -> Any:
 def _record_feedback(
     store: FeedbackStore | None, kept: HeatmapCache, answer_id: str, body: FeedbackRequest, reviewer: str, metrics: ServingMetrics
 ) -> Any:
-    """Check and record one review; the study's views are written to the store now (if still in memory).
+    """Check and record one review; then the study's views are written to the store (if still in memory).
 
     Returns:
         What was recorded, or an error answer: 404 (feedback off, or no such answer in the store),
@@ -330,21 +327,17 @@ def _record_feedback(
     """
     if store is None:
         return error_response(404, "feedback is not enabled on this server")
-    answer = store.answer(answer_id)
-    if answer is None:
-        return error_response(404, "this answer is no longer kept (retention) or was given by another server")
     try:
-        label = agreed_label(answer.label, body.assessment, body.label)
         region = Region(**body.region.model_dump()) if body.region is not None else None
+        answer, review, row = store.assess(answer_id, "web", reviewer, body.assessment, body.label, region, body.reason)
+    except LookupError:
+        return error_response(404, "this answer is no longer kept (retention) or was given by another server")
     except ValueError as exc:
         return error_response(422, str(exc))
-    if region is not None and region.view >= answer.views:
-        return error_response(422, f"the region names view {region.view + 1}; the study has {answer.views}")
-    views_kept = store.keep_views(answer_id, kept.cases(answer_id))
-    review = Review(answer_id, "web", reviewer, body.assessment, label, region, body.reason)  # type: ignore[arg-type]
-    row = store.record_review(review)
+    views_kept = store.keep_views(answer_id, kept.cases(answer_id))  # reviewed: its views may now be kept
     metrics.feedback.labels("web", body.assessment).inc()
     logger.info("feedback %d recorded (%s) on an answer of model version %s", row, body.assessment, answer.model_version)
+    label = review.radiologist_label
     return {
         "recorded": True,
         "feedback_id": row,

@@ -77,7 +77,7 @@ def add_commands(sub: Any) -> None:
     export = actions.add_parser("export", help="write the reviewed studies under --out (data.feedback_dir)")
     export.add_argument("--feedback-dir", required=True, help="the servers' feedback store folder")
     export.add_argument("--feedback-db", default=None, help="its database URL (default $MURA_FEEDBACK_DB, else SQLite there)")
-    export.add_argument("--out", default="data/raw/feedback", help="where exports go (params.yaml data.feedback_dir)")
+    export.add_argument("--out", default="data/feedback", help="where exports go (params.yaml data.feedback_dir)")
     export.add_argument("--since", default=None, help="only reviews at or after this ISO time")
     export.add_argument("--name", default=None, help="the export's folder name (default export-<UTC time>)")
     export.add_argument("--dvc", action="store_true", help="track the export with `dvc add`")

@@ -1,6 +1,6 @@
 """External test sets with their own real layouts: FracAtlas and GRAZPEDWRI-DX (both CC BY 4.0, boxes included).
 
-Both are dropped, as downloaded and unzipped, into ``data.external_dir`` (``data/raw/external``):
+Both are dropped, as downloaded and unzipped, into ``data.external_dir`` (``data/external``):
 
 - **FracAtlas** (Abedeen et al., Scientific Data 2023; figshare 22363012): ``FracAtlas/dataset.csv``
   (``image_id`` and 0/1 columns ``hand``, ``leg``, ``hip``, ``shoulder``, ``mixed``, ``hardware``,

@@ -31,6 +31,7 @@ from mura.evaluation.metrics import (
     fast_metrics,
     reliability_curve,
 )
+from mura.evaluation.predict import PREDICTION_SPLITS
 from mura.evaluation.report import plot_figures, plot_reliability, render_report
 from mura.modeling.averaging import ENSEMBLE, aggregate_studies, prob_column
 from mura.modeling.calibration import Calibrator
@@ -283,8 +284,8 @@ def run_evaluation(
     """
 
     reports = paths.reports
-    splits = ("valid", "test", "external")  # external: empty without FracAtlas / GRAZPEDWRI-DX (or before it existed)
-    frames = [pd.read_csv(f) for s in splits if (f := paths.predictions / f"{s}.csv").is_file()]
+    # external: empty without FracAtlas / GRAZPEDWRI-DX (and absent in predictions made before it existed)
+    frames = [pd.read_csv(f) for s in PREDICTION_SPLITS if (f := paths.predictions / f"{s}.csv").is_file()]
     predictions = pd.concat([f for f in frames if len(f)], ignore_index=True)
     chosen = OperatingPoints.load(paths.thresholds)
     thresholds, calibrator = chosen.thresholds, chosen.calibrator

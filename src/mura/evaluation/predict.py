@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mura.data.external import EXTERNAL_SPLIT
 from mura.errors import DataError
 from mura.modeling.averaging import ENSEMBLE, prob_column
 
@@ -16,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PREDICTION_SPLITS", "model_paths", "predict_images"]
 
-PREDICTION_SPLITS = ("valid", "test", "external")  # external: FracAtlas / GRAZPEDWRI-DX when present (else empty)
+PREDICTION_SPLITS = ("valid", "test", EXTERNAL_SPLIT)  # external: FracAtlas / GRAZPEDWRI-DX when present (else empty)
 KEPT_COLUMNS = ["image_id", "split", "dataset", "body_part", "patient_id", "study_id", "label"]
 
 

@@ -71,13 +71,10 @@ from mura.integrations.dicom_spool import ResultSet, Spool
 from mura.operations.feedback import (
     FeedbackStore,
     Retention,
-    Review,
-    agreed_label,
     answer_of,
     keepable_views,
-    start_pruning,
 )
-from mura.operations.live_performance import FeedbackCollector
+from mura.operations.live_performance import open_feedback
 from mura.operations.logging_context import new_request_id
 from mura.operations.telemetry import AuditTrail, ServingMetrics
 from mura.runtime.predictor import Predictor, StudyResult, registered_name
@@ -221,9 +218,8 @@ class DicomNode:
         self.audit = AuditTrail(settings.audit_dir or Path(settings.spool) / "audit")
         self.feedback: FeedbackStore | None = None
         if settings.feedback_dir is not None:
-            self.feedback = FeedbackStore(settings.feedback_dir, settings.feedback_db, settings.feedback_retention)
-            self._stop_pruning = start_pruning(self.feedback)
-            self.metrics.registry.register(FeedbackCollector(self.feedback, config))
+            folder, url, retention = settings.feedback_dir, settings.feedback_db, settings.feedback_retention
+            self.feedback, self._stop_pruning = open_feedback(folder, url, retention, self.metrics.registry, config)
         self._metrics_server: Any = None
         self._state = _State()
         self._stop = threading.Event()
@@ -287,15 +283,12 @@ class DicomNode:
             logger.info("refused an SR from %s: %s", calling, exc)
             self.metrics.refused("not_an_assessment")
             return _failure(NOT_AN_ASSESSMENT, f"not an assessment: {exc}")
-        found = (self.feedback.answer(self.feedback.key(uid)) for uid in read.referenced)
-        answer = next((a for a in found if a is not None), None)
-        if answer is None:
+        ids = [key for key in map(self.feedback.key, read.referenced) if self.feedback.answer(key) is not None]
+        if not ids:
             logger.info("refused an assessment from %s: it references no result this node holds", calling)
             self.metrics.refused("unmatched_assessment")
             return _failure(UNMATCHED_ASSESSMENT, "references no result of this node (or past retention)")
-        label = agreed_label(answer.label, read.assessment, read.label)
-        review = Review(answer.answer_id, "dicom", read.reviewer, read.assessment, label, None, read.reason)  # type: ignore[arg-type]
-        row = self.feedback.record_review(review)
+        answer, _, row = self.feedback.assess(ids[0], "dicom", read.reviewer, read.assessment, read.label, None, read.reason)
         self.metrics.feedback.labels("dicom", read.assessment).inc()
         logger.info(
             "assessment %d recorded (%s) from %s on a result of model version %s",

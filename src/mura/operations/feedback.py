@@ -351,6 +351,31 @@ class FeedbackStore:
             result = connection.execute(FEEDBACK.insert().values(**values).returning(FEEDBACK.c.feedback_id))
             return int(result.scalar_one())
 
+    def assess(
+        self,
+        answer_id: str,
+        source: str,
+        reviewer: str,
+        assessment: str,
+        stated_label: str | None = None,
+        region: Region | None = None,
+        reason: str = "",
+    ) -> tuple[Answer, Review, int]:
+        """Record a reviewer's assessment of a recorded answer (web page or PACS): the answer, the review, its row id.
+
+        Raises:
+            LookupError: no such answer (never recorded, or past retention).
+            ValueError: a label missing for a disagreement, or a region on no view of the study.
+        """
+        answer = self.answer(answer_id)
+        if answer is None:
+            raise LookupError(answer_id)
+        label = agreed_label(answer.label, assessment, stated_label)
+        if region is not None and region.view >= answer.views:
+            raise ValueError(f"the region names view {region.view + 1}; the study has {answer.views}")
+        review = Review(answer_id, source, reviewer, assessment, label, region, reason)  # type: ignore[arg-type]
+        return answer, review, self.record_review(review)
+
     def reviewed(self, since: dt.datetime | None = None, latest_only: bool = True) -> pd.DataFrame:
         """Reviewed answers joined with their feedback, one row per review (or the latest per answer).
 

@@ -93,7 +93,7 @@ def export_feedback(
 
     Args:
         store: the feedback store.
-        out_dir: ``data.feedback_dir`` (``data/raw/feedback``).
+        out_dir: ``data.feedback_dir`` (``data/feedback``).
         since: only reviews at or after this time (all when None).
         name: the export folder's name (default ``export-<UTC time>``).
 

@@ -14,7 +14,9 @@ are signals for the operator, not a clinical study.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +25,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from scipy import stats
 
+from mura.operations.feedback import FeedbackStore, Retention, start_pruning
 from mura.runtime.served_config import ServingConfig
 
-__all__ = ["WINDOWS", "FeedbackCollector", "live_performance", "validation_agreement_lower", "wilson"]
+__all__ = ["WINDOWS", "FeedbackCollector", "live_performance", "open_feedback", "validation_agreement_lower", "wilson"]
 
 WINDOWS = {"7d": 7.0, "30d": 30.0}  # the sliding windows served to Prometheus
 COLUMNS = [
@@ -153,3 +156,17 @@ class FeedbackCollector(Collector):
         for part, value in validation_agreement_lower(self.config).items() if self.config is not None else ():
             bound.add_metric([part], value)
         yield bound
+
+
+def open_feedback(
+    folder: Path, database_url: str | None, retention: Retention, registry: Any, config: ServingConfig
+) -> tuple[FeedbackStore, threading.Event]:
+    """A server's feedback store: retention applied now and hourly, live-performance gauges on its ``/metrics``.
+
+    Returns:
+        The store and the event that stops the retention thread.
+    """
+    store = FeedbackStore(folder, database_url, retention)
+    stop = start_pruning(store)
+    registry.register(FeedbackCollector(store, config))
+    return store, stop
