@@ -3,7 +3,8 @@
 Inputs: images.csv, split.csv, pixels.npy, ``models/<variant>.keras`` for each variant in ``models:``.
 Outputs: ``reports/predictions/{valid,test}.csv`` (per image: every variant's and the ensemble's
 probability, uncalibrated: the ``calibrate`` stage follows).
-Params: ``models`` (the variant names), ``ensemble.variant_weights``, ``ensemble.batch_size``.
+Params: ``seed``, ``models`` (the variant names), ``ensemble.variant_weights``, ``ensemble.batch_size``,
+``ensemble.max_studies``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def main() -> None:
     args, paths = parse_stage_args(__doc__.splitlines()[0], EnsemblePaths)
     params = load_params(args.params)
     set_seed(params.seed)
-    run_ensemble(list(params.models), params.ensemble, paths)
+    run_ensemble(list(params.models), params.ensemble, paths, params.seed)
 
 
 if __name__ == "__main__":

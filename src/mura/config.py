@@ -105,6 +105,12 @@ class TrainParams:
     batchnorm: Literal["auto", "frozen", "trainable"] = "auto"
     zero_init_residual: bool = True
     workers: int = 2
+    max_steps_per_epoch: int = 0  # 0: every batch; >0: at most this many per epoch, a new random subset each (rehearsals)
+    max_valid_images: int = 0  # 0: every valid image; >0: a seeded subset of this many for val_auc (rehearsals)
+
+    def __post_init__(self) -> None:
+        if self.max_steps_per_epoch < 0 or self.max_valid_images < 0:
+            raise ConfigError("train.max_steps_per_epoch and train.max_valid_images must be 0 (no limit) or positive")
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,11 @@ class EnsembleParams:
     target_recall: float = 0.90  # the high-sensitivity operating point (chosen by `calibrate` on valid studies)
     target_specificity: float = 0.90  # the high-specificity operating point (idem)
     batch_size: int = 32
+    max_studies: int = 0  # 0: every study; >0: a seeded subset of this many studies per split (rehearsals)
+
+    def __post_init__(self) -> None:
+        if self.max_studies < 0:
+            raise ConfigError(f"ensemble.max_studies must be 0 (no limit) or positive, got {self.max_studies}")
 
 
 CalibrationMethod = Literal["temperature", "isotonic", "none"]

@@ -30,6 +30,9 @@ BASE: dict[str, Any] = {"seed": 1, "data": {"mura_dir": "a", "fracture_dir": "b"
         ({"ingest": {"wokers": 2}}, "ingest.wokers"),
         ({"split": {"test_fraction": "0.1"}}, "split.test_fraction"),
         ({"seed": True}, "seed"),
+        ({"train": {"max_steps_per_epoch": -1}}, "train.max_steps_per_epoch"),
+        ({"train": {"max_valid_images": -5}}, "train.max_valid_images"),
+        ({"ensemble": {"max_studies": -1}}, "ensemble.max_studies"),
     ],
 )
 def test_bad_params_name_the_param(override: dict, message: str) -> None:

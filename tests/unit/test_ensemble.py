@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from mura.evaluation.calibrate import threshold_for_recall
+from mura.evaluation.predict import study_subset
 from mura.modeling.averaging import aggregate_studies, average_probabilities, ensemble_weights
 
 
@@ -53,3 +54,12 @@ def test_threshold_for_recall(target: float, expected: float) -> None:
     t = threshold_for_recall(y, p, target)
     assert t == pytest.approx(expected)
     assert ((p >= t) & (y == 1)).sum() / 4 >= target
+
+
+def test_study_subset_keeps_whole_studies() -> None:
+    frame = pd.DataFrame({"study_id": [f"s{k // 3}" for k in range(30)]})  # ten studies of three views
+    kept = study_subset(frame, 4, seed=1)
+    studies = frame.iloc[kept]["study_id"]
+    assert studies.nunique() == 4 and len(kept) == 12 and list(kept) == sorted(kept)
+    assert list(study_subset(frame, 4, seed=1)) == list(kept)  # seeded
+    assert list(study_subset(frame, 0, seed=1)) == list(range(30)) == list(study_subset(frame, 10, seed=1))

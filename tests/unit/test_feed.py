@@ -63,6 +63,18 @@ def test_drop_remainder_serves_only_full_batches() -> None:
     assert len(small) == 1 and len(small[0][0]) == 2  # fewer rows than a batch: keep them
 
 
+def test_max_batches_caps_an_epoch_with_a_new_subset_each_epoch() -> None:
+    pixels = np.arange(40, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
+    batches = CacheBatches(pixels, np.arange(40), np.zeros(40), batch_size=4, shuffle=True, seed=2, drop_remainder=True, max_batches=3)
+    assert len(batches) == 3
+    epochs = []
+    for epoch in range(2):
+        batches.set_epoch(epoch)
+        epochs.append({int(x[0, 0, 0]) for i in range(len(batches)) for x in batches[i][0]})
+    assert all(len(seen) == 12 for seen in epochs) and epochs[0] != epochs[1]
+    assert len(CacheBatches(pixels, np.arange(40), np.zeros(40), batch_size=4, max_batches=99)) == 10  # a cap above: all
+
+
 def test_fit_input_serves_the_same_batches_in_each_epochs_order() -> None:
     """On TensorFlow the tf.data pipeline yields exactly ``batches[i]``, following ``set_epoch``."""
     import keras

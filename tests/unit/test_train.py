@@ -16,7 +16,7 @@ from mura.data.sources import BODY_PARTS
 from mura.data.synthetic import render_phantom
 from mura.errors import DataError
 from mura.modeling.spec import VariantSpec
-from mura.modeling.train import TrainingData, compile_model, fit_variant, resolve_precision, select_rows
+from mura.modeling.train import TrainingData, bounded_subset, compile_model, fit_variant, resolve_precision, select_rows
 
 
 def _listing(labels: list[int], splits: list[str], datasets: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,6 +121,46 @@ def test_short_training_learns_synthetic_phantoms(phantoms, tmp_path: Path) -> N
     assert result.metrics["val_auc"] >= 0.90, result.history[["epoch", "auc", "val_auc"]]
     assert (tmp_path / "probe.keras").exists() and not (tmp_path / "work" / "backup").exists()
     assert list(result.history["epoch"]) == list(range(len(result.history)))
+
+
+class _BatchCounter(keras.callbacks.Callback):
+    """Training and validation batches of each epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train: list[int] = []
+        self.valid: list[int] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.train.append(0)
+        self.valid.append(0)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.train[-1] += 1
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.valid[-1] += 1
+
+
+def test_bounded_subset() -> None:
+    assert list(bounded_subset(5, 0, seed=1)) == list(range(5)) == list(bounded_subset(5, 9, seed=1))
+    picked = bounded_subset(100, 7, seed=1)
+    assert len(set(picked)) == 7 and list(picked) == sorted(picked) and list(picked) == list(bounded_subset(100, 7, seed=1))
+
+
+@pytest.mark.slow  # the module's phantoms fixture (1,400 phantoms)
+def test_rehearsal_caps_bound_the_steps_and_the_validation(phantoms, tmp_path: Path) -> None:
+    """train.max_steps_per_epoch and train.max_valid_images (bench/rehearsal.py at MURA's scale)."""
+    pixels, labels = phantoms
+    data = TrainingData(np.arange(400), labels[:400], np.arange(400, 1400), labels[400:1400])
+    train = TrainParams(
+        epochs=2, batch_size=8, learning_rate=1e-3, pretrained="none", workers=1, max_steps_per_epoch=3, max_valid_images=40
+    )
+    spec = VariantSpec("capped", ModelSpec(arch="simple_cnn", dense_units=8), train, AugmentParams(), 64, ("mura",), 0)
+    counter = _BatchCounter()
+    fit_variant(spec, pixels, data, {"0": 0.5, "1": 0.5}, tmp_path / "capped.keras", tmp_path / "work", callbacks=[counter])
+    assert counter.train == [3, 3]  # 50 batches of 8 without the cap
+    assert counter.valid == [2, 2]  # 40 of the 1,000 valid images, in batches of 32 (32 without the cap)
 
 
 class _Killed(Exception):

@@ -40,7 +40,7 @@ class EnsemblePaths:
     predictions: Path = Layout.PREDICTIONS
 
 
-def run_ensemble(variants: Sequence[str], params: EnsembleParams, paths: EnsemblePaths) -> dict[str, float]:
+def run_ensemble(variants: Sequence[str], params: EnsembleParams, paths: EnsemblePaths, seed: int = 0) -> dict[str, float]:
     """The ``ensemble`` stage: predictions of every variant and their (raw) average on valid and test.
 
     The calibrator and the operating points are the next stage's (:mod:`mura.evaluation.calibrate`).
@@ -49,6 +49,7 @@ def run_ensemble(variants: Sequence[str], params: EnsembleParams, paths: Ensembl
         variants: the variant names (keys of ``models:``), in ensemble order.
         params: the ``ensemble`` section.
         paths: what it reads and writes.
+        seed: the seed of ``params.max_studies``'s subset.
 
     Returns:
         The variant weights used.
@@ -59,7 +60,8 @@ def run_ensemble(variants: Sequence[str], params: EnsembleParams, paths: Ensembl
     models = model_paths(variants, paths.models_dir)
     weights = ensemble_weights(list(models), params.variant_weights)
     images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id", validate="one_to_one")
-    frames = predict_images(models, weights, images, np.load(paths.pixels, mmap_mode="r"), params.batch_size)
+    pixels = np.load(paths.pixels, mmap_mode="r")
+    frames = predict_images(models, weights, images, pixels, params.batch_size, params.max_studies, seed)
     for split, frame in frames.items():
         write_csv(paths.predictions / f"{split}.csv", frame)
     if frames["valid"].empty:

@@ -36,8 +36,26 @@ def model_paths(variants: Sequence[str], models_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def study_subset(frame: pd.DataFrame, max_studies: int, seed: int) -> np.ndarray:
+    """Positions of ``frame``'s rows in a seeded random ``max_studies`` of its studies (all when 0 or more).
+
+    Whole studies, so the study-level metrics stay defined on what is kept (rehearsals at scale).
+    """
+    studies = np.unique(frame["study_id"].astype(str).to_numpy())
+    if not 0 < max_studies < len(studies):
+        return np.arange(len(frame))
+    kept = np.random.default_rng(seed).choice(studies, size=max_studies, replace=False)
+    return np.flatnonzero(frame["study_id"].astype(str).isin(kept).to_numpy())
+
+
 def predict_images(
-    paths: dict[str, Path], weights: Sequence[float], images: pd.DataFrame, pixels: np.ndarray, batch_size: int
+    paths: dict[str, Path],
+    weights: Sequence[float],
+    images: pd.DataFrame,
+    pixels: np.ndarray,
+    batch_size: int,
+    max_studies: int = 0,
+    seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """Per-image probabilities of every variant and of their weighted average, for valid and test.
 
@@ -47,6 +65,8 @@ def predict_images(
         images: images.csv merged with split.csv (row i = cache row i).
         pixels: the (N, S, S) uint8 cache.
         batch_size: images per compiled call (every batch is padded to it: one traced shape).
+        max_studies: 0, or predict only a seeded random subset of this many studies per split.
+        seed: the subset's seed.
 
     Returns:
         ``{split: frame}`` with the identifying columns and ``p_<variant>``, ``p_ensemble``
@@ -63,6 +83,7 @@ def predict_images(
     frames = {}
     for split in PREDICTION_SPLITS:
         rows = np.flatnonzero((images["split"] == split).to_numpy())
+        rows = rows[study_subset(images.iloc[rows], max_studies, seed)]
         frame = images.iloc[rows][KEPT_COLUMNS].reset_index(drop=True)
         if len(rows):
             per_variant, ensemble = runner.predict_ensemble(np.asarray(pixels[rows]), weights)

@@ -72,6 +72,8 @@ class CacheBatches(keras.utils.PyDataset):
             training step a second time (about 40 s for DenseNet-169 on a 2-core CPU).
             With ``shuffle`` the dropped rows differ every epoch. Ignored when
             there are fewer rows than one batch.
+        max_batches: 0, or serve at most this many batches per epoch (with ``shuffle``, the first
+            ones of each epoch's order: a new random subset every epoch).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class CacheBatches(keras.utils.PyDataset):
         sample_weights: np.ndarray | None = None,
         workers: int = 1,
         drop_remainder: bool = False,
+        max_batches: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
@@ -100,6 +103,7 @@ class CacheBatches(keras.utils.PyDataset):
         self.drop_remainder = drop_remainder and len(self.rows) >= self.batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.max_batches = max_batches
         self.epoch = 0
         self.order = self._order(0)
 
@@ -114,9 +118,8 @@ class CacheBatches(keras.utils.PyDataset):
         self.order = self._order(epoch)
 
     def __len__(self) -> int:
-        if self.drop_remainder:
-            return len(self.rows) // self.batch_size
-        return -(-len(self.rows) // self.batch_size)
+        count = len(self.rows) // self.batch_size if self.drop_remainder else -(-len(self.rows) // self.batch_size)
+        return min(count, self.max_batches) if self.max_batches else count
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         pick = self.order[index * self.batch_size : (index + 1) * self.batch_size]

@@ -271,9 +271,20 @@ def _batches(
         sample_weights=sample_weights(labels, class_weights),
         workers=train.workers,
         drop_remainder=True,
+        max_batches=train.max_steps_per_epoch,
     )
-    valid_batches = CacheBatches(pixels, data.valid_rows, data.valid_labels, max(train.batch_size, 32), workers=train.workers)
+    keep = bounded_subset(len(data.valid_rows), train.max_valid_images, spec.seed)
+    valid_batches = CacheBatches(
+        pixels, data.valid_rows[keep], data.valid_labels[keep], max(train.batch_size, 32), workers=train.workers
+    )
     return train_batches, valid_batches, len(rows)
+
+
+def bounded_subset(count: int, limit: int, seed: int) -> np.ndarray:
+    """Positions ``0..count-1``, or a seeded sorted random ``limit`` of them when ``0 < limit < count``."""
+    if not 0 < limit < count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
 def _resume_state(backup: Path, history_csv: Path, model_path: Path, monitor: str, mode: str) -> tuple[bool, float | None]:
