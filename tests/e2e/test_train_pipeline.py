@@ -501,7 +501,7 @@ def test_radiologists_feedback_exported_with_dvc_is_trained_on_and_never_tested(
 
 
 def test_external_test_sets_are_ingested_predicted_and_reported_apart(workspace: Path) -> None:
-    """FracAtlas and GRAZPEDWRI-DX in their real layouts under data/external: the `external` split, evaluated apart."""
+    """FracAtlas and GRAZPEDWRI-DX in their real layouts under data/external: the `external` split, evaluated, localised apart."""
     from tests.external_layouts import write_fracatlas, write_grazpedwri
 
     before = pd.read_csv(workspace / "data/processed/split.csv")
@@ -519,3 +519,10 @@ def test_external_test_sets_are_ingested_predicted_and_reported_apart(workspace:
     assert "external" in json.loads((workspace / "reports/metrics.json").read_text())
     report = (workspace / "reports/README.md").read_text()
     assert "## External test sets" in report and "| fracatlas | 4 |" in report and "| grazpedwri | 2 |" in report
+    # their own boxes (FracAtlas's COCO file, GRAZPEDWRI-DX's YOLO labels): localisation on each, apart from test
+    _dvc(workspace, "repro", "localize")
+    localization = json.loads((workspace / "reports/localization.json").read_text())
+    assert set(localization["external"]) == {"fracatlas", "grazpedwri"} and "test" in localization
+    assert set(localization["external"]["fracatlas"]) == set(localization["levels"])
+    evaluated_on = pd.read_csv(workspace / "reports/localization.csv")["evaluated_on"]
+    assert set(evaluated_on) == {"test", "fracatlas", "grazpedwri"}

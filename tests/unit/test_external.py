@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mura.config import DataParams, IngestParams
-from mura.data.external import list_external, list_fracatlas, list_grazpedwri
+from mura.data.external import external_boxes, list_external, list_fracatlas, list_grazpedwri
 from mura.data.ingest import ingest
 from mura.data.split import make_split
 from mura.errors import DataError
@@ -31,6 +32,30 @@ def test_grazpedwri_groups_a_patients_views_of_one_time_into_a_study(tmp_path: P
     assert entries[0].study_id == entries[1].study_id != entries[2].study_id
     assert entries[0].patient_id == "grazpedwri:1" and all(e.file.is_file() for e in entries)
     assert set(list_external(tmp_path)) == {"grazpedwri"} and list_external(tmp_path / "none") == {}
+
+
+def test_external_boxes_read_fracatlas_coco_and_grazpedwri_yolo_fractures(tmp_path: Path) -> None:
+    write_fracatlas(tmp_path)
+    write_grazpedwri(tmp_path)
+    boxes = external_boxes(tmp_path)
+    rows = {(r.file_name, None if pd.isna(r.kind) else (r.x0, r.y0, r.x1, r.y1)) for r in boxes.itertuples(index=False)}
+    assert rows == {
+        ("images/Fractured/IMG0000001.jpg", (4.0, 6.0, 14.0, 18.0)),  # COCO x, y, w, h -> x0, y0, x1, y1
+        ("images/Fractured/IMG0000003.jpg", (20.0, 2.0, 28.0, 32.0)),
+        ("images/Non_fractured/IMG0000002.jpg", None),  # no fracture: an image without a box (a negative)
+        ("images/Non_fractured/IMG0000007.jpg", None),  # (IMG0000004, a leg, is not listed)
+        ("images_part1/0001_1297860395_01_WRI-L1_M014.png", (8.0, 6.0, 24.0, 14.0)),  # YOLO class 3 on 32 x 40; text left out
+        ("images_part2/0001_1297860395_01_WRI-L2_M014.png", (4.0, 10.0, 12.0, 30.0)),
+        ("images_part2/0001_1297860395_01_WRI-L2_M014.png", (20.0, 15.0, 28.0, 25.0)),
+        ("images_part1/0002_1111111111_01_WRI-R1_F009.png", None),
+    }
+    assert set(boxes["width"]) == {32} and set(boxes["height"]) == {40}
+
+
+def test_external_sets_without_their_annotations_give_no_boxes(tmp_path: Path) -> None:
+    write_fracatlas(tmp_path, boxes=False)
+    write_grazpedwri(tmp_path, boxes=False)
+    assert external_boxes(tmp_path).empty and external_boxes(tmp_path / "none").empty
 
 
 def test_a_csv_without_its_columns_is_one_line_naming_them(tmp_path: Path) -> None:

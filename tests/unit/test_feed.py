@@ -65,7 +65,9 @@ def test_drop_remainder_serves_only_full_batches() -> None:
 
 def test_max_batches_caps_an_epoch_with_a_new_subset_each_epoch() -> None:
     pixels = np.arange(40, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
-    batches = CacheBatches(pixels, np.arange(40), np.zeros(40), batch_size=4, shuffle=True, seed=2, drop_remainder=True, max_batches=3)
+    batches = CacheBatches(
+        pixels, np.arange(40), np.zeros(40), batch_size=4, shuffle=True, seed=2, drop_remainder=True, max_batches=3
+    )
     assert len(batches) == 3
     epochs = []
     for epoch in range(2):

@@ -13,6 +13,11 @@ Both are dropped, as downloaded and unzipped, into ``data.external_dir`` (``data
   paediatric wrists (XR_WRIST); a study is a patient's radiographs of one time stamp (the
   filestem's first two fields).
 
+Both ship boxes, read by :func:`external_boxes` for the localisation measures: FracAtlas's COCO file
+(``FracAtlas/Annotations/COCO JSON/*.json``, its fractures) and GRAZPEDWRI-DX's YOLO labels
+(``GRAZPEDWRI-DX/folder_structure/yolov5/labels/<filestem>.txt``, class 3 = fracture; unzipped from
+``folder_structure.zip``).
+
 The label is the fracture label (FracAtlas ``fractured``, GRAZPEDWRI-DX ``fracture_visible``):
 a narrower question than MURA's "abnormal", so the external figures measure how the model's
 abnormality score transfers to fracture detection on other hospitals' images. Every image is in
@@ -25,7 +30,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
+from mura.data.annotations import BOX_COLUMNS, read_coco_boxes
 from mura.data.sources import ImageEntry
 from mura.errors import DataError
 
@@ -33,6 +40,7 @@ __all__ = [
     "EXTERNAL_DATASETS",
     "EXTERNAL_SPLIT",
     "FRACATLAS_PARTS",
+    "external_boxes",
     "list_external",
     "list_fracatlas",
     "list_grazpedwri",
@@ -43,6 +51,10 @@ FRACATLAS_PARTS = {"hand": "XR_HAND", "shoulder": "XR_SHOULDER"}  # the FracAtla
 FRACATLAS_REGIONS = ("hand", "leg", "hip", "shoulder")
 FRACATLAS_DIRS = {1: "Fractured", 0: "Non_fractured"}
 EXTERNAL_DATASETS = {"fracatlas": "FracAtlas", "grazpedwri": "GRAZPEDWRI-DX"}  # dataset name → its folder
+FRACATLAS_COCO = "Annotations/COCO JSON"  # COCO_fracture_masks.json: the fractures' boxes (and masks)
+GRAZPEDWRI_LABELS = "folder_structure/yolov5/labels"  # <filestem>.txt, YOLO: class cx cy w h (fractions)
+# meta.yaml's names: boneanomaly, bonelesion, foreignbody, fracture, metal, periostealreaction, pronatorsign, softtissue, text
+GRAZPEDWRI_FRACTURE = 3
 
 
 def _read_csv(path: Path, needed: set[str]) -> pd.DataFrame:
@@ -132,3 +144,68 @@ def list_external(external_dir: Path) -> dict[str, list[ImageEntry]]:
         if (root / "dataset.csv").is_file():
             out[name] = listers[name](root)
     return out
+
+
+def _fracatlas_boxes(root: Path, entries: list[ImageEntry]) -> list[tuple[object, ...]]:
+    files = sorted((root / FRACATLAS_COCO).glob("*.json"))
+    if not files:
+        return []
+    coco = pd.concat([read_coco_boxes(f) for f in files], ignore_index=True)
+    by_name = {Path(e.path).name: e for e in entries}
+    rows: list[tuple[object, ...]] = []
+    boxed = set()
+    for row in coco.itertuples(index=False):
+        entry = by_name.get(Path(str(row.file_name)).name)
+        if entry is not None and entry.label == 1 and row.kind is not None and not pd.isna(row.kind):
+            rows.append((entry.path, row.width, row.height, "fracture", row.x0, row.y0, row.x1, row.y1))
+            boxed.add(entry.path)
+    return rows + _unboxed(entries, boxed)
+
+
+def _unboxed(entries: list[ImageEntry], boxed: set[str]) -> list[tuple[object, ...]]:
+    """Rows without a box for the images labelled without fracture (a fractured image without a box is left out)."""
+    rows: list[tuple[object, ...]] = []
+    for entry in entries:
+        if entry.label == 0 and entry.path not in boxed and entry.file.is_file():
+            with Image.open(entry.file) as image:  # the header only: the size
+                width, height = image.size
+            rows.append((entry.path, width, height, None, None, None, None, None))
+    return rows
+
+
+def _grazpedwri_boxes(root: Path, entries: list[ImageEntry]) -> list[tuple[object, ...]]:
+    labels = root / GRAZPEDWRI_LABELS
+    if not labels.is_dir():
+        return []
+    rows: list[tuple[object, ...]] = []
+    boxed = set()
+    for entry in entries:
+        label_file = labels / f"{Path(entry.path).stem}.txt"
+        if entry.label != 1 or not label_file.is_file() or not entry.file.is_file():
+            continue
+        with Image.open(entry.file) as image:
+            width, height = image.size
+        for line in label_file.read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 5 or int(float(fields[0])) != GRAZPEDWRI_FRACTURE:
+                continue
+            cx, cy, w, h = (float(v) for v in fields[1:5])
+            box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+            rows.append((entry.path, width, height, "fracture", *box))
+            boxed.add(entry.path)
+    return rows + _unboxed(entries, boxed)
+
+
+def external_boxes(external_dir: Path) -> pd.DataFrame:
+    """The fracture boxes of the external datasets present, as :func:`mura.data.annotations.read_coco_boxes` rows.
+
+    ``file_name`` is the image's path as its dataset lists it (images.csv's ``path``); pixels of the
+    original image. Images labelled without fracture are rows without a box ("nothing here" is data
+    too); a fractured image whose annotation has no fracture box is left out (not a negative).
+    Datasets without their annotations give no rows.
+    """
+    readers = {"fracatlas": _fracatlas_boxes, "grazpedwri": _grazpedwri_boxes}
+    rows: list[tuple[object, ...]] = []
+    for name, entries in list_external(external_dir).items():
+        rows += readers[name](Path(external_dir) / EXTERNAL_DATASETS[name], entries)
+    return pd.DataFrame(rows, columns=list(BOX_COLUMNS))

@@ -9,11 +9,14 @@ IoU ≥ 0.1 over true boxes plus false boxes), boxes drawn only for studies that
 threshold, the high-sensitivity level never above the high-specificity one. On **test**, with those
 levels: the pointing game, box sensitivity and false positives per image at IoU ≥ 0.1 and 0.3, mean
 IoU, per body part and overall with patient-bootstrap CIs (:mod:`mura.evaluation.localization`).
+The same figures, at the same levels, on each **external** dataset whose own boxes are present
+(FracAtlas's COCO file, GRAZPEDWRI-DX's YOLO labels: :func:`mura.data.external.external_boxes`),
+reported apart.
 
 Outputs: ``reports/localization.json`` (DVC metrics: the levels and the test figures),
-``reports/localization.csv`` (the table with CIs) and ``reports/plots/localization_cases.png``
-(the best and worst test cases). Without boxes anywhere (MURA itself has none) the levels are
-``localize.default_levels`` and the report says that nothing was measured.
+``reports/localization.csv`` (the table with CIs; ``evaluated_on``: test or an external dataset) and
+``reports/plots/localization_cases.png`` (the best and worst test cases). Without boxes anywhere (MURA
+itself has none) the levels are ``localize.default_levels`` and the report says that nothing was measured.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from mura.config import EvaluateParams, LocalizeParams, ResizePolicy
-from mura.data.annotations import read_coco_boxes
+from mura.data.annotations import BOX_COLUMNS, read_coco_boxes
+from mura.data.external import EXTERNAL_SPLIT, external_boxes
 from mura.data.imaging import box_to_grid, cache_rows
 from mura.evaluation.localization import IOU_LEVELS, image_record, localization_summary
 from mura.evaluation.predict import model_paths
@@ -40,7 +44,7 @@ from mura.stage import Layout
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IOU_LEVELS", "LocalizePaths", "choose_level", "ensemble_heatmaps", "run_localize", "true_boxes"]
+__all__ = ["IOU_LEVELS", "LocalizePaths", "choose_level", "ensemble_heatmaps", "read_boxes", "run_localize", "true_boxes"]
 
 CANDIDATE_LEVELS = tuple(round(x, 2) for x in np.arange(0.2, 0.96, 0.05))
 
@@ -56,23 +60,30 @@ class LocalizePaths:
     predictions: Path = Layout.PREDICTIONS
     thresholds: Path = Layout.THRESHOLDS
     annotations: tuple[Path, ...] = ()
+    external_dir: Path | None = None  # data.external_dir: FracAtlas's and GRAZPEDWRI-DX's own boxes
     report: Path = Path("reports/localization.json")
     table: Path = Path("reports/localization.csv")
     figure: Path = Path("reports/plots/localization_cases.png")
 
 
-def true_boxes(images: pd.DataFrame, annotation_files: Sequence[Path], image_size: int, resize: ResizePolicy) -> pd.Series:
-    """Each image's true boxes on the cache's grid, by ``image_id`` (only images an annotation file lists).
+def read_boxes(annotation_files: Sequence[Path], external_dir: Path | None = None) -> pd.DataFrame:
+    """Every annotated box: the COCO files that exist, and the external datasets' own (FracAtlas, GRAZPEDWRI-DX)."""
+    listed = [read_coco_boxes(path) for path in annotation_files if Path(path).is_file()]
+    if external_dir is not None:
+        listed.append(external_boxes(external_dir))
+    listed = [frame for frame in listed if len(frame)]
+    return pd.concat(listed, ignore_index=True) if listed else pd.DataFrame(columns=list(BOX_COLUMNS))
 
-    Annotation files name images by the path their dataset lists them under (images.csv's ``path``).
+
+def true_boxes(images: pd.DataFrame, boxes: pd.DataFrame, image_size: int, resize: ResizePolicy) -> pd.Series:
+    """Each image's true boxes on the cache's grid, by ``image_id`` (only images the boxes list).
+
+    Args:
+        images: images.csv (``path``: as the image's dataset lists it).
+        boxes: :func:`read_boxes`'s rows (``file_name``: that same path; a row without a box: an image without finding).
+        image_size: the cache's side.
+        resize: the cache's resize policy.
     """
-    listed = []
-    for path in annotation_files:
-        if Path(path).is_file():
-            listed.append(read_coco_boxes(path))
-    if not listed:
-        return pd.Series(dtype=object)
-    boxes = pd.concat(listed, ignore_index=True)
     by_path = images.set_index("path")["image_id"]
     out: dict[str, list[tuple[float, float, float, float]]] = {}
     for row in boxes.itertuples(index=False):
@@ -139,7 +150,7 @@ def run_localize(
     """The ``localize`` stage (see the module docstring). Returns what ``reports/localization.json`` holds."""
     images = pd.read_csv(paths.images).merge(pd.read_csv(paths.split), on="image_id")
     images["row"] = np.arange(len(images))
-    truth_of = true_boxes(images, paths.annotations, image_size, resize)
+    truth_of = true_boxes(images, read_boxes(paths.annotations, paths.external_dir), image_size, resize)
     points = OperatingPoints.load(paths.thresholds)
     report: dict[str, Any] = {
         "levels": dict(params.default_levels),
@@ -150,33 +161,40 @@ def run_localize(
     if len(truth_of):
         pixels = np.load(paths.pixels, mmap_mode="r")
         weights_paths = model_paths(variants, paths.models_dir)
-        per_split = {}
-        for split in ("valid", "test"):
-            predictions = pd.read_csv(paths.predictions / f"{split}.csv")
+        by_id = images.set_index("image_id")
+
+        def annotated(split: str) -> tuple[pd.DataFrame, np.ndarray, list[Any]]:
+            """The split's predicted images that have boxes, their heatmaps and their true boxes."""
+            file = paths.predictions / f"{split}.csv"
+            predictions = pd.read_csv(file) if file.is_file() else pd.DataFrame(columns=["image_id"])
             predictions = predictions[predictions["image_id"].astype(str).isin(truth_of.index)].reset_index(drop=True)
-            rows = images.set_index("image_id").loc[predictions["image_id"], "row"].to_numpy()
-            heat = ensemble_heatmaps(weights_paths, cache_rows(pixels, rows))
-            per_split[split] = (predictions, heat, [truth_of[str(i)] for i in predictions["image_id"]])
-        valid, heat, truth = per_split["valid"]
-        passes = _study_passes(valid, points, variants)
-        levels, scores, chosen_on = {}, {}, {}
-        for point in passes.columns:
-            levels[point], scores[point] = choose_level(heat, truth, passes[point].to_numpy(), valid[["patient_id", "body_part"]])
-            chosen_on[point] = "valid"
-            if scores[point] <= 0.0 and point in params.default_levels:  # no level found a true box: nothing to choose from
-                levels[point], chosen_on[point] = params.default_levels[point], "default (no level matched a true box on valid)"
-        if "high_sensitivity" in levels and "high_specificity" in levels:
-            levels["high_sensitivity"] = min(levels["high_sensitivity"], levels["high_specificity"])
-        test, heat, truth = per_split["test"]
-        passes = _study_passes(test, points, variants)
-        tables = []
-        for point, level in levels.items():
-            records = _records(heat, truth, passes[point].to_numpy(), level, test[["patient_id", "body_part"]])
-            tables.append(records.assign(operating_point=point))
-        summary = localization_summary(pd.concat(tables, ignore_index=True), evaluate.bootstrap_resamples, 0, evaluate.ci_level)
-        report = {"levels": levels, "measured": True, "chosen_on": chosen_on, "valid_threat_score": scores}
-        report["test"] = _headline(summary)
-        _figure(test, heat, truth, levels, paths.figure, bool(images["synthetic"].any()))
+            rows = by_id.loc[predictions["image_id"], "row"].to_numpy()
+            heat = (
+                ensemble_heatmaps(weights_paths, cache_rows(pixels, rows)) if len(rows) else np.zeros((0, image_size, image_size))
+            )
+            return predictions, heat, [truth_of[str(i)] for i in predictions["image_id"]]
+
+        valid, heat, truth = annotated("valid")
+        levels, scores, chosen_on = _choose_levels(valid, heat, truth, points, variants, params)
+        report = {"levels": levels, "measured": False, "chosen_on": chosen_on, "valid_threat_score": scores}
+        tables, shown = [], None
+        test, heat, truth = annotated("test")
+        if len(test):
+            tables.append(_summary(test, heat, truth, levels, points, variants, evaluate).assign(evaluated_on="test"))
+            report["test"], shown = _headline(tables[-1]), (test, heat, truth)
+        external, heat, truth = annotated(EXTERNAL_SPLIT)
+        for dataset in sorted(set(external["dataset"])) if len(external) else []:
+            keep = (external["dataset"] == dataset).to_numpy()
+            part, kept = external[keep].reset_index(drop=True), [t for t, k in zip(truth, keep, strict=True) if k]
+            tables.append(_summary(part, heat[keep], kept, levels, points, variants, evaluate).assign(evaluated_on=dataset))
+            report.setdefault("external", {})[dataset] = _headline(tables[-1])
+            shown = shown or (part, heat[keep], kept)
+        report["measured"] = bool(tables)
+        summary = pd.concat(tables, ignore_index=True) if tables else summary
+        if shown is not None:
+            _figure(*shown, levels, paths.figure, bool(images["synthetic"].any()))
+        else:
+            _nothing_measured(paths.figure)
     else:
         logger.warning("localize: no annotated images (no boxes for this data): default box levels, nothing measured")
         _nothing_measured(paths.figure)
@@ -184,6 +202,52 @@ def run_localize(
     summary.to_csv(paths.table, index=False)
     paths.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
+
+
+def _choose_levels(
+    valid: pd.DataFrame,
+    heat: np.ndarray,
+    truth: Sequence[list[Any]],
+    points: OperatingPoints,
+    variants: Sequence[str],
+    params: LocalizeParams,
+) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Each box point's heat level chosen on valid (the default where no level matched a true box), its score, how chosen."""
+    if not len(valid):  # boxes only elsewhere (e.g. real MURA, which has none, and FracAtlas): the defaults
+        kept = [p for p in BOX_POINTS if p in points.thresholds and p in params.default_levels]
+        return (
+            {p: params.default_levels[p] for p in kept},
+            dict.fromkeys(kept, 0.0),
+            dict.fromkeys(kept, "default (no annotated valid image)"),
+        )
+    passes = _study_passes(valid, points, variants)
+    levels, scores, chosen_on = {}, {}, {}
+    for point in passes.columns:
+        levels[point], scores[point] = choose_level(heat, truth, passes[point].to_numpy(), valid[["patient_id", "body_part"]])
+        chosen_on[point] = "valid"
+        if scores[point] <= 0.0 and point in params.default_levels:  # no level found a true box: nothing to choose from
+            levels[point], chosen_on[point] = params.default_levels[point], "default (no level matched a true box on valid)"
+    if "high_sensitivity" in levels and "high_specificity" in levels:
+        levels["high_sensitivity"] = min(levels["high_sensitivity"], levels["high_specificity"])
+    return levels, scores, chosen_on
+
+
+def _summary(
+    frame: pd.DataFrame,
+    heat: np.ndarray,
+    truth: Sequence[list[Any]],
+    levels: Mapping[str, float],
+    points: OperatingPoints,
+    variants: Sequence[str],
+    evaluate: EvaluateParams,
+) -> pd.DataFrame:
+    """The localisation table of these images at each point's level, per body part and overall, with CIs."""
+    passes = _study_passes(frame, points, variants)
+    tables = []
+    for point, level in levels.items():
+        records = _records(heat, truth, passes[point].to_numpy(), level, frame[["patient_id", "body_part"]])
+        tables.append(records.assign(operating_point=point))
+    return localization_summary(pd.concat(tables, ignore_index=True), evaluate.bootstrap_resamples, 0, evaluate.ci_level)
 
 
 def _nothing_measured(out: Path) -> None:

@@ -76,7 +76,7 @@ class CacheBatches(keras.utils.PyDataset):
             ones of each epoch's order: a new random subset every epoch).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the feed's options, each a keyword with a default
         self,
         pixels: np.ndarray,
         rows: np.ndarray,

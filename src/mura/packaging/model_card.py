@@ -195,13 +195,15 @@ def _localization_lines(record: dict[str, Any]) -> list[str]:
     lines[-1] += "chosen on the validation split's annotated boxes." if how == {"valid"} else f"chosen: {'; '.join(sorted(how))}."
     lines += ["", "| Operating point | Pointing game | Box sensitivity (IoU ≥ 0.1) | False boxes per image | Mean IoU |"]
     lines.append("|---|---|---|---|---|")
-    for point, row in record.get("test", {}).items():
+    sets = [("", record.get("test", {}))] + [(f", {name} (external)", rows) for name, rows in record.get("external", {}).items()]
+    for where, points in sets:
+        for point, row in points.items():
 
-        def cell(name: str, row: dict[str, Any] = row) -> str:
-            return _fmt({"value": row.get(name), "ci_low": row.get(f"{name}_ci_low"), "ci_high": row.get(f"{name}_ci_high")})
+            def cell(name: str, row: dict[str, Any] = row) -> str:
+                return _fmt({"value": row.get(name), "ci_low": row.get(f"{name}_ci_low"), "ci_high": row.get(f"{name}_ci_high")})
 
-        cells = " | ".join(cell(name) for name in ("pointing", "sensitivity_iou0.1", "fp_per_image_iou0.1", "mean_iou"))
-        lines.append(f"| {point} | {cells} |")
+            cells = " | ".join(cell(name) for name in ("pointing", "sensitivity_iou0.1", "fp_per_image_iou0.1", "mean_iou"))
+            lines.append(f"| {point}{where} | {cells} |")
     return [*lines, ""]
 
 

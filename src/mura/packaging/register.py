@@ -481,12 +481,19 @@ def log_package(name: str, package: Package, outputs: PipelineOutputs) -> Logged
 
 
 def localization_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The ``localize`` stage's test figures as run metrics: ``loc_<point>_<metric>`` (pure; empty when not measured)."""
+    """The ``localize`` stage's figures as run metrics (pure; empty when not measured).
+
+    ``loc_<point>_<metric>`` on test, ``loc_<dataset>_<point>_<metric>`` on each external dataset.
+    """
+    sets = [("loc_", record.get("test") or {})] + [
+        (f"loc_{name}_", rows) for name, rows in (record.get("external") or {}).items()
+    ]
     out = {}
-    for point, figures in (record.get("test") or {}).items():
-        for name, value in figures.items():
-            if isinstance(value, (int, float)) and not name.endswith(("_ci_low", "_ci_high")) and math.isfinite(value):
-                out[f"loc_{point}_{name}"] = float(value)
+    for prefix, points in sets:
+        for point, figures in points.items():
+            for name, value in figures.items():
+                if isinstance(value, (int, float)) and not name.endswith(("_ci_low", "_ci_high")) and math.isfinite(value):
+                    out[f"{prefix}{point}_{name}"] = float(value)
     return out
 
 
