@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from mura.evaluation.localization import LOCALIZATION_METRICS, image_record, localization_summary, pointing_hit
+from mura.evaluation.localization import LOCALIZATION_METRICS, image_record, localization_summary, peak, pointing_hit
 from mura.modeling.boxes import Box, boxes_from_heatmap, iou, study_boxes
 
 
@@ -46,6 +47,17 @@ def test_study_boxes_only_at_the_points_the_study_passes() -> None:
     above = study_boxes([_heat()], 0.85, thresholds, levels)
     assert above["high_specificity"] == [[Box(20, 4, 28, 10, 0.9)]]
     assert study_boxes([_heat()], 0.1, thresholds, levels) == {"high_sensitivity": [[]], "high_specificity": [[]]}
+
+
+def test_the_peak_is_the_centre_of_an_upsampled_maps_plateau_not_its_corner() -> None:
+    coarse = np.array([[1.0, 0.5], [0.2, 0.1]], np.float32)  # a 2 x 2 Grad-CAM, as at 64 px
+    heat = np.asarray(Image.fromarray(coarse, mode="F").resize((64, 64), Image.Resampling.BILINEAR))
+    assert np.unravel_index(int(np.argmax(heat)), heat.shape) == (0, 0)  # argmax: the plateau's corner
+    assert peak(heat) == (7.5, 7.5)  # the 16 x 16 plateau's centre
+    assert pointing_hit(heat, [(4, 4, 12, 12)]) and not pointing_hit(heat, [(20, 20, 40, 40)])
+    single = np.zeros((8, 8), np.float32)
+    single[5, 2] = 1.0
+    assert peak(single) == (2.0, 5.0) and pointing_hit(single, [(2, 5, 3, 6)])
 
 
 def test_pointing_and_the_image_record() -> None:
