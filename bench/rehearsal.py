@@ -47,6 +47,7 @@ STAGES = [
 ]
 EXEMPT = ("train@", "evaluate")  # training and full evaluation may take longer than 15 minutes
 LIMIT_S, LIMIT_RSS = 15 * 60, 8 * 2**30
+DATA_STEP = "data (phantoms at scale)"
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,11 @@ def measure(name: str, command: list[str], cwd: Path, raw: Path) -> Step:
 def _row(step: Step) -> str:
     exempt = step.name.startswith(EXEMPT)
     ok = step.max_rss <= LIMIT_RSS and (exempt or step.wall_s <= LIMIT_S)
+    verdict = "not a stage (the download's stand-in)" if step.name == DATA_STEP else ("met" if ok else "**missed**")
     minutes = f"{int(step.wall_s // 60)}:{int(step.wall_s % 60):02d}"
     return (
         f"| {step.name} | {minutes} | {step.cpu_s / 60:.1f} min | {step.max_rss / 2**30:.2f} GiB | "
-        f"{step.tree_rss / 2**30:.2f} GiB | {step.disk / 2**30:.2f} GiB | {'met' if ok else '**missed**'} |"
+        f"{step.tree_rss / 2**30:.2f} GiB | {step.disk / 2**30:.2f} GiB | {verdict} |"
     )
 
 
@@ -191,7 +193,7 @@ def main() -> None:
     env_python = sys.executable
     steps = [
         measure(
-            "data (phantoms at scale)",
+            DATA_STEP,
             [env_python, __file__, "--generate", str(raw / "synthetic"), "--scale", str(args.scale)],
             ws,
             raw,

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PREDICTION_SPLITS", "model_paths", "predict_images"]
 
 PREDICTION_SPLITS = ("valid", "test", EXTERNAL_SPLIT)  # external: FracAtlas / GRAZPEDWRI-DX when present (else empty)
+CHUNK_ROWS = 1024  # cache rows read at a time (100 MiB at 320²)
 KEPT_COLUMNS = ["image_id", "split", "dataset", "body_part", "patient_id", "study_id", "label"]
 
 
@@ -85,8 +86,11 @@ def predict_images(
         rows = np.flatnonzero((images["split"] == split).to_numpy())
         rows = rows[study_subset(images.iloc[rows], max_studies, seed)]
         frame = images.iloc[rows][KEPT_COLUMNS].reset_index(drop=True)
-        if len(rows):
-            per_variant, ensemble = runner.predict_ensemble(np.asarray(pixels[rows]), weights)
+        # A chunk of the cache in memory at a time, whatever the split's size.
+        chunks = [rows[k : k + CHUNK_ROWS] for k in range(0, len(rows), CHUNK_ROWS)]
+        parts = [runner.predict_ensemble(np.asarray(pixels[chunk]), weights) for chunk in chunks]
+        if parts:
+            per_variant, ensemble = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         else:
             per_variant, ensemble = np.zeros((0, len(paths))), np.zeros(0)
         for k, name in enumerate(paths):
