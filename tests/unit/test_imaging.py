@@ -12,8 +12,11 @@ from mura.data.imaging import (
     REASON_TRUNCATED,
     REASON_UNDECODABLE,
     ImageDecodeError,
+    box_to_grid,
+    content_region,
     decode_image,
     dhash,
+    heat_on_image,
     pixel_hash,
     prepare_image,
     resize_gray,
@@ -125,3 +128,21 @@ def test_cache_rows_come_back_in_the_asked_order() -> None:
     cache = np.arange(5 * 2 * 2, dtype=np.uint8).reshape(5, 2, 2)
     rows = np.array([3, 0, 3, 1])
     np.testing.assert_array_equal(cache_rows(cache, rows), cache[rows])
+
+
+def test_content_region_and_heat_on_image_undo_pads_bands() -> None:
+    image = np.zeros((200, 100), np.uint8)  # tall: pad puts black bands left and right
+    image[120:160, 20:60] = 255  # a finding
+    square = resize_gray(image, 64, "pad")
+    assert content_region(image.shape, 64, "pad") == (16, 0, 48, 64)
+    assert content_region(image.shape, 64, "stretch") == (0, 0, 64, 64)
+    assert not square[:, :16].any() and not square[:, 48:].any()  # the bands are where the region says
+    heat = square.astype(np.float32) / 255  # a map of the square, as Grad-CAM gives
+    on_image = heat_on_image(heat, image.shape, "pad")
+    assert on_image.shape == (64, 32)  # the image's aspect ratio: a viewer stretches it over the image exactly
+    ys, xs = np.nonzero(on_image > 0.5)
+    sy, sx = image.shape[0] / on_image.shape[0], image.shape[1] / on_image.shape[1]
+    assert abs(ys.min() * sy - 120) <= 4 and abs(xs.min() * sx - 20) <= 4 and abs((xs.max() + 1) * sx - 60) <= 4
+    assert heat_on_image(heat, image.shape, "stretch").shape == (64, 64)  # stretch: the whole map
+    x0, y0, x1, y1 = box_to_grid((20, 120, 60, 160), image.shape, 64, "pad")
+    assert (x0, y0) == pytest.approx((16 + 20 * 0.32, 120 * 0.32)) and (x1, y1) == pytest.approx((16 + 60 * 0.32, 160 * 0.32))

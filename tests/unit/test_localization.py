@@ -113,3 +113,34 @@ def test_a_served_answer_carries_each_views_boxes_in_its_own_pixels() -> None:
     assert view_boxes(config, 0.5, [view])["high_specificity"] == [[]]  # below the specific threshold: no solid box
     assert view_boxes(dataclasses.replace(config, box_levels={}), 0.9, [view]) == {}  # a model without levels: none
     assert view_boxes(config, 0.9, [dataclasses.replace(view, heatmaps={})]) == {}  # no heatmaps asked: none
+
+
+def test_with_pad_a_views_heatmap_and_boxes_cover_the_image_not_the_black_bands() -> None:
+    """resize: pad: the map of the padded square is cropped to the image before it is drawn or boxed."""
+    import pandas as pd
+
+    from mura.data.uploads import DecodedUpload
+    from mura.runtime.predictor import study_result
+    from mura.runtime.served_config import ServingConfig
+
+    config = ServingConfig(
+        variants=("a",),
+        variant_weights={"a": 1.0},
+        thresholds={"default": 0.5, "high_sensitivity": 0.3, "high_specificity": 0.8},
+        operating_point="default",
+        image_size=32,
+        resize="pad",
+        max_pixels=10**6,
+        serve_batch_size=1,
+        synthetic_data=True,
+        box_levels={"high_sensitivity": 0.5, "high_specificity": 0.5},
+    )
+    square = np.zeros((32, 32), np.float32)
+    square[16:24, 8:16] = 1.0  # the image (320 x 160) fills columns 8-24 of the square: a finding in its left half
+    upload = DecodedUpload(pixels=np.zeros((32, 32), np.uint8), gray=np.zeros((320, 160), np.uint8), kind="png", body_part=None)
+    frame = pd.DataFrame(
+        {"probability": [0.9], "p_a": [0.9], "probability_raw": [0.9], "study_probability": [0.9], "study_probability_raw": [0.9]}
+    )
+    result = study_result(config, frame, [("v1", upload)], maps={"ensemble": square[None], "a": square[None]})
+    assert result.views[0].heatmaps["ensemble"].shape == (32, 16)  # without the bands: a viewer stretches it over 160 x 320
+    assert result.boxes["high_specificity"] == [[Box(0, 160, 80, 240, 1.0)]]  # stretched over the square, it would be x 40-80

@@ -53,6 +53,7 @@ from mura.apps.http import (
     require_reviewer,
     require_token,
 )
+from mura.data.imaging import heat_on_image
 from mura.data.sources import BODY_PARTS, normalize_body_part
 from mura.data.uploads import sniff_kind
 from mura.modeling.averaging import ENSEMBLE
@@ -504,7 +505,8 @@ async def _drawn(
 def _draw_view(predictor: Predictor, pixels: np.ndarray, thumb: np.ndarray, probability: float, metrics: ServingMetrics) -> Drawn:
     """Grad-CAM of one view (the ensemble's map, float32 pass) drawn over its thumbnail, and the view's boxes."""
     with metrics.time("heatmaps"):
-        heat = predictor.heatmaps(pixels[None])[ENSEMBLE][0]
+        square = predictor.heatmaps(pixels[None])[ENSEMBLE][0]
+        heat = heat_on_image(square, thumb.shape[:2], predictor.config.resize)  # without pad's black bands
         return png_bytes(overlay(thumb, heat), compress_level=1), _box_fractions(predictor.config, probability, heat)
 
 

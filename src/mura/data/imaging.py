@@ -155,6 +155,20 @@ def cache_rows(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def content_region(shape: tuple[int, int], image_size: int, policy: ResizePolicy = "stretch") -> tuple[int, int, int, int]:
+    """The part of the resized square that holds the image, ``(x0, y0, x1, y1)`` (:func:`resize_gray`'s geometry) (pure).
+
+    The whole square for ``stretch``; for ``pad``, the scaled image between the black bands.
+    """
+    if policy == "stretch":
+        return 0, 0, image_size, image_size
+    height, width = shape
+    scale = image_size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = (image_size - new_w) // 2, (image_size - new_h) // 2
+    return left, top, left + new_w, top + new_h
+
+
 def box_to_grid(
     box: tuple[float, float, float, float], shape: tuple[int, int], image_size: int, policy: ResizePolicy = "stretch"
 ) -> tuple[float, float, float, float]:
@@ -172,9 +186,19 @@ def box_to_grid(
         sx, sy = image_size / width, image_size / height
         return x0 * sx, y0 * sy, x1 * sx, y1 * sy
     scale = image_size / max(height, width)
-    left = (image_size - max(1, round(width * scale))) // 2
-    top = (image_size - max(1, round(height * scale))) // 2
+    left, top, _, _ = content_region(shape, image_size, policy)
     return left + x0 * scale, top + y0 * scale, left + x1 * scale, top + y1 * scale
+
+
+def heat_on_image(heat: np.ndarray, shape: tuple[int, int], policy: ResizePolicy = "stretch") -> np.ndarray:
+    """The part of a square map (heatmap of the resized image) that covers the image of ``shape`` (pure).
+
+    What a viewer stretches over the image: the map itself for ``stretch``, the map without the
+    black bands for ``pad`` (so overlays and boxes land where the model looked, not stretched
+    over the bands).
+    """
+    x0, y0, x1, y1 = content_region(shape, heat.shape[0], policy)
+    return heat[y0:y1, x0:x1]
 
 
 def dhash(gray: np.ndarray, hash_size: int = 8) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
-from mura.data.imaging import ImageDecodeError, resize_gray
+from mura.data.imaging import ImageDecodeError, heat_on_image, resize_gray
 from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload, decode_upload
 from mura.modeling.averaging import ENSEMBLE, prob_column
@@ -58,7 +58,7 @@ class ViewResult:
     variants: dict[str, float]
     kind: str
     gray: np.ndarray  # full-resolution 8-bit image (for display)
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # "ensemble" and each variant, [0, 1], S x S
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # "ensemble" and each variant, [0, 1], over the image
     warnings: tuple[str, ...] = ()  # why the answer may not apply to this view (from its DICOM tags)
     probability_raw: float | None = None  # the uncalibrated ensemble average (audit); None: same as probability
 
@@ -244,7 +244,11 @@ class Predictor:
         sends its report, then the heatmap images) pays no second probability pass.
         """
         maps = self.heatmaps(np.stack([upload.pixels for _, upload in decoded]))
-        views = [dataclasses.replace(view, heatmaps={k: v[i] for k, v in maps.items()}) for i, view in enumerate(result.views)]
+        resize = self.config.resize
+        views = [
+            dataclasses.replace(view, heatmaps={k: heat_on_image(v[i], view.gray.shape[:2], resize) for k, v in maps.items()})
+            for i, view in enumerate(result.views)
+        ]
         return dataclasses.replace(result, views=views, boxes=view_boxes(self.config, result.probability, views))
 
 
@@ -273,7 +277,7 @@ def study_result(
             variants={n: float(frame[prob_column(n)].iloc[i]) for n in names},
             kind=upload.kind,
             gray=upload.gray,
-            heatmaps={k: v[i] for k, v in maps.items()},
+            heatmaps={k: heat_on_image(v[i], upload.gray.shape[:2], config.resize) for k, v in maps.items()},
             warnings=upload.warnings,
             probability_raw=float(frame["probability_raw"].iloc[i]),
         )

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mura.data.imaging import heat_on_image
 from mura.data.uploads import DecodedUpload, ImageDecodeError, decode_upload
 from mura.errors import ConfigError
 from mura.modeling.averaging import ENSEMBLE, average_probabilities, prob_column
@@ -263,9 +264,11 @@ class EnsembleService:
         column = []
         for i, upload in enumerate(uploads):
             levels, probability = self.config.box_levels, float(out["study_probability"].iloc[i])
-            found = study_boxes([heat[i]], probability, self.config.thresholds, levels) if levels else {}
             shape = upload.gray.shape[:2]
-            column.append(json.dumps({p: [b.scaled(heat[i].shape, shape).to_dict() for b in per[0]] for p, per in found.items()}))
+            view_heat = heat_on_image(heat[i], shape, self.config.resize)  # without pad's black bands
+            found = study_boxes([view_heat], probability, self.config.thresholds, levels) if levels else {}
+            boxes = {p: [b.scaled(view_heat.shape, shape).to_dict() for b in per[0]] for p, per in found.items()}
+            column.append(json.dumps(boxes))
         return column
 
     def predict_with_heatmaps(
