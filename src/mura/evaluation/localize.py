@@ -182,13 +182,11 @@ def run_localize(
         if len(test):
             tables.append(_summary(test, heat, truth, levels, points, variants, evaluate).assign(evaluated_on="test"))
             report["test"], shown = _headline(tables[-1]), (test, heat, truth)
-        external, heat, truth = annotated(EXTERNAL_SPLIT)
-        for dataset in sorted(set(external["dataset"])) if len(external) else []:
-            keep = (external["dataset"] == dataset).to_numpy()
-            part, kept = external[keep].reset_index(drop=True), [t for t, k in zip(truth, keep, strict=True) if k]
-            tables.append(_summary(part, heat[keep], kept, levels, points, variants, evaluate).assign(evaluated_on=dataset))
-            report.setdefault("external", {})[dataset] = _headline(tables[-1])
-            shown = shown or (part, heat[keep], kept)
+        external = annotated(EXTERNAL_SPLIT)
+        for dataset, table in _per_dataset(*external, levels, points, variants, evaluate).items():
+            tables.append(table.assign(evaluated_on=dataset))
+            report.setdefault("external", {})[dataset] = _headline(table)
+            shown = shown or external
         report["measured"] = bool(tables)
         summary = pd.concat(tables, ignore_index=True) if tables else summary
         if shown is not None:
@@ -248,6 +246,24 @@ def _summary(
         records = _records(heat, truth, passes[point].to_numpy(), level, frame[["patient_id", "body_part"]])
         tables.append(records.assign(operating_point=point))
     return localization_summary(pd.concat(tables, ignore_index=True), evaluate.bootstrap_resamples, 0, evaluate.ci_level)
+
+
+def _per_dataset(
+    frame: pd.DataFrame,
+    heat: np.ndarray,
+    truth: Sequence[list[Any]],
+    levels: Mapping[str, float],
+    points: OperatingPoints,
+    variants: Sequence[str],
+    evaluate: EvaluateParams,
+) -> dict[str, pd.DataFrame]:
+    """Each dataset's localisation table (the external split: FracAtlas and GRAZPEDWRI-DX apart)."""
+    tables = {}
+    for dataset in sorted(set(frame["dataset"])) if len(frame) else []:
+        keep = (frame["dataset"] == dataset).to_numpy()
+        kept = [t for t, k in zip(truth, keep, strict=True) if k]
+        tables[dataset] = _summary(frame[keep].reset_index(drop=True), heat[keep], kept, levels, points, variants, evaluate)
+    return tables
 
 
 def _nothing_measured(out: Path) -> None:
