@@ -103,3 +103,4 @@ _.collect  # prometheus_client Collector method (src/mura/operations/live_perfor
 feedback_url  # pydantic field of StudyAnswer (set by mura.apps.web._answer, read by the page)
 gone  # a FastAPI exception handler (src/mura/apps/web.py)
 boxes_url  # pydantic field of ViewAnswer (set by mura.apps.web._answer, read by the page)
+_.momentum  # keras BatchNormalization attribute, set in mura.modeling.models.build_model and read by the layer's call

@@ -85,6 +85,7 @@ class SynthParams:
 
     patients: int = 60  # MURA-layout patients (1-3 studies of 1-4 views each)
     fracture_images: int = 120  # Bone-Fracture-layout images (0: skip that dataset)
+    conspicuity: float = 1.0  # size/contrast of the planted findings (1: as drawn for 320² and up; the demo's 64² needs more)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class TrainParams:
     frozen_epochs: int = 0
     batchnorm: Literal["auto", "frozen", "trainable"] = "auto"
     zero_init_residual: bool = True
+    batchnorm_momentum: float = (
+        0.99  # Keras's default; short trainings from scratch need less (0.9), or inference runs on stale statistics
+    )
     workers: int = 2
     max_steps_per_epoch: int = 0  # 0: every batch; >0: at most this many per epoch, a new random subset each (rehearsals)
     max_valid_images: int = 0  # 0: every valid image; >0: a seeded subset of this many for val_auc (rehearsals)
@@ -111,6 +115,8 @@ class TrainParams:
     def __post_init__(self) -> None:
         if self.max_steps_per_epoch < 0 or self.max_valid_images < 0:
             raise ConfigError("train.max_steps_per_epoch and train.max_valid_images must be 0 (no limit) or positive")
+        if not 0.0 <= self.batchnorm_momentum < 1.0:
+            raise ConfigError(f"train.batchnorm_momentum={self.batchnorm_momentum}: must be in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,9 @@ def test_ensemble_evaluate_register_outputs(workspace: Path) -> None:
     loc_table = pd.read_csv(workspace / "reports/localization.csv")
     assert {"pointing", "pointing_ci_low", "sensitivity_iou0.1", "fp_per_image_iou0.3", "mean_iou"} <= set(loc_table.columns)
     assert "all" in set(loc_table["group"]) and (workspace / "reports/plots/localization_cases.png").stat().st_size > 1000
+    # the pointing game's ceiling at the tiny models' grid: what the best map of that resolution could score
+    for point in located["test"].values():
+        assert 0.0 <= point["pointing"] <= point["pointing_ceiling"] <= 1.0
     assert card["localization"]["levels"] == levels and "## Localisation" in (workspace / "reports/model_card.md").read_text()
     runs = _register_run_metrics(workspace)
     assert any(key.startswith("loc_high_sensitivity_pointing") for key in runs)

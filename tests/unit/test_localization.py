@@ -72,12 +72,19 @@ def test_pointing_and_the_image_record() -> None:
 
 
 def test_the_summary_has_every_metric_with_a_ci_per_body_part() -> None:
+    from mura.evaluation.localization import reachable_peaks
+
     heat, predicted = _heat(), boxes_from_heatmap(_heat(), 0.5)
+    peaks = reachable_peaks(heat.shape[0], 4)
     rows = []
     for k in range(12):
         truth = [(20, 4, 28, 10)] if k % 3 else [(0, 28, 4, 32)]  # every third image: the heatmap misses
         rows.append(
-            {"patient_id": f"p{k}", "body_part": "XR_WRIST" if k < 6 else "XR_HAND", **image_record(heat, truth, predicted)}
+            {
+                "patient_id": f"p{k}",
+                "body_part": "XR_WRIST" if k < 6 else "XR_HAND",
+                **image_record(heat, truth, predicted, peaks),
+            }
         )
     summary = localization_summary(pd.DataFrame(rows), n_resamples=200).set_index("group")
     assert set(summary.index) == {"all", "XR_WRIST", "XR_HAND"}
@@ -144,3 +151,27 @@ def test_with_pad_a_views_heatmap_and_boxes_cover_the_image_not_the_black_bands(
     result = study_result(config, frame, [("v1", upload)], maps={"ensemble": square[None], "a": square[None]})
     assert result.views[0].heatmaps["ensemble"].shape == (32, 16)  # without the bands: a viewer stretches it over 160 x 320
     assert result.boxes["high_specificity"] == [[Box(0, 160, 80, 240, 1.0)]]  # stretched over the square, it would be x 40-80
+
+
+def test_a_2x2_map_at_64_px_can_peak_only_near_the_corners_and_a_10x10_one_almost_anywhere() -> None:
+    from mura.evaluation.localization import reachable_peaks
+
+    assert sorted(reachable_peaks(64, 2)) == [(7.5, 7.5), (7.5, 55.5), (55.5, 7.5), (55.5, 55.5)]
+    fine = reachable_peaks(320, 10)
+    assert len(set(fine)) == 100 and (159.5, 159.5) not in fine  # cells centred 32 px apart, none on the very centre
+    assert min(abs(x - 144) + abs(y - 176) for x, y in fine) <= 1.0  # interior cells peak on their centres (32k + 16)
+
+
+def test_the_pointing_ceiling_counts_images_where_some_reachable_peak_is_in_a_true_box() -> None:
+    from mura.evaluation.localization import reachable_peaks
+
+    heat = _heat(64)
+    centre, corner = [(24, 24, 40, 40)], [(0, 0, 12, 12)]  # a finding in the middle; one in the top-left corner
+    coarse = reachable_peaks(64, 2)
+    assert image_record(heat, centre, [], coarse)["pointing_ceiling"] == 0.0  # no 2 x 2 map can point there
+    assert image_record(heat, corner, [], coarse)["pointing_ceiling"] == 1.0
+    assert image_record(heat, centre, [], reachable_peaks(64, 4))["pointing_ceiling"] == 1.0  # a 4 x 4 one can
+    assert math.isnan(image_record(heat, centre, [])["pointing_ceiling"])  # no grid given: not measured
+    flat = np.zeros((64, 64), np.float32)  # nothing pushed the prediction up: the map points nowhere
+    assert not pointing_hit(flat, centre) and image_record(flat, centre, [], coarse)["pointing"] == 0.0
+    assert math.isnan(image_record(heat, [], [], coarse)["pointing_ceiling"])  # a normal image: nothing to point at

@@ -149,16 +149,17 @@ def test_the_card_says_how_well_the_boxes_point() -> None:
         "levels": {"high_sensitivity": 0.45, "high_specificity": 0.7},
         "measured": True,
         "test": {"high_sensitivity": {"pointing": 0.72, "pointing_ci_low": 0.6, "pointing_ci_high": 0.8, "mean_iou": 0.31}},
-        "external": {"fracatlas": {"high_sensitivity": {"pointing": 0.41, "mean_iou": 0.12}}},
+        "external": {"fracatlas": {"high_sensitivity": {"pointing": 0.41, "pointing_ceiling": 0.9, "mean_iou": 0.12}}},
     }
     card = build_model_card(_config(), "mura-ensemble", IMAGES, pd.DataFrame(), localization=record)
     text = render_model_card(card)
     assert card.localization == record and "## Localisation" in text and "0.720 [0.600, 0.800]" in text
-    assert "| high_sensitivity, fracatlas (external) | 0.410 |" in text
+    assert "| high_sensitivity, fracatlas (external) | 0.410 | 0.900 |" in text and "Pointing ceiling" in text
     assert localization_metrics(record) == {
         "loc_high_sensitivity_pointing": 0.72,
         "loc_high_sensitivity_mean_iou": 0.31,
         "loc_fracatlas_high_sensitivity_pointing": 0.41,
+        "loc_fracatlas_high_sensitivity_pointing_ceiling": 0.9,
         "loc_fracatlas_high_sensitivity_mean_iou": 0.12,
     }
     assert "chosen on the validation split" in text and "high_sensitivity 0.45" in text

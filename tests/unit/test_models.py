@@ -77,3 +77,15 @@ def test_zero_init_residual_makes_resnet_blocks_start_as_identity() -> None:
         )
         == 0
     )
+
+
+def test_batchnorm_momentum_reaches_every_batchnorm_and_survives_saving(tmp_path: Path) -> None:
+
+    model = build_model(ModelSpec("densenet169", dense_units=8, dropout=0.1), 32, "none", None, seed=0, batchnorm_momentum=0.9)
+    norms = [la for la in model.get_layer("backbone").layers if isinstance(la, keras.layers.BatchNormalization)]
+    norms.append(model.get_layer("head_bn"))
+    assert len(norms) > 100 and {la.momentum for la in norms} == {0.9}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert loaded.get_layer("head_bn").momentum == 0.9
+    assert loaded.get_layer("backbone").get_layer("conv1_bn").momentum == 0.9

@@ -86,3 +86,27 @@ def test_write_mura_writes_the_findings_as_coco_beside_the_csvs(tmp_path: Path) 
     for row in with_box.itertuples():
         width, height = Image.open(tmp_path / row.file_name).size
         assert (row.width, row.height) == (width, height) and 0 <= row.x0 < row.x1 <= width and 0 <= row.y0 < row.y1 <= height
+
+
+def test_conspicuity_one_draws_the_phantoms_as_before_and_more_enlarges_only_the_findings() -> None:
+    from mura.data.synthetic import render_phantom_annotated
+
+    def area(findings: list) -> int:  # type: ignore[type-arg]
+        return sum((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in findings)
+
+    larger = 0
+    for seed in range(10):
+        for part in BODY_PARTS:
+            plain, same, bold = (np.random.default_rng(seed) for _ in range(3))
+            for abnormal in (False, True):
+                gray, findings = render_phantom_annotated(part, abnormal, plain)
+                gray_1, findings_1 = render_phantom_annotated(part, abnormal, same, conspicuity=1.0)
+                gray_2, findings_2 = render_phantom_annotated(part, abnormal, bold, conspicuity=2.0)
+                assert np.array_equal(gray, gray_1) and findings == findings_1  # 1: byte for byte the default
+                assert gray.shape == gray_2.shape and plain.bit_generator.state == bold.bit_generator.state
+                assert [f.kind for f in findings] == [f.kind for f in findings_2]  # same draws: same finding
+                if not abnormal:
+                    assert np.array_equal(gray, gray_2)  # normal phantoms do not depend on it
+                else:
+                    larger += area(findings_2) > area(findings)
+    assert larger >= 0.8 * 10 * len(BODY_PARTS)  # the boxes grow with the findings (clipped at the border at times)

@@ -25,6 +25,7 @@ def _synth_settings(params_path: str | Path, args: argparse.Namespace | None = N
         sizes = SynthParams(
             patients=args.patients if args.patients is not None else sizes.patients,
             fracture_images=args.fracture_images if args.fracture_images is not None else sizes.fracture_images,
+            conspicuity=sizes.conspicuity,
         )
     return seed, sizes
 

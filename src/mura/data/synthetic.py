@@ -173,13 +173,13 @@ def _box(points: list[np.ndarray], margin: float, h: int, w: int) -> tuple[int, 
     return max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1))
 
 
-def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator) -> np.ndarray:
+def render_phantom(body_part: str, abnormal: bool, rng: np.random.Generator, conspicuity: float = 1.0) -> np.ndarray:
     """Render one radiograph-like phantom (:func:`render_phantom_annotated` without its findings)."""
-    return render_phantom_annotated(body_part, abnormal, rng)[0]
+    return render_phantom_annotated(body_part, abnormal, rng, conspicuity)[0]
 
 
 def render_phantom_annotated(  # noqa: C901, PLR0915
-    body_part: str, abnormal: bool, rng: np.random.Generator
+    body_part: str, abnormal: bool, rng: np.random.Generator, conspicuity: float = 1.0
 ) -> tuple[np.ndarray, list[Finding]]:
     """Render one radiograph-like phantom, and the box of each finding planted in it.
 
@@ -191,6 +191,10 @@ def render_phantom_annotated(  # noqa: C901, PLR0915
         body_part: one of :data:`mura.data.sources.BODY_PARTS`.
         abnormal: draw a fracture, dislocation or hardware.
         rng: random generator (the picture is a pure function of its state).
+        conspicuity: scales each finding's size and contrast (fracture gap, displacement and angulation,
+            dislocation, lesion size and darkness, hardware thickness, swelling) without drawing any other
+            random number: 1 draws the findings as always (byte for byte); the demo's 64-px images
+            need about 2 to show them at all. Normal phantoms do not depend on it.
 
     Returns:
         uint8 array (H, W), H and W between 280 and 512, independent of the label; and the findings
@@ -224,10 +228,10 @@ def render_phantom_annotated(  # noqa: C901, PLR0915
         unit, normal = axis / length, np.array([-axis[1], axis[0]]) / length
         if kind == "fracture":
             t = float(rng.uniform(0.35, 0.65))
-            gap = r * float(rng.uniform(0.35, 0.8))
+            gap = r * float(rng.uniform(0.35, 0.8)) * conspicuity
             pm = p0 + axis * t
-            shift_px = normal * r * float(rng.uniform(0.7, 1.5)) * rng.choice([-1, 1])
-            tilt = float(rng.uniform(0.2, 0.5)) * rng.choice([-1, 1])
+            shift_px = normal * r * float(rng.uniform(0.7, 1.5)) * rng.choice([-1, 1]) * conspicuity
+            tilt = min(0.9, float(rng.uniform(0.2, 0.5)) * conspicuity) * rng.choice([-1, 1])
             distal_start = pm + unit * gap + shift_px
             distal_end = _rotate(p1 + shift_px, distal_start, tilt)
             bones[idx] = (p0, pm, r)
@@ -237,21 +241,23 @@ def render_phantom_annotated(  # noqa: C901, PLR0915
             idx = int(rng.choice(ana.joints))
             p0, p1, r = bones[idx]
             offset = normal * r * float(rng.uniform(1.0, 1.8)) * rng.choice([-1, 1]) + unit * r * float(rng.uniform(0.3, 0.8))
+            offset = offset * conspicuity
             bones[idx] = (p0 + offset, p1 + offset * 0.6, r)
             findings.append(Finding("dislocation", _box([p0, p0 + offset], r * 1.2, h, w)))
         elif kind == "lesion":  # a lytic lesion with a sclerotic rim
             centre_px = p0 + axis * float(rng.uniform(0.25, 0.75))
-            lesions.append((centre_px, centre_px + unit * r * float(rng.uniform(0.3, 1.2)), r * float(rng.uniform(0.45, 0.7))))
+            end = centre_px + unit * r * float(rng.uniform(0.3, 1.2)) * conspicuity
+            lesions.append((centre_px, end, r * min(0.9, float(rng.uniform(0.45, 0.7)) * conspicuity)))
             start, end, radius = lesions[-1]
             findings.append(Finding("lytic_lesion", _box([start, end], radius, h, w)))
         else:  # plate with screws along the bone
             start, end = p0 + axis * 0.25 + normal * r * 0.9, p0 + axis * 0.75 + normal * r * 0.9
-            hardware.append((start, end, r * 0.3))
+            hardware.append((start, end, r * 0.3 * conspicuity))
             for s in np.linspace(0.3, 0.7, int(rng.integers(3, 6))):
                 base = p0 + axis * s
-                hardware.append((base + normal * r * 1.1, base - normal * r * 0.8, r * 0.09))
+                hardware.append((base + normal * r * 1.1, base - normal * r * 0.8, r * 0.09 * conspicuity))
             ends = [point for a, b, _ in hardware for point in (a, b)]
-            findings.append(Finding("hardware", _box(ends, max(r * 0.3, 1.5), h, w)))
+            findings.append(Finding("hardware", _box(ends, max(r * 0.3 * conspicuity, 1.5), h, w)))
         if kind != "hardware" or rng.random() < 0.5:
             # Swelling around the site: broad, so it survives downsampling (as in real studies).
             site = bones[idx][0] + (bones[idx][1] - bones[idx][0]) * 0.5
@@ -261,7 +267,7 @@ def render_phantom_annotated(  # noqa: C901, PLR0915
     for p0, p1, r in bones:
         _capsule_field(h, w, p0, p1, r * 2.4, tissue, 1.0, 1.0, 1.0)
     for p0, p1, r in swelling:
-        _capsule_field(h, w, p0, p1, r, tissue, 1.35, 1.35, 1.0)
+        _capsule_field(h, w, p0, p1, r, tissue, 1.35**conspicuity, 1.35**conspicuity, 1.0)
     tissue_img = Image.fromarray((tissue * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(scale * 0.03))
     image = np.asarray(tissue_img, np.float32) / 255.0 * float(rng.uniform(0.15, 0.3))
     bone = np.zeros((h, w), np.float32)
@@ -271,7 +277,7 @@ def render_phantom_annotated(  # noqa: C901, PLR0915
     for p0, p1, r in lesions:  # carve the lesion, keep a thin sclerotic rim
         hole = np.zeros((h, w), np.float32)
         _capsule_field(h, w, p0, p1, r, hole, 1.0, 1.0, 1.0)
-        bone = np.where(hole > 0.5, bone * 0.35, bone)
+        bone = np.where(hole > 0.5, bone * 0.35 / conspicuity, bone)
     image = image + bone
     metal = np.zeros((h, w), np.float32)
     for p0, p1, r in hardware:
@@ -400,6 +406,7 @@ def write_mura(
     valid_fraction: float = 0.15,
     defects: bool = True,
     workers: int = 0,
+    conspicuity: float = 1.0,
 ) -> Path:
     """Write a synthetic dataset in the MURA-v1.1 layout.
 
@@ -412,6 +419,7 @@ def write_mura(
         defects: also write a few broken files (missing, empty, truncated,
             undecodable) and macOS junk, as found in real downloads.
         workers: PNG-encoding processes (0 = one per core; the files are the same whatever the number).
+        conspicuity: size and contrast of the findings (:func:`render_phantom_annotated`).
 
     Returns:
         The ``MURA-v1.1`` folder.
@@ -435,7 +443,7 @@ def write_mura(
                 listing[split][1].append(f"{study}/,{int(abnormal)}")
                 for v in range(1, int(rng.integers(1, 5)) + 1):
                     rel = f"{study}/image{v}.png"
-                    gray, findings = render_phantom_annotated(str(part), abnormal, rng)
+                    gray, findings = render_phantom_annotated(str(part), abnormal, rng, conspicuity)
                     write(Path(out_dir) / rel, gray, "png", _pick_mode(rng))
                     listing[split][0].append(rel)
                     annotated.append((rel, gray.shape, findings))
@@ -464,7 +472,7 @@ def write_mura(
     return root
 
 
-def write_fracture(out_dir: Path, seed: int, images: int, leaked_copies: int = 4) -> Path:
+def write_fracture(out_dir: Path, seed: int, images: int, leaked_copies: int = 4, conspicuity: float = 1.0) -> Path:
     """Write a synthetic dataset in the Bone Fracture Multi-Region layout.
 
     Like the real dataset, a few training images reappear in ``val``/``test``
@@ -476,6 +484,7 @@ def write_fracture(out_dir: Path, seed: int, images: int, leaked_copies: int = 4
         seed: everything written is a function of this seed.
         images: number of distinct images (about 87/8/5 % train/val/test).
         leaked_copies: number of train images copied into val or test.
+        conspicuity: size and contrast of the fractures (:func:`render_phantom_annotated`).
 
     Returns:
         The outer ``Bone_Fracture_Binary_Classification`` folder.
@@ -491,7 +500,7 @@ def write_fracture(out_dir: Path, seed: int, images: int, leaked_copies: int = 4
         fractured = bool(rng.random() < 0.5)
         label_dir = inner / split / ("fractured" if fractured else "not fractured")
         label_dir.mkdir(parents=True, exist_ok=True)
-        gray = render_phantom(str(rng.choice(BODY_PARTS)), fractured, rng)
+        gray = render_phantom(str(rng.choice(BODY_PARTS)), fractured, rng, conspicuity)
         ext = str(rng.choice(["jpg", "png"]))
         file = label_dir / f"img{i:05d}.{ext}"
         file.write_bytes(encode(gray, ext, "L" if ext == "jpg" else _pick_mode(rng)))
@@ -519,16 +528,16 @@ def write_synthetic(out_dir: Path, seed: int, sizes: SynthParams) -> dict[str, P
     Args:
         out_dir: destination, e.g. ``data/raw/synthetic``.
         seed: random seed.
-        sizes: the ``synth`` section (MURA patients, fracture images; 0 images skips that dataset).
+        sizes: the ``synth`` section (MURA patients, fracture images, 0 images skips that dataset; conspicuity).
 
     Returns:
         ``{"mura": path, "fracture": path}`` of the written dataset roots.
     """
     out_dir = Path(out_dir)
     _mark(out_dir, "MURA-v1.1 and Bone Fracture Multi-Region", seed)
-    paths = {"mura": write_mura(out_dir, seed=seed, patients=sizes.patients)}
+    paths = {"mura": write_mura(out_dir, seed=seed, patients=sizes.patients, conspicuity=sizes.conspicuity)}
     if sizes.fracture_images > 0:
-        paths["fracture"] = write_fracture(out_dir, seed=seed, images=sizes.fracture_images)
+        paths["fracture"] = write_fracture(out_dir, seed=seed, images=sizes.fracture_images, conspicuity=sizes.conspicuity)
     else:  # an empty folder: the configured dataset folder exists (a DVC dependency) and holds no dataset;
         # its dotfile (ignored by ingest) keeps it in DVC, which stores no empty folder, so a clone pulls it
         (out_dir / FRACTURE_DIR).mkdir(parents=True, exist_ok=True)

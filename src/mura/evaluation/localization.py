@@ -4,6 +4,10 @@ Per abnormal image with at least one true box (the phantoms' planted findings, F
 GRAZPEDWRI-DX's boxes, scaled to the heatmap's grid):
 
 - pointing game: the heatmap's maximum (the centre of its plateau) falls inside a true box (a hit);
+- pointing ceiling: the hit rate the best map of this resolution could reach. A map upsampled from
+  the backbone's grid (stride 32: 2 x 2 at 64 px, 10 x 10 at 320 px) can peak only at a few places
+  (:func:`reachable_peaks`); an image counts when one of them lies in a true box. It tells a model
+  that points badly from a grid too coarse for the findings (0 at the demo's 64 px);
 - box sensitivity at IoU ≥ t: the share of true boxes some predicted box overlaps by at least t;
 - false positives per image at IoU ≥ t: predicted boxes that overlap no true box by t (normal
   images count here too: every box on them is a false positive);
@@ -24,11 +28,20 @@ import pandas as pd
 from mura.evaluation.metrics import bootstrap_ci
 from mura.modeling.boxes import Box, iou
 
-__all__ = ["IOU_LEVELS", "LOCALIZATION_METRICS", "image_record", "localization_summary", "peak", "pointing_hit"]
+__all__ = [
+    "IOU_LEVELS",
+    "LOCALIZATION_METRICS",
+    "image_record",
+    "localization_summary",
+    "peak",
+    "pointing_hit",
+    "reachable_peaks",
+]
 
 IOU_LEVELS = (0.1, 0.3)
 LOCALIZATION_METRICS = (
     "pointing",
+    "pointing_ceiling",
     *(f"sensitivity_iou{t}" for t in IOU_LEVELS),
     *(f"fp_per_image_iou{t}" for t in IOU_LEVELS),
     "mean_iou",
@@ -53,21 +66,50 @@ def peak(heat: np.ndarray) -> tuple[float, float]:
 
 
 def pointing_hit(heat: np.ndarray, truth: Sequence[TruthBox]) -> bool:
-    """Whether the heatmap's maximum (:func:`peak`, a pixel centre) lies inside one of the true boxes."""
-    x, y = peak(heat)
+    """Whether the heatmap's maximum (:func:`peak`, a pixel centre) lies inside one of the true boxes.
+
+    A flat map (all zeros: nothing pushed the prediction up) points nowhere: a miss, not its plateau's
+    centre, which would be the image's and would hit every central finding.
+    """
+    return bool(np.ptp(heat) > 0) and _inside(*peak(heat), truth)
+
+
+def _inside(x: float, y: float, truth: Sequence[TruthBox]) -> bool:
+    """Whether the pixel centred at ``(x, y)`` lies in one of the boxes."""
     return any(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1 for x0, y0, x1, y1 in truth)
 
 
-def image_record(heat: np.ndarray, truth: Sequence[TruthBox], predicted: Sequence[Box]) -> dict[str, float]:
+def reachable_peaks(size: int, grid: int) -> list[tuple[float, float]]:
+    """Every place a ``grid × grid`` map upsampled to ``size`` as the heatmaps are can have its :func:`peak` (pure).
+
+    The peak of the upsampled map is that of its largest cell, so trying each cell alone finds them all
+    (none for ``grid`` 0: an unknown grid).
+    """
+    from mura.modeling.gradcam import upsample  # lazy: PIL only
+
+    found = []
+    for cell in range(grid * grid):
+        one = np.full(grid * grid, 0.5, np.float32)
+        one[cell] = 1.0
+        found.append(peak(upsample(one.reshape(grid, grid), size)))
+    return found
+
+
+def image_record(
+    heat: np.ndarray, truth: Sequence[TruthBox], predicted: Sequence[Box], peaks: Sequence[tuple[float, float]] = ()
+) -> dict[str, float]:
     """One image's counts: true boxes, hits of the pointing game, matched true boxes and false positives per IoU level.
 
     Args:
         heat: the image's heatmap (H, W).
         truth: its true boxes on the heatmap's grid (empty for a normal image).
         predicted: the boxes the model drew on it at one operating point.
+        peaks: :func:`reachable_peaks` of the heatmap's grid (none: no ceiling).
     """
     record: dict[str, float] = {"truths": float(len(truth)), "boxes": float(len(predicted))}
     record["pointing"] = float(pointing_hit(heat, truth)) if truth else float("nan")
+    inside = [_inside(x, y, truth) for x, y in peaks]
+    record["pointing_ceiling"] = float(any(inside)) if truth and peaks else float("nan")
     best = [max((iou(p, t) for p in predicted), default=0.0) for t in truth]
     record["iou_sum"] = float(sum(best))
     for level in IOU_LEVELS:
@@ -80,7 +122,7 @@ def _aggregate(records: pd.DataFrame, rows: np.ndarray) -> dict[str, float]:
     part = records.iloc[rows]
     truths = part["truths"].sum()
     with_truth = part[part["truths"] > 0]
-    out = {"pointing": float(with_truth["pointing"].mean()) if len(with_truth) else float("nan")}
+    out = {name: float(with_truth[name].mean()) if len(with_truth) else float("nan") for name in ("pointing", "pointing_ceiling")}
     for level in IOU_LEVELS:
         out[f"sensitivity_iou{level}"] = float(part[f"matched_iou{level}"].sum() / truths) if truths else float("nan")
         out[f"fp_per_image_iou{level}"] = float(part[f"fp_iou{level}"].mean()) if len(part) else float("nan")

@@ -7,8 +7,9 @@ each true box is mapped onto the same grid. On **valid**, each box operating poi
 chosen: the level whose boxes best match the true ones (threat score: matched true boxes at
 IoU ≥ 0.1 over true boxes plus false boxes), boxes drawn only for studies that pass the point's
 threshold, the high-sensitivity level never above the high-specificity one. On **test**, with those
-levels: the pointing game, box sensitivity and false positives per image at IoU ≥ 0.1 and 0.3, mean
-IoU, per body part and overall with patient-bootstrap CIs (:mod:`mura.evaluation.localization`).
+levels: the pointing game (and its ceiling at the maps' resolution), box sensitivity and false positives
+per image at IoU ≥ 0.1 and 0.3, mean IoU, per body part and overall with patient-bootstrap CIs
+(:mod:`mura.evaluation.localization`).
 The same figures, at the same levels, on each **external** dataset whose own boxes are present
 (FracAtlas's COCO file, GRAZPEDWRI-DX's YOLO labels: :func:`mura.data.external.external_boxes`),
 reported apart.
@@ -35,7 +36,7 @@ from mura.config import EvaluateParams, LocalizeParams, ResizePolicy
 from mura.data.annotations import BOX_COLUMNS, read_coco_boxes
 from mura.data.external import EXTERNAL_SPLIT, external_boxes
 from mura.data.imaging import box_to_grid, cache_rows
-from mura.evaluation.localization import IOU_LEVELS, image_record, localization_summary
+from mura.evaluation.localization import IOU_LEVELS, image_record, localization_summary, reachable_peaks
 from mura.evaluation.predict import model_paths
 from mura.modeling.averaging import average_probabilities, prob_column
 from mura.modeling.boxes import BOX_POINTS, boxes_from_heatmap
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["IOU_LEVELS", "LocalizePaths", "choose_level", "ensemble_heatmaps", "read_boxes", "run_localize", "true_boxes"]
 
+Peaks = Sequence[tuple[float, float]]  # where a heatmap of the models' grid can have its maximum
 CANDIDATE_LEVELS = tuple(round(x, 2) for x in np.arange(0.2, 0.96, 0.05))
 
 
@@ -96,25 +98,32 @@ def true_boxes(images: pd.DataFrame, boxes: pd.DataFrame, image_size: int, resiz
     return pd.Series(out, dtype=object)
 
 
-def ensemble_heatmaps(paths: Mapping[str, Path], pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """The mean of the variants' Grad-CAM maps (what the served ensemble shows), (N, S, S) float32."""
+def ensemble_heatmaps(paths: Mapping[str, Path], pixels: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, int]:
+    """The mean of the variants' Grad-CAM maps (what the served ensemble shows), (N, S, S) float32, and the side
+    of the feature grid they are upsampled from (the resolution they can point with; 0 when the variants' grids differ)."""
     from mura.modeling.gradcam import feature_model, gradcam  # lazy: Keras
     from mura.modeling.inference import load_variants
 
+    if not len(pixels):
+        return np.zeros(pixels.shape, np.float32), 0
     models = load_variants(paths)
     total = np.zeros(pixels.shape, np.float32)
+    grids = set()
     for model in models.values():
         features = feature_model(model)
+        grids.add(int(features.output.shape[1]))
         for start in range(0, len(pixels), batch_size):
             total[start : start + batch_size] += gradcam(model, np.asarray(pixels[start : start + batch_size]), features)
-    return total / max(1, len(models))
+    return total / max(1, len(models)), grids.pop() if len(grids) == 1 else 0
 
 
-def _records(heat: np.ndarray, truth: Sequence[list[Any]], passed: np.ndarray, level: float, frame: pd.DataFrame) -> pd.DataFrame:
+def _records(
+    heat: np.ndarray, truth: Sequence[list[Any]], passed: np.ndarray, level: float, frame: pd.DataFrame, peaks: Peaks = ()
+) -> pd.DataFrame:
     rows = []
     for k in range(len(heat)):
         predicted = boxes_from_heatmap(heat[k], level) if passed[k] else []
-        rows.append(image_record(heat[k], truth[k], predicted))
+        rows.append(image_record(heat[k], truth[k], predicted, peaks))
     return pd.concat([frame.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
@@ -163,30 +172,28 @@ def run_localize(
         weights_paths = model_paths(variants, paths.models_dir)
         by_id = images.set_index("image_id")
 
-        def annotated(split: str) -> tuple[pd.DataFrame, np.ndarray, list[Any]]:
-            """The split's predicted images that have boxes, their heatmaps and their true boxes."""
+        def annotated(split: str) -> tuple[pd.DataFrame, np.ndarray, list[Any], Peaks]:
+            """The split's predicted images that have boxes, their heatmaps, their true boxes and where the maps can peak."""
             file = paths.predictions / f"{split}.csv"
             predictions = pd.read_csv(file) if file.is_file() else pd.DataFrame(columns=["image_id"])
             predictions = predictions[predictions["image_id"].astype(str).isin(truth_of.index)].reset_index(drop=True)
             rows = by_id.loc[predictions["image_id"], "row"].to_numpy()
-            heat = (
-                ensemble_heatmaps(weights_paths, cache_rows(pixels, rows)) if len(rows) else np.zeros((0, image_size, image_size))
-            )
-            return predictions, heat, [truth_of[str(i)] for i in predictions["image_id"]]
+            heat, grid = ensemble_heatmaps(weights_paths, cache_rows(pixels, rows))
+            return predictions, heat, [truth_of[str(i)] for i in predictions["image_id"]], reachable_peaks(image_size, grid)
 
-        valid, heat, truth = annotated("valid")
+        valid, heat, truth, _ = annotated("valid")
         levels, scores, chosen_on = _choose_levels(valid, heat, truth, points, variants, params)
         report = {"levels": levels, "measured": False, "chosen_on": chosen_on, "valid_threat_score": scores}
         tables, shown = [], None
-        test, heat, truth = annotated("test")
+        test, heat, truth, peaks = annotated("test")
         if len(test):
-            tables.append(_summary(test, heat, truth, levels, points, variants, evaluate).assign(evaluated_on="test"))
+            tables.append(_summary(test, heat, truth, peaks, levels, points, variants, evaluate).assign(evaluated_on="test"))
             report["test"], shown = _headline(tables[-1]), (test, heat, truth)
         external = annotated(EXTERNAL_SPLIT)
         for dataset, table in _per_dataset(*external, levels, points, variants, evaluate).items():
             tables.append(table.assign(evaluated_on=dataset))
             report.setdefault("external", {})[dataset] = _headline(table)
-            shown = shown or external
+            shown = shown or external[:3]
         report["measured"] = bool(tables)
         summary = pd.concat(tables, ignore_index=True) if tables else summary
         if shown is not None:
@@ -234,6 +241,7 @@ def _summary(
     frame: pd.DataFrame,
     heat: np.ndarray,
     truth: Sequence[list[Any]],
+    peaks: Peaks,
     levels: Mapping[str, float],
     points: OperatingPoints,
     variants: Sequence[str],
@@ -243,7 +251,7 @@ def _summary(
     passes = _study_passes(frame, points, variants)
     tables = []
     for point, level in levels.items():
-        records = _records(heat, truth, passes[point].to_numpy(), level, frame[["patient_id", "body_part"]])
+        records = _records(heat, truth, passes[point].to_numpy(), level, frame[["patient_id", "body_part"]], peaks)
         tables.append(records.assign(operating_point=point))
     return localization_summary(pd.concat(tables, ignore_index=True), evaluate.bootstrap_resamples, 0, evaluate.ci_level)
 
@@ -252,6 +260,7 @@ def _per_dataset(
     frame: pd.DataFrame,
     heat: np.ndarray,
     truth: Sequence[list[Any]],
+    peaks: Peaks,
     levels: Mapping[str, float],
     points: OperatingPoints,
     variants: Sequence[str],
@@ -262,7 +271,9 @@ def _per_dataset(
     for dataset in sorted(set(frame["dataset"])) if len(frame) else []:
         keep = (frame["dataset"] == dataset).to_numpy()
         kept = [t for t, k in zip(truth, keep, strict=True) if k]
-        tables[dataset] = _summary(frame[keep].reset_index(drop=True), heat[keep], kept, levels, points, variants, evaluate)
+        tables[dataset] = _summary(
+            frame[keep].reset_index(drop=True), heat[keep], kept, peaks, levels, points, variants, evaluate
+        )
     return tables
 
 

@@ -27,7 +27,7 @@ from PIL import Image
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["HeadWeights", "cam_from_features", "feature_model", "gradcam", "head_gradient", "overlay", "png_bytes"]
+__all__ = ["HeadWeights", "cam_from_features", "feature_model", "gradcam", "head_gradient", "overlay", "png_bytes", "upsample"]
 
 _HEAD_ARRAYS = ("dense_kernel", "dense_bias", "gamma", "beta", "moving_mean", "moving_variance", "out_kernel", "out_bias")
 
@@ -100,9 +100,13 @@ def cam_from_features(maps: np.ndarray, head: HeadWeights, size: int) -> np.ndar
     for i, m in enumerate(cam):
         top = m.max()
         if top > 0:
-            resized = Image.fromarray((m / top).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
-            out[i] = np.clip(np.asarray(resized), 0.0, 1.0)
+            out[i] = np.clip(upsample(m / top, size), 0.0, 1.0)
     return out
+
+
+def upsample(grid: np.ndarray, size: int) -> np.ndarray:
+    """A coarse map (h, w) resized to ``size × size`` as every heatmap is (bilinear, pixel centres aligned), float32."""
+    return np.asarray(Image.fromarray(np.asarray(grid, np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
 
 
 def feature_model(model: keras.Model) -> keras.Model:

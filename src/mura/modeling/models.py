@@ -125,6 +125,7 @@ def build_model(
     freeze_batchnorm: bool = False,
     seed: int | None = None,
     zero_init_residual: bool = False,
+    batchnorm_momentum: float = 0.99,
 ) -> keras.Model:
     """Build a classifier taking uint8 grayscale ``(batch, S, S, 1)`` and returning P(abnormal).
 
@@ -142,6 +143,10 @@ def build_model(
             every residual branch at 0, so each ResNet block begins as the identity
             (Goyal et al. 2017, "Accurate, large minibatch SGD"); a deep ResNet then
             trains from scratch much sooner. No effect on DenseNet or on loaded weights.
+        batchnorm_momentum: momentum of every BatchNorm's moving statistics (backbone and head).
+            Keras's 0.99 keeps a third of the initial statistics after ~110 steps, so a short
+            training from scratch validates on statistics its weights no longer match; 0.9
+            forgets them within an epoch of 30 steps.
 
     Returns:
         An uncompiled ``keras.Model`` named after the architecture; the backbone is the
@@ -159,6 +164,9 @@ def build_model(
     backbone.name = "backbone"
     if zero_init_residual and weights_file is None:
         zero_residual_gammas(backbone)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = batchnorm_momentum
     inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
     x = inputs
     if augment is not None:
@@ -170,7 +178,7 @@ def build_model(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     init = keras.initializers.RandomNormal(stddev=0.01, seed=seed)
     x = keras.layers.Dense(spec.dense_units, activation="relu", kernel_initializer=init, name="dense")(x)
-    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=batchnorm_momentum, name="head_bn")(x)
     x = keras.layers.Dropout(spec.dropout, seed=seed, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=init, dtype="float32", name="abnormal")(x)
     return keras.Model(inputs, outputs, name=arch)

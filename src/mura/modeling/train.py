@@ -207,6 +207,7 @@ def fit_variant(
         freeze_batchnorm=freeze_bn,
         seed=spec.seed,
         zero_init_residual=train.zero_init_residual,
+        batchnorm_momentum=train.batchnorm_momentum,
     )
     train_batches, valid_batches, n_oversampled = _batches(spec, pixels, data, class_weights)
     mode = "max" if train.monitor == "val_auc" else "min"
