@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,7 @@ from PIL import Image
 
 from mura.evaluation.localization import LOCALIZATION_METRICS, image_record, localization_summary, peak, pointing_hit
 from mura.modeling.boxes import Box, boxes_from_heatmap, iou, study_boxes
+from mura.runtime.served_config import ServingConfig
 
 
 def _heat(size: int = 32) -> np.ndarray:
@@ -95,12 +98,8 @@ def test_the_summary_has_every_metric_with_a_ci_per_body_part() -> None:
         assert overall[f"{name}_ci_low"] <= overall[name] <= overall[f"{name}_ci_high"], name
 
 
-def test_a_served_answer_carries_each_views_boxes_in_its_own_pixels() -> None:
-    import dataclasses
-
-    from mura.runtime.predictor import ViewResult, view_boxes
-    from mura.runtime.served_config import ServingConfig
-
+def _serving_config(**changes: Any) -> ServingConfig:
+    """A one-variant model's serving config on 32² images, with box levels (``changes`` replace fields)."""
     config = ServingConfig(
         variants=("a",),
         variant_weights={"a": 1.0},
@@ -113,6 +112,13 @@ def test_a_served_answer_carries_each_views_boxes_in_its_own_pixels() -> None:
         synthetic_data=True,
         box_levels={"high_sensitivity": 0.5, "high_specificity": 0.7},
     )
+    return dataclasses.replace(config, **changes)
+
+
+def test_a_served_answer_carries_each_views_boxes_in_its_own_pixels() -> None:
+    from mura.runtime.predictor import ViewResult, view_boxes
+
+    config = _serving_config()
     view = ViewResult("v1", 0.9, {"a": 0.9}, "png", np.zeros((320, 160), np.uint8), heatmaps={"ensemble": _heat()})
     found = view_boxes(config, 0.9, [view])
     assert found["high_specificity"] == [[Box(100, 40, 140, 100, 0.9)]]  # (20, 4, 28, 10) on 32² → the 160×320 view
@@ -128,20 +134,8 @@ def test_with_pad_a_views_heatmap_and_boxes_cover_the_image_not_the_black_bands(
 
     from mura.data.uploads import DecodedUpload
     from mura.runtime.predictor import study_result
-    from mura.runtime.served_config import ServingConfig
 
-    config = ServingConfig(
-        variants=("a",),
-        variant_weights={"a": 1.0},
-        thresholds={"default": 0.5, "high_sensitivity": 0.3, "high_specificity": 0.8},
-        operating_point="default",
-        image_size=32,
-        resize="pad",
-        max_pixels=10**6,
-        serve_batch_size=1,
-        synthetic_data=True,
-        box_levels={"high_sensitivity": 0.5, "high_specificity": 0.5},
-    )
+    config = _serving_config(resize="pad", box_levels={"high_sensitivity": 0.5, "high_specificity": 0.5})
     square = np.zeros((32, 32), np.float32)
     square[16:24, 8:16] = 1.0  # the image (320 x 160) fills columns 8-24 of the square: a finding in its left half
     upload = DecodedUpload(pixels=np.zeros((32, 32), np.uint8), gray=np.zeros((320, 160), np.uint8), kind="png", body_part=None)

@@ -108,8 +108,8 @@ def image_record(
     """
     record: dict[str, float] = {"truths": float(len(truth)), "boxes": float(len(predicted))}
     record["pointing"] = float(pointing_hit(heat, truth)) if truth else float("nan")
-    inside = [_inside(x, y, truth) for x, y in peaks]
-    record["pointing_ceiling"] = float(any(inside)) if truth and peaks else float("nan")
+    reachable = any(_inside(x, y, truth) for x, y in peaks)
+    record["pointing_ceiling"] = float(reachable) if truth and peaks else float("nan")
     best = [max((iou(p, t) for p in predicted), default=0.0) for t in truth]
     record["iou_sum"] = float(sum(best))
     for level in IOU_LEVELS:

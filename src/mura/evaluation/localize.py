@@ -48,6 +48,23 @@ logger = logging.getLogger(__name__)
 __all__ = ["IOU_LEVELS", "LocalizePaths", "choose_level", "ensemble_heatmaps", "read_boxes", "run_localize", "true_boxes"]
 
 Peaks = Sequence[tuple[float, float]]  # where a heatmap of the models' grid can have its maximum
+
+
+@dataclass(frozen=True)
+class Annotated:
+    """Predicted images that have boxes: their rows, ensemble heatmaps, true boxes, and where such maps can peak."""
+
+    frame: pd.DataFrame
+    heat: np.ndarray
+    truth: list[Any]
+    peaks: Peaks = ()
+
+    def subset(self, keep: np.ndarray) -> Annotated:
+        """The images where ``keep`` (a boolean mask) holds."""
+        truth = [t for t, k in zip(self.truth, keep, strict=True) if k]
+        return Annotated(self.frame[keep].reset_index(drop=True), self.heat[keep], truth, self.peaks)
+
+
 CANDIDATE_LEVELS = tuple(round(x, 2) for x in np.arange(0.2, 0.96, 0.05))
 
 
@@ -172,32 +189,32 @@ def run_localize(
         weights_paths = model_paths(variants, paths.models_dir)
         by_id = images.set_index("image_id")
 
-        def annotated(split: str) -> tuple[pd.DataFrame, np.ndarray, list[Any], Peaks]:
-            """The split's predicted images that have boxes, their heatmaps, their true boxes and where the maps can peak."""
+        def annotated(split: str) -> Annotated:
+            """The split's predicted images that have boxes."""
             file = paths.predictions / f"{split}.csv"
             predictions = pd.read_csv(file) if file.is_file() else pd.DataFrame(columns=["image_id"])
             predictions = predictions[predictions["image_id"].astype(str).isin(truth_of.index)].reset_index(drop=True)
             rows = by_id.loc[predictions["image_id"], "row"].to_numpy()
             heat, grid = ensemble_heatmaps(weights_paths, cache_rows(pixels, rows))
-            return predictions, heat, [truth_of[str(i)] for i in predictions["image_id"]], reachable_peaks(image_size, grid)
+            truth = [truth_of[str(i)] for i in predictions["image_id"]]
+            return Annotated(predictions, heat, truth, reachable_peaks(image_size, grid))
 
-        valid, heat, truth, _ = annotated("valid")
-        levels, scores, chosen_on = _choose_levels(valid, heat, truth, points, variants, params)
+        levels, scores, chosen_on = _choose_levels(annotated("valid"), points, variants, params)
         report = {"levels": levels, "measured": False, "chosen_on": chosen_on, "valid_threat_score": scores}
         tables, shown = [], None
-        test, heat, truth, peaks = annotated("test")
-        if len(test):
-            tables.append(_summary(test, heat, truth, peaks, levels, points, variants, evaluate).assign(evaluated_on="test"))
-            report["test"], shown = _headline(tables[-1]), (test, heat, truth)
+        test = annotated("test")
+        if len(test.frame):
+            tables.append(_summary(test, levels, points, variants, evaluate).assign(evaluated_on="test"))
+            report["test"], shown = _headline(tables[-1]), test
         external = annotated(EXTERNAL_SPLIT)
-        for dataset, table in _per_dataset(*external, levels, points, variants, evaluate).items():
+        for dataset, table in _per_dataset(external, levels, points, variants, evaluate).items():
             tables.append(table.assign(evaluated_on=dataset))
             report.setdefault("external", {})[dataset] = _headline(table)
-            shown = shown or external[:3]
+            shown = shown or external
         report["measured"] = bool(tables)
         summary = pd.concat(tables, ignore_index=True) if tables else summary
         if shown is not None:
-            _figure(*shown, levels, paths.figure, bool(images["synthetic"].any()))
+            _figure(shown, levels, paths.figure, bool(images["synthetic"].any()))
         else:
             _nothing_measured(paths.figure)
     else:
@@ -210,14 +227,13 @@ def run_localize(
 
 
 def _choose_levels(
-    valid: pd.DataFrame,
-    heat: np.ndarray,
-    truth: Sequence[list[Any]],
+    annotated: Annotated,
     points: OperatingPoints,
     variants: Sequence[str],
     params: LocalizeParams,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """Each box point's heat level chosen on valid (the default where no level matched a true box), its score, how chosen."""
+    valid = annotated.frame
     if not len(valid):  # boxes only elsewhere (e.g. real MURA, which has none, and FracAtlas): the defaults
         kept = [p for p in BOX_POINTS if p in points.thresholds and p in params.default_levels]
         return (
@@ -228,7 +244,8 @@ def _choose_levels(
     passes = _study_passes(valid, points, variants)
     levels, scores, chosen_on = {}, {}, {}
     for point in passes.columns:
-        levels[point], scores[point] = choose_level(heat, truth, passes[point].to_numpy(), valid[["patient_id", "body_part"]])
+        passed = passes[point].to_numpy()
+        levels[point], scores[point] = choose_level(annotated.heat, annotated.truth, passed, valid[["patient_id", "body_part"]])
         chosen_on[point] = "valid"
         if scores[point] <= 0.0 and point in params.default_levels:  # no level found a true box: nothing to choose from
             levels[point], chosen_on[point] = params.default_levels[point], "default (no level matched a true box on valid)"
@@ -238,43 +255,28 @@ def _choose_levels(
 
 
 def _summary(
-    frame: pd.DataFrame,
-    heat: np.ndarray,
-    truth: Sequence[list[Any]],
-    peaks: Peaks,
-    levels: Mapping[str, float],
-    points: OperatingPoints,
-    variants: Sequence[str],
-    evaluate: EvaluateParams,
+    images: Annotated, levels: Mapping[str, float], points: OperatingPoints, variants: Sequence[str], evaluate: EvaluateParams
 ) -> pd.DataFrame:
     """The localisation table of these images at each point's level, per body part and overall, with CIs."""
+    frame = images.frame
     passes = _study_passes(frame, points, variants)
     tables = []
     for point, level in levels.items():
-        records = _records(heat, truth, passes[point].to_numpy(), level, frame[["patient_id", "body_part"]], peaks)
+        passed = passes[point].to_numpy()
+        records = _records(images.heat, images.truth, passed, level, frame[["patient_id", "body_part"]], images.peaks)
         tables.append(records.assign(operating_point=point))
     return localization_summary(pd.concat(tables, ignore_index=True), evaluate.bootstrap_resamples, 0, evaluate.ci_level)
 
 
 def _per_dataset(
-    frame: pd.DataFrame,
-    heat: np.ndarray,
-    truth: Sequence[list[Any]],
-    peaks: Peaks,
-    levels: Mapping[str, float],
-    points: OperatingPoints,
-    variants: Sequence[str],
-    evaluate: EvaluateParams,
+    images: Annotated, levels: Mapping[str, float], points: OperatingPoints, variants: Sequence[str], evaluate: EvaluateParams
 ) -> dict[str, pd.DataFrame]:
     """Each dataset's localisation table (the external split: FracAtlas and GRAZPEDWRI-DX apart)."""
-    tables = {}
-    for dataset in sorted(set(frame["dataset"])) if len(frame) else []:
-        keep = (frame["dataset"] == dataset).to_numpy()
-        kept = [t for t, k in zip(truth, keep, strict=True) if k]
-        tables[dataset] = _summary(
-            frame[keep].reset_index(drop=True), heat[keep], kept, peaks, levels, points, variants, evaluate
-        )
-    return tables
+    datasets = sorted(set(images.frame["dataset"])) if len(images.frame) else []
+    return {
+        name: _summary(images.subset((images.frame["dataset"] == name).to_numpy()), levels, points, variants, evaluate)
+        for name in datasets
+    }
 
 
 def _nothing_measured(out: Path) -> None:
@@ -301,10 +303,9 @@ def _headline(summary: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _figure(
-    test: pd.DataFrame, heat: np.ndarray, truth: Sequence[list[Any]], levels: Mapping[str, float], out: Path, synthetic: bool
-) -> None:
+def _figure(shown: Annotated, levels: Mapping[str, float], out: Path, synthetic: bool) -> None:
     """The three best and three worst test cases by IoU: heatmap, true box (green), boxes (dotted: sensitive, solid: specific)."""
+    test, heat, truth = shown.frame, shown.heat, shown.truth
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
+from mura.config import ResizePolicy
 from mura.data.imaging import ImageDecodeError, heat_on_image, resize_gray
 from mura.data.sources import normalize_body_part
 from mura.data.uploads import DecodedUpload, decode_upload
@@ -244,12 +245,16 @@ class Predictor:
         sends its report, then the heatmap images) pays no second probability pass.
         """
         maps = self.heatmaps(np.stack([upload.pixels for _, upload in decoded]))
-        resize = self.config.resize
         views = [
-            dataclasses.replace(view, heatmaps={k: heat_on_image(v[i], view.gray.shape[:2], resize) for k, v in maps.items()})
+            dataclasses.replace(view, heatmaps=_view_maps(maps, i, view.gray, self.config.resize))
             for i, view in enumerate(result.views)
         ]
         return dataclasses.replace(result, views=views, boxes=view_boxes(self.config, result.probability, views))
+
+
+def _view_maps(maps: dict[str, np.ndarray], i: int, gray: np.ndarray, resize: ResizePolicy) -> dict[str, np.ndarray]:
+    """The ``i``-th view's heatmaps (ensemble and variants) cropped to the part of the square that holds its image."""
+    return {name: heat_on_image(batch[i], gray.shape[:2], resize) for name, batch in maps.items()}
 
 
 def study_result(
@@ -277,7 +282,7 @@ def study_result(
             variants={n: float(frame[prob_column(n)].iloc[i]) for n in names},
             kind=upload.kind,
             gray=upload.gray,
-            heatmaps={k: heat_on_image(v[i], upload.gray.shape[:2], config.resize) for k, v in maps.items()},
+            heatmaps=_view_maps(maps, i, upload.gray, config.resize),
             warnings=upload.warnings,
             probability_raw=float(frame["probability_raw"].iloc[i]),
         )
